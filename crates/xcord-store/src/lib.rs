@@ -1,0 +1,21 @@
+//! Storage for xcord: one codebase over SQLite (the embedded default) and PostgreSQL.
+//!
+//! Both backends run through sqlx's `Any` driver with the same `$1`-placeholder SQL; the URL
+//! scheme chooses the backend. Each backend has its own embedded migration folder, and the
+//! two version lists are kept identical (see [`migrations`]). Repository traits per aggregate
+//! live in [`repo`]; [`Store`] implements all of them.
+
+pub mod error;
+pub mod migrations;
+pub mod repo;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+mod store;
+
+pub use error::StoreError;
+pub use repo::users::{NewUser, UserRecord, UserRepository};
+pub use store::{Backend, PoolStats, Store, StoreOptions};
+
+/// Result of a storage call.
+pub type StoreResult<T> = Result<T, StoreError>;

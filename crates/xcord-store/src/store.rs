@@ -1,0 +1,280 @@
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor as _, Row as _, Transaction};
+
+use crate::{StoreError, StoreResult, migrations};
+
+/// Which database engine a [`Store`] talks to, chosen by the URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://PATH`: the embedded default, one file in the data directory.
+    Sqlite,
+    /// `postgres://…` or `postgresql://…`: scale mode.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names, if any.
+    pub fn from_url(url: &str) -> Option<Self> {
+        let scheme = url.split_once(':')?.0.to_ascii_lowercase();
+        match scheme.as_str() {
+            "sqlite" => Some(Backend::Sqlite),
+            "postgres" | "postgresql" => Some(Backend::Postgres),
+            _ => None,
+        }
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Tuning for [`Store::connect`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+    /// How long a caller waits for a free connection before the store reports itself unavailable.
+    pub acquire_timeout: Duration,
+    /// SQLite only: how long a writer waits on a locked database.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Pool occupancy, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    /// Open connections.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: usize,
+}
+
+/// The database: a connection pool and the backend it runs on. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://…`). A SQLite file and its parent
+    /// directory are created when missing. Does not run migrations: see [`Store::migrate`].
+    pub async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url).with_context(|| {
+            format!(
+                "unsupported database URL {:?}: expected sqlite://PATH or postgres://…",
+                redact_url(url)
+            )
+        })?;
+        let url = match backend {
+            Backend::Sqlite => prepare_sqlite_url(url)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let connect_opts = AnyConnectOptions::from_str(&url)
+            .with_context(|| format!("invalid database URL {:?}", redact_url(&url)))?;
+        let mut pool = AnyPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(opts.acquire_timeout);
+        if backend == Backend::Sqlite {
+            let busy_ms = opts.busy_timeout.as_millis().min(i64::MAX as u128) as i64;
+            pool = pool.after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    // Every connection needs these; SQLite does not persist them (except WAL).
+                    // synchronous=NORMAL in WAL mode keeps every committed transaction across
+                    // a process crash (kill -9); only a power loss can drop the last commits.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute(sqlx::AssertSqlSafe(format!(
+                        "PRAGMA busy_timeout = {busy_ms}"
+                    )))
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool
+            .connect_with(connect_opts)
+            .await
+            .with_context(|| format!("cannot open the {} database", backend.name()))?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Applies every embedded migration not yet applied.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &migrations::SQLITE,
+            Backend::Postgres => &migrations::POSTGRES,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .context("running database migrations")
+    }
+
+    /// Versions of the migrations applied to this database, in order.
+    pub async fn applied_migrations(&self) -> StoreResult<Vec<i64>> {
+        let rows =
+            sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = $1 ORDER BY version")
+                .bind(true)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| r.try_get::<i64, _>(0).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// A cheap round trip, for health checks.
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The connection pool, for repository implementations.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Pool occupancy.
+    pub fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: self.pool.num_idle(),
+        }
+    }
+
+    /// Begins a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of failing on a
+    /// lock upgrade.
+    pub async fn begin_write(&self) -> StoreResult<Transaction<'static, Any>> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
+    }
+
+    /// Reads a flag column: PostgreSQL `BOOLEAN`, SQLite `INTEGER` 0/1.
+    pub fn flag(&self, row: &AnyRow, column: &str) -> StoreResult<bool> {
+        Ok(match self.backend {
+            Backend::Postgres => row.try_get::<bool, _>(column)?,
+            Backend::Sqlite => row.try_get::<i64, _>(column)? != 0,
+        })
+    }
+
+    /// Closes every connection; pending work finishes first.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `sqlite://PATH` → the same URL with `mode=rwc`, after creating PATH's directory.
+fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
+    let rest = url.split_once(':').map(|(_, r)| r).unwrap_or_default();
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" {
+        anyhow::bail!("the SQLite URL needs a file path (sqlite://PATH)");
+    }
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the database directory {}", dir.display()))?;
+    }
+    let query = if query.split('&').any(|kv| kv.starts_with("mode=")) {
+        query.to_owned()
+    } else if query.is_empty() {
+        "mode=rwc".to_owned()
+    } else {
+        format!("{query}&mode=rwc")
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+/// A URL with its password replaced, safe to log.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***@{}", &url[..s], &url[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_scheme_chooses_backend() {
+        assert_eq!(
+            Backend::from_url("sqlite://data/x.db"),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://u@h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(Backend::from_url("mysql://u@h/db"), None);
+        assert_eq!(Backend::from_url("nonsense"), None);
+    }
+
+    #[test]
+    fn sqlite_urls_get_create_mode() -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("xcord-url-{}", std::process::id()));
+        let path = dir.join("a.db");
+        let url = prepare_sqlite_url(&format!("sqlite://{}", path.display()))?;
+        assert_eq!(url, format!("sqlite://{}?mode=rwc", path.display()));
+        assert!(dir.is_dir());
+        let kept = prepare_sqlite_url(&format!("sqlite://{}?mode=ro", path.display()))?;
+        assert!(kept.ends_with("?mode=ro"));
+        assert!(prepare_sqlite_url("sqlite://").is_err());
+        assert!(prepare_sqlite_url("sqlite://:memory:").is_err());
+        std::fs::remove_dir_all(dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,43 @@
+//! The one error body every failing response carries (SPEC §3).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `{"error": "<Short Name>", "message": "<human sentence>", "details": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Short name of the failure, e.g. `Not Found`.
+    pub error: String,
+    /// A sentence a person can read.
+    pub message: String,
+    /// Per-field validation failures (422) or other structured detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
+}
+
+/// One failed validation rule on one field, listed in a 422's `details`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FieldError {
+    /// The field in camelCase, dotted for nested fields (`privacy.allowDMs`).
+    pub field: String,
+    /// The rule that failed, e.g. `length`, `pattern`, `required`, `type`.
+    pub rule: String,
+    /// What the rule asks for, readable by a person.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A failure of `rule` on `field`.
+    pub fn new(
+        field: impl Into<String>,
+        rule: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            rule: rule.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Wire types shared by every xcord crate: snowflake ids, timestamps and the error body.
+//!
+//! Nothing in here does I/O; it is serde and plain data so that clients and the
+//! server agree on one definition.
+
+pub mod error;
+pub mod snowflake;
+pub mod timestamp;
+
+pub use error::{ErrorBody, FieldError};
+pub use snowflake::{Snowflake, SnowflakeGenerator};
+pub use timestamp::Timestamp;
