@@ -1,0 +1,282 @@
+//! Extractors whose rejections are SPEC §3 errors: malformed body 400, wrong content type
+//! 415, too large 413, a field of the wrong type or missing 422 with per-field `details`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::error::Category;
+use xcord_core::Error;
+use xcord_types::FieldError;
+
+use crate::error::ApiError;
+
+/// A JSON body. Requires `Content-Type: application/json` (or `…+json`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json_content_type(req.headers()) {
+            return Err(Error::UnsupportedMediaType(
+                "Expected a JSON body with `Content-Type: application/json`.".into(),
+            )
+            .into());
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge("The request body is too large.".into())
+            } else {
+                Error::BadRequest("The request body could not be read.".into())
+            }
+        })?;
+        parse_json(&bytes).map(Json).map_err(ApiError)
+    }
+}
+
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// Parses a JSON document into `T`, classifying failures: bad syntax or a body of the wrong
+/// overall shape is 400; a field that is missing or of the wrong type is 422 naming the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            Category::Data => data_error(&path, &inner),
+            Category::Syntax | Category::Eof | Category::Io => {
+                Error::BadRequest(format!("Malformed JSON body: {inner}."))
+            }
+        }
+    })?;
+    de.end()
+        .map_err(|e| Error::BadRequest(format!("Malformed JSON body: {e}.")))?;
+    Ok(value)
+}
+
+fn data_error(path: &str, inner: &serde_json::Error) -> Error {
+    let text = inner.to_string();
+    let text = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(m, _)| m);
+    if let Some(field) = text
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
+        let full = if path == "." {
+            field.to_owned()
+        } else {
+            format!("{path}.{field}")
+        };
+        return Error::Validation(vec![FieldError::new(
+            full,
+            "required",
+            "This field is required.",
+        )]);
+    }
+    // At the root, or at a bare index of a top-level array, no field is to blame: the body
+    // as a whole has the wrong shape (an array where an object belongs, say).
+    if path == "." || (path.starts_with('[') && !path.contains('.')) {
+        return Error::BadRequest(format!("The JSON body has the wrong shape: {text}."));
+    }
+    Error::Validation(vec![FieldError::new(path, "type", text)])
+}
+
+/// Path parameters. A parameter that does not parse (e.g. a malformed id) names nothing
+/// that exists, so it is a 404.
+#[derive(Debug, Clone, Copy)]
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(rej) if rej.status().is_client_error() => Err(Error::NotFound("resource").into()),
+            Err(rej) => {
+                Err(Error::Internal(anyhow::anyhow!("path extraction: {}", rej.body_text())).into())
+            }
+        }
+    }
+}
+
+/// Query-string parameters; a value of the wrong type is a 422 naming the parameter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        parse_query(query).map(Query).map_err(ApiError)
+    }
+}
+
+/// Parses a query string into `T`.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
+    let de = form_urlencoded_parse(query);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let text = e.into_inner().to_string();
+        if let Some(field) = text
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            return Error::invalid(field, "required", "This parameter is required.");
+        }
+        let field = if path == "." {
+            "query".to_owned()
+        } else {
+            path
+        };
+        Error::Validation(vec![FieldError::new(field, "type", text)])
+    })
+}
+
+fn form_urlencoded_parse(query: &str) -> serde_urlencoded::de::Deserializer<'_> {
+    // serde_urlencoded parses from bytes itself; this keeps the call site readable.
+    serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Body {
+        user_name: String,
+        limit: Option<u32>,
+        nested: Option<Nested>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Nested {
+        allow_dms: bool,
+    }
+
+    fn status_of(r: Result<Body, Error>) -> (&'static str, Vec<String>) {
+        match r {
+            Ok(_) => ("ok", vec![]),
+            Err(Error::BadRequest(_)) => ("400", vec![]),
+            Err(Error::Validation(f)) => (
+                "422",
+                f.into_iter()
+                    .map(|f| format!("{}:{}", f.field, f.rule))
+                    .collect(),
+            ),
+            Err(_) => ("other", vec![]),
+        }
+    }
+
+    #[test]
+    fn json_failures_are_classified() {
+        assert_eq!(status_of(parse_json(br#"{"userName":"a"}"#)).0, "ok");
+        assert_eq!(
+            status_of(parse_json(br#"{"userName":"a","extra":1}"#)).0,
+            "ok"
+        );
+        assert_eq!(status_of(parse_json(b"{\"userName\":")).0, "400");
+        assert_eq!(status_of(parse_json(b"")).0, "400");
+        assert_eq!(status_of(parse_json(b"not json")).0, "400");
+        assert_eq!(
+            status_of(parse_json(br#"{"userName":"a"} trailing"#)).0,
+            "400"
+        );
+        assert_eq!(status_of(parse_json(b"[1,2]")).0, "400");
+        assert_eq!(
+            status_of(parse_json(b"{}")),
+            ("422", vec!["userName:required".into()])
+        );
+        assert_eq!(
+            status_of(parse_json(br#"{"userName":5}"#)),
+            ("422", vec!["userName:type".into()])
+        );
+        assert_eq!(
+            status_of(parse_json(br#"{"userName":"a","limit":-1}"#)),
+            ("422", vec!["limit:type".into()])
+        );
+        assert_eq!(
+            status_of(parse_json(
+                br#"{"userName":"a","nested":{"allowDms":"yes"}}"#
+            )),
+            ("422", vec!["nested.allowDms:type".into()])
+        );
+        assert_eq!(
+            status_of(parse_json(br#"{"userName":"a","nested":{}}"#)),
+            ("422", vec!["nested.allowDms:required".into()])
+        );
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Paging {
+        limit: Option<u8>,
+        before: Option<xcord_types::Snowflake>,
+    }
+
+    #[test]
+    fn query_failures_name_the_parameter() {
+        assert!(parse_query::<Paging>("limit=50&before=123").is_ok());
+        assert!(parse_query::<Paging>("").is_ok());
+        match parse_query::<Paging>("limit=abc") {
+            Err(Error::Validation(f)) => assert_eq!(f[0].field, "limit"),
+            other => panic!("{other:?}"),
+        }
+        match parse_query::<Paging>("before=-5") {
+            Err(Error::Validation(f)) => assert_eq!(f[0].field, "before"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        let mut h = HeaderMap::new();
+        assert!(!is_json_content_type(&h));
+        for (ct, ok) in [
+            ("application/json", true),
+            ("application/json; charset=utf-8", true),
+            ("Application/JSON", true),
+            ("application/merge-patch+json", true),
+            ("text/plain", false),
+            ("application/x-www-form-urlencoded", false),
+        ] {
+            h.insert(CONTENT_TYPE, ct.parse().expect("header"));
+            assert_eq!(is_json_content_type(&h), ok, "{ct}");
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The HTTP surface of xcord: REST under `/api/v1` (and the same router at `/api/rest`),
+//! health, metrics, the OpenAPI document and its browsable page.
+//!
+//! Handlers are thin: parse with this crate's extractors, call one use-case, map the result.
+//! Every failure leaves as the SPEC §3 error body through [`error::ApiError`].
+
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod layers;
+pub mod metrics;
+pub mod openapi;
+mod router;
+mod state;
+
+pub use router::{HttpSettings, apply_layers, build_router, openapi as openapi_document};
+pub use state::{AppState, AppStateInner};

@@ -1,0 +1,39 @@
+//! The OpenAPI 3 document, assembled from the route annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// Document-level facts; paths are added by the routers that register them.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "xcord",
+        description = "A self-hostable, Discord-style chat backend. REST lives under `/api/v1` \
+            (also mounted at `/api/rest`); the WebSocket gateway is at `/api/ws`. Errors always \
+            have the shape `{error, message, details?}`.",
+        license(name = "AGPL-3.0-only")
+    ),
+    components(schemas(xcord_types::ErrorBody, xcord_types::FieldError)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}

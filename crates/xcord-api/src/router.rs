@@ -1,0 +1,163 @@
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
+use axum::middleware::from_fn;
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::openapi::ApiDoc;
+use crate::{AppState, error, health, layers, metrics};
+
+/// HTTP behaviour taken from configuration.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Origins allowed by CORS; `*` allows any; empty sends no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Largest accepted request body for JSON routes, in bytes.
+    pub body_limit: usize,
+    /// Longest time a request may take to produce its response.
+    pub request_timeout: Duration,
+    /// Whether the REST API is mounted (the `api` role).
+    pub serve_rest: bool,
+}
+
+/// The REST routes, documented; mounted at `/api/v1` and `/api/rest`.
+fn rest_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+}
+
+/// Health and metrics, at the root.
+fn operations_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::health))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(metrics::metrics_handler))
+}
+
+/// The OpenAPI document of every route this build serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, rest) = rest_routes().split_for_parts();
+    let (_, ops) = operations_routes().split_for_parts();
+    let mut doc = ApiDoc::openapi().nest("/api/v1", rest);
+    doc.merge(ops);
+    doc
+}
+
+/// Builds the whole HTTP application.
+pub fn build_router(state: AppState, settings: &HttpSettings) -> anyhow::Result<Router> {
+    let (rest, rest_doc) = rest_routes().split_for_parts();
+    let (ops, ops_doc) = operations_routes().split_for_parts();
+    let mut doc = ApiDoc::openapi().nest("/api/v1", rest_doc);
+    doc.merge(ops_doc);
+    let doc_json = serde_json::to_string(&doc)?;
+
+    let mut app = Router::new();
+    if settings.serve_rest {
+        app = app.nest("/api/v1", rest.clone()).nest("/api/rest", rest);
+    }
+    let app = app
+        .merge(ops)
+        .route(
+            "/api/rest/openapi.json",
+            get(move || {
+                let body = doc_json.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                }
+            }),
+        )
+        .fallback(error::not_found)
+        .with_state(state)
+        .merge(SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", doc));
+
+    apply_layers(app, settings)
+}
+
+/// Wraps `app` in the stack every response passes through, outermost first: request id,
+/// metrics, trace span, security headers, JSON error bodies, CORS, panic catching, the
+/// request timeout and the body limit.
+pub fn apply_layers(app: Router, settings: &HttpSettings) -> anyhow::Result<Router> {
+    let mut app = app
+        .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(layers::panic_response));
+    if let Some(cors) = cors_layer(&settings.cors_origins)? {
+        app = app.layer(cors);
+    }
+    Ok(app
+        .layer(from_fn(layers::json_errors))
+        .layer(from_fn(layers::security_headers))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get(&layers::REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+        )
+        .layer(from_fn(layers::record_metrics))
+        .layer(from_fn(layers::request_id)))
+}
+
+fn cors_layer(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::from(Any)
+    } else {
+        let list = origins
+            .iter()
+            .map(|o| {
+                HeaderValue::from_str(o).map_err(|_| anyhow::anyhow!("invalid CORS origin {o:?}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(list)
+    };
+    let exposed = [
+        "x-request-id",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "retry-after",
+    ]
+    .map(HeaderName::from_static);
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers(Any)
+            .expose_headers(exposed)
+            .max_age(Duration::from_secs(600)),
+    ))
+}

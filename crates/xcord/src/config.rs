@@ -1,0 +1,658 @@
+//! Configuration: defaults < `xcord.toml` (or `--config FILE`) < `XCORD_*` environment.
+//!
+//! Every value is checked once here, so the rest of the program trusts it. A bad value
+//! names the variable or key it came from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+/// The roles a process can run (SPEC §1); `serve` runs all by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// REST API, uploads and CDN.
+    Api,
+    /// The WebSocket gateway.
+    Gateway,
+    /// Voice signaling and the SFU.
+    Voice,
+    /// The durable job queue and schedules.
+    Jobs,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Role::Api, Role::Gateway, Role::Voice, Role::Jobs];
+
+    /// The role's name as written in `--roles`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Gateway => "gateway",
+            Role::Voice => "voice",
+            Role::Jobs => "jobs",
+        }
+    }
+
+    /// Parses a comma-separated role list such as `api,gateway`.
+    pub fn parse_list(s: &str) -> anyhow::Result<Vec<Role>> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let role = Role::ALL
+                .into_iter()
+                .find(|r| r.name().eq_ignore_ascii_case(part))
+                .with_context(|| {
+                    format!("unknown role {part:?} (expected api, gateway, voice, jobs)")
+                })?;
+            if !out.contains(&role) {
+                out.push(role);
+            }
+        }
+        if out.is_empty() {
+            bail!("the role list is empty (expected some of api, gateway, voice, jobs)");
+        }
+        Ok(out)
+    }
+}
+
+/// How new passwords are hashed; both kinds always verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordHash {
+    /// bcrypt with this cost (4–31).
+    Bcrypt(u32),
+    /// argon2id with the library's default parameters.
+    Argon2id,
+}
+
+impl FromStr for PasswordHash {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("argon2id") || s.eq_ignore_ascii_case("argon2") {
+            return Ok(PasswordHash::Argon2id);
+        }
+        if s.eq_ignore_ascii_case("bcrypt") {
+            return Ok(PasswordHash::Bcrypt(12));
+        }
+        if let Some(cost) = s.strip_prefix("bcrypt:") {
+            let cost: u32 = cost.parse().context("bcrypt cost must be a number")?;
+            if !(4..=31).contains(&cost) {
+                bail!("bcrypt cost must be 4–31, got {cost}");
+            }
+            return Ok(PasswordHash::Bcrypt(cost));
+        }
+        bail!("expected `bcrypt:COST` or `argon2id`, got {s:?}")
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "pretty" | "text" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
+            other => bail!("expected `pretty` or `json`, got {other:?}"),
+        }
+    }
+}
+
+/// The validated configuration of one process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP address (`XCORD_LISTEN`).
+    pub listen: SocketAddr,
+    /// Data directory (`XCORD_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Database URL (`XCORD_DATABASE_URL`); `None` means SQLite in the data directory.
+    pub database_url: Option<String>,
+    /// Largest number of pooled database connections.
+    pub database_max_connections: u32,
+    /// Redis URL (`XCORD_REDIS_URL`): enables multi-node mode.
+    pub redis_url: Option<String>,
+    /// Snowflake node id 0–1023 (`XCORD_NODE_ID`).
+    pub node_id: u16,
+    /// Signing secret (`XCORD_JWT_SECRET`); `None` means generated and kept in the data dir.
+    pub jwt_secret: Option<String>,
+    /// Whether rate limits apply (`XCORD_RATE_LIMITS=on|off`).
+    pub rate_limits: bool,
+    /// Refuse login until the e-mail is verified (`XCORD_REQUIRE_EMAIL_VERIFICATION`).
+    pub require_email_verification: bool,
+    /// Algorithm for new password hashes (`XCORD_PASSWORD_HASH`).
+    pub password_hash: PasswordHash,
+    /// SMTP server for mail (`XCORD_SMTP_URL`); `None` writes `.eml` files to the outbox.
+    pub smtp_url: Option<String>,
+    /// Log filter (`XCORD_LOG`).
+    pub log: String,
+    /// Log format (`XCORD_LOG_FORMAT`); `None` picks pretty on a terminal, JSON otherwise.
+    pub log_format: Option<LogFormat>,
+    /// Heartbeat interval announced in HELLO (`XCORD_GATEWAY_HEARTBEAT_MS`).
+    pub gateway_heartbeat_ms: u64,
+    /// Resume window for closed gateway sessions (`XCORD_GATEWAY_RESUME_SECS`).
+    pub gateway_resume_secs: u64,
+    /// CORS origins (`XCORD_CORS_ORIGINS`, comma-separated; `*` for any; empty for none).
+    pub cors_origins: Vec<String>,
+    /// Largest JSON request body in bytes (`XCORD_BODY_LIMIT_BYTES`).
+    pub body_limit_bytes: usize,
+    /// Longest time a request may take (`XCORD_REQUEST_TIMEOUT_SECS`).
+    pub request_timeout_secs: u64,
+    /// Access-token lifetime (`XCORD_ACCESS_TOKEN_TTL_SECS`).
+    pub access_token_ttl_secs: u64,
+    /// Refresh-token lifetime (`XCORD_REFRESH_TOKEN_TTL_SECS`).
+    pub refresh_token_ttl_secs: u64,
+    /// Roles to run (`--roles` or `XCORD_ROLES`).
+    pub roles: Vec<Role>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            database_max_connections: 16,
+            redis_url: None,
+            node_id: 0,
+            jwt_secret: None,
+            rate_limits: true,
+            require_email_verification: false,
+            password_hash: PasswordHash::Bcrypt(12),
+            smtp_url: None,
+            log: "info".into(),
+            log_format: None,
+            gateway_heartbeat_ms: 41_250,
+            gateway_resume_secs: 120,
+            cors_origins: vec!["*".into()],
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 7 * 24 * 3600,
+            roles: Role::ALL.to_vec(),
+        }
+    }
+}
+
+/// The `xcord.toml` file: every key optional, unknown keys refused (a typo should not be
+/// silently ignored). Values are strings or native TOML types alike.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    database_max_connections: Option<u32>,
+    redis_url: Option<String>,
+    node_id: Option<u16>,
+    jwt_secret: Option<String>,
+    rate_limits: Option<Switch>,
+    require_email_verification: Option<Switch>,
+    password_hash: Option<String>,
+    smtp_url: Option<String>,
+    log: Option<String>,
+    log_format: Option<String>,
+    gateway_heartbeat_ms: Option<u64>,
+    gateway_resume_secs: Option<u64>,
+    cors_origins: Option<Vec<String>>,
+    body_limit_bytes: Option<usize>,
+    request_timeout_secs: Option<u64>,
+    access_token_ttl_secs: Option<u64>,
+    refresh_token_ttl_secs: Option<u64>,
+    roles: Option<Vec<String>>,
+}
+
+/// A boolean written as `true`/`false` or `"on"`/`"off"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Switch {
+    Bool(bool),
+    Text(String),
+}
+
+impl Switch {
+    fn get(self, key: &str) -> anyhow::Result<bool> {
+        match self {
+            Switch::Bool(b) => Ok(b),
+            Switch::Text(s) => {
+                parse_switch(&s).with_context(|| format!("`{key}` in the config file"))
+            }
+        }
+    }
+}
+
+fn parse_switch(s: &str) -> anyhow::Result<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        other => bail!("expected on/off (or true/false), got {other:?}"),
+    }
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then the file (`path`, or `./xcord.toml` when it
+    /// exists), then the process environment.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_with(path, |k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::load`], reading variables through `env` (so tests need not touch the
+    /// process environment).
+    pub fn load_with(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
+        let mut cfg = Config::default();
+        let file = match path {
+            Some(p) => Some(p.to_path_buf()),
+            None => env("XCORD_CONFIG")
+                .map(PathBuf::from)
+                .or_else(|| Some(PathBuf::from("xcord.toml")).filter(|p| p.is_file())),
+        };
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read the config file {}", file.display()))?;
+            cfg.apply_file(&text)
+                .with_context(|| format!("in the config file {}", file.display()))?;
+        }
+        cfg.apply_env(&env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn apply_file(&mut self, text: &str) -> anyhow::Result<()> {
+        let f: FileConfig = toml::from_str(text)?;
+        if let Some(v) = f.listen {
+            self.listen = parse_listen(&v).context("`listen`")?;
+        }
+        set(&mut self.data_dir, f.data_dir);
+        set_opt(&mut self.database_url, f.database_url);
+        set(
+            &mut self.database_max_connections,
+            f.database_max_connections,
+        );
+        set_opt(&mut self.redis_url, f.redis_url);
+        set(&mut self.node_id, f.node_id);
+        set_opt(&mut self.jwt_secret, f.jwt_secret);
+        if let Some(s) = f.rate_limits {
+            self.rate_limits = s.get("rate_limits")?;
+        }
+        if let Some(s) = f.require_email_verification {
+            self.require_email_verification = s.get("require_email_verification")?;
+        }
+        if let Some(v) = f.password_hash {
+            self.password_hash = v.parse().context("`password_hash`")?;
+        }
+        set_opt(&mut self.smtp_url, f.smtp_url);
+        set(&mut self.log, f.log);
+        if let Some(v) = f.log_format {
+            self.log_format = Some(v.parse().context("`log_format`")?);
+        }
+        set(&mut self.gateway_heartbeat_ms, f.gateway_heartbeat_ms);
+        set(&mut self.gateway_resume_secs, f.gateway_resume_secs);
+        set(&mut self.cors_origins, f.cors_origins);
+        set(&mut self.body_limit_bytes, f.body_limit_bytes);
+        set(&mut self.request_timeout_secs, f.request_timeout_secs);
+        set(&mut self.access_token_ttl_secs, f.access_token_ttl_secs);
+        set(&mut self.refresh_token_ttl_secs, f.refresh_token_ttl_secs);
+        if let Some(v) = f.roles {
+            self.roles = Role::parse_list(&v.join(",")).context("`roles`")?;
+        }
+        Ok(())
+    }
+
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        // An empty variable counts as unset, as shells make `VAR=` easy to leave behind.
+        let var = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        macro_rules! parsed {
+            ($key:literal, $field:expr, $parse:expr) => {
+                if let Some(v) = var($key) {
+                    $field = $parse(v.trim()).with_context(|| format!("{}={v:?}", $key))?;
+                }
+            };
+        }
+        parsed!("XCORD_LISTEN", self.listen, parse_listen);
+        parsed!("XCORD_DATA_DIR", self.data_dir, |v: &str| anyhow::Ok(
+            PathBuf::from(v)
+        ));
+        parsed!("XCORD_DATABASE_URL", self.database_url, |v: &str| {
+            anyhow::Ok(Some(v.to_owned()))
+        });
+        parsed!(
+            "XCORD_DATABASE_MAX_CONNECTIONS",
+            self.database_max_connections,
+            parse_num
+        );
+        parsed!("XCORD_REDIS_URL", self.redis_url, |v: &str| anyhow::Ok(
+            Some(v.to_owned())
+        ));
+        parsed!("XCORD_NODE_ID", self.node_id, parse_num);
+        if let Some(v) = env("XCORD_JWT_SECRET").filter(|v| !v.is_empty()) {
+            // Taken verbatim: a secret may legitimately have surrounding spaces.
+            self.jwt_secret = Some(v);
+        }
+        parsed!("XCORD_RATE_LIMITS", self.rate_limits, parse_switch);
+        parsed!(
+            "XCORD_REQUIRE_EMAIL_VERIFICATION",
+            self.require_email_verification,
+            parse_switch
+        );
+        parsed!(
+            "XCORD_PASSWORD_HASH",
+            self.password_hash,
+            PasswordHash::from_str
+        );
+        parsed!("XCORD_SMTP_URL", self.smtp_url, |v: &str| anyhow::Ok(Some(
+            v.to_owned()
+        )));
+        parsed!("XCORD_LOG", self.log, |v: &str| anyhow::Ok(v.to_owned()));
+        parsed!("XCORD_LOG_FORMAT", self.log_format, |v: &str| {
+            LogFormat::from_str(v).map(Some)
+        });
+        parsed!(
+            "XCORD_GATEWAY_HEARTBEAT_MS",
+            self.gateway_heartbeat_ms,
+            parse_num
+        );
+        parsed!(
+            "XCORD_GATEWAY_RESUME_SECS",
+            self.gateway_resume_secs,
+            parse_num
+        );
+        parsed!("XCORD_CORS_ORIGINS", self.cors_origins, |v: &str| {
+            anyhow::Ok(
+                v.split(',')
+                    .map(|o| o.trim().to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
+            )
+        });
+        parsed!("XCORD_BODY_LIMIT_BYTES", self.body_limit_bytes, parse_num);
+        parsed!(
+            "XCORD_REQUEST_TIMEOUT_SECS",
+            self.request_timeout_secs,
+            parse_num
+        );
+        parsed!(
+            "XCORD_ACCESS_TOKEN_TTL_SECS",
+            self.access_token_ttl_secs,
+            parse_num
+        );
+        parsed!(
+            "XCORD_REFRESH_TOKEN_TTL_SECS",
+            self.refresh_token_ttl_secs,
+            parse_num
+        );
+        parsed!("XCORD_ROLES", self.roles, Role::parse_list);
+        Ok(())
+    }
+
+    /// Overrides the roles (from `--roles`).
+    pub fn set_roles(&mut self, list: &str) -> anyhow::Result<()> {
+        self.roles = Role::parse_list(list).context("--roles")?;
+        Ok(())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.node_id > xcord_types::snowflake::MAX_NODE_ID {
+            bail!("XCORD_NODE_ID must be 0–1023, got {}", self.node_id);
+        }
+        if let Some(url) = &self.database_url {
+            if xcord_store::Backend::from_url(url).is_none() {
+                bail!("XCORD_DATABASE_URL must start with sqlite:// or postgres://");
+            }
+        }
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                bail!("XCORD_REDIS_URL must start with redis:// or rediss://");
+            }
+        }
+        if let Some(url) = &self.smtp_url {
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                bail!("XCORD_SMTP_URL must start with smtp:// or smtps://");
+            }
+        }
+        if let Some(secret) = &self.jwt_secret {
+            if secret.len() < 32 {
+                bail!("XCORD_JWT_SECRET must be at least 32 bytes long");
+            }
+        }
+        if self.gateway_heartbeat_ms < 1_000 {
+            bail!("XCORD_GATEWAY_HEARTBEAT_MS must be at least 1000");
+        }
+        if self.database_max_connections == 0 {
+            bail!("XCORD_DATABASE_MAX_CONNECTIONS must be at least 1");
+        }
+        if self.body_limit_bytes < 1024 {
+            bail!("XCORD_BODY_LIMIT_BYTES must be at least 1024");
+        }
+        if self.request_timeout_secs == 0 {
+            bail!("XCORD_REQUEST_TIMEOUT_SECS must be at least 1");
+        }
+        if self.access_token_ttl_secs == 0 || self.refresh_token_ttl_secs == 0 {
+            bail!("token lifetimes must be at least 1 second");
+        }
+        if self.roles.is_empty() {
+            bail!("at least one role must run");
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect: the configured one, or the SQLite file in the data dir.
+    pub fn effective_database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("xcord.db").display()))
+    }
+
+    /// Whether this process runs `role`.
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// The request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+fn set<T>(slot: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *slot = v;
+    }
+}
+
+fn set_opt<T>(slot: &mut Option<T>, v: Option<T>) {
+    if v.is_some() {
+        *slot = v;
+    }
+}
+
+fn parse_num<T: FromStr>(v: &str) -> anyhow::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    Ok(v.parse::<T>()?)
+}
+
+fn parse_listen(v: &str) -> anyhow::Result<SocketAddr> {
+    // `localhost:3000` is common in docs and shells; it means the loopback address.
+    let v = v.trim();
+    let v = v
+        .strip_prefix("localhost:")
+        .map_or_else(|| v.to_owned(), |port| format!("127.0.0.1:{port}"));
+    v.parse()
+        .with_context(|| format!("expected HOST:PORT such as 127.0.0.1:3000, got {v:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let path = file
+            .map(|text| -> anyhow::Result<PathBuf> {
+                let p = dir.path().join("xcord.toml");
+                std::fs::write(&p, text)?;
+                Ok(p)
+            })
+            .transpose()?;
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        Config::load_with(path.as_deref(), |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_spec() -> anyhow::Result<()> {
+        let c = load(None, &[])?;
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.effective_database_url(), "sqlite://./data/xcord.db");
+        assert_eq!(c.node_id, 0);
+        assert!(c.rate_limits);
+        assert!(!c.require_email_verification);
+        assert_eq!(c.password_hash, PasswordHash::Bcrypt(12));
+        assert_eq!(c.log, "info");
+        assert_eq!(c.gateway_heartbeat_ms, 41_250);
+        assert_eq!(c.gateway_resume_secs, 120);
+        assert_eq!(c.access_token_ttl_secs, 900);
+        assert_eq!(c.refresh_token_ttl_secs, 604_800);
+        assert_eq!(c.roles, Role::ALL.to_vec());
+        Ok(())
+    }
+
+    #[test]
+    fn environment_beats_file_beats_defaults() -> anyhow::Result<()> {
+        let file = r#"
+            listen = "0.0.0.0:4000"
+            node_id = 7
+            rate_limits = "off"
+            log = "debug"
+            password_hash = "argon2id"
+        "#;
+        let c = load(
+            Some(file),
+            &[("XCORD_NODE_ID", "9"), ("XCORD_LOG", "warn,xcord=trace")],
+        )?;
+        assert_eq!(c.listen.to_string(), "0.0.0.0:4000");
+        assert_eq!(c.node_id, 9);
+        assert!(!c.rate_limits);
+        assert_eq!(c.log, "warn,xcord=trace");
+        assert_eq!(c.password_hash, PasswordHash::Argon2id);
+        Ok(())
+    }
+
+    #[test]
+    fn every_spec_variable_is_honoured() -> anyhow::Result<()> {
+        let c = load(
+            None,
+            &[
+                ("XCORD_LISTEN", "127.0.0.1:0"),
+                ("XCORD_DATA_DIR", "/tmp/xd"),
+                ("XCORD_DATABASE_URL", "postgres://u@127.0.0.1/db"),
+                ("XCORD_REDIS_URL", "redis://127.0.0.1:6379"),
+                ("XCORD_NODE_ID", "1023"),
+                ("XCORD_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                ("XCORD_RATE_LIMITS", "off"),
+                ("XCORD_REQUIRE_EMAIL_VERIFICATION", "true"),
+                ("XCORD_PASSWORD_HASH", "bcrypt:4"),
+                ("XCORD_SMTP_URL", "smtp://127.0.0.1:2525"),
+                ("XCORD_LOG", "debug"),
+                ("XCORD_LOG_FORMAT", "json"),
+                ("XCORD_GATEWAY_HEARTBEAT_MS", "5000"),
+                ("XCORD_GATEWAY_RESUME_SECS", "30"),
+            ],
+        )?;
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/xd"));
+        assert_eq!(c.effective_database_url(), "postgres://u@127.0.0.1/db");
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(c.node_id, 1023);
+        assert_eq!(
+            c.jwt_secret.as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert!(!c.rate_limits);
+        assert!(c.require_email_verification);
+        assert_eq!(c.password_hash, PasswordHash::Bcrypt(4));
+        assert_eq!(c.smtp_url.as_deref(), Some("smtp://127.0.0.1:2525"));
+        assert_eq!(c.log_format, Some(LogFormat::Json));
+        assert_eq!(c.gateway_heartbeat_ms, 5000);
+        assert_eq!(c.gateway_resume_secs, 30);
+        Ok(())
+    }
+
+    #[test]
+    fn data_dir_moves_the_default_database() -> anyhow::Result<()> {
+        let c = load(None, &[("XCORD_DATA_DIR", "/srv/xcord")])?;
+        assert_eq!(c.effective_database_url(), "sqlite:///srv/xcord/xcord.db");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        for (k, v, needle) in [
+            ("XCORD_NODE_ID", "1024", "0–1023"),
+            ("XCORD_NODE_ID", "-1", "XCORD_NODE_ID"),
+            ("XCORD_LISTEN", "nowhere", "XCORD_LISTEN"),
+            ("XCORD_RATE_LIMITS", "maybe", "XCORD_RATE_LIMITS"),
+            ("XCORD_PASSWORD_HASH", "bcrypt:99", "XCORD_PASSWORD_HASH"),
+            ("XCORD_PASSWORD_HASH", "md5", "XCORD_PASSWORD_HASH"),
+            (
+                "XCORD_DATABASE_URL",
+                "mysql://x",
+                "sqlite:// or postgres://",
+            ),
+            ("XCORD_REDIS_URL", "http://x", "redis://"),
+            ("XCORD_JWT_SECRET", "short", "32 bytes"),
+            ("XCORD_LOG_FORMAT", "xml", "XCORD_LOG_FORMAT"),
+            ("XCORD_GATEWAY_HEARTBEAT_MS", "10", "1000"),
+            ("XCORD_ROLES", "api,web", "unknown role"),
+        ] {
+            let err = load(None, &[(k, v)]).expect_err(k);
+            let text = format!("{err:#}");
+            assert!(text.contains(needle), "{k}={v}: {text}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let err = load(Some("lisen = \"127.0.0.1:1\""), &[]).expect_err("typo");
+        assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+    }
+
+    #[test]
+    fn roles_parse() -> anyhow::Result<()> {
+        assert_eq!(
+            Role::parse_list("api, gateway,api")?,
+            vec![Role::Api, Role::Gateway]
+        );
+        assert!(Role::parse_list(" , ").is_err());
+        let c = load(Some("roles = [\"jobs\"]"), &[])?;
+        assert_eq!(c.roles, vec![Role::Jobs]);
+        Ok(())
+    }
+
+    #[test]
+    fn localhost_listen_means_loopback() -> anyhow::Result<()> {
+        assert_eq!(
+            parse_listen("localhost:8080")?.to_string(),
+            "127.0.0.1:8080"
+        );
+        Ok(())
+    }
+}

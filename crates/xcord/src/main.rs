@@ -1,0 +1,144 @@
+//! `xcord serve | migrate | version`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use xcord::{Application, Config, startup, telemetry};
+
+/// A self-hostable, Discord-style chat backend.
+#[derive(Debug, Parser)]
+#[command(name = "xcord", version, about)]
+struct Cli {
+    /// Configuration file (default: ./xcord.toml when present).
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service (the default when no command is given).
+    Serve {
+        /// Roles to run, comma-separated: api, gateway, voice, jobs (default: all).
+        #[arg(long, value_name = "LIST")]
+        roles: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the version and exit.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve { roles: None });
+    if let Command::Version = command {
+        println!("xcord {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xcord: configuration error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Serve { roles: Some(list) } = &command {
+        if let Err(e) = config.set_roles(list) {
+            eprintln!("xcord: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Err(e) = telemetry::init(&config.log, config.log_format) {
+        eprintln!("xcord: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xcord: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Migrate => migrate(&config).await,
+            _ => serve(&config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "xcord stopped with an error");
+            eprintln!("xcord: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    let addr = app.local_addr();
+    let roles: Vec<&str> = config.roles.iter().map(|r| r.name()).collect();
+    let backend = xcord_store::Backend::from_url(&config.effective_database_url())
+        .map_or("unknown", |b| b.name());
+    if tracing::enabled!(tracing::Level::INFO) {
+        tracing::info!(%addr, roles = roles.join(","), database = backend, "listening on {addr}");
+    } else {
+        // The ready line is part of the contract even when logging is turned down.
+        println!("xcord listening on {addr}");
+    }
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; draining");
+        trigger.cancel();
+    });
+    app.run_until_stopped(shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = startup::connect_store(config).await?;
+    store.migrate().await?;
+    let applied = store.applied_migrations().await?;
+    println!(
+        "xcord: {} database is at migration {}",
+        store.backend().name(),
+        applied
+            .last()
+            .map_or_else(|| "none".to_owned(), ToString::to_string)
+    );
+    store.close().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

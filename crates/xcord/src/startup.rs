@@ -1,0 +1,136 @@
+//! Building and running the service: storage, bus, HTTP, and an orderly shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use xcord_api::{AppState, AppStateInner, HttpSettings};
+use xcord_bus::InProcessBus;
+use xcord_core::{Clock, SystemClock};
+use xcord_store::{Store, StoreOptions};
+use xcord_types::SnowflakeGenerator;
+
+use crate::config::{Config, Role};
+use crate::secrets;
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A built service, bound to its address and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    addr: SocketAddr,
+}
+
+impl Application {
+    /// Prepares everything: data directory, secrets, database (migrated), bus, router, and
+    /// the bound listener.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Application::build`] with a chosen clock (tests move time with it).
+    pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let _jwt_secret = match &config.jwt_secret {
+            Some(s) => s.clone(),
+            None => secrets::load_or_create(&config.data_dir, "jwt_secret", 64)?,
+        };
+
+        let store = connect_store(config).await?;
+        store.migrate().await?;
+
+        let metrics = xcord_api::metrics::prometheus()?;
+        let state = AppState::new(AppStateInner {
+            store,
+            bus: Arc::new(InProcessBus::default()),
+            clock,
+            ids: Arc::new(SnowflakeGenerator::new(config.node_id)),
+            metrics,
+            shutting_down: AtomicBool::new(false),
+            started_at: Instant::now(),
+        });
+        let settings = HttpSettings {
+            cors_origins: config.cors_origins.clone(),
+            body_limit: config.body_limit_bytes,
+            request_timeout: config.request_timeout(),
+            serve_rest: config.runs(Role::Api),
+        };
+        let router = xcord_api::build_router(state.clone(), &settings)?;
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            router,
+            state,
+            addr,
+        })
+    }
+
+    /// The bound address (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Shared state, for tests that need to reach the store or bus directly.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests
+    /// finish (up to a deadline), and closes the database.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            router,
+            state,
+            addr: _,
+        } = self;
+        let drain_state = state.clone();
+        let stop = shutdown.clone();
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            stop.cancelled().await;
+            drain_state.begin_shutdown();
+        });
+        let served = tokio::select! {
+            r = server => r.context("HTTP server failed"),
+            () = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(DRAIN_DEADLINE).await;
+            } => {
+                tracing::warn!("in-flight requests did not finish within {DRAIN_DEADLINE:?}; stopping anyway");
+                Ok(())
+            }
+        };
+        state.store.close().await;
+        served
+    }
+}
+
+/// Opens the configured database.
+pub async fn connect_store(config: &Config) -> anyhow::Result<Store> {
+    let opts = StoreOptions {
+        max_connections: config.database_max_connections,
+        ..StoreOptions::default()
+    };
+    Store::connect(&config.effective_database_url(), &opts).await
+}
