@@ -14,25 +14,24 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// The process-wide recorder's handle, installed on first use. A process has one global
-/// recorder, so several servers in one test process share it.
+/// recorder, so several servers in one test process share it. The whole installation runs
+/// inside `get_or_init`, so concurrent first callers wait for it instead of racing.
 pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(h) = HANDLE.get() {
-        return Ok(h.clone());
-    }
-    let builder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?;
-    let recorder = builder.build_recorder();
-    let handle = recorder.handle();
-    // Only the first caller installs; a lost race just uses the winner's handle.
-    if metrics::set_global_recorder(recorder).is_ok() {
-        describe();
-        let _ = HANDLE.set(handle);
-    }
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
     HANDLE
-        .get()
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("another metrics recorder is installed"))
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .map_err(|e| format!("metrics buckets: {e}"))?;
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder)
+                .map_err(|_| "another metrics recorder is installed".to_owned())?;
+            describe();
+            Ok(handle)
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 fn describe() {
@@ -74,4 +73,29 @@ pub async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_first_use_installs_once_and_everyone_gets_the_handle() {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    prometheus().is_ok()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().ok(), Some(true));
+        }
+        metrics::counter!("race_probe_total").increment(1);
+        let text = prometheus().map(|h| h.render()).unwrap_or_default();
+        assert!(text.contains("race_probe_total 1"), "{text}");
+    }
 }

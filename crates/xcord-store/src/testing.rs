@@ -153,16 +153,30 @@ async fn drop_orphans(conn: &mut sqlx::AnyConnection) {
             .strip_prefix(PREFIX)
             .and_then(|r| r.split('_').next())
             .and_then(|p| p.parse::<u32>().ok());
-        if let Some(pid) = pid {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = conn
-                    .execute(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .await;
-            }
+        if let Some(pid) = pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = conn
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .await;
         }
     }
+}
+
+/// Runs each named `async fn(Backend)` as two tests, `sqlite::NAME` and `postgres::NAME`,
+/// so one test body covers both engines and neither can be skipped quietly.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test] async fn $name() { super::$name($crate::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test] async fn $name() { super::$name($crate::Backend::Postgres).await } )*
+        }
+    };
 }
 
 #[cfg(test)]

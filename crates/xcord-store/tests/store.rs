@@ -27,18 +27,7 @@ fn new_user(ids: &SnowflakeGenerator, name: &str, email: Option<&str>) -> NewUse
     }
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test] async fn $name() { super::$name(xcord_store::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test] async fn $name() { super::$name(xcord_store::Backend::Postgres).await } )*
-        }
-    };
-}
-
-on_both_backends!(
+xcord_store::on_both_backends!(
     migrations_apply_every_embedded_version_once,
     users_round_trip_with_flags_and_large_ids,
     username_is_unique_regardless_of_case,

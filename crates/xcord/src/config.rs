@@ -407,25 +407,21 @@ impl Config {
         if self.node_id > xcord_types::snowflake::MAX_NODE_ID {
             bail!("XCORD_NODE_ID must be 0–1023, got {}", self.node_id);
         }
-        if let Some(url) = &self.database_url {
-            if xcord_store::Backend::from_url(url).is_none() {
-                bail!("XCORD_DATABASE_URL must start with sqlite:// or postgres://");
-            }
+        let has_scheme = |url: &Option<String>, schemes: &[&str]| {
+            url.as_deref()
+                .is_none_or(|u| schemes.iter().any(|s| u.starts_with(s)))
+        };
+        if !has_scheme(&self.database_url, &["sqlite:", "postgres:", "postgresql:"]) {
+            bail!("XCORD_DATABASE_URL must start with sqlite:// or postgres://");
         }
-        if let Some(url) = &self.redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                bail!("XCORD_REDIS_URL must start with redis:// or rediss://");
-            }
+        if !has_scheme(&self.redis_url, &["redis://", "rediss://"]) {
+            bail!("XCORD_REDIS_URL must start with redis:// or rediss://");
         }
-        if let Some(url) = &self.smtp_url {
-            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
-                bail!("XCORD_SMTP_URL must start with smtp:// or smtps://");
-            }
+        if !has_scheme(&self.smtp_url, &["smtp://", "smtps://"]) {
+            bail!("XCORD_SMTP_URL must start with smtp:// or smtps://");
         }
-        if let Some(secret) = &self.jwt_secret {
-            if secret.len() < 32 {
-                bail!("XCORD_JWT_SECRET must be at least 32 bytes long");
-            }
+        if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            bail!("XCORD_JWT_SECRET must be at least 32 bytes long");
         }
         if self.gateway_heartbeat_ms < 1_000 {
             bail!("XCORD_GATEWAY_HEARTBEAT_MS must be at least 1000");

@@ -46,11 +46,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::Serve { roles: Some(list) } = &command {
-        if let Err(e) = config.set_roles(list) {
-            eprintln!("xcord: {e:#}");
-            return ExitCode::from(2);
-        }
+    if let Command::Serve { roles: Some(list) } = &command
+        && let Err(e) = config.set_roles(list)
+    {
+        eprintln!("xcord: {e:#}");
+        return ExitCode::from(2);
     }
     if let Err(e) = telemetry::init(&config.log, config.log_format) {
         eprintln!("xcord: {e:#}");

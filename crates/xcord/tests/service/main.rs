@@ -1,0 +1,6 @@
+//! Whole-service tests: a real server per test, on SQLite and on PostgreSQL, reached over
+//! real HTTP; and the real `xcord` binary started as a process.
+
+mod health;
+mod process;
+mod routes;

@@ -1,0 +1,342 @@
+//! The real `xcord` binary: start with no configuration, answer, stop cleanly on signals,
+//! keep data and secrets across restarts, refuse bad configuration with exit code 2.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use xcord_store::{Backend, NewUser, Store, StoreOptions, UserRepository};
+use xcord_types::{SnowflakeGenerator, Timestamp};
+
+const BIN: &str = env!("CARGO_BIN_EXE_xcord");
+
+/// A running `xcord serve` and the lines it has printed.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    lines: mpsc::Receiver<String>,
+}
+
+/// `xcord` with a clean environment (no XCORD_* from the caller) in `dir`.
+fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd
+}
+
+/// Starts `xcord serve` and waits for its `listening on ADDR` line.
+fn start(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Running {
+    let mut cmd = command(dir);
+    cmd.arg("serve")
+        .args(args)
+        .env("XCORD_LISTEN", "127.0.0.1:0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn xcord");
+    let (tx, lines) = mpsc::channel();
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline {
+        match lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                if let Some(addr) = listening_addr(&line) {
+                    return Running { child, addr, lines };
+                }
+                seen.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("xcord exited with {status} before listening: {seen:#?}");
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("xcord never printed a listening line: {seen:#?}");
+}
+
+impl Drop for Running {
+    /// A test that fails midway must not leave a server running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+    let token: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    token.parse().ok()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "could not send {sig}");
+}
+
+/// Waits for the process to exit and returns its exit code.
+fn wait_exit(child: &mut Child, within: Duration) -> i32 {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code().unwrap_or(-1);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("xcord did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let res = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn serve_starts_with_no_configuration_and_keeps_data_across_restarts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut first = start(dir.path(), &[], &[]);
+    let (status, body) = get_json(first.addr, "/health").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("OK")),
+        "{body}"
+    );
+    signal(&first.child, "TERM");
+    assert_eq!(
+        wait_exit(&mut first.child, Duration::from_secs(20)),
+        0,
+        "SIGTERM must exit 0"
+    );
+    let log: Vec<String> = first.lines.try_iter().collect();
+    assert!(log.iter().any(|l| l.contains("shutdown")), "{log:#?}");
+
+    // The embedded default put everything under ./data.
+    let data = dir.path().join("data");
+    let db_file = data.join("xcord.db");
+    assert!(db_file.is_file(), "no SQLite file in ./data");
+    let secret = std::fs::read_to_string(data.join("jwt_secret")).expect("jwt secret kept");
+    assert!(secret.len() >= 64);
+
+    // Write a row while it is stopped, then restart on the same directory.
+    let url = format!("sqlite://{}", db_file.display());
+    let store = Store::connect(&url, &StoreOptions::default())
+        .await
+        .expect("open");
+    let ids = SnowflakeGenerator::new(5);
+    let id = ids.next_id();
+    store
+        .create_user(&NewUser {
+            id,
+            username: "persisted".into(),
+            discriminator: "0001".into(),
+            email: Some("p@example.com".into()),
+            password_hash: None,
+            date_of_birth: None,
+            is_guest: false,
+            created_at: Timestamp::now(),
+        })
+        .await
+        .expect("insert");
+    store.close().await;
+
+    let mut second = start(dir.path(), &[], &[]);
+    assert_eq!(get_json(second.addr, "/health").await.0, 200);
+    signal(&second.child, "INT");
+    assert_eq!(
+        wait_exit(&mut second.child, Duration::from_secs(20)),
+        0,
+        "SIGINT must exit 0"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("jwt_secret")).expect("secret"),
+        secret
+    );
+    let store = Store::connect(&url, &StoreOptions::default())
+        .await
+        .expect("reopen");
+    let user = store.user_by_id(id).await.expect("query");
+    assert_eq!(user.map(|u| u.username), Some("persisted".to_owned()));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn serve_runs_on_postgres_when_the_url_says_so() {
+    let db = xcord_store::testing::TestDatabase::new(Backend::Postgres)
+        .await
+        .expect("pg");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut run = start(
+        dir.path(),
+        &[
+            ("XCORD_DATABASE_URL", db.url()),
+            ("XCORD_LOG_FORMAT", "json"),
+        ],
+        &["--roles", "api,gateway"],
+    );
+    assert_eq!(get_json(run.addr, "/health").await.0, 200);
+    signal(&run.child, "TERM");
+    assert_eq!(wait_exit(&mut run.child, Duration::from_secs(20)), 0);
+    // JSON logs: every line is an object.
+    for line in run.lines.try_iter() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&line).is_ok_and(|v| v.is_object()),
+            "{line}"
+        );
+    }
+    assert!(
+        !dir.path().join("data").join("xcord.db").exists(),
+        "must not fall back to SQLite"
+    );
+    let store = Store::connect(db.url(), &StoreOptions::default())
+        .await
+        .expect("pg");
+    assert!(
+        !store
+            .applied_migrations()
+            .await
+            .expect("migrations")
+            .is_empty()
+    );
+    store.close().await;
+}
+
+#[test]
+fn version_and_migrate_commands() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = command(dir.path()).arg("version").output().expect("run");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("xcord {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let out = command(dir.path())
+        .arg("migrate")
+        .env("XCORD_LOG", "warn")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("sqlite database is at migration"), "{text}");
+    assert!(dir.path().join("data/xcord.db").is_file());
+}
+
+#[test]
+fn bad_configuration_exits_2_and_names_the_problem() {
+    let dir = tempfile::tempdir().expect("dir");
+    for (env, args, needle) in [
+        (
+            vec![("XCORD_NODE_ID", "4096")],
+            vec!["serve"],
+            "XCORD_NODE_ID",
+        ),
+        (
+            vec![("XCORD_RATE_LIMITS", "sometimes")],
+            vec!["serve"],
+            "XCORD_RATE_LIMITS",
+        ),
+        (
+            vec![("XCORD_DATABASE_URL", "mysql://x")],
+            vec!["serve"],
+            "XCORD_DATABASE_URL",
+        ),
+        (vec![("XCORD_LOG", "info,[")], vec!["serve"], "XCORD_LOG"),
+        (vec![], vec!["serve", "--roles", "api,web"], "unknown role"),
+        (
+            vec![],
+            vec!["--config", "missing.toml", "serve"],
+            "missing.toml",
+        ),
+    ] {
+        let mut cmd = command(dir.path());
+        cmd.args(&args).env("XCORD_LISTEN", "127.0.0.1:0");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{env:?} {args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{env:?} {args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn an_occupied_port_is_a_clear_failure() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("dir");
+    let out = command(dir.path())
+        .arg("serve")
+        .env("XCORD_LISTEN", &addr)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on {addr}")));
+}
+
+#[test]
+fn the_listening_line_is_recognised() {
+    assert_eq!(
+        listening_addr(r#"{"message":"listening on 127.0.0.1:4242","addr":"127.0.0.1:4242"}"#),
+        Some(SocketAddr::from(([127, 0, 0, 1], 4242)))
+    );
+    assert_eq!(
+        listening_addr("2026 INFO xcord: listening on 127.0.0.1:80 roles=api"),
+        Some(SocketAddr::from(([127, 0, 0, 1], 80)))
+    );
+    assert_eq!(listening_addr("starting"), None);
+}

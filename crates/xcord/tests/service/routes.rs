@@ -1,0 +1,171 @@
+use serde_json::Value;
+use xcord_testkit::{Backend, on_both_backends, spawn_app};
+
+on_both_backends!(
+    unknown_routes_are_json_404_everywhere,
+    wrong_methods_are_json_405,
+    openapi_is_served_under_both_rest_prefixes,
+    docs_page_and_its_assets_are_served_locally,
+    metrics_count_requests_by_route_and_status,
+    responses_carry_request_ids_and_security_headers,
+);
+
+async fn unknown_routes_are_json_404_everywhere(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for path in [
+        "/api/v1/nope",
+        "/api/rest/nope",
+        "/nope",
+        "/api/v1/servers/abc/whatever",
+        "/api/v2/users/@me",
+    ] {
+        app.get(path).await.assert_error(404, "Not Found");
+    }
+}
+
+async fn wrong_methods_are_json_405(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let res = app.post("/health", &serde_json::json!({})).await;
+    res.assert_error(405, "Method Not Allowed");
+    assert_eq!(res.header("allow"), Some("GET,HEAD"));
+}
+
+async fn openapi_is_served_under_both_rest_prefixes(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let v1 = app.get("/api/v1/openapi.json").await;
+    assert_eq!(v1.status, 200);
+    assert!(
+        v1.header("content-type")
+            .is_some_and(|c| c.starts_with("application/json"))
+    );
+    assert!(
+        v1.body["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.")),
+        "{}",
+        v1.body["openapi"]
+    );
+    let paths = v1.body["paths"].as_object().expect("paths");
+    for p in ["/health", "/health/live", "/health/ready", "/metrics"] {
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    assert!(v1.body["components"]["schemas"]["ErrorBody"].is_object());
+    let rest = app.get("/api/rest/openapi.json").await;
+    assert_eq!(rest.status, 200);
+    assert_eq!(rest.body, v1.body);
+}
+
+async fn docs_page_and_its_assets_are_served_locally(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let redirect = app.get("/api/docs").await;
+    assert!(
+        matches!(redirect.status, 200 | 301 | 303 | 307 | 308),
+        "{}",
+        redirect.status
+    );
+    let page = app.get("/api/docs/").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .is_some_and(|c| c.starts_with("text/html"))
+    );
+    // Offline use: nothing may come from another host.
+    assert!(
+        !page.text.contains("http://") && !page.text.contains("https://"),
+        "{}",
+        page.text
+    );
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let assets = asset_refs(&page.text);
+    assert!(
+        assets.iter().any(|a| a.ends_with(".js")),
+        "no scripts in {assets:?}"
+    );
+    assert!(
+        assets.iter().any(|a| a.ends_with(".css")),
+        "no styles in {assets:?}"
+    );
+    for asset in assets {
+        let path = if asset.starts_with('/') {
+            asset.clone()
+        } else {
+            format!("/api/docs/{}", asset.trim_start_matches("./"))
+        };
+        let res = app.get(&path).await;
+        assert_eq!(res.status, 200, "{path}");
+        assert!(res.text.len() > 100, "{path} is nearly empty");
+    }
+    // The initializer points the UI at our own document.
+    let init = app.get("/api/docs/swagger-initializer.js").await;
+    assert!(init.text.contains("/api/v1/openapi.json"), "{}", init.text);
+}
+
+/// `src="…"` and `href="…"` values of a page.
+fn asset_refs(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for attr in ["src=\"", "href=\""] {
+        for part in html.split(attr).skip(1) {
+            if let Some(end) = part.find('"') {
+                out.push(part[..end].to_owned());
+            }
+        }
+    }
+    out
+}
+
+async fn metrics_count_requests_by_route_and_status(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let count = |text: &str, line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let key = r#"http_requests_total{method="GET",route="/health/live",status="200"}"#;
+    let before = count(&app.get("/metrics").await.text, key);
+    for _ in 0..3 {
+        app.get("/health/live").await;
+    }
+    app.get("/api/v1/no-such-route").await;
+    let res = app.get("/metrics").await;
+    assert_eq!(res.status, 200);
+    assert!(
+        res.header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain"))
+    );
+    // Other tests in this process share the recorder, so the count grows by at least 3.
+    assert!(count(&res.text, key) >= before + 3.0, "{}", res.text);
+    assert!(
+        res.text.contains(r#"route="unmatched",status="404""#),
+        "raw paths must not become labels"
+    );
+    assert!(
+        res.text.contains("http_request_duration_seconds_bucket{"),
+        "no latency histogram"
+    );
+    assert!(res.text.contains(r#"db_pool_connections{state="idle"}"#));
+    assert!(!res.text.contains("no-such-route"));
+}
+
+async fn responses_carry_request_ids_and_security_headers(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let res = app
+        .client
+        .get(app.url("/health"))
+        .header("x-request-id", "client-chosen-1")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.headers()["x-request-id"], "client-chosen-1");
+    let res = app.get("/api/v1/missing").await;
+    assert_eq!(res.header("x-request-id").map(str::len), Some(32));
+    assert_eq!(res.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(res.header("x-frame-options"), Some("DENY"));
+    assert!(res.header("content-security-policy").is_some());
+    assert!(matches!(res.body, Value::Object(_)));
+}
