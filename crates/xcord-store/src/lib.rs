@@ -14,7 +14,12 @@ pub mod testing;
 mod store;
 
 pub use error::StoreError;
-pub use repo::users::{NewUser, UserRecord, UserRepository};
+pub use repo::channels::{ChannelRecord, ChannelRepository, PrivateChannel};
+pub use repo::relationships::{RelationshipRecord, RelationshipRepository, RelationshipType};
+pub use repo::sessions::{
+    NewSession, RefreshOutcome, SessionRecord, SessionRepository, TokenPurpose,
+};
+pub use repo::users::{NewUser, ProfilePatch, UserRecord, UserRepository};
 pub use store::{Backend, PoolStats, Store, StoreOptions};
 
 /// Result of a storage call.

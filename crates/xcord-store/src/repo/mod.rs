@@ -3,4 +3,7 @@
 //! Use-cases depend on the traits so that a test or a later backend can stand in, while the
 //! one implementation runs the same SQL on SQLite and PostgreSQL.
 
+pub mod channels;
+pub mod relationships;
+pub mod sessions;
 pub mod users;

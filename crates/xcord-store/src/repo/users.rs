@@ -1,13 +1,14 @@
-//! Users: accounts, profiles and credentials.
+//! Users: accounts, profiles, credentials, settings and second factors.
 
 use async_trait::async_trait;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 use xcord_types::{Snowflake, Timestamp};
 
-use crate::{Store, StoreResult};
+use crate::{Store, StoreError, StoreResult};
 
-/// A user row as stored. Holds secrets (hashes): never serialize it to a client.
+/// A user row as stored. Holds secrets (hashes, the sealed TOTP secret): never serialize it
+/// to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
     /// Snowflake id.
@@ -40,6 +41,8 @@ pub struct UserRecord {
     pub is_guest: bool,
     /// Whether TOTP is required at login.
     pub mfa_enabled: bool,
+    /// The TOTP secret, sealed with the data-dir key; set while enabling and once enabled.
+    pub mfa_secret: Option<String>,
     /// E2E public key.
     pub public_key: Option<String>,
     /// Settings document (JSON text).
@@ -71,11 +74,30 @@ pub struct NewUser {
     pub created_at: Timestamp,
 }
 
+/// A change to a profile. `None` leaves a field alone; `Some(None)` clears a nullable one.
+#[derive(Debug, Clone, Default)]
+pub struct ProfilePatch {
+    /// New username.
+    pub username: Option<String>,
+    /// New display name, or cleared.
+    pub display_name: Option<Option<String>>,
+    /// New bio, or cleared.
+    pub bio: Option<Option<String>>,
+    /// New custom status, or cleared.
+    pub custom_status: Option<Option<String>>,
+    /// New (lower-cased) e-mail; marks it unverified.
+    pub email: Option<String>,
+    /// New password hash.
+    pub password_hash: Option<String>,
+    /// Turns a guest into a full account.
+    pub clear_guest: bool,
+}
+
 /// Storage of user accounts.
 #[async_trait]
 pub trait UserRepository: Send + Sync {
     /// Inserts a user. A taken username (in any case) or e-mail is a
-    /// [`crate::StoreError::Conflict`] naming `users_username_lower` or `users_email`.
+    /// [`StoreError::Conflict`] naming `users_username_lower` or `users_email`.
     async fn create_user(&self, user: &NewUser) -> StoreResult<UserRecord>;
     /// The user with this id.
     async fn user_by_id(&self, id: Snowflake) -> StoreResult<Option<UserRecord>>;
@@ -83,10 +105,89 @@ pub trait UserRepository: Send + Sync {
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     /// The user with this (lower-cased) e-mail address.
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
+    /// The users with these ids (unknown ids are left out), in no particular order.
+    async fn users_by_ids(&self, ids: &[Snowflake]) -> StoreResult<Vec<UserRecord>>;
+    /// Applies a profile change and returns the new row; conflicts as for `create_user`.
+    async fn update_profile(
+        &self,
+        id: Snowflake,
+        patch: &ProfilePatch,
+        now: Timestamp,
+    ) -> StoreResult<Option<UserRecord>>;
+    /// Replaces the password hash.
+    async fn set_password_hash(&self, id: Snowflake, hash: &str, now: Timestamp)
+    -> StoreResult<()>;
+    /// Marks the e-mail verified.
+    async fn set_email_verified(&self, id: Snowflake, now: Timestamp) -> StoreResult<()>;
+    /// Replaces the settings document.
+    async fn set_settings(
+        &self,
+        id: Snowflake,
+        settings_json: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// Sets presence status and, when given, the custom status (`Some(None)` clears it).
+    async fn set_status(
+        &self,
+        id: Snowflake,
+        status: &str,
+        custom_status: Option<Option<&str>>,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// Sets the avatar (`banner = false`) or banner file key.
+    async fn set_image(
+        &self,
+        id: Snowflake,
+        banner: bool,
+        key: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// Sets the E2E public key.
+    async fn set_public_key(
+        &self,
+        id: Snowflake,
+        key: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// Records a successful login.
+    async fn touch_login(&self, id: Snowflake, now: Timestamp) -> StoreResult<()>;
+    /// Sets the sealed TOTP secret and whether TOTP is on; clears the replay step.
+    async fn set_mfa(
+        &self,
+        id: Snowflake,
+        sealed_secret: Option<&str>,
+        enabled: bool,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// Records `step` as the last accepted TOTP step. Returns false (and changes nothing)
+    /// when a step at or after it was already used: the code is a replay.
+    async fn claim_mfa_step(&self, id: Snowflake, step: i64) -> StoreResult<bool>;
+    /// Replaces all backup codes with these hashes.
+    async fn replace_backup_codes(&self, id: Snowflake, code_hashes: &[String]) -> StoreResult<()>;
+    /// Uses up a backup code; false when unknown or already used.
+    async fn use_backup_code(
+        &self,
+        id: Snowflake,
+        code_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Users whose name starts with `prefix` (ASCII, case-insensitive), names in order.
+    async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRecord>>;
+}
+
+macro_rules! user_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, username, discriminator, display_name, email, email_verified, ",
+            "password_hash, date_of_birth, avatar, banner, bio, custom_status, status, is_guest, ",
+            "mfa_enabled, mfa_secret, public_key, settings, created_at, updated_at FROM users ",
+            $tail
+        )
+    };
 }
 
 impl Store {
-    fn user_from_row(&self, row: &AnyRow) -> StoreResult<UserRecord> {
+    pub(crate) fn user_from_row(&self, row: &AnyRow) -> StoreResult<UserRecord> {
         Ok(UserRecord {
             id: Snowflake::from_i64(row.try_get("id")?),
             username: row.try_get("username")?,
@@ -103,6 +204,7 @@ impl Store {
             status: row.try_get("status")?,
             is_guest: self.flag(row, "is_guest")?,
             mfa_enabled: self.flag(row, "mfa_enabled")?,
+            mfa_secret: row.try_get("mfa_secret")?,
             public_key: row.try_get("public_key")?,
             settings: row.try_get("settings")?,
             created_at: Timestamp::from_millis(row.try_get("created_at")?),
@@ -110,35 +212,32 @@ impl Store {
         })
     }
 
-    async fn fetch_user(
+    fn users_from_rows(&self, rows: &[AnyRow]) -> StoreResult<Vec<UserRecord>> {
+        rows.iter().map(|r| self.user_from_row(r)).collect()
+    }
+
+    async fn one_user(
         &self,
-        sql: &'static str,
-        key: UserKey<'_>,
+        q: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> StoreResult<Option<UserRecord>> {
-        let q = sqlx::query(sql);
-        let q = match key {
-            UserKey::Id(id) => q.bind(id.get()),
-            UserKey::Text(s) => q.bind(s.to_owned()),
-        };
         let row = q.fetch_optional(self.pool()).await?;
         row.map(|r| self.user_from_row(&r)).transpose()
     }
+
+    async fn exec(
+        &self,
+        q: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> StoreResult<u64> {
+        Ok(q.execute(self.pool()).await?.rows_affected())
+    }
 }
 
-enum UserKey<'a> {
-    Id(Snowflake),
-    Text(&'a str),
-}
-
-macro_rules! select_user_where {
-    ($cond:literal) => {
-        concat!(
-            "SELECT id, username, discriminator, display_name, email, email_verified, ",
-            "password_hash, date_of_birth, avatar, banner, bio, custom_status, status, is_guest, ",
-            "mfa_enabled, public_key, settings, created_at, updated_at FROM users WHERE ",
-            $cond
-        )
-    };
+/// `(is_set, value)` for a `CASE WHEN $n THEN $m ELSE col END` update of a nullable column.
+fn nullable(v: &Option<Option<String>>) -> (bool, Option<String>) {
+    match v {
+        None => (false, None),
+        Some(inner) => (true, inner.clone()),
+    }
 }
 
 #[async_trait]
@@ -161,24 +260,310 @@ impl UserRepository for Store {
         .await?;
         self.user_by_id(u.id)
             .await?
-            .ok_or_else(|| crate::StoreError::Other(sqlx::Error::RowNotFound))
+            .ok_or(StoreError::Other(sqlx::Error::RowNotFound))
     }
 
     async fn user_by_id(&self, id: Snowflake) -> StoreResult<Option<UserRecord>> {
-        self.fetch_user(select_user_where!("id = $1"), UserKey::Id(id))
+        self.one_user(sqlx::query(user_select!("WHERE id = $1")).bind(id.get()))
             .await
     }
 
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
-        self.fetch_user(
-            select_user_where!("lower(username) = lower($1)"),
-            UserKey::Text(username),
+        self.one_user(
+            sqlx::query(user_select!("WHERE lower(username) = lower($1)"))
+                .bind(username.to_owned()),
         )
         .await
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
-        self.fetch_user(select_user_where!("email = $1"), UserKey::Text(email))
+        self.one_user(sqlx::query(user_select!("WHERE email = $1")).bind(email.to_owned()))
             .await
     }
+
+    async fn users_by_ids(&self, ids: &[Snowflake]) -> StoreResult<Vec<UserRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One round trip whatever the count: the ids travel as a JSON array.
+        let list = serde_json::to_string(&ids.iter().map(|i| i.get()).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Other(sqlx::Error::Encode(Box::new(e))))?;
+        let sql = match self.backend() {
+            crate::Backend::Sqlite => user_select!("WHERE id IN (SELECT value FROM json_each($1))"),
+            crate::Backend::Postgres => {
+                user_select!("WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint)")
+            }
+        };
+        let rows = sqlx::query(sql).bind(list).fetch_all(self.pool()).await?;
+        self.users_from_rows(&rows)
+    }
+
+    async fn update_profile(
+        &self,
+        id: Snowflake,
+        p: &ProfilePatch,
+        now: Timestamp,
+    ) -> StoreResult<Option<UserRecord>> {
+        let (dn_set, dn) = nullable(&p.display_name);
+        let (bio_set, bio) = nullable(&p.bio);
+        let (cs_set, cs) = nullable(&p.custom_status);
+        sqlx::query(
+            "UPDATE users SET \
+               username = COALESCE($2, username), \
+               display_name = CASE WHEN $3 THEN $4 ELSE display_name END, \
+               bio = CASE WHEN $5 THEN $6 ELSE bio END, \
+               custom_status = CASE WHEN $7 THEN $8 ELSE custom_status END, \
+               email = COALESCE($9, email), \
+               email_verified = CASE WHEN $10 THEN $11 ELSE email_verified END, \
+               password_hash = COALESCE($12, password_hash), \
+               is_guest = CASE WHEN $13 THEN $14 ELSE is_guest END, \
+               updated_at = $15 \
+             WHERE id = $1",
+        )
+        .bind(id.get())
+        .bind(p.username.clone())
+        .bind(dn_set)
+        .bind(dn)
+        .bind(bio_set)
+        .bind(bio)
+        .bind(cs_set)
+        .bind(cs)
+        .bind(p.email.clone())
+        .bind(p.email.is_some())
+        .bind(false)
+        .bind(p.password_hash.clone())
+        .bind(p.clear_guest)
+        .bind(false)
+        .bind(now.as_millis())
+        .execute(self.pool())
+        .await?;
+        self.user_by_id(id).await
+    }
+
+    async fn set_password_hash(
+        &self,
+        id: Snowflake,
+        hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.exec(
+            sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
+                .bind(id.get())
+                .bind(hash.to_owned())
+                .bind(now.as_millis()),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn set_email_verified(&self, id: Snowflake, now: Timestamp) -> StoreResult<()> {
+        self.exec(
+            sqlx::query("UPDATE users SET email_verified = $2, updated_at = $3 WHERE id = $1")
+                .bind(id.get())
+                .bind(true)
+                .bind(now.as_millis()),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn set_settings(
+        &self,
+        id: Snowflake,
+        settings_json: &str,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.exec(
+            sqlx::query("UPDATE users SET settings = $2, updated_at = $3 WHERE id = $1")
+                .bind(id.get())
+                .bind(settings_json.to_owned())
+                .bind(now.as_millis()),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn set_status(
+        &self,
+        id: Snowflake,
+        status: &str,
+        custom_status: Option<Option<&str>>,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.exec(
+            sqlx::query(
+                "UPDATE users SET status = $2, custom_status = CASE WHEN $3 THEN $4 ELSE custom_status END, \
+                 updated_at = $5 WHERE id = $1",
+            )
+            .bind(id.get())
+            .bind(status.to_owned())
+            .bind(custom_status.is_some())
+            .bind(custom_status.flatten().map(str::to_owned))
+            .bind(now.as_millis()),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn set_image(
+        &self,
+        id: Snowflake,
+        banner: bool,
+        key: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let sql = if banner {
+            "UPDATE users SET banner = $2, updated_at = $3 WHERE id = $1"
+        } else {
+            "UPDATE users SET avatar = $2, updated_at = $3 WHERE id = $1"
+        };
+        self.exec(
+            sqlx::query(sql)
+                .bind(id.get())
+                .bind(key.map(str::to_owned))
+                .bind(now.as_millis()),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn set_public_key(
+        &self,
+        id: Snowflake,
+        key: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.exec(
+            sqlx::query("UPDATE users SET public_key = $2, updated_at = $3 WHERE id = $1")
+                .bind(id.get())
+                .bind(key.map(str::to_owned))
+                .bind(now.as_millis()),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn touch_login(&self, id: Snowflake, now: Timestamp) -> StoreResult<()> {
+        self.exec(
+            sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
+                .bind(id.get())
+                .bind(now.as_millis()),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn set_mfa(
+        &self,
+        id: Snowflake,
+        sealed_secret: Option<&str>,
+        enabled: bool,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.exec(
+            sqlx::query(
+                "UPDATE users SET mfa_secret = $2, mfa_enabled = $3, mfa_last_step = NULL, updated_at = $4 WHERE id = $1",
+            )
+            .bind(id.get())
+            .bind(sealed_secret.map(str::to_owned))
+            .bind(enabled)
+            .bind(now.as_millis()),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn claim_mfa_step(&self, id: Snowflake, step: i64) -> StoreResult<bool> {
+        // A single conditional UPDATE, so two requests racing with one code cannot both win.
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE users SET mfa_last_step = $2 WHERE id = $1 AND (mfa_last_step IS NULL OR mfa_last_step < $2)",
+                )
+                .bind(id.get())
+                .bind(step),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn replace_backup_codes(&self, id: Snowflake, code_hashes: &[String]) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM mfa_backup_codes WHERE user_id = $1")
+            .bind(id.get())
+            .execute(&mut *tx)
+            .await?;
+        for h in code_hashes {
+            sqlx::query("INSERT INTO mfa_backup_codes (user_id, code_hash) VALUES ($1, $2)")
+                .bind(id.get())
+                .bind(h.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn use_backup_code(
+        &self,
+        id: Snowflake,
+        code_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE mfa_backup_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
+                )
+                .bind(id.get())
+                .bind(code_hash.to_owned())
+                .bind(now.as_millis()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRecord>> {
+        let low = prefix.to_ascii_lowercase();
+        let rows = match self.backend() {
+            // SQLite compares bytes, so the range [prefix, prefix + U+007F) on the
+            // lower(username) index covers exactly the (ASCII) names starting with prefix.
+            crate::Backend::Sqlite => {
+                let high = format!("{low}\u{7f}");
+                sqlx::query(user_select!(
+                    "WHERE lower(username) >= $1 AND lower(username) < $2 ORDER BY lower(username) LIMIT $3"
+                ))
+                .bind(low)
+                .bind(high)
+                .bind(i64::from(limit))
+                .fetch_all(self.pool())
+                .await?
+            }
+            // PostgreSQL collations need not order bytewise; LIKE on a text_pattern_ops
+            // index is correct in every locale.
+            crate::Backend::Postgres => {
+                let pattern = format!("{}%", escape_like(&low));
+                sqlx::query(user_select!(
+                    "WHERE lower(username) LIKE $1 ESCAPE '\\' ORDER BY lower(username) LIMIT $2"
+                ))
+                .bind(pattern)
+                .bind(i64::from(limit))
+                .fetch_all(self.pool())
+                .await?
+            }
+        };
+        self.users_from_rows(&rows)
+    }
+}
+
+/// Escapes LIKE's wildcards (`%`, `_`) and the escape character itself.
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -1,0 +1,302 @@
+//! Channels: server channels (text, voice, category) and private ones (dm, group_dm).
+
+use async_trait::async_trait;
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+use xcord_types::{Snowflake, Timestamp};
+
+use crate::{Store, StoreError, StoreResult};
+
+/// A channel row. Private channels have no server and list their members in
+/// `channel_recipients`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    /// Snowflake id.
+    pub id: Snowflake,
+    /// The server, for server channels.
+    pub server_id: Option<Snowflake>,
+    /// `text`, `voice`, `category`, `dm` or `group_dm`.
+    pub kind: String,
+    /// Name (server channels and named group DMs).
+    pub name: Option<String>,
+    /// Topic.
+    pub topic: Option<String>,
+    /// Sort position within the server.
+    pub position: i64,
+    /// Parent category.
+    pub parent_id: Option<Snowflake>,
+    /// Age-restricted.
+    pub nsfw: bool,
+    /// Voice: most participants.
+    pub user_limit: Option<i64>,
+    /// Voice: bitrate in kbps.
+    pub bitrate: Option<i64>,
+    /// Slowmode seconds.
+    pub rate_limit_per_user: i64,
+    /// Group DM owner.
+    pub owner_id: Option<Snowflake>,
+    /// Group DM icon.
+    pub icon: Option<String>,
+    /// Newest message.
+    pub last_message_id: Option<Snowflake>,
+    /// Optimistic-concurrency version.
+    pub version: i64,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// A private channel with its members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateChannel {
+    /// The channel.
+    pub channel: ChannelRecord,
+    /// Everyone in it, in the order they were added.
+    pub recipients: Vec<Snowflake>,
+}
+
+/// Storage of channels.
+#[async_trait]
+pub trait ChannelRepository: Send + Sync {
+    /// A channel by id.
+    async fn channel(&self, id: Snowflake) -> StoreResult<Option<ChannelRecord>>;
+    /// Creates the 1:1 DM between `a` and `b`, or returns the existing one; the flag is true
+    /// when it was created. Atomic under concurrency (unique `dm_key`).
+    async fn create_or_get_dm(
+        &self,
+        id: Snowflake,
+        a: Snowflake,
+        b: Snowflake,
+        now: Timestamp,
+    ) -> StoreResult<(PrivateChannel, bool)>;
+    /// Creates a group DM owned by `owner` with `members` (owner included).
+    async fn create_group_dm(
+        &self,
+        id: Snowflake,
+        owner: Snowflake,
+        members: &[Snowflake],
+        name: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<PrivateChannel>;
+    /// Private channels `user` is in, newest activity first.
+    async fn private_channels_of(&self, user: Snowflake) -> StoreResult<Vec<PrivateChannel>>;
+    /// Members of a private channel.
+    async fn recipients(&self, channel: Snowflake) -> StoreResult<Vec<Snowflake>>;
+}
+
+macro_rules! channel_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT c.id, c.server_id, c.type, c.name, c.topic, c.position, c.parent_id, c.nsfw, c.user_limit, ",
+            "c.bitrate, c.rate_limit_per_user, c.owner_id, c.icon, c.last_message_id, c.version, c.created_at, ",
+            "c.updated_at FROM channels c ",
+            $tail
+        )
+    };
+}
+
+fn id_opt(v: Option<i64>) -> Option<Snowflake> {
+    v.map(Snowflake::from_i64)
+}
+
+/// The key that makes a 1:1 DM unique: both user ids, lower first.
+pub fn dm_key(a: Snowflake, b: Snowflake) -> String {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    format!("{lo}:{hi}")
+}
+
+impl Store {
+    pub(crate) fn channel_from_row(&self, row: &AnyRow) -> StoreResult<ChannelRecord> {
+        Ok(ChannelRecord {
+            id: Snowflake::from_i64(row.try_get("id")?),
+            server_id: id_opt(row.try_get("server_id")?),
+            kind: row.try_get("type")?,
+            name: row.try_get("name")?,
+            topic: row.try_get("topic")?,
+            position: row.try_get("position")?,
+            parent_id: id_opt(row.try_get("parent_id")?),
+            nsfw: self.flag(row, "nsfw")?,
+            user_limit: row.try_get("user_limit")?,
+            bitrate: row.try_get("bitrate")?,
+            rate_limit_per_user: row.try_get("rate_limit_per_user")?,
+            owner_id: id_opt(row.try_get("owner_id")?),
+            icon: row.try_get("icon")?,
+            last_message_id: id_opt(row.try_get("last_message_id")?),
+            version: row.try_get("version")?,
+            created_at: Timestamp::from_millis(row.try_get("created_at")?),
+            updated_at: Timestamp::from_millis(row.try_get("updated_at")?),
+        })
+    }
+
+    async fn private_channel(&self, id: Snowflake) -> StoreResult<Option<PrivateChannel>> {
+        let Some(channel) = self.channel(id).await? else {
+            return Ok(None);
+        };
+        let recipients = self.recipients(id).await?;
+        Ok(Some(PrivateChannel {
+            channel,
+            recipients,
+        }))
+    }
+}
+
+#[async_trait]
+impl ChannelRepository for Store {
+    async fn channel(&self, id: Snowflake) -> StoreResult<Option<ChannelRecord>> {
+        let row = sqlx::query(channel_select!("WHERE c.id = $1"))
+            .bind(id.get())
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| self.channel_from_row(&r)).transpose()
+    }
+
+    async fn create_or_get_dm(
+        &self,
+        id: Snowflake,
+        a: Snowflake,
+        b: Snowflake,
+        now: Timestamp,
+    ) -> StoreResult<(PrivateChannel, bool)> {
+        let key = dm_key(a, b);
+        let existing = sqlx::query("SELECT id FROM channels WHERE dm_key = $1")
+            .bind(key.clone())
+            .fetch_optional(self.pool())
+            .await?;
+        if let Some(row) = existing {
+            let found = Snowflake::from_i64(row.try_get(0)?);
+            let pc = self
+                .private_channel(found)
+                .await?
+                .ok_or(StoreError::Other(sqlx::Error::RowNotFound))?;
+            return Ok((pc, false));
+        }
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO channels (id, type, dm_key, created_at, updated_at) VALUES ($1, 'dm', $2, $3, $3) \
+             ON CONFLICT (dm_key) DO NOTHING",
+        )
+        .bind(id.get())
+        .bind(key.clone())
+        .bind(now.as_millis())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            for user in [a, b] {
+                sqlx::query("INSERT INTO channel_recipients (channel_id, user_id, added_at) VALUES ($1, $2, $3)")
+                    .bind(id.get())
+                    .bind(user.get())
+                    .bind(now.as_millis())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        if inserted == 1 {
+            let pc = self
+                .private_channel(id)
+                .await?
+                .ok_or(StoreError::Other(sqlx::Error::RowNotFound))?;
+            return Ok((pc, true));
+        }
+        // Another request created it between our look-up and insert.
+        let row = sqlx::query("SELECT id FROM channels WHERE dm_key = $1")
+            .bind(key)
+            .fetch_one(self.pool())
+            .await?;
+        let found = Snowflake::from_i64(row.try_get(0)?);
+        let pc = self
+            .private_channel(found)
+            .await?
+            .ok_or(StoreError::Other(sqlx::Error::RowNotFound))?;
+        Ok((pc, false))
+    }
+
+    async fn create_group_dm(
+        &self,
+        id: Snowflake,
+        owner: Snowflake,
+        members: &[Snowflake],
+        name: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<PrivateChannel> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO channels (id, type, name, owner_id, created_at, updated_at) VALUES ($1, 'group_dm', $2, $3, $4, $4)",
+        )
+        .bind(id.get())
+        .bind(name.map(str::to_owned))
+        .bind(owner.get())
+        .bind(now.as_millis())
+        .execute(&mut *tx)
+        .await?;
+        for (i, user) in members.iter().enumerate() {
+            // Distinct added_at values keep the members in the order given.
+            sqlx::query("INSERT INTO channel_recipients (channel_id, user_id, added_at) VALUES ($1, $2, $3)")
+                .bind(id.get())
+                .bind(user.get())
+                .bind(now.as_millis() + i as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.private_channel(id)
+            .await?
+            .ok_or(StoreError::Other(sqlx::Error::RowNotFound))
+    }
+
+    async fn private_channels_of(&self, user: Snowflake) -> StoreResult<Vec<PrivateChannel>> {
+        let rows = sqlx::query(channel_select!(
+            "JOIN channel_recipients me ON me.channel_id = c.id AND me.user_id = $1 \
+             ORDER BY COALESCE(c.last_message_id, c.id) DESC"
+        ))
+        .bind(user.get())
+        .fetch_all(self.pool())
+        .await?;
+        let channels: Vec<ChannelRecord> = rows
+            .iter()
+            .map(|r| self.channel_from_row(r))
+            .collect::<StoreResult<_>>()?;
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        // All members of all these channels in one query.
+        let members = sqlx::query(
+            "SELECT r.channel_id, r.user_id FROM channel_recipients r \
+             JOIN channel_recipients me ON me.channel_id = r.channel_id AND me.user_id = $1 \
+             ORDER BY r.channel_id, r.added_at, r.user_id",
+        )
+        .bind(user.get())
+        .fetch_all(self.pool())
+        .await?;
+        let mut by_channel: std::collections::HashMap<i64, Vec<Snowflake>> =
+            std::collections::HashMap::new();
+        for m in members {
+            by_channel
+                .entry(m.try_get(0)?)
+                .or_default()
+                .push(Snowflake::from_i64(m.try_get(1)?));
+        }
+        Ok(channels
+            .into_iter()
+            .map(|channel| {
+                let recipients = by_channel.remove(&channel.id.get()).unwrap_or_default();
+                PrivateChannel {
+                    channel,
+                    recipients,
+                }
+            })
+            .collect())
+    }
+
+    async fn recipients(&self, channel: Snowflake) -> StoreResult<Vec<Snowflake>> {
+        let rows = sqlx::query("SELECT user_id FROM channel_recipients WHERE channel_id = $1 ORDER BY added_at, user_id")
+            .bind(channel.get())
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok(Snowflake::from_i64(r.try_get(0)?)))
+            .collect()
+    }
+}
