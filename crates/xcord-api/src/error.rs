@@ -90,14 +90,20 @@ impl IntoResponse for ApiError {
                     serde_json::to_value(fields).ok(),
                 )
             }
-            Error::RateLimited { retry_after_secs } => {
+            Error::RateLimited {
+                retry_after_secs,
+                limit,
+            } => {
                 let mut res = error_response(
                     StatusCode::TOO_MANY_REQUESTS,
                     format!("You are being rate limited; retry in {retry_after_secs} s."),
                     Some(serde_json::json!({ "retryAfter": retry_after_secs })),
                 );
-                res.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                let h = res.headers_mut();
+                h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                h.insert("x-ratelimit-limit", HeaderValue::from(limit));
+                h.insert("x-ratelimit-remaining", HeaderValue::from(0u32));
+                h.insert("x-ratelimit-reset", HeaderValue::from(retry_after_secs));
                 return res;
             }
             Error::Unavailable(e) => {

@@ -58,7 +58,7 @@ pub struct Probe {
 
 async fn database_up(state: &AppState) -> bool {
     matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()).await,
+        tokio::time::timeout(PROBE_TIMEOUT, state.core.store.ping()).await,
         Ok(Ok(()))
     )
 }
@@ -74,7 +74,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
     services.insert("bus", "up");
     let report = HealthReport {
         status: if db { "OK" } else { "DOWN" },
-        timestamp: state.clock.now(),
+        timestamp: state.core.clock.now(),
         version: VERSION,
         uptime_seconds: state.started_at.elapsed().as_secs(),
         services,

@@ -4,6 +4,7 @@
 //! Handlers are thin: parse with this crate's extractors, call one use-case, map the result.
 //! Every failure leaves as the SPEC §3 error body through [`error::ApiError`].
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -11,6 +12,7 @@ pub mod layers;
 pub mod metrics;
 pub mod openapi;
 mod router;
+pub mod routes;
 mod state;
 
 pub use router::{HttpSettings, apply_layers, build_router, openapi as openapi_document};

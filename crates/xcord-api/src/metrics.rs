@@ -65,7 +65,7 @@ fn describe() {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
-    let pool = state.store.pool_stats();
+    let pool = state.core.store.pool_stats();
     let idle = pool.idle as f64;
     metrics::gauge!("db_pool_connections", "state" => "idle").set(idle);
     metrics::gauge!("db_pool_connections", "state" => "active").set(f64::from(pool.size) - idle);

@@ -16,6 +16,8 @@ use utoipa::{Modify, OpenApi};
     components(schemas(xcord_types::ErrorBody, xcord_types::FieldError)),
     modifiers(&BearerAuth),
     tags(
+        (name = "auth", description = "Accounts, tokens, e-mail flows, two-factor authentication, sessions"),
+        (name = "users", description = "Profiles, settings, presence, relationships, keys, DM channels"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

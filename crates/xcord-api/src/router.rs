@@ -31,9 +31,86 @@ pub struct HttpSettings {
     pub serve_rest: bool,
 }
 
-/// The REST routes, documented; mounted at `/api/v1` and `/api/rest`.
-fn rest_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+/// The REST routes in groups that share layers; mounted at `/api/v1` and `/api/rest`.
+struct RestGroups {
+    /// Account creation, limited per address.
+    register: OpenApiRouter<AppState>,
+    /// Login, limited per address.
+    login: OpenApiRouter<AppState>,
+    /// Token-based public routes (refresh, e-mail flows).
+    open: OpenApiRouter<AppState>,
+    /// Everything that needs a bearer token.
+    authed: OpenApiRouter<AppState>,
+    /// Authenticated uploads, with a larger body limit.
+    uploads: OpenApiRouter<AppState>,
+}
+
+fn rest_groups() -> RestGroups {
+    use crate::routes::{auth, users};
+    RestGroups {
+        register: OpenApiRouter::new()
+            .routes(routes!(auth::register))
+            .routes(routes!(auth::guest)),
+        login: OpenApiRouter::new()
+            .routes(routes!(auth::login))
+            .routes(routes!(auth::login_mfa)),
+        open: OpenApiRouter::new()
+            .routes(routes!(auth::refresh))
+            .routes(routes!(auth::verify_email))
+            .routes(routes!(auth::forgot_password))
+            .routes(routes!(auth::reset_password)),
+        authed: OpenApiRouter::new()
+            .routes(routes!(auth::logout))
+            .routes(routes!(auth::auth_me))
+            .routes(routes!(auth::resend_verification))
+            .routes(routes!(auth::enable_2fa))
+            .routes(routes!(auth::verify_2fa))
+            .routes(routes!(auth::disable_2fa))
+            .routes(routes!(auth::sessions))
+            .routes(routes!(auth::revoke_session))
+            .routes(routes!(users::get_me, users::patch_me))
+            .routes(routes!(users::get_user, users::patch_user))
+            .routes(routes!(users::get_settings, users::patch_settings))
+            .routes(routes!(users::search))
+            .routes(routes!(users::put_status))
+            .routes(routes!(users::online_count))
+            .routes(routes!(users::online_list))
+            .routes(routes!(users::presence))
+            .routes(routes!(users::relationships))
+            .routes(routes!(users::put_relationship, users::delete_relationship))
+            .routes(routes!(users::put_keys, users::get_my_keys))
+            .routes(routes!(users::get_keys))
+            .routes(routes!(users::list_dms, users::create_dm)),
+        uploads: OpenApiRouter::new()
+            .routes(routes!(users::post_avatar))
+            .routes(routes!(users::post_banner)),
+    }
+}
+
+/// Largest multipart body for profile images: the 5 MB file plus multipart framing.
+const UPLOAD_BODY_LIMIT: usize = 6 * 1024 * 1024;
+
+/// The REST API with its layers.
+fn rest_routes(state: &AppState) -> OpenApiRouter<AppState> {
+    use axum::middleware::from_fn_with_state;
+    use xcord_core::ratelimit::Tier;
+    let g = rest_groups();
+    let per_ip = |tier: Tier| {
+        from_fn_with_state(
+            state.clone(),
+            move |axum::extract::State(s): axum::extract::State<AppState>, req, next| {
+                crate::auth::limit_by_ip(s, tier, req, next)
+            },
+        )
+    };
+    let authed = g
+        .authed
+        .merge(g.uploads.layer(DefaultBodyLimit::max(UPLOAD_BODY_LIMIT)));
+    g.register
+        .route_layer(per_ip(Tier::Register))
+        .merge(g.login.route_layer(per_ip(Tier::Login)))
+        .merge(g.open)
+        .merge(authed.route_layer(from_fn_with_state(state.clone(), crate::auth::require_auth)))
 }
 
 /// Health and metrics, at the root.
@@ -45,10 +122,22 @@ fn operations_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics::metrics_handler))
 }
 
+/// Files under `/cdn/`.
+fn cdn_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(crate::routes::cdn::get_file))
+}
+
 /// The OpenAPI document of every route this build serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, rest) = rest_routes().split_for_parts();
-    let (_, ops) = operations_routes().split_for_parts();
+    let g = rest_groups();
+    let rest = g
+        .register
+        .merge(g.login)
+        .merge(g.open)
+        .merge(g.authed)
+        .merge(g.uploads);
+    let (_, rest) = rest.split_for_parts();
+    let (_, ops) = operations_routes().merge(cdn_routes()).split_for_parts();
     let mut doc = ApiDoc::openapi().nest("/api/v1", rest);
     doc.merge(ops);
     doc
@@ -56,15 +145,18 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Builds the whole HTTP application.
 pub fn build_router(state: AppState, settings: &HttpSettings) -> anyhow::Result<Router> {
-    let (rest, rest_doc) = rest_routes().split_for_parts();
-    let (ops, ops_doc) = operations_routes().split_for_parts();
-    let mut doc = ApiDoc::openapi().nest("/api/v1", rest_doc);
-    doc.merge(ops_doc);
+    let (rest, _) = rest_routes(&state).split_for_parts();
+    let (ops, _) = operations_routes().split_for_parts();
+    let (cdn, _) = cdn_routes().split_for_parts();
+    let doc = openapi();
     let doc_json = serde_json::to_string(&doc)?;
 
     let mut app = Router::new();
     if settings.serve_rest {
-        app = app.nest("/api/v1", rest.clone()).nest("/api/rest", rest);
+        app = app
+            .nest("/api/v1", rest.clone())
+            .nest("/api/rest", rest)
+            .merge(cdn);
     }
     let app = app
         .merge(ops)

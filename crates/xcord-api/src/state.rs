@@ -4,10 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use xcord_bus::EventBus;
-use xcord_core::Clock;
-use xcord_store::Store;
-use xcord_types::SnowflakeGenerator;
+use xcord_core::Core;
 
 /// Everything a handler can reach. Cloning is one `Arc` increment.
 #[derive(Clone)]
@@ -15,14 +12,8 @@ pub struct AppState(Arc<AppStateInner>);
 
 /// The shared parts of [`AppState`].
 pub struct AppStateInner {
-    /// The database.
-    pub store: Store,
-    /// The event bus.
-    pub bus: Arc<dyn EventBus>,
-    /// The time source.
-    pub clock: Arc<dyn Clock>,
-    /// Snowflake ids for this node.
-    pub ids: Arc<SnowflakeGenerator>,
+    /// The use-cases and the services under them.
+    pub core: Arc<Core>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Set once shutdown begins: readiness turns 503 so balancers drain this node.

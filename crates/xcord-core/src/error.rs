@@ -39,6 +39,8 @@ pub enum Error {
     RateLimited {
         /// Seconds until a retry can succeed.
         retry_after_secs: u64,
+        /// The budget of the window that is spent.
+        limit: u32,
     },
     /// A dependency (database, Redis) is down or saturated; retry later.
     #[error("service unavailable")]

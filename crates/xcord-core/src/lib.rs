@@ -2,8 +2,24 @@
 //! transaction and publishes its events after commit. It never sees HTTP types; the API layer
 //! maps [`Error`] to a status code through one table.
 
+pub mod auth;
 pub mod clock;
+pub mod crypto;
 pub mod error;
+pub mod mail;
+pub mod media;
+pub mod password;
+pub mod presence;
+pub mod ratelimit;
+pub mod revocation;
+pub mod social;
+pub mod token;
+pub mod users;
+pub mod validate;
 
+mod core;
+
+pub use crate::core::{ClientInfo, Core, CoreDeps, CoreSettings};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
+pub use token::Caller;

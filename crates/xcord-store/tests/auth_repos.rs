@@ -363,12 +363,22 @@ async fn totp_steps_cannot_be_replayed_and_backup_codes_work_once(backend: Backe
             .await
             .expect("replaced codes die")
     );
+    f.store
+        .set_mfa(u, Some("sealed"), true, now)
+        .await
+        .expect("still on");
+    assert!(
+        !f.store
+            .claim_mfa_step(u, 101)
+            .await
+            .expect("turning on keeps the spent step")
+    );
     f.store.set_mfa(u, None, false, now).await.expect("off");
     assert!(
         f.store
             .claim_mfa_step(u, 1)
             .await
-            .expect("step reset when MFA changes")
+            .expect("step reset when MFA is turned off")
     );
 }
 

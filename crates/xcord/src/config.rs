@@ -59,35 +59,8 @@ impl Role {
     }
 }
 
-/// How new passwords are hashed; both kinds always verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PasswordHash {
-    /// bcrypt with this cost (4–31).
-    Bcrypt(u32),
-    /// argon2id with the library's default parameters.
-    Argon2id,
-}
-
-impl FromStr for PasswordHash {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        let s = s.trim();
-        if s.eq_ignore_ascii_case("argon2id") || s.eq_ignore_ascii_case("argon2") {
-            return Ok(PasswordHash::Argon2id);
-        }
-        if s.eq_ignore_ascii_case("bcrypt") {
-            return Ok(PasswordHash::Bcrypt(12));
-        }
-        if let Some(cost) = s.strip_prefix("bcrypt:") {
-            let cost: u32 = cost.parse().context("bcrypt cost must be a number")?;
-            if !(4..=31).contains(&cost) {
-                bail!("bcrypt cost must be 4–31, got {cost}");
-            }
-            return Ok(PasswordHash::Bcrypt(cost));
-        }
-        bail!("expected `bcrypt:COST` or `argon2id`, got {s:?}")
-    }
-}
+pub use xcord_core::password::PasswordAlgorithm as PasswordHash;
+use xcord_core::ratelimit::{Limit, Tier};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +127,12 @@ pub struct Config {
     pub refresh_token_ttl_secs: u64,
     /// Roles to run (`--roles` or `XCORD_ROLES`).
     pub roles: Vec<Role>,
+    /// Base URL for links in e-mails (`XCORD_PUBLIC_URL`); `None` means `http://LISTEN`.
+    pub public_url: Option<String>,
+    /// Sender of outgoing mail (`XCORD_MAIL_FROM`).
+    pub mail_from: String,
+    /// Budgets that differ from seed 000's (`XCORD_RATE_LIMIT_<TIER>=COUNT/SECONDS`).
+    pub rate_limit_overrides: std::collections::HashMap<Tier, Limit>,
 }
 
 impl Default for Config {
@@ -180,6 +159,9 @@ impl Default for Config {
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_secs: 7 * 24 * 3600,
             roles: Role::ALL.to_vec(),
+            public_url: None,
+            mail_from: "xcord <no-reply@localhost>".into(),
+            rate_limit_overrides: std::collections::HashMap::new(),
         }
     }
 }
@@ -210,6 +192,10 @@ struct FileConfig {
     access_token_ttl_secs: Option<u64>,
     refresh_token_ttl_secs: Option<u64>,
     roles: Option<Vec<String>>,
+    public_url: Option<String>,
+    mail_from: Option<String>,
+    /// `{login = "5/60", register = "3/1h", …}`.
+    rate_limit: Option<std::collections::HashMap<String, String>>,
 }
 
 /// A boolean written as `true`/`false` or `"on"`/`"off"`.
@@ -308,6 +294,18 @@ impl Config {
         if let Some(v) = f.roles {
             self.roles = Role::parse_list(&v.join(",")).context("`roles`")?;
         }
+        set_opt(&mut self.public_url, f.public_url);
+        set(&mut self.mail_from, f.mail_from);
+        for (name, value) in f.rate_limit.unwrap_or_default() {
+            let tier = Tier::ALL
+                .into_iter()
+                .find(|t| t.name() == name)
+                .with_context(|| format!("unknown rate limit tier `{name}` in [rate_limit]"))?;
+            let limit = value
+                .parse()
+                .with_context(|| format!("`rate_limit.{name}`"))?;
+            self.rate_limit_overrides.insert(tier, limit);
+        }
         Ok(())
     }
 
@@ -394,6 +392,19 @@ impl Config {
             parse_num
         );
         parsed!("XCORD_ROLES", self.roles, Role::parse_list);
+        parsed!("XCORD_PUBLIC_URL", self.public_url, |v: &str| anyhow::Ok(
+            Some(v.trim_end_matches('/').to_owned())
+        ));
+        parsed!("XCORD_MAIL_FROM", self.mail_from, |v: &str| anyhow::Ok(
+            v.to_owned()
+        ));
+        for tier in Tier::ALL {
+            let key = format!("XCORD_RATE_LIMIT_{}", tier.name().to_ascii_uppercase());
+            if let Some(v) = var(&key) {
+                let limit: Limit = v.parse().with_context(|| format!("{key}={v:?}"))?;
+                self.rate_limit_overrides.insert(tier, limit);
+            }
+        }
         Ok(())
     }
 
@@ -454,6 +465,13 @@ impl Config {
     /// Whether this process runs `role`.
     pub fn runs(&self, role: Role) -> bool {
         self.roles.contains(&role)
+    }
+
+    /// The base URL for links in e-mails.
+    pub fn effective_public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
     /// The request timeout.
@@ -640,6 +658,42 @@ mod tests {
         assert!(Role::parse_list(" , ").is_err());
         let c = load(Some("roles = [\"jobs\"]"), &[])?;
         assert_eq!(c.roles, vec![Role::Jobs]);
+        Ok(())
+    }
+
+    #[test]
+    fn rate_limits_can_be_tuned_per_tier() -> anyhow::Result<()> {
+        let c = load(
+            Some("[rate_limit]\nlogin = \"7/60\""),
+            &[("XCORD_RATE_LIMIT_REGISTER", "100/1h")],
+        )?;
+        assert_eq!(
+            c.rate_limit_overrides.get(&Tier::Login),
+            Some(&Limit {
+                max: 7,
+                window_secs: 60
+            })
+        );
+        assert_eq!(
+            c.rate_limit_overrides.get(&Tier::Register),
+            Some(&Limit {
+                max: 100,
+                window_secs: 3600
+            })
+        );
+        assert!(load(None, &[("XCORD_RATE_LIMIT_LOGIN", "lots")]).is_err());
+        assert!(load(Some("[rate_limit]\nnope = \"1/1\""), &[]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn public_url_defaults_to_the_listen_address() -> anyhow::Result<()> {
+        assert_eq!(
+            load(None, &[])?.effective_public_url(),
+            "http://127.0.0.1:3000"
+        );
+        let c = load(None, &[("XCORD_PUBLIC_URL", "https://chat.example.org/")])?;
+        assert_eq!(c.effective_public_url(), "https://chat.example.org");
         Ok(())
     }
 

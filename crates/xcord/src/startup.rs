@@ -11,9 +11,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use xcord_api::{AppState, AppStateInner, HttpSettings};
 use xcord_bus::InProcessBus;
-use xcord_core::{Clock, SystemClock};
+use xcord_core::mail::{Mailer, OutboxMailer, SmtpMailer};
+use xcord_core::ratelimit::{InMemoryRateLimiter, RateLimitSettings};
+use xcord_core::{Clock, Core, CoreDeps, CoreSettings, SystemClock};
 use xcord_store::{Store, StoreOptions};
-use xcord_types::SnowflakeGenerator;
 
 use crate::config::{Config, Role};
 use crate::secrets;
@@ -44,20 +45,52 @@ impl Application {
                 config.data_dir.display()
             )
         })?;
-        let _jwt_secret = match &config.jwt_secret {
+        let jwt_secret = match &config.jwt_secret {
             Some(s) => s.clone(),
             None => secrets::load_or_create(&config.data_dir, "jwt_secret", 64)?,
         };
+        let sealing_key = hex::decode(secrets::load_or_create(&config.data_dir, "secret_key", 32)?)
+            .context("the secret_key file in the data directory is not hex")?;
 
         let store = connect_store(config).await?;
         store.migrate().await?;
 
+        let mailer: Arc<dyn Mailer> = match &config.smtp_url {
+            Some(url) => Arc::new(SmtpMailer::new(url, &config.mail_from)?),
+            None => Arc::new(OutboxMailer::new(
+                config.data_dir.join("outbox"),
+                &config.mail_from,
+            )?),
+        };
+        let core = Core::new(
+            CoreDeps {
+                store,
+                bus: Arc::new(InProcessBus::default()),
+                clock: clock.clone(),
+                mailer,
+                limiter: Arc::new(InMemoryRateLimiter::new(clock)),
+                jwt_secret: jwt_secret.into_bytes(),
+                sealing_key,
+            },
+            CoreSettings {
+                node_id: config.node_id,
+                access_ttl_secs: config.access_token_ttl_secs,
+                refresh_ttl_secs: config.refresh_token_ttl_secs,
+                require_email_verification: config.require_email_verification,
+                password_algorithm: config.password_hash,
+                public_url: config.effective_public_url(),
+                cdn_dir: config.data_dir.join("cdn"),
+                rate_limits: RateLimitSettings {
+                    enabled: config.rate_limits,
+                    limits: config.rate_limit_overrides.clone(),
+                },
+            },
+        )
+        .await?;
+
         let metrics = xcord_api::metrics::prometheus()?;
         let state = AppState::new(AppStateInner {
-            store,
-            bus: Arc::new(InProcessBus::default()),
-            clock,
-            ids: Arc::new(SnowflakeGenerator::new(config.node_id)),
+            core: Arc::new(core),
             metrics,
             shutting_down: AtomicBool::new(false),
             started_at: Instant::now(),
@@ -121,7 +154,8 @@ impl Application {
                 Ok(())
             }
         };
-        state.store.close().await;
+        state.core.drain_background(Duration::from_secs(5)).await;
+        state.core.store.close().await;
         served
     }
 }

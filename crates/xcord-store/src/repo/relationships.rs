@@ -75,6 +75,10 @@ pub trait RelationshipRepository: Send + Sync {
     ) -> StoreResult<()>;
     /// Every row `user` owns, oldest first.
     async fn relationships_of(&self, user: Snowflake) -> StoreResult<Vec<RelationshipRecord>>;
+    /// Users who share a friendship, a private channel or a server with `user`.
+    async fn contacts_of(&self, user: Snowflake) -> StoreResult<Vec<Snowflake>>;
+    /// Whether `a` and `b` share a friendship, a private channel or a server.
+    async fn are_contacts(&self, a: Snowflake, b: Snowflake) -> StoreResult<bool>;
 }
 
 #[async_trait]
@@ -163,5 +167,38 @@ impl RelationshipRepository for Store {
             }
         }
         Ok(out)
+    }
+
+    async fn contacts_of(&self, user: Snowflake) -> StoreResult<Vec<Snowflake>> {
+        let rows = sqlx::query(
+            "SELECT other_user_id AS id FROM relationships WHERE user_id = $1 AND type = 'friend' \
+             UNION SELECT r2.user_id FROM channel_recipients r1 JOIN channel_recipients r2 \
+               ON r2.channel_id = r1.channel_id WHERE r1.user_id = $1 AND r2.user_id <> $1 \
+             UNION SELECT m2.user_id FROM members m1 JOIN members m2 \
+               ON m2.server_id = m1.server_id WHERE m1.user_id = $1 AND m2.user_id <> $1",
+        )
+        .bind(user.get())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok(Snowflake::from_i64(r.try_get(0)?)))
+            .collect()
+    }
+
+    async fn are_contacts(&self, a: Snowflake, b: Snowflake) -> StoreResult<bool> {
+        let row = sqlx::query(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM relationships WHERE user_id = $1 AND other_user_id = $2 AND type = 'friend') \
+               OR EXISTS (SELECT 1 FROM channel_recipients r1 JOIN channel_recipients r2 ON r2.channel_id = r1.channel_id \
+                          WHERE r1.user_id = $1 AND r2.user_id = $2) \
+               OR EXISTS (SELECT 1 FROM members m1 JOIN members m2 ON m2.server_id = m1.server_id \
+                          WHERE m1.user_id = $1 AND m2.user_id = $2) \
+             THEN 1 ELSE 0 END",
+        )
+        .bind(a.get())
+        .bind(b.get())
+        .fetch_one(self.pool())
+        .await?;
+        // CASE yields an integer on both engines (a boolean would not decode on SQLite).
+        Ok(row.try_get::<i64, _>(0)? == 1)
     }
 }

@@ -151,7 +151,8 @@ pub trait UserRepository: Send + Sync {
     ) -> StoreResult<()>;
     /// Records a successful login.
     async fn touch_login(&self, id: Snowflake, now: Timestamp) -> StoreResult<()>;
-    /// Sets the sealed TOTP secret and whether TOTP is on; clears the replay step.
+    /// Sets the sealed TOTP secret and whether TOTP is on. Turning it on keeps the replay step
+    /// (the code that confirmed it stays spent); anything else clears it.
     async fn set_mfa(
         &self,
         id: Snowflake,
@@ -462,7 +463,8 @@ impl UserRepository for Store {
     ) -> StoreResult<()> {
         self.exec(
             sqlx::query(
-                "UPDATE users SET mfa_secret = $2, mfa_enabled = $3, mfa_last_step = NULL, updated_at = $4 WHERE id = $1",
+                "UPDATE users SET mfa_secret = $2, mfa_enabled = $3, \
+                 mfa_last_step = CASE WHEN $3 THEN mfa_last_step ELSE NULL END, updated_at = $4 WHERE id = $1",
             )
             .bind(id.get())
             .bind(sealed_secret.map(str::to_owned))

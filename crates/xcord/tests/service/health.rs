@@ -28,7 +28,7 @@ async fn health_reports_the_database_up(backend: Backend) {
 
 async fn health_is_503_when_the_database_is_closed(backend: Backend) {
     let app = spawn_app(backend).await;
-    app.state.store.close().await;
+    app.state.core.store.close().await;
     let res = app.get("/health").await;
     res.assert_error(503, "Service Unavailable");
     assert_eq!(res.body["status"], "DOWN");

@@ -1,0 +1,5 @@
+//! Route handlers, grouped by resource.
+
+pub mod auth;
+pub mod cdn;
+pub mod users;

@@ -1,0 +1,246 @@
+//! The [`Core`]: every service a use-case needs, built once at start-up.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio_util::task::TaskTracker;
+use xcord_bus::{BusEvent, EventBus, Topic};
+use xcord_store::{Store, UserRecord};
+use xcord_types::SnowflakeGenerator;
+use xcord_types::rest::users::{PublicUser, SelfUser, UserSummary};
+
+use crate::crypto::SecretBox;
+use crate::mail::{Mail, Mailer};
+use crate::password::PasswordAlgorithm;
+use crate::presence::PresenceRegistry;
+use crate::ratelimit::{RateDecision, RateLimitSettings, RateLimiter, Tier};
+use crate::revocation::Revocations;
+use crate::token::TokenKeys;
+use crate::{Clock, Error, Result};
+
+/// Behaviour taken from configuration.
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    /// Snowflake node id.
+    pub node_id: u16,
+    /// Access-token lifetime.
+    pub access_ttl_secs: u64,
+    /// Refresh-token (session) lifetime.
+    pub refresh_ttl_secs: u64,
+    /// Refuse login until the e-mail is verified.
+    pub require_email_verification: bool,
+    /// Algorithm for new password hashes.
+    pub password_algorithm: PasswordAlgorithm,
+    /// Base URL put into e-mailed links.
+    pub public_url: String,
+    /// Where uploaded profile images live (served under `/cdn/`).
+    pub cdn_dir: PathBuf,
+    /// Rate limits.
+    pub rate_limits: RateLimitSettings,
+}
+
+/// What the core is built from.
+pub struct CoreDeps {
+    /// The database.
+    pub store: Store,
+    /// The event bus.
+    pub bus: Arc<dyn EventBus>,
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
+    /// Outgoing mail.
+    pub mailer: Arc<dyn Mailer>,
+    /// Request counters.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// JWT signing secret.
+    pub jwt_secret: Vec<u8>,
+    /// 32-byte key sealing secrets at rest.
+    pub sealing_key: Vec<u8>,
+}
+
+/// Where a request came from, for sessions and rate limits.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// The peer address.
+    pub ip: Option<String>,
+    /// The User-Agent header.
+    pub user_agent: Option<String>,
+}
+
+/// All services; one per process, shared by every request.
+pub struct Core {
+    /// The database.
+    pub store: Store,
+    /// The event bus.
+    pub bus: Arc<dyn EventBus>,
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
+    /// Snowflake ids of this node.
+    pub ids: SnowflakeGenerator,
+    /// Configuration.
+    pub settings: CoreSettings,
+    /// Revoked access tokens.
+    pub revocations: Revocations,
+    /// Who is online.
+    pub presence: PresenceRegistry,
+    pub(crate) tokens: TokenKeys,
+    pub(crate) sealer: SecretBox,
+    mailer: Arc<dyn Mailer>,
+    limiter: Arc<dyn RateLimiter>,
+    tasks: TaskTracker,
+    /// A hash of a random password, verified against when a login names no user, so that
+    /// "no such user" and "wrong password" take the same time.
+    pub(crate) decoy_hash: String,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("backend", &self.store.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// Builds the core: loads revocations still in force and prepares the decoy hash.
+    pub async fn new(deps: CoreDeps, settings: CoreSettings) -> anyhow::Result<Self> {
+        let now = deps.clock.now();
+        let revocations = Revocations::load(&deps.store, now).await?;
+        let decoy_hash = crate::password::hash_password(
+            settings.password_algorithm,
+            crate::crypto::random_token(16),
+        )
+        .await?;
+        Ok(Self {
+            ids: SnowflakeGenerator::new(settings.node_id),
+            tokens: TokenKeys::new(&deps.jwt_secret),
+            sealer: SecretBox::new(&deps.sealing_key)?,
+            store: deps.store,
+            bus: deps.bus,
+            clock: deps.clock,
+            mailer: deps.mailer,
+            limiter: deps.limiter,
+            settings,
+            revocations,
+            presence: PresenceRegistry::default(),
+            tasks: TaskTracker::new(),
+            decoy_hash,
+        })
+    }
+
+    /// Counts a request against `tier` for `key`. `Ok(None)` when limits are off;
+    /// `Err(RateLimited)` when the budget is spent.
+    pub async fn rate_limit(&self, tier: Tier, key: &str) -> Result<Option<RateDecision>> {
+        if !self.settings.rate_limits.enabled {
+            return Ok(None);
+        }
+        let d = self
+            .limiter
+            .hit(tier, key, self.settings.rate_limits.limit(tier))
+            .await
+            .map_err(Error::Unavailable)?;
+        if d.allowed {
+            Ok(Some(d))
+        } else {
+            Err(Error::RateLimited {
+                retry_after_secs: d.reset_secs,
+                limit: d.limit,
+            })
+        }
+    }
+
+    /// Publishes an event after its transaction committed; the payload is serialized here,
+    /// once. A bus failure is logged: the change itself is already durable.
+    pub async fn publish<T: Serialize>(&self, topic: Topic, name: &'static str, payload: &T) {
+        let data = match serde_json::to_string(payload) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, event = name, "cannot serialize an event");
+                return;
+            }
+        };
+        if let Err(e) = self
+            .bus
+            .publish(BusEvent::new(topic, name, data, self.settings.node_id))
+            .await
+        {
+            tracing::warn!(error = %e, event = name, "event not published");
+        }
+    }
+
+    /// Sends mail in the background; failures are logged. Shutdown waits for it.
+    pub fn send_mail(&self, mail: Mail) {
+        let mailer = self.mailer.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = mailer.send(&mail).await {
+                tracing::warn!(error = format!("{e:#}"), "mail not delivered");
+            }
+        });
+    }
+
+    /// Runs `fut` in the background, tracked so shutdown can wait for it.
+    pub fn spawn_background<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(fut);
+    }
+
+    /// Waits (up to `limit`) for background work such as mail to finish; used at shutdown.
+    pub async fn drain_background(&self, limit: std::time::Duration) {
+        self.tasks.close();
+        let _ = tokio::time::timeout(limit, self.tasks.wait()).await;
+    }
+
+    /// The public URL of a `/cdn/` key.
+    pub fn cdn_url(key: &str) -> String {
+        format!("/cdn/{key}")
+    }
+
+    /// The signed-in user's own view.
+    pub fn self_user(u: &UserRecord) -> SelfUser {
+        SelfUser {
+            id: u.id,
+            username: u.username.clone(),
+            discriminator: u.discriminator.clone(),
+            display_name: u.display_name.clone(),
+            email: u.email.clone(),
+            email_verified: u.email_verified,
+            avatar: u.avatar.as_deref().map(Self::cdn_url),
+            banner: u.banner.as_deref().map(Self::cdn_url),
+            bio: u.bio.clone(),
+            custom_status: u.custom_status.clone(),
+            status: u.status.clone(),
+            is_guest: u.is_guest,
+            two_factor_enabled: u.mfa_enabled,
+            created_at: u.created_at,
+        }
+    }
+
+    /// Another user's public view.
+    pub fn public_user(u: &UserRecord) -> PublicUser {
+        PublicUser {
+            id: u.id,
+            username: u.username.clone(),
+            discriminator: u.discriminator.clone(),
+            display_name: u.display_name.clone(),
+            avatar: u.avatar.as_deref().map(Self::cdn_url),
+            banner: u.banner.as_deref().map(Self::cdn_url),
+            bio: u.bio.clone(),
+            custom_status: u.custom_status.clone(),
+            is_guest: u.is_guest,
+            created_at: u.created_at,
+        }
+    }
+
+    /// The short form.
+    pub fn summary(u: &UserRecord) -> UserSummary {
+        UserSummary {
+            id: u.id,
+            username: u.username.clone(),
+            discriminator: u.discriminator.clone(),
+            avatar: u.avatar.as_deref().map(Self::cdn_url),
+            display_name: u.display_name.clone(),
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Access tokens refused before they expire: whole sessions (`sid:…`) after logout, reuse or
+//! a password reset, and single tokens (`jti:…`). Checked on every authenticated request
+//! from memory; persisted so a restart keeps them; entries die when every token they could
+//! match has expired.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use xcord_store::{SessionRepository, Store, StoreResult};
+use xcord_types::{Snowflake, Timestamp};
+
+/// The in-memory revocation list.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    // Read on every request, written on logout: a read-mostly lock with no await inside.
+    keys: RwLock<HashMap<String, i64>>,
+}
+
+fn sid_key(sid: Snowflake) -> String {
+    format!("sid:{sid}")
+}
+
+fn jti_key(jti: &str) -> String {
+    format!("jti:{jti}")
+}
+
+impl Revocations {
+    /// Loads the revocations still in force.
+    pub async fn load(store: &Store, now: Timestamp) -> StoreResult<Self> {
+        let rows = store.revoked_since(now).await?;
+        let map = rows.into_iter().map(|(k, t)| (k, t.as_millis())).collect();
+        Ok(Self {
+            keys: RwLock::new(map),
+        })
+    }
+
+    /// Whether a token of session `sid` with id `jti` is refused at `now`.
+    pub fn is_revoked(&self, sid: Snowflake, jti: &str, now: Timestamp) -> bool {
+        let Ok(map) = self.keys.read() else {
+            // A poisoned lock means a writer panicked; refusing is the safe answer.
+            return true;
+        };
+        let live = |k: &str| map.get(k).is_some_and(|&t| t > now.as_millis());
+        live(&sid_key(sid)) || live(&jti_key(jti))
+    }
+
+    fn remember(&self, key: String, until: Timestamp, now: Timestamp) {
+        if let Ok(mut map) = self.keys.write() {
+            if map.len() > 10_000 {
+                map.retain(|_, t| *t > now.as_millis());
+            }
+            let slot = map.entry(key).or_insert(0);
+            *slot = (*slot).max(until.as_millis());
+        }
+    }
+
+    /// Refuses every access token of session `sid` until `until` (the latest expiry any of
+    /// them can have), in memory and in the database.
+    pub async fn revoke_session(
+        &self,
+        store: &Store,
+        sid: Snowflake,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let key = sid_key(sid);
+        store.add_revoked(&key, until).await?;
+        self.remember(key, until, now);
+        Ok(())
+    }
+
+    /// Refuses one access token until it expires.
+    pub async fn revoke_token(
+        &self,
+        store: &Store,
+        jti: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let key = jti_key(jti);
+        store.add_revoked(&key, until).await?;
+        self.remember(key, until, now);
+        Ok(())
+    }
+}
