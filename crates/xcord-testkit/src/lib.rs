@@ -80,6 +80,8 @@ impl TestAppBuilder {
             data_dir: data_dir.path().to_path_buf(),
             database_url: Some(db.url().to_owned()),
             database_max_connections: 5,
+            // Suites make many calls quickly; rate-limit tests turn limits back on.
+            rate_limits: false,
             password_hash: "bcrypt:4"
                 .parse()
                 .unwrap_or(xcord::config::PasswordHash::Bcrypt(4)),
@@ -143,6 +145,51 @@ impl TestResponse {
     }
 }
 
+/// A signed-in account.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// User id.
+    pub id: String,
+    /// Access token.
+    pub token: String,
+    /// Refresh token.
+    pub refresh: String,
+}
+
+impl TestUser {
+    /// From a login or register answer.
+    pub fn from_login(body: &Value) -> Self {
+        let field = |k: &str| {
+            body[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {k} in {body}"))
+                .to_owned()
+        };
+        let id = body["user"]["id"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| field("userId"));
+        Self {
+            id,
+            token: field("accessToken"),
+            refresh: field("refreshToken"),
+        }
+    }
+}
+
+/// The token a mail carries after `label: `.
+pub fn token_in_mail(mail: &str, label: &str) -> String {
+    let start = mail
+        .find(label)
+        .unwrap_or_else(|| panic!("no {label:?} in {mail}"))
+        + label.len();
+    mail[start..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
 impl TestApp {
     /// `http://ADDR` + `path`.
     pub fn url(&self, path: &str) -> String {
@@ -190,6 +237,119 @@ impl TestApp {
     /// `POST path` with a JSON body.
     pub async fn post(&self, path: &str, body: &Value) -> TestResponse {
         self.request(Method::POST, path, Some(body), None).await
+    }
+
+    /// `GET /api/v1{path}` as the holder of `token`.
+    pub async fn get_as(&self, token: &str, path: &str) -> TestResponse {
+        self.request(Method::GET, &format!("/api/v1{path}"), None, Some(token))
+            .await
+    }
+
+    /// `POST /api/v1{path}` with a JSON body as the holder of `token`.
+    pub async fn post_as(&self, token: &str, path: &str, body: &Value) -> TestResponse {
+        self.request(
+            Method::POST,
+            &format!("/api/v1{path}"),
+            Some(body),
+            Some(token),
+        )
+        .await
+    }
+
+    /// `PATCH /api/v1{path}` with a JSON body as the holder of `token`.
+    pub async fn patch_as(&self, token: &str, path: &str, body: &Value) -> TestResponse {
+        self.request(
+            Method::PATCH,
+            &format!("/api/v1{path}"),
+            Some(body),
+            Some(token),
+        )
+        .await
+    }
+
+    /// `PUT /api/v1{path}` with a JSON body as the holder of `token`.
+    pub async fn put_as(&self, token: &str, path: &str, body: &Value) -> TestResponse {
+        self.request(
+            Method::PUT,
+            &format!("/api/v1{path}"),
+            Some(body),
+            Some(token),
+        )
+        .await
+    }
+
+    /// `DELETE /api/v1{path}` as the holder of `token`.
+    pub async fn delete_as(&self, token: &str, path: &str) -> TestResponse {
+        self.request(Method::DELETE, &format!("/api/v1{path}"), None, Some(token))
+            .await
+    }
+
+    /// `POST /api/v1{path}` with a JSON body and no token.
+    pub async fn post_api(&self, path: &str, body: &Value) -> TestResponse {
+        self.request(Method::POST, &format!("/api/v1{path}"), Some(body), None)
+            .await
+    }
+
+    /// Registers `name` (e-mail `name@example.com`, password `Secret123`) and returns the
+    /// new account.
+    pub async fn register(&self, name: &str) -> TestUser {
+        let res = self
+            .post_api(
+                "/auth/register",
+                &serde_json::json!({"email": format!("{name}@example.com"), "username": name, "password": "Secret123"}),
+            )
+            .await;
+        assert_eq!(res.status, 201, "register {name}: {}", res.text);
+        TestUser::from_login(&res.body)
+    }
+
+    /// Logs `login` in with `password`; panics unless it succeeds without 2FA.
+    pub async fn login(&self, login: &str, password: &str) -> TestUser {
+        let res = self
+            .post_api(
+                "/auth/login",
+                &serde_json::json!({"username": login, "password": password}),
+            )
+            .await;
+        assert_eq!(res.status, 200, "login {login}: {}", res.text);
+        TestUser::from_login(&res.body)
+    }
+
+    /// The messages in the mail outbox, oldest first.
+    pub fn outbox(&self) -> Vec<String> {
+        let dir = self.data_dir().join("outbox");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .collect()
+    }
+
+    /// Waits (up to 5 s) for an outbox message to `to` containing `needle`, and returns it.
+    pub async fn wait_for_mail(&self, to: &str, needle: &str) -> String {
+        for _ in 0..100 {
+            if let Some(m) = self
+                .outbox()
+                .into_iter()
+                .rev()
+                .find(|m| m.contains(&format!("To: {to}")) && m.contains(needle))
+            {
+                return m;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!(
+            "no mail to {to} containing {needle:?}; outbox: {:#?}",
+            self.outbox()
+        );
     }
 
     /// Reads a response fully.

@@ -1,6 +1,7 @@
 //! Whole-service tests: a real server per test, on SQLite and on PostgreSQL, reached over
 //! real HTTP; and the real `xcord` binary started as a process.
 
+mod auth;
 mod health;
 mod process;
 mod routes;
