@@ -13,6 +13,7 @@ use utoipa::{Modify, OpenApi};
             have the shape `{error, message, details?}`.",
         license(name = "AGPL-3.0-only")
     ),
+    paths(crate::routes::cdn::get_file),
     components(schemas(xcord_types::ErrorBody, xcord_types::FieldError)),
     modifiers(&BearerAuth),
     tags(

@@ -122,9 +122,10 @@ fn operations_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics::metrics_handler))
 }
 
-/// Files under `/cdn/`.
-fn cdn_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(crate::routes::cdn::get_file))
+/// Files under `/cdn/`. The key spans several segments, so the route is a wildcard; the
+/// OpenAPI entry comes from the handler's annotation (see `ApiDoc`).
+fn cdn_routes() -> Router<AppState> {
+    Router::new().route("/cdn/{*key}", get(crate::routes::cdn::get_file))
 }
 
 /// The OpenAPI document of every route this build serves.
@@ -137,7 +138,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .merge(g.authed)
         .merge(g.uploads);
     let (_, rest) = rest.split_for_parts();
-    let (_, ops) = operations_routes().merge(cdn_routes()).split_for_parts();
+    let (_, ops) = operations_routes().split_for_parts();
     let mut doc = ApiDoc::openapi().nest("/api/v1", rest);
     doc.merge(ops);
     doc
@@ -147,7 +148,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn build_router(state: AppState, settings: &HttpSettings) -> anyhow::Result<Router> {
     let (rest, _) = rest_routes(&state).split_for_parts();
     let (ops, _) = operations_routes().split_for_parts();
-    let (cdn, _) = cdn_routes().split_for_parts();
+    let cdn = cdn_routes();
     let doc = openapi();
     let doc_json = serde_json::to_string(&doc)?;
 

@@ -3,5 +3,8 @@
 
 mod auth;
 mod health;
+mod limits;
+mod mail;
 mod process;
 mod routes;
+mod users;

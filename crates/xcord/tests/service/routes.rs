@@ -8,7 +8,64 @@ on_both_backends!(
     docs_page_and_its_assets_are_served_locally,
     metrics_count_requests_by_route_and_status,
     responses_carry_request_ids_and_security_headers,
+    every_route_is_in_the_openapi_document,
 );
+
+async fn every_route_is_in_the_openapi_document(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let doc = app.get("/api/v1/openapi.json").await.body;
+    let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+    let expected = [
+        ("post", "/api/v1/auth/register"),
+        ("post", "/api/v1/auth/login"),
+        ("post", "/api/v1/auth/login/mfa"),
+        ("post", "/api/v1/auth/guest"),
+        ("post", "/api/v1/auth/refresh"),
+        ("post", "/api/v1/auth/logout"),
+        ("get", "/api/v1/auth/me"),
+        ("post", "/api/v1/auth/verify-email"),
+        ("post", "/api/v1/auth/resend-verification"),
+        ("post", "/api/v1/auth/forgot-password"),
+        ("post", "/api/v1/auth/reset-password"),
+        ("post", "/api/v1/auth/enable-2fa"),
+        ("post", "/api/v1/auth/verify-2fa"),
+        ("post", "/api/v1/auth/disable-2fa"),
+        ("get", "/api/v1/auth/sessions"),
+        ("delete", "/api/v1/auth/sessions/{id}"),
+        ("get", "/api/v1/users/@me"),
+        ("patch", "/api/v1/users/@me"),
+        ("get", "/api/v1/users/{id}"),
+        ("patch", "/api/v1/users/{id}"),
+        ("get", "/api/v1/users/@me/settings"),
+        ("patch", "/api/v1/users/@me/settings"),
+        ("post", "/api/v1/users/@me/avatar"),
+        ("post", "/api/v1/users/@me/banner"),
+        ("get", "/api/v1/users/search"),
+        ("put", "/api/v1/users/@me/status"),
+        ("get", "/api/v1/users/online/count"),
+        ("get", "/api/v1/users/online/list"),
+        ("get", "/api/v1/users/{id}/presence"),
+        ("get", "/api/v1/users/@me/relationships"),
+        ("put", "/api/v1/users/@me/relationships/{userId}"),
+        ("delete", "/api/v1/users/@me/relationships/{userId}"),
+        ("put", "/api/v1/users/@me/keys"),
+        ("get", "/api/v1/users/{id}/keys"),
+        ("get", "/api/v1/users/{id}/dm-channels"),
+        ("post", "/api/v1/users/{id}/dm-channels"),
+        ("get", "/cdn/{key}"),
+        ("get", "/health"),
+        ("get", "/metrics"),
+    ];
+    for (method, path) in expected {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+    }
+    // Authenticated operations declare the bearer scheme.
+    assert!(paths["/api/v1/users/@me"]["get"]["security"].is_array());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
 
 async fn unknown_routes_are_json_404_everywhere(backend: Backend) {
     let app = spawn_app(backend).await;
