@@ -78,6 +78,16 @@ pub fn describe_device(ua: &str) -> Option<String> {
     }
 }
 
+/// xcord's TOTP parameters: SHA-1, 6 digits, 30 s steps, one step of skew, issuer `xcord`.
+fn build_totp(secret: &[u8], account: &str) -> Result<Totp> {
+    totp_rs::Builder::new()
+        .with_secret(secret.to_vec())
+        .with_account_name(account.to_owned())
+        .with_issuer(Some("xcord"))
+        .build()
+        .map_err(|e| Error::Internal(anyhow::anyhow!("TOTP: {e:?}")))
+}
+
 fn normalize_backup_code(code: &str) -> String {
     code.chars()
         .filter(|c| c.is_ascii_alphanumeric())
@@ -374,12 +384,7 @@ impl Core {
         let secret = self.sealer.open(sealed).map_err(Error::Internal)?;
         let bytes = Secret::try_from_base32(&secret)
             .map_err(|e| Error::Internal(anyhow::anyhow!("stored TOTP secret: {e:?}")))?;
-        totp_rs::Builder::new()
-            .with_secret(bytes.as_bytes().to_vec())
-            .with_account_name(user.username.clone())
-            .with_issuer(Some("xcord"))
-            .build()
-            .map_err(|e| Error::Internal(anyhow::anyhow!("TOTP: {e:?}")))
+        build_totp(bytes.as_bytes(), &user.username)
     }
 
     /// Accepts a current TOTP code (each at most once) or, when allowed, an unused backup code.
@@ -638,12 +643,7 @@ impl Core {
         }
         let secret = Secret::generate();
         let encoded = secret.to_base32();
-        let totp = totp_rs::Builder::new()
-            .with_secret(secret.as_bytes().to_vec())
-            .with_account_name(user.username.clone())
-            .with_issuer(Some("xcord"))
-            .build()
-            .map_err(|e| Error::Internal(anyhow::anyhow!("TOTP: {e:?}")))?;
+        let totp = build_totp(secret.as_bytes(), &user.username)?;
         let url = totp
             .to_url()
             .map_err(|e| Error::Internal(anyhow::anyhow!("TOTP URL: {e:?}")))?;

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use xcord_bus::Topic;
 use xcord_store::{
-    ChannelRepository, PrivateChannel, RelationshipRepository, RelationshipType, UserRepository,
+    ChannelRepository, PrivateChannel, RelationshipRepository, RelationshipType, UserRecord,
+    UserRepository,
 };
 use xcord_types::Snowflake;
 use xcord_types::rest::channels::{Channel, ChannelList, CreateDmRequest};
@@ -34,17 +35,22 @@ struct RelationshipEvent {
 }
 
 impl Core {
+    /// The users with these ids, by id, in one query.
+    async fn users_by_id(&self, ids: &[Snowflake]) -> Result<HashMap<Snowflake, UserRecord>> {
+        Ok(self
+            .store
+            .users_by_ids(ids)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u))
+            .collect())
+    }
+
     /// `GET /users/@me/relationships`.
     pub async fn relationships(&self, caller: &Caller) -> Result<RelationshipList> {
         let rows = self.store.relationships_of(caller.user_id).await?;
         let ids: Vec<Snowflake> = rows.iter().map(|r| r.other_user_id).collect();
-        let users: HashMap<Snowflake, _> = self
-            .store
-            .users_by_ids(&ids)
-            .await?
-            .into_iter()
-            .map(|u| (u.id, u))
-            .collect();
+        let users = self.users_by_id(&ids).await?;
         Ok(RelationshipList {
             relationships: rows
                 .into_iter()
@@ -146,13 +152,7 @@ impl Core {
 
     /// The wire form of a private channel, with its members in short.
     pub async fn private_channel_view(&self, pc: &PrivateChannel) -> Result<Channel> {
-        let users: HashMap<Snowflake, _> = self
-            .store
-            .users_by_ids(&pc.recipients)
-            .await?
-            .into_iter()
-            .map(|u| (u.id, u))
-            .collect();
+        let users = self.users_by_id(&pc.recipients).await?;
         Ok(Self::channel_view(pc, &users))
     }
 
@@ -194,13 +194,7 @@ impl Core {
             .collect();
         ids.sort();
         ids.dedup();
-        let users: HashMap<Snowflake, _> = self
-            .store
-            .users_by_ids(&ids)
-            .await?
-            .into_iter()
-            .map(|u| (u.id, u))
-            .collect();
+        let users = self.users_by_id(&ids).await?;
         Ok(ChannelList {
             channels: list
                 .iter()

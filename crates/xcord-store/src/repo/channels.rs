@@ -129,6 +129,20 @@ impl Store {
         })
     }
 
+    async fn dm_by_key(&self, key: &str) -> StoreResult<Option<PrivateChannel>> {
+        let row = sqlx::query("SELECT id FROM channels WHERE dm_key = $1")
+            .bind(key.to_owned())
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(r) => {
+                self.private_channel(Snowflake::from_i64(r.try_get(0)?))
+                    .await
+            }
+            None => Ok(None),
+        }
+    }
+
     async fn private_channel(&self, id: Snowflake) -> StoreResult<Option<PrivateChannel>> {
         let Some(channel) = self.channel(id).await? else {
             return Ok(None);
@@ -159,16 +173,7 @@ impl ChannelRepository for Store {
         now: Timestamp,
     ) -> StoreResult<(PrivateChannel, bool)> {
         let key = dm_key(a, b);
-        let existing = sqlx::query("SELECT id FROM channels WHERE dm_key = $1")
-            .bind(key.clone())
-            .fetch_optional(self.pool())
-            .await?;
-        if let Some(row) = existing {
-            let found = Snowflake::from_i64(row.try_get(0)?);
-            let pc = self
-                .private_channel(found)
-                .await?
-                .ok_or(StoreError::Other(sqlx::Error::RowNotFound))?;
+        if let Some(pc) = self.dm_by_key(&key).await? {
             return Ok((pc, false));
         }
         let mut tx = self.begin_write().await?;
@@ -193,24 +198,12 @@ impl ChannelRepository for Store {
             }
         }
         tx.commit().await?;
-        if inserted == 1 {
-            let pc = self
-                .private_channel(id)
-                .await?
-                .ok_or(StoreError::Other(sqlx::Error::RowNotFound))?;
-            return Ok((pc, true));
-        }
-        // Another request created it between our look-up and insert.
-        let row = sqlx::query("SELECT id FROM channels WHERE dm_key = $1")
-            .bind(key)
-            .fetch_one(self.pool())
-            .await?;
-        let found = Snowflake::from_i64(row.try_get(0)?);
+        // When the insert lost a race, the winner's channel is the one to return.
         let pc = self
-            .private_channel(found)
+            .dm_by_key(&key)
             .await?
             .ok_or(StoreError::Other(sqlx::Error::RowNotFound))?;
-        Ok((pc, false))
+        Ok((pc, inserted == 1))
     }
 
     async fn create_group_dm(
