@@ -158,3 +158,24 @@ impl<'de> Deserialize<'de> for UserRef {
         s.parse().map(UserRef::Id).map_err(serde::de::Error::custom)
     }
 }
+
+/// The `If-Match` header as an entity version, when present (SPEC: optimistic concurrency).
+#[derive(Debug, Clone, Copy)]
+pub struct IfMatch(pub Option<i64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.headers.get(header::IF_MATCH) {
+            None => Ok(IfMatch(None)),
+            Some(v) => {
+                let text = v.to_str().map_err(|_| {
+                    ApiError(Error::BadRequest(
+                        "If-Match must be a version number.".into(),
+                    ))
+                })?;
+                Ok(IfMatch(Some(xcord_core::servers::parse_if_match(text)?)))
+            }
+        }
+    }
+}

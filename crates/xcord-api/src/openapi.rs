@@ -19,6 +19,12 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "auth", description = "Accounts, tokens, e-mail flows, two-factor authentication, sessions"),
         (name = "users", description = "Profiles, settings, presence, relationships, keys, DM channels"),
+        (name = "servers", description = "Servers (guilds)"),
+        (name = "channels", description = "Server channels and permission overwrites"),
+        (name = "roles", description = "Roles and their permissions"),
+        (name = "members", description = "Members, nicknames and role assignment"),
+        (name = "moderation", description = "Kicks, bans and the audit log"),
+        (name = "invites", description = "Invites and vanity codes"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -46,7 +46,7 @@ struct RestGroups {
 }
 
 fn rest_groups() -> RestGroups {
-    use crate::routes::{auth, users};
+    use crate::routes::{auth, servers, users};
     RestGroups {
         register: OpenApiRouter::new()
             .routes(routes!(auth::register))
@@ -55,6 +55,7 @@ fn rest_groups() -> RestGroups {
             .routes(routes!(auth::login))
             .routes(routes!(auth::login_mfa)),
         open: OpenApiRouter::new()
+            .routes(routes!(servers::preview_invite))
             .routes(routes!(auth::refresh))
             .routes(routes!(auth::verify_email))
             .routes(routes!(auth::forgot_password))
@@ -80,7 +81,39 @@ fn rest_groups() -> RestGroups {
             .routes(routes!(users::put_relationship, users::delete_relationship))
             .routes(routes!(users::put_keys, users::get_my_keys))
             .routes(routes!(users::get_keys))
-            .routes(routes!(users::list_dms, users::create_dm)),
+            .routes(routes!(users::list_dms, users::create_dm))
+            .routes(routes!(servers::list_servers, servers::create_server))
+            .routes(routes!(
+                servers::get_server,
+                servers::patch_server,
+                servers::delete_server
+            ))
+            .routes(routes!(servers::server_stats))
+            .routes(routes!(servers::list_channels, servers::create_channel))
+            .routes(routes!(
+                servers::get_channel,
+                servers::patch_channel,
+                servers::delete_channel
+            ))
+            .routes(routes!(servers::put_overwrite, servers::delete_overwrite))
+            .routes(routes!(servers::list_roles, servers::create_role))
+            .routes(routes!(servers::patch_role, servers::delete_role))
+            .routes(routes!(servers::list_members))
+            .routes(routes!(
+                servers::get_member,
+                servers::patch_member,
+                servers::delete_member
+            ))
+            .routes(routes!(
+                servers::put_member_role,
+                servers::delete_member_role
+            ))
+            .routes(routes!(servers::kick))
+            .routes(routes!(servers::ban, servers::list_bans))
+            .routes(routes!(servers::unban))
+            .routes(routes!(servers::create_invite, servers::list_invites))
+            .routes(routes!(servers::accept_invite, servers::delete_invite))
+            .routes(routes!(servers::audit_log)),
         uploads: OpenApiRouter::new()
             .routes(routes!(users::post_avatar))
             .routes(routes!(users::post_banner)),

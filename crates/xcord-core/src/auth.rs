@@ -256,6 +256,7 @@ impl Core {
             })
             .await
             .map_err(Self::conflict)?;
+        self.join_default_server(user.id).await;
         let sent = self.send_verification(&user).await?;
         let login = if self.settings.require_email_verification {
             None
@@ -439,6 +440,7 @@ impl Core {
             })
             .await
             .map_err(Self::conflict)?;
+        self.join_default_server(user.id).await;
         self.start_session(&user, client).await
     }
 

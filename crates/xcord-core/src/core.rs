@@ -38,6 +38,8 @@ pub struct CoreSettings {
     pub cdn_dir: PathBuf,
     /// Rate limits.
     pub rate_limits: RateLimitSettings,
+    /// A server every new user joins (seed 002's "Hype Community").
+    pub default_server: Option<xcord_types::Snowflake>,
 }
 
 /// What the core is built from.

@@ -3,15 +3,18 @@
 //! maps [`Error`] to a status code through one table.
 
 pub mod auth;
+pub mod channels;
 pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod mail;
 pub mod media;
+pub mod members;
 pub mod password;
 pub mod presence;
 pub mod ratelimit;
 pub mod revocation;
+pub mod servers;
 pub mod social;
 pub mod token;
 pub mod users;

@@ -156,28 +156,14 @@ impl Core {
         Ok(Self::channel_view(pc, &users))
     }
 
-    fn channel_view(
-        pc: &PrivateChannel,
-        users: &HashMap<Snowflake, xcord_store::UserRecord>,
-    ) -> Channel {
-        let c = &pc.channel;
-        Channel {
-            id: c.id,
-            kind: c.kind.clone(),
-            server_id: c.server_id,
-            name: c.name.clone(),
-            owner_id: c.owner_id,
-            recipients: Some(
-                pc.recipients
-                    .iter()
-                    .filter_map(|id| users.get(id))
-                    .map(Self::summary)
-                    .collect(),
-            ),
-            last_message_id: c.last_message_id,
-            version: c.version,
-            created_at: c.created_at,
-        }
+    fn channel_view(pc: &PrivateChannel, users: &HashMap<Snowflake, UserRecord>) -> Channel {
+        let recipients = pc
+            .recipients
+            .iter()
+            .filter_map(|id| users.get(id))
+            .map(Self::summary)
+            .collect();
+        crate::servers::channel_to_wire(&pc.channel, Some(recipients), None)
     }
 
     /// `GET /users/{id}/dm-channels` (`id` must be the caller).

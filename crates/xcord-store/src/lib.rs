@@ -16,6 +16,10 @@ mod store;
 pub use error::StoreError;
 pub use repo::channels::{ChannelRecord, ChannelRepository, PrivateChannel};
 pub use repo::relationships::{RelationshipRecord, RelationshipRepository, RelationshipType};
+pub use repo::servers::{
+    AuditRecord, BanRecord, ChannelPatch, InviteRecord, MemberRecord, NewChannel, NewServer,
+    OverwriteRecord, RolePatch, RoleRecord, ServerPatch, ServerRecord, ServerRepository, Versioned,
+};
 pub use repo::sessions::{
     NewSession, RefreshOutcome, SessionRecord, SessionRepository, TokenPurpose,
 };

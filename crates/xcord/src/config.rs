@@ -133,6 +133,8 @@ pub struct Config {
     pub mail_from: String,
     /// Budgets that differ from seed 000's (`XCORD_RATE_LIMIT_<TIER>=COUNT/SECONDS`).
     pub rate_limit_overrides: std::collections::HashMap<Tier, Limit>,
+    /// A server every new user joins (`XCORD_DEFAULT_SERVER_ID`).
+    pub default_server_id: Option<xcord_types::Snowflake>,
 }
 
 impl Default for Config {
@@ -162,6 +164,7 @@ impl Default for Config {
             public_url: None,
             mail_from: "xcord <no-reply@localhost>".into(),
             rate_limit_overrides: std::collections::HashMap::new(),
+            default_server_id: None,
         }
     }
 }
@@ -194,6 +197,7 @@ struct FileConfig {
     roles: Option<Vec<String>>,
     public_url: Option<String>,
     mail_from: Option<String>,
+    default_server_id: Option<String>,
     /// `{login = "5/60", register = "3/1h", …}`.
     rate_limit: Option<std::collections::HashMap<String, String>>,
 }
@@ -295,6 +299,12 @@ impl Config {
             self.roles = Role::parse_list(&v.join(",")).context("`roles`")?;
         }
         set_opt(&mut self.public_url, f.public_url);
+        if let Some(v) = f.default_server_id {
+            self.default_server_id = Some(
+                v.parse()
+                    .map_err(|e| anyhow::anyhow!("`default_server_id`: {e}"))?,
+            );
+        }
         set(&mut self.mail_from, f.mail_from);
         for (name, value) in f.rate_limit.unwrap_or_default() {
             let tier = Tier::ALL

@@ -84,6 +84,7 @@ impl Application {
                     enabled: config.rate_limits,
                     limits: config.rate_limit_overrides.clone(),
                 },
+                default_server: config.default_server_id,
             },
         )
         .await?;

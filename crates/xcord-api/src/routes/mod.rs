@@ -2,4 +2,5 @@
 
 pub mod auth;
 pub mod cdn;
+pub mod servers;
 pub mod users;

@@ -5,5 +5,6 @@
 
 pub mod channels;
 pub mod relationships;
+pub mod servers;
 pub mod sessions;
 pub mod users;

@@ -20,6 +20,30 @@ pub struct Channel {
     pub server_id: Option<Snowflake>,
     /// Name (`null` for a 1:1 DM).
     pub name: Option<String>,
+    /// Topic (server text channels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Sort position within the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<i64>,
+    /// Parent category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<Snowflake>,
+    /// Age-restricted (server channels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsfw: Option<bool>,
+    /// Voice: most participants (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_limit: Option<i64>,
+    /// Voice: bitrate in kbps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate: Option<i64>,
+    /// Slowmode: seconds between a member's messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_user: Option<i64>,
+    /// Overwrites (server channels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_overwrites: Option<Vec<PermissionOverwrite>>,
     /// Group DM owner.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner_id: Option<Snowflake>,
@@ -52,4 +76,86 @@ pub struct CreateDmRequest {
 pub struct ChannelList {
     /// The channels.
     pub channels: Vec<Channel>,
+}
+
+/// A channel's permission overwrite for a role or a member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionOverwrite {
+    /// Role id (the server id for `@everyone`) or user id.
+    pub id: Snowflake,
+    /// `role` or `user`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Granted bits.
+    pub allow: u64,
+    /// Taken bits.
+    pub deny: u64,
+}
+
+/// `POST /servers/{id}/channels`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateChannelRequest {
+    /// 1–100 characters.
+    pub name: String,
+    /// `text` (default), `voice` or `category`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// A category of the same server.
+    pub parent_id: Option<Snowflake>,
+    /// ≤ 1024 characters (text).
+    pub topic: Option<String>,
+    /// Age-restricted.
+    pub nsfw: Option<bool>,
+    /// Voice: 0–99 (0: no limit).
+    pub user_limit: Option<i64>,
+    /// Voice: 8–384 kbps (default 64).
+    pub bitrate: Option<i64>,
+    /// Position (default: after the last).
+    pub position: Option<i64>,
+    /// Slowmode seconds, 0–21600.
+    pub rate_limit_per_user: Option<i64>,
+}
+
+/// `PATCH /channels/{id}`: only the given fields change; `null` clears a nullable one.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateChannelRequest {
+    /// Name.
+    pub name: Option<String>,
+    /// Topic, or `null`.
+    #[serde(default, deserialize_with = "super::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub topic: Option<Option<String>>,
+    /// Age-restricted.
+    pub nsfw: Option<bool>,
+    /// Position.
+    pub position: Option<i64>,
+    /// Category, or `null` for none.
+    #[serde(default, deserialize_with = "super::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub parent_id: Option<Option<Snowflake>>,
+    /// Voice limit, or `null`.
+    #[serde(default, deserialize_with = "super::double_option")]
+    #[schema(value_type = Option<i64>)]
+    pub user_limit: Option<Option<i64>>,
+    /// Voice bitrate.
+    pub bitrate: Option<i64>,
+    /// Slowmode seconds.
+    pub rate_limit_per_user: Option<i64>,
+}
+
+/// `PUT /channels/{id}/permissions/{targetId}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PutOverwriteRequest {
+    /// `role` or `user` (`member` accepted).
+    pub target_type: String,
+    /// Granted bits.
+    #[serde(default)]
+    pub allow: u64,
+    /// Taken bits.
+    #[serde(default)]
+    pub deny: u64,
 }

@@ -1,0 +1,460 @@
+//! Server channels and their permission overwrites (and `GET /channels/{id}` for any channel).
+
+use serde_json::json;
+use xcord_bus::Topic;
+use xcord_permissions::{bits, has};
+use xcord_store::{
+    ChannelPatch, ChannelRecord, ChannelRepository, NewChannel, OverwriteRecord, ServerRepository,
+    Versioned,
+};
+use xcord_types::Snowflake;
+use xcord_types::rest::channels::{
+    Channel, ChannelList, CreateChannelRequest, PermissionOverwrite, PutOverwriteRequest,
+    UpdateChannelRequest,
+};
+
+use crate::servers::{channel_to_wire, require_bits};
+use crate::validate::{self, Violations};
+use crate::{Caller, Core, Error, Result};
+
+fn overwrites_to_wire(list: &[OverwriteRecord]) -> Vec<PermissionOverwrite> {
+    list.iter()
+        .map(|o| PermissionOverwrite {
+            id: o.target_id,
+            kind: o.target_type.clone(),
+            allow: o.allow as u64,
+            deny: o.deny as u64,
+        })
+        .collect()
+}
+
+/// What may be set on a channel of `kind`, checked field by field.
+fn check_channel_fields(
+    v: &mut Violations,
+    kind: &str,
+    name: Option<&str>,
+    topic: Option<&str>,
+    user_limit: Option<i64>,
+    bitrate: Option<i64>,
+    slowmode: Option<i64>,
+) {
+    if let Some(n) = name
+        && !(1..=100).contains(&n.trim().chars().count())
+    {
+        v.push("name", "length", "must be 1–100 characters");
+    }
+    if let Some(t) = topic {
+        v.check(validate::max_chars("topic", t, 1024));
+    }
+    if let Some(l) = user_limit {
+        if kind != "voice" {
+            v.push("userLimit", "type", "only voice channels have a user limit");
+        } else if !(0..=99).contains(&l) {
+            v.push("userLimit", "range", "must be 0–99");
+        }
+    }
+    if let Some(b) = bitrate {
+        if kind != "voice" {
+            v.push("bitrate", "type", "only voice channels have a bitrate");
+        } else if !(8..=384).contains(&b) {
+            v.push("bitrate", "range", "must be 8–384 kbps");
+        }
+    }
+    if let Some(s) = slowmode
+        && !(0..=21_600).contains(&s)
+    {
+        v.push("rateLimitPerUser", "range", "must be 0–21600 seconds");
+    }
+}
+
+impl Core {
+    async fn check_parent(&self, server: Snowflake, parent: Snowflake, kind: &str) -> Result<()> {
+        if kind == "category" {
+            return Err(Error::invalid(
+                "parentId",
+                "type",
+                "a category cannot have a parent",
+            ));
+        }
+        match self.store.channel(parent).await? {
+            Some(p) if p.server_id == Some(server) && p.kind == "category" => Ok(()),
+            _ => Err(Error::invalid(
+                "parentId",
+                "category",
+                "must be a category of this server",
+            )),
+        }
+    }
+
+    fn server_channel_wire(c: &ChannelRecord, overwrites: &[OverwriteRecord]) -> Channel {
+        channel_to_wire(c, None, Some(overwrites_to_wire(overwrites)))
+    }
+
+    /// `GET /servers/{id}/channels`: the channels the caller can see.
+    pub async fn server_channels(&self, caller: &Caller, server: Snowflake) -> Result<ChannelList> {
+        Ok(ChannelList {
+            channels: self
+                .get_server(caller, server)
+                .await?
+                .channels
+                .unwrap_or_default(),
+        })
+    }
+
+    /// `POST /servers/{id}/channels` (MANAGE_CHANNELS).
+    pub async fn create_channel(
+        &self,
+        caller: &Caller,
+        server: Snowflake,
+        req: CreateChannelRequest,
+    ) -> Result<Channel> {
+        let access = self.server_access(caller, server).await?;
+        let kind = req.kind.clone().unwrap_or_else(|| "text".into());
+        let mut v = Violations::default();
+        if !matches!(kind.as_str(), "text" | "voice" | "category") {
+            v.push("type", "enum", "must be text, voice or category");
+        }
+        check_channel_fields(
+            &mut v,
+            &kind,
+            Some(&req.name),
+            req.topic.as_deref(),
+            req.user_limit,
+            req.bitrate,
+            req.rate_limit_per_user,
+        );
+        if req.topic.is_some() && kind != "text" {
+            v.push("topic", "type", "only text channels have a topic");
+        }
+        v.finish()?;
+        access.require(bits::MANAGE_CHANNELS)?;
+        if let Some(p) = req.parent_id {
+            self.check_parent(server, p, &kind).await?;
+        }
+        let c = self
+            .store
+            .create_channel(&NewChannel {
+                id: self.ids.next_id(),
+                server_id: server,
+                name: req.name.trim().to_owned(),
+                topic: req.topic,
+                position: req.position,
+                parent_id: req.parent_id,
+                nsfw: req.nsfw.unwrap_or(false),
+                user_limit: if kind == "voice" {
+                    Some(req.user_limit.unwrap_or(0))
+                } else {
+                    None
+                },
+                bitrate: if kind == "voice" {
+                    Some(req.bitrate.unwrap_or(64))
+                } else {
+                    None
+                },
+                rate_limit_per_user: req.rate_limit_per_user.unwrap_or(0),
+                kind,
+                now: self.clock.now(),
+            })
+            .await?;
+        self.audit_channel(server, caller, "channel_create", &c)
+            .await?;
+        let out = Self::server_channel_wire(&c, &[]);
+        self.publish(Topic::Server(server), "CHANNEL_CREATE", &out)
+            .await;
+        Ok(out)
+    }
+
+    async fn audit_channel(
+        &self,
+        server: Snowflake,
+        caller: &Caller,
+        action: &str,
+        c: &ChannelRecord,
+    ) -> Result<()> {
+        let changes = json!({"name": c.name, "type": c.kind, "parentId": c.parent_id, "position": c.position});
+        self.audit_entry(
+            server,
+            caller.user_id,
+            action,
+            Some(c.id),
+            None,
+            Some(changes),
+        )
+        .await
+    }
+
+    /// `GET /channels/{id}`: a server channel the caller can see, or a private channel they are in.
+    pub async fn get_channel(&self, caller: &Caller, id: Snowflake) -> Result<Channel> {
+        let channel = self
+            .store
+            .channel(id)
+            .await?
+            .ok_or(Error::NotFound("channel"))?;
+        if channel.server_id.is_none() {
+            let members = self.store.recipients(id).await?;
+            if !members.contains(&caller.user_id) {
+                return Err(Error::NotFound("channel"));
+            }
+            let pc = xcord_store::PrivateChannel {
+                channel,
+                recipients: members,
+            };
+            return self.private_channel_view(&pc).await;
+        }
+        let (c, _, _, overwrites) = self.channel_access(caller, id).await?;
+        Ok(Self::server_channel_wire(&c, &overwrites))
+    }
+
+    /// `PATCH /channels/{id}` (MANAGE_CHANNELS in it; a group DM's name by its members).
+    pub async fn update_channel(
+        &self,
+        caller: &Caller,
+        id: Snowflake,
+        req: UpdateChannelRequest,
+        if_match: Option<i64>,
+    ) -> Result<Channel> {
+        let existing = self
+            .store
+            .channel(id)
+            .await?
+            .ok_or(Error::NotFound("channel"))?;
+        let Some(server) = existing.server_id else {
+            return self
+                .update_private_channel(caller, existing, req, if_match)
+                .await;
+        };
+        let (c, access, perms, overwrites) = self.channel_access(caller, id).await?;
+        let mut v = Violations::default();
+        check_channel_fields(
+            &mut v,
+            &c.kind,
+            req.name.as_deref(),
+            req.topic.as_ref().and_then(|t| t.as_deref()),
+            req.user_limit.flatten(),
+            req.bitrate,
+            req.rate_limit_per_user,
+        );
+        if req.topic.is_some() && c.kind != "text" {
+            v.push("topic", "type", "only text channels have a topic");
+        }
+        if req.rate_limit_per_user.is_some() && c.kind != "text" {
+            v.push(
+                "rateLimitPerUser",
+                "type",
+                "only text channels have slowmode",
+            );
+        }
+        v.finish()?;
+        require_bits(perms, bits::MANAGE_CHANNELS)?;
+        if let Some(Some(p)) = req.parent_id {
+            self.check_parent(server, p, &c.kind).await?;
+        }
+        let patch = ChannelPatch {
+            name: req.name.map(|n| n.trim().to_owned()),
+            topic: req.topic,
+            nsfw: req.nsfw,
+            position: req.position,
+            parent_id: req.parent_id,
+            user_limit: req.user_limit,
+            bitrate: req.bitrate,
+            rate_limit_per_user: req.rate_limit_per_user,
+        };
+        let updated = match self
+            .store
+            .update_channel(id, &patch, if_match, self.clock.now())
+            .await?
+        {
+            Versioned::Updated(c) => c,
+            Versioned::Stale => return Err(crate::servers::stale_error()),
+            Versioned::Missing => return Err(Error::NotFound("channel")),
+        };
+        let _ = access;
+        self.audit_channel(server, caller, "channel_update", &updated)
+            .await?;
+        let out = Self::server_channel_wire(&updated, &overwrites);
+        self.publish(Topic::Server(server), "CHANNEL_UPDATE", &out)
+            .await;
+        Ok(out)
+    }
+
+    async fn update_private_channel(
+        &self,
+        caller: &Caller,
+        c: ChannelRecord,
+        req: UpdateChannelRequest,
+        if_match: Option<i64>,
+    ) -> Result<Channel> {
+        let members = self.store.recipients(c.id).await?;
+        if !members.contains(&caller.user_id) {
+            return Err(Error::NotFound("channel"));
+        }
+        if c.kind != "group_dm" {
+            return Err(Error::Forbidden(
+                "A direct message channel has nothing to edit.".into(),
+            ));
+        }
+        if let Some(n) = &req.name {
+            validate::max_chars("name", n, 100).map_err(|f| Error::Validation(vec![f]))?;
+        }
+        let patch = ChannelPatch {
+            name: req.name,
+            ..ChannelPatch::default()
+        };
+        let updated = match self
+            .store
+            .update_channel(c.id, &patch, if_match, self.clock.now())
+            .await?
+        {
+            Versioned::Updated(c) => c,
+            Versioned::Stale => return Err(crate::servers::stale_error()),
+            Versioned::Missing => return Err(Error::NotFound("channel")),
+        };
+        let view = self
+            .private_channel_view(&xcord_store::PrivateChannel {
+                channel: updated,
+                recipients: members.clone(),
+            })
+            .await?;
+        self.publish(Topic::Channel(c.id), "CHANNEL_UPDATE", &view)
+            .await;
+        Ok(view)
+    }
+
+    /// `DELETE /channels/{id}` (MANAGE_CHANNELS in it).
+    pub async fn delete_channel(&self, caller: &Caller, id: Snowflake) -> Result<()> {
+        let existing = self
+            .store
+            .channel(id)
+            .await?
+            .ok_or(Error::NotFound("channel"))?;
+        let Some(server) = existing.server_id else {
+            let members = self.store.recipients(id).await?;
+            if !members.contains(&caller.user_id) {
+                return Err(Error::NotFound("channel"));
+            }
+            return Err(Error::Forbidden(
+                "Direct message channels cannot be deleted.".into(),
+            ));
+        };
+        let (c, _, perms, overwrites) = self.channel_access(caller, id).await?;
+        require_bits(perms, bits::MANAGE_CHANNELS)?;
+        self.store.delete_channel(id).await?;
+        self.audit_channel(server, caller, "channel_delete", &c)
+            .await?;
+        self.publish(
+            Topic::Server(server),
+            "CHANNEL_DELETE",
+            &Self::server_channel_wire(&c, &overwrites),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// `PUT /channels/{id}/permissions/{targetId}` (MANAGE_ROLES in the channel; one can only
+    /// allow or deny bits one has, unless owner or administrator).
+    pub async fn put_overwrite(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        target: Snowflake,
+        req: PutOverwriteRequest,
+    ) -> Result<()> {
+        let kind = match req.target_type.as_str() {
+            "role" => "role",
+            "user" | "member" => "user",
+            _ => return Err(Error::invalid("targetType", "enum", "must be role or user")),
+        };
+        let mut v = Violations::default();
+        for (field, value) in [("allow", req.allow), ("deny", req.deny)] {
+            if value & !bits::ALL != 0 {
+                v.push(field, "bits", "contains undefined permission bits");
+            }
+        }
+        v.finish()?;
+        let (c, access, perms, _) = self.channel_access(caller, channel_id).await?;
+        let server = access.server.id;
+        require_bits(perms, bits::MANAGE_ROLES)?;
+        if !has(access.base, bits::ADMINISTRATOR) && (req.allow | req.deny) & !perms != 0 {
+            return Err(Error::Forbidden(
+                "You can only allow or deny permissions you have.".into(),
+            ));
+        }
+        let exists = if kind == "role" {
+            access.roles.iter().any(|r| r.id == target)
+        } else {
+            self.store.member(server, target).await?.is_some()
+        };
+        if !exists {
+            return Err(Error::NotFound(if kind == "role" {
+                "role"
+            } else {
+                "member"
+            }));
+        }
+        let o = OverwriteRecord {
+            channel_id,
+            target_id: target,
+            target_type: kind.into(),
+            allow: req.allow as i64,
+            deny: req.deny as i64,
+        };
+        let existed = self.store.put_overwrite(&o).await?;
+        let action = if existed {
+            "channel_overwrite_update"
+        } else {
+            "channel_overwrite_create"
+        };
+        let changes = json!({"type": kind, "allow": req.allow, "deny": req.deny});
+        self.audit_entry(
+            server,
+            caller.user_id,
+            action,
+            Some(channel_id),
+            None,
+            Some(changes),
+        )
+        .await?;
+        self.publish_channel_update(server, c.id).await?;
+        Ok(())
+    }
+
+    /// `DELETE /channels/{id}/permissions/{targetId}`.
+    pub async fn delete_overwrite(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        target: Snowflake,
+    ) -> Result<()> {
+        let (c, access, perms, _) = self.channel_access(caller, channel_id).await?;
+        require_bits(perms, bits::MANAGE_ROLES)?;
+        if !self.store.delete_overwrite(channel_id, target).await? {
+            return Err(Error::NotFound("overwrite"));
+        }
+        self.audit_entry(
+            access.server.id,
+            caller.user_id,
+            "channel_overwrite_delete",
+            Some(channel_id),
+            None,
+            Some(json!({"targetId": target})),
+        )
+        .await?;
+        self.publish_channel_update(access.server.id, c.id).await
+    }
+
+    async fn publish_channel_update(&self, server: Snowflake, channel: Snowflake) -> Result<()> {
+        let c = self
+            .store
+            .channel(channel)
+            .await?
+            .ok_or(Error::NotFound("channel"))?;
+        let ow = self.store.overwrites(channel).await?;
+        self.publish(
+            Topic::Server(server),
+            "CHANNEL_UPDATE",
+            &Self::server_channel_wire(&c, &ow),
+        )
+        .await;
+        Ok(())
+    }
+}
