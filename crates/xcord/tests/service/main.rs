@@ -7,4 +7,5 @@ mod limits;
 mod mail;
 mod process;
 mod routes;
+mod servers;
 mod users;
