@@ -22,7 +22,172 @@ on_both_backends!(
     events_are_published_after_commit,
     private_channels_through_the_channel_routes,
     new_users_join_the_default_server,
+    outsiders_get_404_and_plain_members_403_everywhere,
 );
+
+async fn outsiders_get_404_and_plain_members_403_everywhere(backend: Backend) {
+    use reqwest::Method;
+    let app = spawn_app(backend).await;
+    let owner = app.register("sw_owner").await;
+    let member = app.register("sw_member").await;
+    let outsider = app.register("sw_outsider").await;
+    let srv = server(&app, &owner, "Sweep").await;
+    invite_and_join(&app, &owner, &srv, &member).await;
+    let role = app
+        .post_as(
+            &owner.token,
+            &format!("/servers/{}/roles", srv.id),
+            &json!({"name": "R"}),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (s, c, m, o) = (&srv.id, &srv.text, &member.id, &owner.id);
+    // (method, path, body, answer for a plain member; outsiders always get 404)
+    let routes: Vec<(Method, String, Value, u16)> = vec![
+        (Method::GET, format!("/servers/{s}"), json!(null), 200),
+        (
+            Method::PATCH,
+            format!("/servers/{s}"),
+            json!({"name": "Taken over"}),
+            403,
+        ),
+        (Method::DELETE, format!("/servers/{s}"), json!(null), 403),
+        (Method::GET, format!("/servers/{s}/stats"), json!(null), 200),
+        (
+            Method::GET,
+            format!("/servers/{s}/channels"),
+            json!(null),
+            200,
+        ),
+        (
+            Method::POST,
+            format!("/servers/{s}/channels"),
+            json!({"name": "x"}),
+            403,
+        ),
+        (Method::GET, format!("/channels/{c}"), json!(null), 200),
+        (
+            Method::PATCH,
+            format!("/channels/{c}"),
+            json!({"name": "x"}),
+            403,
+        ),
+        (Method::DELETE, format!("/channels/{c}"), json!(null), 403),
+        (
+            Method::PUT,
+            format!("/channels/{c}/permissions/{s}"),
+            json!({"targetType": "role", "deny": 2}),
+            403,
+        ),
+        (Method::GET, format!("/servers/{s}/roles"), json!(null), 200),
+        (
+            Method::POST,
+            format!("/servers/{s}/roles"),
+            json!({"name": "x"}),
+            403,
+        ),
+        (
+            Method::PATCH,
+            format!("/servers/{s}/roles/{role}"),
+            json!({"name": "x"}),
+            403,
+        ),
+        (
+            Method::DELETE,
+            format!("/servers/{s}/roles/{role}"),
+            json!(null),
+            403,
+        ),
+        (
+            Method::GET,
+            format!("/servers/{s}/members"),
+            json!(null),
+            200,
+        ),
+        (
+            Method::GET,
+            format!("/servers/{s}/members/{o}"),
+            json!(null),
+            200,
+        ),
+        (
+            Method::PATCH,
+            format!("/servers/{s}/members/{o}"),
+            json!({"nickname": "x"}),
+            403,
+        ),
+        (
+            Method::PUT,
+            format!("/servers/{s}/members/{m}/roles/{role}"),
+            json!(null),
+            403,
+        ),
+        (
+            Method::POST,
+            format!("/servers/{s}/members/{o}/kick"),
+            json!({}),
+            403,
+        ),
+        (Method::GET, format!("/servers/{s}/bans"), json!(null), 403),
+        (
+            Method::POST,
+            format!("/servers/{s}/bans"),
+            json!({"userId": o}),
+            403,
+        ),
+        (
+            Method::GET,
+            format!("/servers/{s}/invites"),
+            json!(null),
+            403,
+        ),
+        (
+            Method::GET,
+            format!("/servers/{s}/audit-log"),
+            json!(null),
+            403,
+        ),
+    ];
+    for (method, path, body, as_member) in &routes {
+        let body = (!body.is_null()).then_some(body);
+        let res = app
+            .request(
+                method.clone(),
+                &format!("/api/v1{path}"),
+                body,
+                Some(&outsider.token),
+            )
+            .await;
+        assert_eq!(res.status, 404, "outsider {method} {path}: {}", res.text);
+        let res = app
+            .request(
+                method.clone(),
+                &format!("/api/v1{path}"),
+                body,
+                Some(&member.token),
+            )
+            .await;
+        assert_eq!(
+            res.status, *as_member,
+            "member {method} {path}: {}",
+            res.text
+        );
+    }
+    // Nothing the refused calls tried happened.
+    let after = app.get_as(&owner.token, &format!("/servers/{s}")).await;
+    assert_eq!(
+        (
+            after.body["name"].as_str(),
+            after.body["memberCount"].as_i64()
+        ),
+        (Some("Sweep"), Some(2))
+    );
+    assert_eq!(after.body["roles"].as_array().map(Vec::len), Some(2));
+    assert_eq!(after.body["channels"].as_array().map(Vec::len), Some(2));
+}
 
 async fn new_users_join_the_default_server(backend: Backend) {
     use xcord_store::ServerRepository as _;
