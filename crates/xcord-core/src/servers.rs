@@ -273,19 +273,6 @@ impl Core {
         reason: Option<&str>,
         changes: Option<serde_json::Value>,
     ) -> Result<()> {
-        self.audit(server, actor, action, target, reason, changes)
-            .await
-    }
-
-    async fn audit(
-        &self,
-        server: Snowflake,
-        actor: Snowflake,
-        action: &str,
-        target: Option<Snowflake>,
-        reason: Option<&str>,
-        changes: Option<serde_json::Value>,
-    ) -> Result<()> {
         self.store
             .add_audit(&AuditRecord {
                 id: self.ids.next_id(),
@@ -498,7 +485,7 @@ impl Core {
         };
         let changes = json!({"name": req.name, "description": req.description, "vanityUrl": req.vanity_url, "ownerId": req.owner_id,
             "iconChanged": req.icon.is_some(), "bannerChanged": req.banner.is_some()});
-        self.audit(
+        self.audit_entry(
             id,
             caller.user_id,
             "server_update",
