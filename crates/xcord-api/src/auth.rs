@@ -37,7 +37,10 @@ pub struct RateHeaders(pub Option<RateDecision>);
 impl IntoResponseParts for RateHeaders {
     type Error = std::convert::Infallible;
     fn into_response_parts(self, mut res: ResponseParts) -> Result<ResponseParts, Self::Error> {
-        if let Some(d) = self.0 {
+        // A narrower limit set closer to the handler (messages) keeps its headers.
+        if let Some(d) = self.0
+            && !res.headers().contains_key("x-ratelimit-limit")
+        {
             let h = res.headers_mut();
             h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
             h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));

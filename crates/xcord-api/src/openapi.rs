@@ -25,6 +25,7 @@ use utoipa::{Modify, OpenApi};
         (name = "members", description = "Members, nicknames and role assignment"),
         (name = "moderation", description = "Kicks, bans and the audit log"),
         (name = "invites", description = "Invites and vanity codes"),
+        (name = "messages", description = "Messages, reactions, pins, attachments, search and read states"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -43,10 +43,12 @@ struct RestGroups {
     authed: OpenApiRouter<AppState>,
     /// Authenticated uploads, with a larger body limit.
     uploads: OpenApiRouter<AppState>,
+    /// Message attachments, with the configured (larger) limit.
+    attachments: OpenApiRouter<AppState>,
 }
 
 fn rest_groups() -> RestGroups {
-    use crate::routes::{auth, servers, users};
+    use crate::routes::{auth, messages, servers, users};
     RestGroups {
         register: OpenApiRouter::new()
             .routes(routes!(auth::register))
@@ -113,10 +115,31 @@ fn rest_groups() -> RestGroups {
             .routes(routes!(servers::unban))
             .routes(routes!(servers::create_invite, servers::list_invites))
             .routes(routes!(servers::accept_invite, servers::delete_invite))
-            .routes(routes!(servers::audit_log)),
+            .routes(routes!(servers::audit_log))
+            .routes(routes!(messages::history, messages::post))
+            .routes(routes!(
+                messages::get_message,
+                messages::edit,
+                messages::delete
+            ))
+            .routes(routes!(messages::bulk_delete))
+            .routes(routes!(
+                messages::put_reaction,
+                messages::post_reaction,
+                messages::delete_reaction,
+                messages::reaction_users
+            ))
+            .routes(routes!(messages::pins))
+            .routes(routes!(messages::pin, messages::unpin))
+            .routes(routes!(messages::typing))
+            .routes(routes!(messages::ack))
+            .routes(routes!(messages::read_states))
+            .routes(routes!(messages::search_channel))
+            .routes(routes!(messages::search_server)),
         uploads: OpenApiRouter::new()
             .routes(routes!(users::post_avatar))
             .routes(routes!(users::post_banner)),
+        attachments: OpenApiRouter::new().routes(routes!(messages::upload)),
     }
 }
 
@@ -136,9 +159,15 @@ fn rest_routes(state: &AppState) -> OpenApiRouter<AppState> {
             },
         )
     };
+    let attachment_limit = state
+        .core
+        .settings
+        .attachment_max_bytes
+        .saturating_add(UPLOAD_BODY_LIMIT);
     let authed = g
         .authed
-        .merge(g.uploads.layer(DefaultBodyLimit::max(UPLOAD_BODY_LIMIT)));
+        .merge(g.uploads.layer(DefaultBodyLimit::max(UPLOAD_BODY_LIMIT)))
+        .merge(g.attachments.layer(DefaultBodyLimit::max(attachment_limit)));
     g.register
         .route_layer(per_ip(Tier::Register))
         .merge(g.login.route_layer(per_ip(Tier::Login)))
@@ -169,7 +198,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .merge(g.login)
         .merge(g.open)
         .merge(g.authed)
-        .merge(g.uploads);
+        .merge(g.uploads)
+        .merge(g.attachments);
     let (_, rest) = rest.split_for_parts();
     let (_, ops) = operations_routes().split_for_parts();
     let mut doc = ApiDoc::openapi().nest("/api/v1", rest);

@@ -40,6 +40,8 @@ pub struct CoreSettings {
     pub rate_limits: RateLimitSettings,
     /// A server every new user joins (seed 002's "Hype Community").
     pub default_server: Option<xcord_types::Snowflake>,
+    /// Largest attachment, in bytes.
+    pub attachment_max_bytes: usize,
 }
 
 /// What the core is built from.
@@ -58,6 +60,10 @@ pub struct CoreDeps {
     pub jwt_secret: Vec<u8>,
     /// 32-byte key sealing secrets at rest.
     pub sealing_key: Vec<u8>,
+    /// Key signing attachment URLs.
+    pub cdn_key: Vec<u8>,
+    /// Where uploads are stored.
+    pub files: Arc<dyn crate::storage::FileStore>,
 }
 
 /// Where a request came from, for sessions and rate limits.
@@ -90,6 +96,9 @@ pub struct Core {
     mailer: Arc<dyn Mailer>,
     limiter: Arc<dyn RateLimiter>,
     tasks: TaskTracker,
+    pub(crate) files: Arc<dyn crate::storage::FileStore>,
+    pub(crate) cdn_mac: hmac::Hmac<sha2::Sha256>,
+    pub(crate) activity: crate::messages::ChannelActivity,
     /// A hash of a random password, verified against when a login names no user, so that
     /// "no such user" and "wrong password" take the same time.
     pub(crate) decoy_hash: String,
@@ -113,6 +122,8 @@ impl Core {
             crate::crypto::random_token(16),
         )
         .await?;
+        let cdn_mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&deps.cdn_key)
+            .map_err(|_| anyhow::anyhow!("the attachment signing key is unusable"))?;
         Ok(Self {
             ids: SnowflakeGenerator::new(settings.node_id),
             tokens: TokenKeys::new(&deps.jwt_secret),
@@ -126,6 +137,9 @@ impl Core {
             revocations,
             presence: PresenceRegistry::default(),
             tasks: TaskTracker::new(),
+            files: deps.files,
+            cdn_mac,
+            activity: crate::messages::ChannelActivity::default(),
             decoy_hash,
         })
     }

@@ -15,6 +15,10 @@ mod store;
 
 pub use error::StoreError;
 pub use repo::channels::{ChannelRecord, ChannelRepository, PrivateChannel};
+pub use repo::messages::{
+    AttachmentRecord, MessageRecord, MessageRepository, NewMessage, Page, PostOutcome,
+    ReactionCount, ReadStateRecord, SearchQuery,
+};
 pub use repo::relationships::{RelationshipRecord, RelationshipRepository, RelationshipType};
 pub use repo::servers::{
     AuditRecord, BanRecord, ChannelPatch, InviteRecord, MemberRecord, NewChannel, NewServer,

@@ -135,6 +135,8 @@ pub struct Config {
     pub rate_limit_overrides: std::collections::HashMap<Tier, Limit>,
     /// A server every new user joins (`XCORD_DEFAULT_SERVER_ID`).
     pub default_server_id: Option<xcord_types::Snowflake>,
+    /// Largest message attachment in bytes (`XCORD_ATTACHMENT_MAX_BYTES`).
+    pub attachment_max_bytes: usize,
 }
 
 impl Default for Config {
@@ -165,6 +167,7 @@ impl Default for Config {
             mail_from: "xcord <no-reply@localhost>".into(),
             rate_limit_overrides: std::collections::HashMap::new(),
             default_server_id: None,
+            attachment_max_bytes: 25 * 1024 * 1024,
         }
     }
 }
@@ -198,6 +201,7 @@ struct FileConfig {
     public_url: Option<String>,
     mail_from: Option<String>,
     default_server_id: Option<String>,
+    attachment_max_bytes: Option<usize>,
     /// `{login = "5/60", register = "3/1h", …}`.
     rate_limit: Option<std::collections::HashMap<String, String>>,
 }
@@ -299,6 +303,7 @@ impl Config {
             self.roles = Role::parse_list(&v.join(",")).context("`roles`")?;
         }
         set_opt(&mut self.public_url, f.public_url);
+        set(&mut self.attachment_max_bytes, f.attachment_max_bytes);
         if let Some(v) = f.default_server_id {
             self.default_server_id = Some(
                 v.parse()
@@ -452,6 +457,9 @@ impl Config {
         }
         if self.body_limit_bytes < 1024 {
             bail!("XCORD_BODY_LIMIT_BYTES must be at least 1024");
+        }
+        if self.attachment_max_bytes == 0 || self.attachment_max_bytes > 1 << 30 {
+            bail!("XCORD_ATTACHMENT_MAX_BYTES must be 1 byte to 1 GiB");
         }
         if self.request_timeout_secs == 0 {
             bail!("XCORD_REQUEST_TIMEOUT_SECS must be at least 1");

@@ -13,6 +13,7 @@ use xcord_api::{AppState, AppStateInner, HttpSettings};
 use xcord_bus::InProcessBus;
 use xcord_core::mail::{Mailer, OutboxMailer, SmtpMailer};
 use xcord_core::ratelimit::{InMemoryRateLimiter, RateLimitSettings};
+use xcord_core::storage::LocalFileStore;
 use xcord_core::{Clock, Core, CoreDeps, CoreSettings, SystemClock};
 use xcord_store::{Store, StoreOptions};
 
@@ -51,6 +52,8 @@ impl Application {
         };
         let sealing_key = hex::decode(secrets::load_or_create(&config.data_dir, "secret_key", 32)?)
             .context("the secret_key file in the data directory is not hex")?;
+        let cdn_key = hex::decode(secrets::load_or_create(&config.data_dir, "cdn_key", 32)?)
+            .context("the cdn_key file in the data directory is not hex")?;
 
         let store = connect_store(config).await?;
         store.migrate().await?;
@@ -71,6 +74,8 @@ impl Application {
                 limiter: Arc::new(InMemoryRateLimiter::new(clock)),
                 jwt_secret: jwt_secret.into_bytes(),
                 sealing_key,
+                cdn_key,
+                files: Arc::new(LocalFileStore::new(config.data_dir.join("attachments"))),
             },
             CoreSettings {
                 node_id: config.node_id,
@@ -85,6 +90,7 @@ impl Application {
                     limits: config.rate_limit_overrides.clone(),
                 },
                 default_server: config.default_server_id,
+                attachment_max_bytes: config.attachment_max_bytes,
             },
         )
         .await?;

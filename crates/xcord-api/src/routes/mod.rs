@@ -2,5 +2,6 @@
 
 pub mod auth;
 pub mod cdn;
+pub mod messages;
 pub mod servers;
 pub mod users;

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod channels;
+pub mod messages;
 pub mod servers;
 pub mod users;
 

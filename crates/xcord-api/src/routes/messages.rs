@@ -1,0 +1,324 @@
+//! `/channels/{id}/messages/*`, reactions, pins, typing, attachments, search, read states.
+
+use axum::Json as JsonResponse;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use xcord_core::Error;
+use xcord_core::messages::SearchScope;
+use xcord_core::ratelimit::Tier;
+use xcord_types::rest::messages::{
+    Attachment, BulkDeleteRequest, CreateMessageRequest, EditMessageRequest, HistoryQuery, Message,
+    MessageList, ReactionUsersQuery, ReadStateList, SearchParams,
+};
+use xcord_types::rest::users::UserList;
+use xcord_types::{ErrorBody, Snowflake};
+
+use crate::AppState;
+use crate::auth::{Auth, RateHeaders};
+use crate::error::ApiError;
+use crate::extract::{Json, Path, Query};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// History, newest first; at most one of `before`, `after`, `around`.
+#[utoipa::path(get, path = "/channels/{id}/messages", tag = "messages", security(("bearer" = [])), params(("id" = String, Path), HistoryQuery),
+    responses((status = 200, description = "Messages", body = MessageList), (status = 403, description = "No READ_MESSAGE_HISTORY", body = ErrorBody),
+        (status = 404, description = "No such channel, or hidden", body = ErrorBody)))]
+pub async fn history(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Snowflake>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<JsonResponse<MessageList>> {
+    Ok(JsonResponse(s.core.history(auth.caller(), id, q).await?))
+}
+
+/// Post a message (SEND_MESSAGES; slowmode; `nonce` makes retries safe).
+#[utoipa::path(post, path = "/channels/{id}/messages", tag = "messages", security(("bearer" = [])), params(("id" = String, Path)),
+    request_body = CreateMessageRequest, responses(
+    (status = 201, description = "Posted", body = Message), (status = 200, description = "The earlier message with this nonce", body = Message),
+    (status = 403, description = "Not permitted", body = ErrorBody), (status = 422, description = "Invalid fields", body = ErrorBody),
+    (status = 429, description = "Rate limited or slowmode", body = ErrorBody)))]
+pub async fn post(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Snowflake>,
+    Json(req): Json<CreateMessageRequest>,
+) -> ApiResult<Response> {
+    let decision = s
+        .core
+        .rate_limit(Tier::MessageSend, &auth.caller().user_id.to_string())
+        .await?;
+    let (msg, created) = s.core.post_message(auth.caller(), id, req).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, RateHeaders(decision), JsonResponse(msg)).into_response())
+}
+
+/// One message.
+#[utoipa::path(get, path = "/channels/{id}/messages/{messageId}", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path), ("messageId" = String, Path)), responses(
+    (status = 200, description = "Message", body = Message), (status = 404, description = "Unknown or deleted", body = ErrorBody)))]
+pub async fn get_message(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, mid)): Path<(Snowflake, Snowflake)>,
+) -> ApiResult<JsonResponse<Message>> {
+    Ok(JsonResponse(
+        s.core.get_message(auth.caller(), id, mid).await?,
+    ))
+}
+
+/// Edit one's own message.
+#[utoipa::path(patch, path = "/channels/{id}/messages/{messageId}", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path), ("messageId" = String, Path)), request_body = EditMessageRequest, responses(
+    (status = 200, description = "Edited", body = Message), (status = 403, description = "Not the author", body = ErrorBody)))]
+pub async fn edit(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, mid)): Path<(Snowflake, Snowflake)>,
+    Json(req): Json<EditMessageRequest>,
+) -> ApiResult<Response> {
+    let decision = s
+        .core
+        .rate_limit(Tier::MessageEdit, &auth.caller().user_id.to_string())
+        .await?;
+    let msg = s.core.edit_message(auth.caller(), id, mid, req).await?;
+    Ok((RateHeaders(decision), JsonResponse(msg)).into_response())
+}
+
+/// Delete a message (the author, or MANAGE_MESSAGES).
+#[utoipa::path(delete, path = "/channels/{id}/messages/{messageId}", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path), ("messageId" = String, Path)), responses(
+    (status = 204, description = "Deleted"), (status = 403, description = "Not permitted", body = ErrorBody)))]
+pub async fn delete(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, mid)): Path<(Snowflake, Snowflake)>,
+) -> ApiResult<StatusCode> {
+    s.core.delete_message(auth.caller(), id, mid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Delete 2–100 messages (MANAGE_MESSAGES).
+#[utoipa::path(post, path = "/channels/{id}/messages/bulk-delete", tag = "messages", security(("bearer" = [])), params(("id" = String, Path)),
+    request_body = BulkDeleteRequest, responses((status = 204, description = "Deleted"), (status = 403, description = "Not permitted", body = ErrorBody)))]
+pub async fn bulk_delete(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Snowflake>,
+    Json(req): Json<BulkDeleteRequest>,
+) -> ApiResult<StatusCode> {
+    s.core.bulk_delete(auth.caller(), id, req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// React (a new emoji needs ADD_REACTIONS). `POST` does the same.
+#[utoipa::path(put, path = "/channels/{id}/messages/{messageId}/reactions/{emoji}", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path), ("messageId" = String, Path), ("emoji" = String, Path, description = "URL-encoded emoji or name:id")),
+    responses((status = 204, description = "Reacted"), (status = 403, description = "Not permitted", body = ErrorBody)))]
+pub async fn put_reaction(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, mid, emoji)): Path<(Snowflake, Snowflake, String)>,
+) -> ApiResult<StatusCode> {
+    s.core.add_reaction(auth.caller(), id, mid, &emoji).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// React (as seed 000 writes it).
+#[utoipa::path(post, path = "/channels/{id}/messages/{messageId}/reactions/{emoji}", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path), ("messageId" = String, Path), ("emoji" = String, Path)),
+    responses((status = 204, description = "Reacted")))]
+pub async fn post_reaction(
+    s: State<AppState>,
+    auth: Auth,
+    p: Path<(Snowflake, Snowflake, String)>,
+) -> ApiResult<StatusCode> {
+    put_reaction(s, auth, p).await
+}
+
+/// Remove one's own reaction.
+#[utoipa::path(delete, path = "/channels/{id}/messages/{messageId}/reactions/{emoji}", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path), ("messageId" = String, Path), ("emoji" = String, Path)), responses((status = 204, description = "Removed")))]
+pub async fn delete_reaction(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, mid, emoji)): Path<(Snowflake, Snowflake, String)>,
+) -> ApiResult<StatusCode> {
+    s.core
+        .remove_reaction(auth.caller(), id, mid, &emoji)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who reacted with an emoji.
+#[utoipa::path(get, path = "/channels/{id}/messages/{messageId}/reactions/{emoji}", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path), ("messageId" = String, Path), ("emoji" = String, Path), ReactionUsersQuery),
+    responses((status = 200, description = "Users", body = UserList)))]
+pub async fn reaction_users(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, mid, emoji)): Path<(Snowflake, Snowflake, String)>,
+    Query(q): Query<ReactionUsersQuery>,
+) -> ApiResult<JsonResponse<UserList>> {
+    Ok(JsonResponse(
+        s.core
+            .reaction_users(auth.caller(), id, mid, &emoji, q.after, q.limit)
+            .await?,
+    ))
+}
+
+/// Pinned messages, newest pin first.
+#[utoipa::path(get, path = "/channels/{id}/pins", tag = "messages", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, description = "Pinned messages", body = MessageList)))]
+pub async fn pins(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Snowflake>,
+) -> ApiResult<JsonResponse<MessageList>> {
+    Ok(JsonResponse(s.core.pins(auth.caller(), id).await?))
+}
+
+/// Pin (MANAGE_MESSAGES; any member in DMs).
+#[utoipa::path(put, path = "/channels/{id}/pins/{messageId}", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path), ("messageId" = String, Path)), responses((status = 204, description = "Pinned"),
+    (status = 403, description = "Not permitted", body = ErrorBody)))]
+pub async fn pin(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, mid)): Path<(Snowflake, Snowflake)>,
+) -> ApiResult<StatusCode> {
+    s.core.set_pin(auth.caller(), id, mid, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Unpin.
+#[utoipa::path(delete, path = "/channels/{id}/pins/{messageId}", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path), ("messageId" = String, Path)), responses((status = 204, description = "Unpinned")))]
+pub async fn unpin(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, mid)): Path<(Snowflake, Snowflake)>,
+) -> ApiResult<StatusCode> {
+    s.core.set_pin(auth.caller(), id, mid, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Show that the caller is typing (TYPING_START for 10 s).
+#[utoipa::path(post, path = "/channels/{id}/typing", tag = "messages", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 204, description = "Announced")))]
+pub async fn typing(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Snowflake>,
+) -> ApiResult<StatusCode> {
+    s.core.typing(auth.caller(), id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Upload a file for a later message (multipart field `file`; ATTACH_FILES).
+#[utoipa::path(post, path = "/channels/{id}/attachments", tag = "messages", security(("bearer" = [])), params(("id" = String, Path)),
+    request_body(content_type = "multipart/form-data", description = "A file part named `file`"), responses(
+    (status = 201, description = "Stored", body = Attachment), (status = 413, description = "Too large", body = ErrorBody)))]
+pub async fn upload(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Snowflake>,
+    mp: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Response> {
+    let limit = s.core.settings.attachment_max_bytes;
+    let too_large = || Error::PayloadTooLarge(format!("Attachments are limited to {limit} bytes."));
+    let mut mp = mp.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            Error::UnsupportedMediaType("Upload the file as multipart/form-data.".into())
+        }
+    })?;
+    let broken = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            Error::BadRequest("The multipart body is malformed.".into())
+        }
+    };
+    while let Some(mut field) = mp.next_field().await.map_err(broken)? {
+        if field.file_name().is_none() && field.name() != Some("file") {
+            continue;
+        }
+        let name = field.file_name().unwrap_or("file").to_owned();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(broken)? {
+            if bytes.len() + chunk.len() > limit {
+                return Err(too_large().into());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let out = s
+            .core
+            .upload_attachment(auth.caller(), id, &name, bytes)
+            .await?;
+        return Ok((StatusCode::CREATED, JsonResponse(out)).into_response());
+    }
+    Err(Error::invalid("file", "required", "attach the file as a part named `file`").into())
+}
+
+/// Mark a channel read up to a message (MESSAGE_ACK; read receipts in DMs).
+#[utoipa::path(post, path = "/channels/{id}/messages/{messageId}/ack", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path), ("messageId" = String, Path)), responses((status = 204, description = "Recorded")))]
+pub async fn ack(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, mid)): Path<(Snowflake, Snowflake)>,
+) -> ApiResult<StatusCode> {
+    s.core.ack(auth.caller(), id, mid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's read states with unread and mention counts.
+#[utoipa::path(get, path = "/users/@me/read-states", tag = "messages", security(("bearer" = [])),
+    responses((status = 200, description = "Read states", body = ReadStateList)))]
+pub async fn read_states(
+    State(s): State<AppState>,
+    auth: Auth,
+) -> ApiResult<JsonResponse<ReadStateList>> {
+    Ok(JsonResponse(s.core.read_states(auth.caller()).await?))
+}
+
+/// Search one channel.
+#[utoipa::path(get, path = "/channels/{id}/messages/search", tag = "messages", security(("bearer" = [])), params(("id" = String, Path), SearchParams),
+    responses((status = 200, description = "Matches, newest first", body = MessageList)))]
+pub async fn search_channel(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Snowflake>,
+    Query(p): Query<SearchParams>,
+) -> ApiResult<JsonResponse<MessageList>> {
+    Ok(JsonResponse(
+        s.core
+            .search(auth.caller(), SearchScope::Channel(id), p)
+            .await?,
+    ))
+}
+
+/// Search every channel of a server the caller can read.
+#[utoipa::path(get, path = "/servers/{id}/messages/search", tag = "messages", security(("bearer" = [])), params(("id" = String, Path), SearchParams),
+    responses((status = 200, description = "Matches, newest first", body = MessageList)))]
+pub async fn search_server(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Snowflake>,
+    Query(p): Query<SearchParams>,
+) -> ApiResult<JsonResponse<MessageList>> {
+    Ok(JsonResponse(
+        s.core
+            .search(auth.caller(), SearchScope::Server(id), p)
+            .await?,
+    ))
+}

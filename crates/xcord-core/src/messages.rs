@@ -1,0 +1,1093 @@
+//! Messages: post (nonce, replies, mentions, slowmode, attachments, E2E), history, edit,
+//! delete and bulk delete, reactions, pins, typing, attachments with signed URLs, search and
+//! read states. Server channels are judged by `xcord_permissions`; private channels by
+//! membership.
+
+use std::collections::{HashMap, HashSet};
+
+use hmac::Mac as _;
+use serde_json::json;
+use xcord_bus::Topic;
+use xcord_permissions::{bits, has};
+use xcord_store::{
+    AttachmentRecord, ChannelRecord, ChannelRepository, MessageRecord, MessageRepository,
+    NewMessage, Page, PostOutcome, RelationshipRepository, RelationshipType, SearchQuery,
+    ServerRepository, UserRepository,
+};
+use xcord_types::Snowflake;
+use xcord_types::rest::messages::{
+    Attachment, BulkDeleteRequest, CreateMessageRequest, EditMessageRequest, HistoryQuery,
+    Mentions, Message, MessageAuthor, MessageList, Reaction, ReadState, ReadStateList,
+    SearchParams,
+};
+use xcord_types::rest::users::UserList;
+
+use crate::mentions::parse_mentions;
+use crate::servers::require_bits;
+use crate::storage::{sanitize_filename, sniff_content_type};
+use crate::{Caller, Core, Error, Result};
+
+/// How long a signed attachment URL works.
+const SIGNED_URL_TTL_SECS: i64 = 24 * 3600;
+/// How long a typing indicator lasts without a refresh.
+const TYPING_MS: i64 = 10_000;
+/// Most pins per channel.
+const MAX_PINS: usize = 50;
+
+/// What private-channel members may do (no moderation of each other).
+const PRIVATE_PERMS: u64 = bits::VIEW_CHANNELS
+    | bits::SEND_MESSAGES
+    | bits::EMBED_LINKS
+    | bits::ATTACH_FILES
+    | bits::ADD_REACTIONS
+    | bits::USE_EXTERNAL_EMOJIS
+    | bits::READ_MESSAGE_HISTORY
+    | bits::MENTION_EVERYONE;
+
+/// A channel as a caller meets it: where it is and what they may do there.
+#[derive(Debug, Clone)]
+pub struct ChannelContext {
+    /// The channel.
+    pub channel: ChannelRecord,
+    /// Its server, for server channels.
+    pub server_id: Option<Snowflake>,
+    /// The caller's permissions in it.
+    pub perms: u64,
+    /// Members of a private channel.
+    pub recipients: Vec<Snowflake>,
+    /// The caller owns the server (for slowmode exemptions and such).
+    is_manager: bool,
+}
+
+/// In-memory state for slowmode and typing, per node.
+#[derive(Debug, Default)]
+pub struct ChannelActivity {
+    // No await while locked; short critical sections.
+    last_post: std::sync::Mutex<HashMap<(Snowflake, Snowflake), i64>>,
+    typing: std::sync::Mutex<HashMap<(Snowflake, Snowflake), i64>>,
+}
+
+/// An emoji as a reaction key: a Unicode emoji or a custom `name:id`, ≤ 64 characters.
+pub fn check_emoji(emoji: &str) -> Result<()> {
+    let n = emoji.chars().count();
+    if n == 0
+        || n > 64
+        || emoji
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '?' | '#'))
+    {
+        return Err(Error::invalid(
+            "emoji",
+            "emoji",
+            "must be an emoji or name:id, at most 64 characters",
+        ));
+    }
+    Ok(())
+}
+
+fn message_event_server(ctx: &ChannelContext) -> serde_json::Value {
+    ctx.server_id.map_or(serde_json::Value::Null, |s| json!(s))
+}
+
+impl Core {
+    /// The caller's view of a channel: 404 when it does not exist for them.
+    pub async fn channel_context(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+    ) -> Result<ChannelContext> {
+        let channel = self
+            .store
+            .channel(channel_id)
+            .await?
+            .ok_or(Error::NotFound("channel"))?;
+        match channel.server_id {
+            None => {
+                let recipients = self.store.recipients(channel_id).await?;
+                if !recipients.contains(&caller.user_id) {
+                    return Err(Error::NotFound("channel"));
+                }
+                Ok(ChannelContext {
+                    channel,
+                    server_id: None,
+                    perms: PRIVATE_PERMS,
+                    recipients,
+                    is_manager: false,
+                })
+            }
+            Some(server) => {
+                let (channel, access, perms, _) = self.channel_access(caller, channel_id).await?;
+                let is_manager = access.is_owner()
+                    || has(perms, bits::MANAGE_MESSAGES)
+                    || has(perms, bits::MANAGE_CHANNELS);
+                Ok(ChannelContext {
+                    channel,
+                    server_id: Some(server),
+                    perms,
+                    recipients: Vec::new(),
+                    is_manager,
+                })
+            }
+        }
+    }
+
+    fn require_history(ctx: &ChannelContext) -> Result<()> {
+        require_bits(ctx.perms, bits::READ_MESSAGE_HISTORY)
+    }
+
+    /// A signed, expiring URL for an attachment.
+    pub fn signed_attachment_url(&self, a: &AttachmentRecord) -> String {
+        let expires = self.clock.now().as_millis() / 1000 + SIGNED_URL_TTL_SECS;
+        let sig = self.attachment_signature(a.id, expires);
+        format!(
+            "/cdn/attachments/{}/{}?ex={expires:x}&sig={sig}",
+            a.id, a.filename
+        )
+    }
+
+    fn attachment_signature(&self, id: Snowflake, expires: i64) -> String {
+        let mut mac = self.cdn_mac.clone();
+        mac.update(format!("{id}:{expires}").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Checks an attachment URL's signature and expiry; 403 when either is wrong.
+    pub async fn verify_attachment_url(
+        &self,
+        id: Snowflake,
+        ex_hex: &str,
+        sig: &str,
+    ) -> Result<AttachmentRecord> {
+        let forbidden = || Error::Forbidden("This link is invalid or has expired.".into());
+        let expires = i64::from_str_radix(ex_hex, 16).map_err(|_| forbidden())?;
+        let want = self.attachment_signature(id, expires);
+        // Constant-time comparison through the MAC library would need the raw tag; the
+        // signature is public-length hex, so compare without early exit.
+        let same = want.len() == sig.len()
+            && want
+                .bytes()
+                .zip(sig.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same || expires * 1000 <= self.clock.now().as_millis() {
+            return Err(forbidden());
+        }
+        let a = self
+            .store
+            .attachment(id)
+            .await?
+            .ok_or(Error::NotFound("attachment"))?;
+        Ok(a)
+    }
+
+    /// Opens an attachment's bytes.
+    pub async fn open_attachment(
+        &self,
+        a: &AttachmentRecord,
+    ) -> Result<Option<crate::storage::StoredFile>> {
+        self.files
+            .open(&a.storage_key)
+            .await
+            .map_err(Error::Internal)
+    }
+
+    fn attachment_wire(&self, a: &AttachmentRecord) -> Attachment {
+        Attachment {
+            id: a.id,
+            url: self.signed_attachment_url(a),
+            filename: a.filename.clone(),
+            size: a.size,
+            content_type: a.content_type.clone(),
+            width: a.width,
+            height: a.height,
+        }
+    }
+
+    /// Messages in their wire form, with authors, attachments, reactions and pins loaded in
+    /// batches (a fixed number of queries for any page).
+    pub async fn messages_wire(
+        &self,
+        list: &[MessageRecord],
+        viewer: Snowflake,
+        server_id: Option<Snowflake>,
+    ) -> Result<Vec<Message>> {
+        if list.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Snowflake> = list.iter().map(|m| m.id).collect();
+        let mut authors: Vec<Snowflake> = list.iter().map(|m| m.author_id).collect();
+        authors.sort();
+        authors.dedup();
+        let users: HashMap<Snowflake, _> = self
+            .store
+            .users_by_ids(&authors)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u))
+            .collect();
+        let mut attachments = self.store.attachments_for(&ids).await?;
+        let mut reactions = self.store.reactions_for(&ids, viewer).await?;
+        let pinned: HashSet<Snowflake> = self.store.pinned_among(&ids).await?.into_iter().collect();
+        Ok(list
+            .iter()
+            .map(|m| {
+                let author = users.get(&m.author_id).map_or_else(
+                    || MessageAuthor {
+                        id: m.author_id,
+                        username: "deleted-user".into(),
+                        avatar: None,
+                    },
+                    |u| MessageAuthor {
+                        id: u.id,
+                        username: u.username.clone(),
+                        avatar: u.avatar.as_deref().map(Self::cdn_url),
+                    },
+                );
+                let atts = attachments
+                    .remove(&m.id)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|a| self.attachment_wire(a))
+                    .collect();
+                let reacts = reactions
+                    .remove(&m.id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|r| Reaction {
+                        emoji: r.emoji,
+                        count: r.count,
+                        me: r.me,
+                    })
+                    .collect();
+                self.message_wire(m, author, atts, reacts, pinned.contains(&m.id), server_id)
+            })
+            .collect())
+    }
+
+    fn message_wire(
+        &self,
+        m: &MessageRecord,
+        author: MessageAuthor,
+        attachments: Vec<Attachment>,
+        reactions: Vec<Reaction>,
+        pinned: bool,
+        server_id: Option<Snowflake>,
+    ) -> Message {
+        let mut mentions: Mentions = serde_json::from_str(&m.mentions).unwrap_or_default();
+        mentions.everyone = m.mention_everyone;
+        Message {
+            id: m.id,
+            channel_id: m.channel_id,
+            server_id,
+            author,
+            content: m.content.clone(),
+            timestamp: m.created_at,
+            edited: m.edited_at.is_some(),
+            edited_at: m.edited_at,
+            attachments,
+            embeds: Vec::new(),
+            reactions,
+            mentions,
+            reply_to: m.reply_to,
+            pinned,
+            nonce: m.nonce.clone(),
+            encrypted: m.encrypted,
+            encrypted_keys: m
+                .encrypted_keys
+                .as_deref()
+                .and_then(|k| serde_json::from_str(k).ok()),
+            is_automatic: m.is_automatic,
+            version: m.version,
+        }
+    }
+
+    async fn one_message_wire(
+        &self,
+        m: &MessageRecord,
+        viewer: Snowflake,
+        ctx: &ChannelContext,
+    ) -> Result<Message> {
+        let mut v = self
+            .messages_wire(std::slice::from_ref(m), viewer, ctx.server_id)
+            .await?;
+        v.pop()
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("message vanished while rendering")))
+    }
+
+    /// Resolves mentions to what takes effect: members (or recipients) only, roles of the
+    /// server, channels of the server; `@everyone` only with MENTION_EVERYONE.
+    async fn resolve_mentions(
+        &self,
+        ctx: &ChannelContext,
+        content: &str,
+    ) -> Result<(Mentions, Vec<Snowflake>)> {
+        let parsed = parse_mentions(content);
+        let everyone = parsed.everyone && has(ctx.perms, bits::MENTION_EVERYONE);
+        let (users, roles, channels) = match ctx.server_id {
+            None => (
+                parsed
+                    .users
+                    .into_iter()
+                    .filter(|u| ctx.recipients.contains(u))
+                    .collect::<Vec<_>>(),
+                Vec::new(),
+                Vec::new(),
+            ),
+            Some(server) => {
+                let mut users = Vec::new();
+                for u in parsed.users {
+                    if self.store.member(server, u).await?.is_some() {
+                        users.push(u);
+                    }
+                }
+                let role_ids: HashSet<Snowflake> = if parsed.roles.is_empty() {
+                    HashSet::new()
+                } else {
+                    self.store
+                        .roles(server)
+                        .await?
+                        .into_iter()
+                        .map(|r| r.id)
+                        .collect()
+                };
+                let roles: Vec<Snowflake> = parsed
+                    .roles
+                    .into_iter()
+                    .filter(|r| role_ids.contains(r) && *r != server)
+                    .collect();
+                let channel_ids: HashSet<Snowflake> = if parsed.channels.is_empty() {
+                    HashSet::new()
+                } else {
+                    self.store
+                        .server_channels(server)
+                        .await?
+                        .into_iter()
+                        .map(|c| c.id)
+                        .collect()
+                };
+                let channels = parsed
+                    .channels
+                    .into_iter()
+                    .filter(|c| channel_ids.contains(c))
+                    .collect();
+                (users, roles, channels)
+            }
+        };
+        let notified = users.clone();
+        Ok((
+            Mentions {
+                users,
+                roles,
+                channels,
+                everyone,
+            },
+            notified,
+        ))
+    }
+
+    fn check_slowmode(&self, ctx: &ChannelContext, user: Snowflake) -> Result<()> {
+        let secs = ctx.channel.rate_limit_per_user;
+        if secs <= 0 || ctx.is_manager {
+            return Ok(());
+        }
+        let now = self.clock.now().as_millis();
+        let map = self
+            .activity
+            .last_post
+            .lock()
+            .map_err(|_| Error::Internal(anyhow::anyhow!("slowmode lock poisoned")))?;
+        if let Some(&last) = map.get(&(ctx.channel.id, user)) {
+            let wait = last + secs * 1000 - now;
+            if wait > 0 {
+                return Err(Error::RateLimited {
+                    retry_after_secs: u64::try_from((wait + 999) / 1000).unwrap_or(1),
+                    limit: 1,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn record_post(&self, channel: Snowflake, user: Snowflake) -> bool {
+        let now = self.clock.now().as_millis();
+        if let Ok(mut m) = self.activity.last_post.lock() {
+            m.insert((channel, user), now);
+        }
+        // Whether a typing indicator was showing (it stops with the message).
+        self.activity
+            .typing
+            .lock()
+            .ok()
+            .and_then(|mut t| t.remove(&(channel, user)))
+            .is_some_and(|since| now - since < TYPING_MS)
+    }
+
+    /// Blocks stop 1:1 DMs in both directions.
+    async fn check_dm_block(&self, ctx: &ChannelContext, user: Snowflake) -> Result<()> {
+        if ctx.channel.kind == "dm"
+            && let Some(other) = ctx.recipients.iter().copied().find(|r| *r != user)
+        {
+            let (mine, theirs) = self.store.relationship_pair(user, other).await?;
+            if mine == Some(RelationshipType::Blocked) || theirs == Some(RelationshipType::Blocked)
+            {
+                return Err(Error::Forbidden("You cannot message this user.".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// `POST /channels/{id}/messages`. The flag is false when the nonce matched an earlier message.
+    pub async fn post_message(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        req: CreateMessageRequest,
+    ) -> Result<(Message, bool)> {
+        let ctx = self.channel_context(caller, channel_id).await?;
+        if ctx.channel.kind == "category" || ctx.channel.kind == "voice" {
+            return Err(Error::invalid(
+                "channelId",
+                "type",
+                "messages go to text and DM channels",
+            ));
+        }
+        let encrypted = req.encrypted.unwrap_or(false);
+        let content = req.content.clone().unwrap_or_default();
+        let attachment_ids = req.attachment_ids.clone().unwrap_or_default();
+        let max = if encrypted { 8192 } else { 2000 };
+        let mut v = crate::validate::Violations::default();
+        let n = content.chars().count();
+        if n > max
+            || (n == 0 && attachment_ids.is_empty())
+            || (!encrypted && content.trim().is_empty() && attachment_ids.is_empty())
+        {
+            v.push(
+                "content",
+                "length",
+                format!("must be 1–{max} characters (or attach a file)"),
+            );
+        }
+        if attachment_ids.len() > 10 {
+            v.push("attachmentIds", "length", "at most 10 attachments");
+        }
+        if let Some(nonce) = &req.nonce
+            && (nonce.is_empty() || nonce.len() > 64)
+        {
+            v.push("nonce", "length", "must be 1–64 characters");
+        }
+        if encrypted && ctx.server_id.is_some() {
+            v.push(
+                "encrypted",
+                "dmOnly",
+                "end-to-end encrypted messages go to DM channels",
+            );
+        }
+        if req.encrypted_keys.is_some() && !encrypted {
+            v.push("encryptedKeys", "encrypted", "only with encrypted: true");
+        }
+        if let Some(keys) = &req.encrypted_keys
+            && (keys.len() > 10 || keys.values().any(|k| k.len() > 4096))
+        {
+            v.push(
+                "encryptedKeys",
+                "length",
+                "at most 10 keys of at most 4096 characters",
+            );
+        }
+        v.finish()?;
+        require_bits(ctx.perms, bits::SEND_MESSAGES)?;
+        if !attachment_ids.is_empty() {
+            require_bits(ctx.perms, bits::ATTACH_FILES)?;
+        }
+        self.check_dm_block(&ctx, caller.user_id).await?;
+        self.check_slowmode(&ctx, caller.user_id)?;
+        if let Some(parent) = req.reply_to {
+            match self.store.message(channel_id, parent).await? {
+                Some(_) => {}
+                None => {
+                    return Err(Error::invalid(
+                        "replyTo",
+                        "sameChannel",
+                        "must be a live message of this channel",
+                    ));
+                }
+            }
+        }
+        let (mentions, notified) = if encrypted {
+            (Mentions::default(), Vec::new())
+        } else {
+            self.resolve_mentions(&ctx, &content).await?
+        };
+        let mentions_json = serde_json::to_string(&json!({"users": mentions.users, "roles": mentions.roles, "channels": mentions.channels}))
+            .map_err(|e| Error::Internal(e.into()))?;
+        let new = NewMessage {
+            id: self.ids.next_id(),
+            channel_id,
+            author_id: caller.user_id,
+            content,
+            nonce: req.nonce.clone(),
+            reply_to: req.reply_to,
+            mention_everyone: mentions.everyone,
+            mentions: mentions_json,
+            mentioned_users: notified,
+            encrypted,
+            encrypted_keys: match &req.encrypted_keys {
+                Some(k) => Some(serde_json::to_string(k).map_err(|e| Error::Internal(e.into()))?),
+                None => None,
+            },
+            attachment_ids,
+            now: self.clock.now(),
+        };
+        let (record, created) = match self.store.post_message(&new).await? {
+            PostOutcome::Created(m) => (m, true),
+            PostOutcome::Duplicate(m) => (m, false),
+            PostOutcome::BadAttachments => {
+                return Err(Error::invalid(
+                    "attachmentIds",
+                    "owned",
+                    "must be your own unused uploads to this channel",
+                ));
+            }
+        };
+        let out = self.one_message_wire(&record, caller.user_id, &ctx).await?;
+        if created {
+            let was_typing = self.record_post(channel_id, caller.user_id);
+            self.publish(Topic::Channel(channel_id), "MESSAGE_CREATE", &out)
+                .await;
+            if was_typing {
+                let ev = json!({"channelId": channel_id, "userId": caller.user_id, "serverId": message_event_server(&ctx), "timestamp": self.clock.now()});
+                self.publish(Topic::Channel(channel_id), "TYPING_STOP", &ev)
+                    .await;
+            }
+        }
+        Ok((out, created))
+    }
+
+    /// `GET /channels/{id}/messages`.
+    pub async fn history(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        q: HistoryQuery,
+    ) -> Result<MessageList> {
+        let limit = q.limit.unwrap_or(50);
+        let mut v = crate::validate::Violations::default();
+        if !(1..=100).contains(&limit) {
+            v.push("limit", "range", "must be 1–100");
+        }
+        let given = [q.before.is_some(), q.after.is_some(), q.around.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if given > 1 {
+            v.push(
+                "before",
+                "exclusive",
+                "give at most one of before, after and around",
+            );
+        }
+        v.finish()?;
+        let ctx = self.channel_context(caller, channel_id).await?;
+        Self::require_history(&ctx)?;
+        let page = match (q.before, q.after, q.around) {
+            (Some(b), _, _) => Page::Before(b),
+            (_, Some(a), _) => Page::After(a),
+            (_, _, Some(c)) => Page::Around(c),
+            _ => Page::Latest,
+        };
+        let list = self.store.history(channel_id, page, limit).await?;
+        Ok(MessageList {
+            messages: self
+                .messages_wire(&list, caller.user_id, ctx.server_id)
+                .await?,
+        })
+    }
+
+    /// `GET /channels/{id}/messages/{messageId}`.
+    pub async fn get_message(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        id: Snowflake,
+    ) -> Result<Message> {
+        let ctx = self.channel_context(caller, channel_id).await?;
+        Self::require_history(&ctx)?;
+        let m = self
+            .store
+            .message(channel_id, id)
+            .await?
+            .ok_or(Error::NotFound("message"))?;
+        self.one_message_wire(&m, caller.user_id, &ctx).await
+    }
+
+    /// `PATCH /channels/{id}/messages/{messageId}`: the author only.
+    pub async fn edit_message(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        id: Snowflake,
+        req: EditMessageRequest,
+    ) -> Result<Message> {
+        let ctx = self.channel_context(caller, channel_id).await?;
+        let m = self
+            .store
+            .message(channel_id, id)
+            .await?
+            .ok_or(Error::NotFound("message"))?;
+        let max = if m.encrypted { 8192 } else { 2000 };
+        let n = req.content.chars().count();
+        if n == 0 || n > max || (!m.encrypted && req.content.trim().is_empty()) {
+            return Err(Error::invalid(
+                "content",
+                "length",
+                format!("must be 1–{max} characters"),
+            ));
+        }
+        if m.author_id != caller.user_id {
+            return Err(Error::Forbidden(
+                "Only the author can edit a message.".into(),
+            ));
+        }
+        let (mentions, notified) = if m.encrypted {
+            (Mentions::default(), Vec::new())
+        } else {
+            self.resolve_mentions(&ctx, &req.content).await?
+        };
+        let mentions_json = serde_json::to_string(&json!({"users": mentions.users, "roles": mentions.roles, "channels": mentions.channels}))
+            .map_err(|e| Error::Internal(e.into()))?;
+        let edited = self
+            .store
+            .edit_message(
+                &m,
+                &req.content,
+                &mentions_json,
+                mentions.everyone,
+                &notified,
+                self.clock.now(),
+            )
+            .await?
+            .ok_or(Error::NotFound("message"))?;
+        let out = self.one_message_wire(&edited, caller.user_id, &ctx).await?;
+        self.publish(Topic::Channel(channel_id), "MESSAGE_UPDATE", &out)
+            .await;
+        Ok(out)
+    }
+
+    async fn publish_deletes(&self, ctx: &ChannelContext, ids: &[Snowflake]) {
+        for id in ids {
+            let ev = json!({"id": id, "channelId": ctx.channel.id, "serverId": message_event_server(ctx)});
+            self.publish(Topic::Channel(ctx.channel.id), "MESSAGE_DELETE", &ev)
+                .await;
+        }
+    }
+
+    /// `DELETE /channels/{id}/messages/{messageId}`: the author, or MANAGE_MESSAGES.
+    pub async fn delete_message(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        id: Snowflake,
+    ) -> Result<()> {
+        let ctx = self.channel_context(caller, channel_id).await?;
+        let m = self
+            .store
+            .message(channel_id, id)
+            .await?
+            .ok_or(Error::NotFound("message"))?;
+        if m.author_id != caller.user_id {
+            require_bits(ctx.perms, bits::MANAGE_MESSAGES)?;
+        }
+        let gone = self
+            .store
+            .delete_messages(channel_id, &[id], self.clock.now())
+            .await?;
+        self.publish_deletes(&ctx, &gone).await;
+        Ok(())
+    }
+
+    /// `POST /channels/{id}/messages/bulk-delete` (MANAGE_MESSAGES; 2–100 ids; ids that are
+    /// not live messages of the channel are skipped).
+    pub async fn bulk_delete(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        req: BulkDeleteRequest,
+    ) -> Result<()> {
+        let mut ids = req.message_ids;
+        ids.sort();
+        ids.dedup();
+        if !(2..=100).contains(&ids.len()) {
+            return Err(Error::invalid(
+                "messageIds",
+                "length",
+                "give 2–100 distinct ids",
+            ));
+        }
+        let ctx = self.channel_context(caller, channel_id).await?;
+        if ctx.server_id.is_none() {
+            return Err(Error::Forbidden(
+                "Bulk delete works in server channels.".into(),
+            ));
+        }
+        require_bits(ctx.perms, bits::MANAGE_MESSAGES)?;
+        let gone = self
+            .store
+            .delete_messages(channel_id, &ids, self.clock.now())
+            .await?;
+        self.publish_deletes(&ctx, &gone).await;
+        Ok(())
+    }
+
+    async fn reaction_target(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        message: Snowflake,
+        emoji: &str,
+    ) -> Result<ChannelContext> {
+        check_emoji(emoji)?;
+        let ctx = self.channel_context(caller, channel_id).await?;
+        Self::require_history(&ctx)?;
+        self.store
+            .message(channel_id, message)
+            .await?
+            .ok_or(Error::NotFound("message"))?;
+        Ok(ctx)
+    }
+
+    async fn publish_reaction(
+        &self,
+        ctx: &ChannelContext,
+        name: &'static str,
+        message: Snowflake,
+        user: Snowflake,
+        emoji: &str,
+    ) {
+        let ev = json!({"channelId": ctx.channel.id, "messageId": message, "userId": user, "emoji": emoji, "serverId": message_event_server(ctx)});
+        self.publish(Topic::Channel(ctx.channel.id), name, &ev)
+            .await;
+    }
+
+    /// `PUT`/`POST …/reactions/{emoji}`: a new emoji needs ADD_REACTIONS; joining one does not.
+    pub async fn add_reaction(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        message: Snowflake,
+        emoji: &str,
+    ) -> Result<()> {
+        let ctx = self
+            .reaction_target(caller, channel_id, message, emoji)
+            .await?;
+        if !self.store.reaction_exists(message, emoji).await? {
+            require_bits(ctx.perms, bits::ADD_REACTIONS)?;
+        }
+        self.check_dm_block(&ctx, caller.user_id).await?;
+        if self
+            .store
+            .add_reaction(message, emoji, caller.user_id, self.clock.now())
+            .await?
+        {
+            self.publish_reaction(&ctx, "MESSAGE_REACTION_ADD", message, caller.user_id, emoji)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// `DELETE …/reactions/{emoji}` (one's own).
+    pub async fn remove_reaction(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        message: Snowflake,
+        emoji: &str,
+    ) -> Result<()> {
+        let ctx = self
+            .reaction_target(caller, channel_id, message, emoji)
+            .await?;
+        if self
+            .store
+            .remove_reaction(message, emoji, caller.user_id)
+            .await?
+        {
+            self.publish_reaction(
+                &ctx,
+                "MESSAGE_REACTION_REMOVE",
+                message,
+                caller.user_id,
+                emoji,
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// `GET …/reactions/{emoji}`: who reacted.
+    pub async fn reaction_users(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        message: Snowflake,
+        emoji: &str,
+        after: Option<Snowflake>,
+        limit: Option<u32>,
+    ) -> Result<UserList> {
+        let limit = limit.unwrap_or(25);
+        if !(1..=100).contains(&limit) {
+            return Err(Error::invalid("limit", "range", "must be 1–100"));
+        }
+        self.reaction_target(caller, channel_id, message, emoji)
+            .await?;
+        let ids = self
+            .store
+            .reaction_users(message, emoji, after, limit)
+            .await?;
+        let mut users = self.store.users_by_ids(&ids).await?;
+        users.sort_by_key(|u| u.id);
+        Ok(UserList {
+            users: users.iter().map(Self::summary).collect(),
+        })
+    }
+
+    /// `GET /channels/{id}/pins`.
+    pub async fn pins(&self, caller: &Caller, channel_id: Snowflake) -> Result<MessageList> {
+        let ctx = self.channel_context(caller, channel_id).await?;
+        Self::require_history(&ctx)?;
+        let list = self.store.pins(channel_id).await?;
+        Ok(MessageList {
+            messages: self
+                .messages_wire(&list, caller.user_id, ctx.server_id)
+                .await?,
+        })
+    }
+
+    /// `PUT`/`DELETE /channels/{id}/pins/{messageId}` (MANAGE_MESSAGES; any member of a DM).
+    pub async fn set_pin(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        message: Snowflake,
+        pinned: bool,
+    ) -> Result<()> {
+        let ctx = self.channel_context(caller, channel_id).await?;
+        if ctx.server_id.is_some() {
+            require_bits(ctx.perms, bits::MANAGE_MESSAGES)?;
+        }
+        self.store
+            .message(channel_id, message)
+            .await?
+            .ok_or(Error::NotFound("message"))?;
+        let changed = if pinned {
+            if self.store.pins(channel_id).await?.len() >= MAX_PINS {
+                return Err(Error::invalid(
+                    "messageId",
+                    "maxPins",
+                    format!("a channel holds at most {MAX_PINS} pins"),
+                ));
+            }
+            self.store
+                .pin(channel_id, message, caller.user_id, self.clock.now())
+                .await?
+        } else {
+            self.store.unpin(channel_id, message).await?
+        };
+        if changed {
+            let ev = json!({"channelId": channel_id, "serverId": message_event_server(&ctx), "lastPinTimestamp": self.clock.now()});
+            self.publish(Topic::Channel(channel_id), "CHANNEL_PINS_UPDATE", &ev)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// `POST /channels/{id}/typing` (SEND_MESSAGES).
+    pub async fn typing(&self, caller: &Caller, channel_id: Snowflake) -> Result<()> {
+        let ctx = self.channel_context(caller, channel_id).await?;
+        require_bits(ctx.perms, bits::SEND_MESSAGES)?;
+        let now = self.clock.now();
+        if let Ok(mut t) = self.activity.typing.lock() {
+            t.insert((channel_id, caller.user_id), now.as_millis());
+        }
+        let ev = json!({"channelId": channel_id, "userId": caller.user_id, "serverId": message_event_server(&ctx), "timestamp": now});
+        self.publish(Topic::Channel(channel_id), "TYPING_START", &ev)
+            .await;
+        Ok(())
+    }
+
+    /// `POST /channels/{id}/attachments`: stores an upload for a later message.
+    pub async fn upload_attachment(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        filename: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Attachment> {
+        let ctx = self.channel_context(caller, channel_id).await?;
+        require_bits(ctx.perms, bits::SEND_MESSAGES | bits::ATTACH_FILES)?;
+        if bytes.is_empty() {
+            return Err(Error::invalid("file", "required", "the file is empty"));
+        }
+        if bytes.len() > self.settings.attachment_max_bytes {
+            return Err(Error::PayloadTooLarge(format!(
+                "Attachments are limited to {} bytes.",
+                self.settings.attachment_max_bytes
+            )));
+        }
+        let content_type = sniff_content_type(&bytes);
+        let (width, height) = match crate::media::sniff(&bytes) {
+            Some((format, _)) => {
+                let dims = image::ImageReader::with_format(std::io::Cursor::new(&bytes), format)
+                    .into_dimensions()
+                    .ok();
+                (dims.map(|d| i64::from(d.0)), dims.map(|d| i64::from(d.1)))
+            }
+            None => (None, None),
+        };
+        let id = self.ids.next_id();
+        let filename = sanitize_filename(filename);
+        let key = format!("{channel_id}/{id}");
+        self.files
+            .put(&key, &bytes)
+            .await
+            .map_err(Error::Internal)?;
+        let rec = AttachmentRecord {
+            id,
+            uploader_id: caller.user_id,
+            channel_id,
+            message_id: None,
+            filename,
+            content_type: content_type.to_owned(),
+            size: bytes.len() as i64,
+            width,
+            height,
+            storage_key: key,
+            created_at: self.clock.now(),
+        };
+        self.store.create_attachment(&rec).await?;
+        Ok(self.attachment_wire(&rec))
+    }
+
+    /// `POST /channels/{id}/messages/{messageId}/ack`.
+    pub async fn ack(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        message: Snowflake,
+    ) -> Result<()> {
+        let ctx = self.channel_context(caller, channel_id).await?;
+        self.store
+            .message(channel_id, message)
+            .await?
+            .ok_or(Error::NotFound("message"))?;
+        let now = self.clock.now();
+        self.store
+            .ack(caller.user_id, channel_id, message, now)
+            .await?;
+        let ev = json!({"channelId": channel_id, "messageId": message, "userId": caller.user_id, "readAt": now});
+        // Read receipts are shared in DMs; elsewhere only the reader's own sessions hear of it.
+        let topic = if ctx.server_id.is_none() {
+            Topic::Channel(channel_id)
+        } else {
+            Topic::User(caller.user_id)
+        };
+        self.publish(topic, "MESSAGE_ACK", &ev).await;
+        Ok(())
+    }
+
+    /// `GET /users/@me/read-states`.
+    pub async fn read_states(&self, caller: &Caller) -> Result<ReadStateList> {
+        let list = self.store.read_states(caller.user_id).await?;
+        Ok(ReadStateList {
+            read_states: list
+                .into_iter()
+                .map(|r| ReadState {
+                    channel_id: r.channel_id,
+                    last_read_message_id: r.last_read_message_id,
+                    unread_count: r.unread_count,
+                    mention_count: r.mention_count,
+                })
+                .collect(),
+        })
+    }
+
+    /// Channels of a server the caller can read (VIEW_CHANNELS and READ_MESSAGE_HISTORY).
+    async fn readable_channels(
+        &self,
+        caller: &Caller,
+        server: Snowflake,
+    ) -> Result<Vec<Snowflake>> {
+        let access = self.server_access(caller, server).await?;
+        let channels = self.store.server_channels(server).await?;
+        let overwrites = self.store.server_overwrites(server).await?;
+        Ok(channels
+            .iter()
+            .filter(|c| {
+                let ow: Vec<_> = overwrites
+                    .iter()
+                    .filter(|o| o.channel_id == c.id)
+                    .cloned()
+                    .collect();
+                has(
+                    access.in_channel(c, &ow),
+                    bits::VIEW_CHANNELS | bits::READ_MESSAGE_HISTORY,
+                )
+            })
+            .map(|c| c.id)
+            .collect())
+    }
+
+    /// `GET /servers/{id}/messages/search` and `GET /channels/{id}/messages/search`.
+    pub async fn search(
+        &self,
+        caller: &Caller,
+        scope: SearchScope,
+        p: SearchParams,
+    ) -> Result<MessageList> {
+        let limit = p.limit.unwrap_or(25);
+        let mut v = crate::validate::Violations::default();
+        let q = p.q.as_deref().map(str::trim).unwrap_or_default();
+        if q.is_empty() || q.chars().count() > 200 {
+            v.push("q", "length", "must be 1–200 characters");
+        }
+        if !(1..=100).contains(&limit) {
+            v.push("limit", "range", "must be 1–100");
+        }
+        v.finish()?;
+        let (channels, server) = match scope {
+            SearchScope::Channel(c) => {
+                let ctx = self.channel_context(caller, c).await?;
+                Self::require_history(&ctx)?;
+                (vec![c], ctx.server_id)
+            }
+            SearchScope::Server(s) => {
+                let mut readable = self.readable_channels(caller, s).await?;
+                if let Some(only) = p.channel_id {
+                    readable.retain(|c| *c == only);
+                }
+                (readable, Some(s))
+            }
+        };
+        let found = self
+            .store
+            .search(&SearchQuery {
+                text: q.to_owned(),
+                channels,
+                author: p.author_id,
+                before: p.before,
+                after: p.after,
+                limit,
+            })
+            .await?;
+        Ok(MessageList {
+            messages: self.messages_wire(&found, caller.user_id, server).await?,
+        })
+    }
+}
+
+/// Where a search looks.
+#[derive(Debug, Clone, Copy)]
+pub enum SearchScope {
+    /// One channel.
+    Channel(Snowflake),
+    /// Every readable channel of a server.
+    Server(Snowflake),
+}
