@@ -5,6 +5,7 @@ mod auth;
 mod health;
 mod limits;
 mod mail;
+mod messages;
 mod process;
 mod routes;
 mod servers;
