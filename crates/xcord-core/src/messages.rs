@@ -549,7 +549,37 @@ impl Core {
                 ));
             }
         };
-        let out = self.one_message_wire(&record, caller.user_id, &ctx).await?;
+        let out = if created {
+            // A new message has no reactions and no pin, and only the attachments it was
+            // just given: render it from what is known rather than the batched loads.
+            let author = self.user(caller.user_id).await?;
+            let author = MessageAuthor {
+                id: author.id,
+                username: author.username.clone(),
+                avatar: author.avatar.as_deref().map(Self::cdn_url),
+            };
+            let attachments = if new.attachment_ids.is_empty() {
+                Vec::new()
+            } else {
+                let mut by_msg = self.store.attachments_for(&[record.id]).await?;
+                by_msg
+                    .remove(&record.id)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|a| self.attachment_wire(a))
+                    .collect()
+            };
+            self.message_wire(
+                &record,
+                author,
+                attachments,
+                Vec::new(),
+                false,
+                ctx.server_id,
+            )
+        } else {
+            self.one_message_wire(&record, caller.user_id, &ctx).await?
+        };
         if created {
             let was_typing = self.record_post(channel_id, caller.user_id);
             self.publish(Topic::Channel(channel_id), "MESSAGE_CREATE", &out)
