@@ -28,7 +28,7 @@ pub use repo::sessions::{
     NewSession, RefreshOutcome, SessionRecord, SessionRepository, TokenPurpose,
 };
 pub use repo::users::{NewUser, ProfilePatch, UserRecord, UserRepository};
-pub use store::{Backend, PoolStats, Store, StoreOptions};
+pub use store::{Backend, PoolStats, Store, StoreOptions, WriteTx};
 
 /// Result of a storage call.
 pub type StoreResult<T> = Result<T, StoreError>;

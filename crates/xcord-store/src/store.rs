@@ -1,5 +1,6 @@
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -72,6 +73,44 @@ pub struct PoolStats {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer at a time. Write transactions queue here, in arrival order,
+    /// instead of in SQLite's busy handler, which sleeps in growing steps (up to 100 ms)
+    /// between retries and so turns contention into long tail latency.
+    write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A write transaction. Dereferences to the connection (use `&mut *tx` as the executor);
+/// end it with [`WriteTx::commit`] or [`WriteTx::rollback`] (dropping it rolls back).
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+}
+
+impl WriteTx {
+    /// Commits, then lets the next writer in.
+    pub async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Rolls back, then lets the next writer in.
+    pub async fn rollback(self) -> StoreResult<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
 }
 
 impl Store {
@@ -116,7 +155,13 @@ impl Store {
             .connect_with(connect_opts)
             .await
             .with_context(|| format!("cannot open the {} database", backend.name()))?;
-        Ok(Self { pool, backend })
+        let write_turn =
+            (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Self {
+            pool,
+            backend,
+            write_turn,
+        })
     }
 
     /// Applies every embedded migration not yet applied.
@@ -167,15 +212,19 @@ impl Store {
         }
     }
 
-    /// Begins a transaction that will write. On SQLite it takes the write lock up front
-    /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of failing on a
-    /// lock upgrade.
-    pub async fn begin_write(&self) -> StoreResult<Transaction<'static, Any>> {
+    /// Begins a transaction that will write. On SQLite it first waits its turn among this
+    /// process's writers, then takes the write lock up front (`BEGIN IMMEDIATE`), so it
+    /// neither fails on a lock upgrade nor sleeps in the busy handler.
+    pub async fn begin_write(&self) -> StoreResult<WriteTx> {
+        let turn = match &self.write_turn {
+            Some(m) => Some(m.clone().lock_owned().await),
+            None => None,
+        };
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok(tx)
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     /// Reads a flag column: PostgreSQL `BOOLEAN`, SQLite `INTEGER` 0/1.
