@@ -69,14 +69,8 @@ impl Mailer for OutboxMailer {
             xcord_types::Timestamp::now().as_millis(),
             crate::crypto::random_token(6)
         );
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let path = self.dir.join(format!("{name}.eml"));
-        tokio::fs::write(&tmp, bytes)
-            .await
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .with_context(|| format!("moving {}", path.display()))?;
+        crate::storage::write_file_atomically(&self.dir.join(format!("{name}.eml")), &bytes)
+            .await?;
         Ok(())
     }
 }

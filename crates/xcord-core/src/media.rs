@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use image::ImageFormat;
 use sha2::{Digest, Sha256};
 
@@ -89,19 +88,7 @@ pub async fn store_image(
 ) -> anyhow::Result<String> {
     let hash = hex::encode(&Sha256::digest(&img.bytes)[..16]);
     let key = format!("{kind}/{owner}/{hash}.{}", img.extension);
-    let path = root.join(&key);
-    if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    tokio::fs::write(&tmp, &img.bytes)
-        .await
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    tokio::fs::rename(&tmp, &path)
-        .await
-        .with_context(|| format!("moving {}", path.display()))?;
+    crate::storage::write_file_atomically(&root.join(&key), &img.bytes).await?;
     Ok(key)
 }
 

@@ -23,6 +23,25 @@ pub trait FileStore: Send + Sync + std::fmt::Debug {
     async fn open(&self, key: &str) -> anyhow::Result<Option<StoredFile>>;
 }
 
+/// Writes `bytes` to `path` so that the file appears whole or not at all: into a hidden
+/// sibling first, then renamed (creating the directory when missing).
+pub async fn write_file_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.part"));
+    tokio::fs::write(&tmp, bytes)
+        .await
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .with_context(|| format!("moving {}", path.display()))?;
+    Ok(())
+}
+
 /// Files under a directory.
 #[derive(Debug, Clone)]
 pub struct LocalFileStore {
@@ -44,20 +63,7 @@ impl LocalFileStore {
 #[async_trait]
 impl FileStore for LocalFileStore {
     async fn put(&self, key: &str, bytes: &[u8]) -> anyhow::Result<()> {
-        let path = self.path(key)?;
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let tmp = path.with_extension("part");
-        tokio::fs::write(&tmp, bytes)
-            .await
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .with_context(|| format!("moving {}", path.display()))?;
-        Ok(())
+        write_file_atomically(&self.path(key)?, bytes).await
     }
 
     async fn open(&self, key: &str) -> anyhow::Result<Option<StoredFile>> {
