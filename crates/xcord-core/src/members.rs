@@ -6,9 +6,7 @@
 use serde_json::json;
 use xcord_bus::Topic;
 use xcord_permissions::bits;
-use xcord_store::{
-    InviteRecord, MemberRecord, RolePatch, ServerRepository, UserRepository, Versioned,
-};
+use xcord_store::{InviteRecord, MemberRecord, RolePatch, ServerRepository, Versioned};
 use xcord_types::Snowflake;
 use xcord_types::rest::servers::{
     AuditEntry, AuditLog, Ban, BanList, BanRequest, CreateInviteRequest, Invite, InviteList,
@@ -52,30 +50,17 @@ fn check_role_request(req: &RoleRequest, creating: bool) -> Result<()> {
 }
 
 impl Core {
-    /// The member's user part.
+    /// The wire form of one member.
     async fn member_wire(&self, m: &MemberRecord) -> Result<Member> {
-        let u = self.user(m.user_id).await?;
-        Ok(Member {
-            user: MemberUser {
-                id: u.id,
-                username: u.username.clone(),
-                avatar: u.avatar.as_deref().map(Self::cdn_url),
-            },
-            nickname: m.nickname.clone(),
-            roles: m.roles.clone(),
-            joined_at: m.joined_at,
-        })
+        self.members_wire(std::slice::from_ref(m))
+            .await?
+            .pop()
+            .ok_or(Error::NotFound("user"))
     }
 
     async fn members_wire(&self, list: &[MemberRecord]) -> Result<Vec<Member>> {
         let ids: Vec<Snowflake> = list.iter().map(|m| m.user_id).collect();
-        let users: std::collections::HashMap<Snowflake, _> = self
-            .store
-            .users_by_ids(&ids)
-            .await?
-            .into_iter()
-            .map(|u| (u.id, u))
-            .collect();
+        let users = self.users_by_id(&ids).await?;
         Ok(list
             .iter()
             .filter_map(|m| {
@@ -624,13 +609,7 @@ impl Core {
         access.require(bits::BAN_MEMBERS)?;
         let bans = self.store.bans(server).await?;
         let ids: Vec<Snowflake> = bans.iter().map(|b| b.user_id).collect();
-        let users: std::collections::HashMap<Snowflake, _> = self
-            .store
-            .users_by_ids(&ids)
-            .await?
-            .into_iter()
-            .map(|u| (u.id, u))
-            .collect();
+        let users = self.users_by_id(&ids).await?;
         Ok(BanList {
             bans: bans
                 .iter()

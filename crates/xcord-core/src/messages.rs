@@ -218,13 +218,7 @@ impl Core {
         let mut authors: Vec<Snowflake> = list.iter().map(|m| m.author_id).collect();
         authors.sort();
         authors.dedup();
-        let users: HashMap<Snowflake, _> = self
-            .store
-            .users_by_ids(&authors)
-            .await?
-            .into_iter()
-            .map(|u| (u.id, u))
-            .collect();
+        let users = self.users_by_id(&authors).await?;
         let mut attachments = self.store.attachments_for(&ids).await?;
         let mut reactions = self.store.reactions_for(&ids, viewer).await?;
         let pinned: HashSet<Snowflake> = self.store.pinned_among(&ids).await?.into_iter().collect();

@@ -36,7 +36,10 @@ struct RelationshipEvent {
 
 impl Core {
     /// The users with these ids, by id, in one query.
-    async fn users_by_id(&self, ids: &[Snowflake]) -> Result<HashMap<Snowflake, UserRecord>> {
+    pub(crate) async fn users_by_id(
+        &self,
+        ids: &[Snowflake],
+    ) -> Result<HashMap<Snowflake, UserRecord>> {
         Ok(self
             .store
             .users_by_ids(ids)
