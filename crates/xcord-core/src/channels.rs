@@ -338,7 +338,9 @@ impl Core {
         };
         let (c, _, perms, overwrites) = self.channel_access(caller, id).await?;
         require_bits(perms, bits::MANAGE_CHANNELS)?;
+        let files = self.attachment_files_of(&[id]).await?;
         self.store.delete_channel(id).await?;
+        self.delete_files_later(files);
         self.audit_channel(server, caller, "channel_delete", &c)
             .await?;
         self.publish(

@@ -33,6 +33,8 @@ const SIGNED_URL_TTL_SECS: i64 = 24 * 3600;
 const TYPING_MS: i64 = 10_000;
 /// Most pins per channel.
 const MAX_PINS: usize = 50;
+/// Most members a role mention counts as mentioned (bounds the rows one post writes).
+const MAX_ROLE_MENTION_FANOUT: u32 = 1000;
 
 /// What private-channel members may do (no moderation of each other).
 const PRIVATE_PERMS: u64 = bits::VIEW_CHANNELS
@@ -180,6 +182,27 @@ impl Core {
         Ok(a)
     }
 
+    /// Storage keys of these channels' attachments (read before the rows go).
+    pub(crate) async fn attachment_files_of(&self, channels: &[Snowflake]) -> Result<Vec<String>> {
+        Ok(self.store.attachment_keys(channels).await?)
+    }
+
+    /// Deletes stored files by key, in the background, once their rows are gone (a failure is
+    /// logged; the files are unreachable either way).
+    pub(crate) fn delete_files_later(&self, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        let files = self.files.clone();
+        self.spawn_background(async move {
+            for key in keys {
+                if let Err(e) = files.delete(&key).await {
+                    tracing::warn!(error = format!("{e:#}"), "attachment file not removed");
+                }
+            }
+        });
+    }
+
     /// Opens an attachment's bytes.
     pub async fn open_attachment(
         &self,
@@ -317,6 +340,7 @@ impl Core {
     ) -> Result<(Mentions, Vec<Snowflake>)> {
         let parsed = parse_mentions(content);
         let everyone = parsed.everyone && has(ctx.perms, bits::MENTION_EVERYONE);
+        let mut notified_extra: Vec<Snowflake> = Vec::new();
         let (users, roles, channels) = match ctx.server_id {
             None => (
                 parsed
@@ -329,26 +353,40 @@ impl Core {
             ),
             Some(server) => {
                 let mut users = Vec::new();
+                let mut role_members = Vec::new();
                 for u in parsed.users {
                     if self.store.member(server, u).await?.is_some() {
                         users.push(u);
                     }
                 }
-                let role_ids: HashSet<Snowflake> = if parsed.roles.is_empty() {
+                // A role mention pings when the role is mentionable or the author may ping
+                // everyone (as on Discord); its members then count as mentioned.
+                let may_ping_all = has(ctx.perms, bits::MENTION_EVERYONE);
+                let pingable: HashSet<Snowflake> = if parsed.roles.is_empty() {
                     HashSet::new()
                 } else {
                     self.store
                         .roles(server)
                         .await?
                         .into_iter()
+                        .filter(|r| r.mentionable || may_ping_all)
                         .map(|r| r.id)
                         .collect()
                 };
                 let roles: Vec<Snowflake> = parsed
                     .roles
                     .into_iter()
-                    .filter(|r| role_ids.contains(r) && *r != server)
+                    .filter(|r| pingable.contains(r) && *r != server)
                     .collect();
+                for m in self
+                    .store
+                    .members_with_roles(server, &roles, MAX_ROLE_MENTION_FANOUT)
+                    .await?
+                {
+                    if !users.contains(&m) {
+                        role_members.push(m);
+                    }
+                }
                 let channel_ids: HashSet<Snowflake> = if parsed.channels.is_empty() {
                     HashSet::new()
                 } else {
@@ -364,10 +402,12 @@ impl Core {
                     .into_iter()
                     .filter(|c| channel_ids.contains(c))
                     .collect();
+                notified_extra = role_members;
                 (users, roles, channels)
             }
         };
-        let notified = users.clone();
+        let mut notified = users.clone();
+        notified.extend(notified_extra);
         Ok((
             Mentions {
                 users,

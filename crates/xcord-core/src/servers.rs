@@ -516,7 +516,16 @@ impl Core {
                 "Only the owner can delete the server.".into(),
             ));
         }
+        let channels: Vec<Snowflake> = self
+            .store
+            .server_channels(id)
+            .await?
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        let files = self.attachment_files_of(&channels).await?;
         self.store.delete_server(id).await?;
+        self.delete_files_later(files);
         self.publish(Topic::Server(id), "SERVER_DELETE", &json!({"id": id}))
             .await;
         Ok(())

@@ -21,6 +21,8 @@ pub trait FileStore: Send + Sync + std::fmt::Debug {
     async fn put(&self, key: &str, bytes: &[u8]) -> anyhow::Result<()>;
     /// Opens `key`; `None` when there is no such file.
     async fn open(&self, key: &str) -> anyhow::Result<Option<StoredFile>>;
+    /// Removes `key`; a missing file is not an error.
+    async fn delete(&self, key: &str) -> anyhow::Result<()>;
 }
 
 /// Writes `bytes` to `path` so that the file appears whole or not at all: into a hidden
@@ -75,6 +77,15 @@ impl FileStore for LocalFileStore {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
         }
     }
 }

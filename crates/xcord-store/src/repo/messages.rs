@@ -319,11 +319,16 @@ impl Store {
         rows.iter().map(|r| self.message_from_row(r)).collect()
     }
 
-    /// `WHERE x IN (ids)` as one bound JSON array, per backend.
-    fn in_ids(&self) -> &'static str {
+    /// `WHERE x IN (ids)` with the ids bound as one JSON array in parameter `$1`.
+    fn in_ids(&self) -> String {
+        self.in_ids_at(1)
+    }
+
+    /// The same with the JSON array in parameter `$n`, per backend.
+    pub(crate) fn in_ids_at(&self, n: u8) -> String {
         match self.backend() {
-            Backend::Sqlite => "(SELECT value FROM json_each($1))",
-            Backend::Postgres => "(SELECT jsonb_array_elements_text($1::jsonb)::bigint)",
+            Backend::Sqlite => format!("(SELECT value FROM json_each(${n}))"),
+            Backend::Postgres => format!("(SELECT jsonb_array_elements_text(${n}::jsonb)::bigint)"),
         }
     }
 

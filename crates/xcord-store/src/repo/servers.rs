@@ -316,6 +316,15 @@ pub trait ServerRepository: Send + Sync {
     ) -> StoreResult<Vec<MemberRecord>>;
     /// Ids of every member.
     async fn member_ids(&self, server: Snowflake) -> StoreResult<Vec<Snowflake>>;
+    /// Ids of members holding any of these roles, at most `limit`.
+    async fn members_with_roles(
+        &self,
+        server: Snowflake,
+        roles: &[Snowflake],
+        limit: u32,
+    ) -> StoreResult<Vec<Snowflake>>;
+    /// Storage keys of the attachments uploaded to these channels.
+    async fn attachment_keys(&self, channels: &[Snowflake]) -> StoreResult<Vec<String>>;
     /// Adds a member; false when already one.
     async fn add_member(
         &self,
@@ -448,6 +457,12 @@ macro_rules! invite_select {
             $tail
         )
     };
+}
+
+/// A list of ids as one JSON array parameter.
+fn ids_list(ids: &[Snowflake]) -> StoreResult<String> {
+    serde_json::to_string(&ids.iter().map(|i| i.get()).collect::<Vec<_>>())
+        .map_err(|e| StoreError::Other(sqlx::Error::Encode(Box::new(e))))
 }
 
 fn sf(v: i64) -> Snowflake {
@@ -876,6 +891,43 @@ impl ServerRepository for Store {
             })
             .collect::<StoreResult<Vec<_>>>()?;
         self.with_roles(server, list).await
+    }
+
+    async fn members_with_roles(
+        &self,
+        server: Snowflake,
+        roles: &[Snowflake],
+        limit: u32,
+    ) -> StoreResult<Vec<Snowflake>> {
+        if roles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT DISTINCT user_id FROM member_roles WHERE server_id = $1 AND role_id IN {} LIMIT $3",
+            self.in_ids_at(2)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(server.get())
+            .bind(ids_list(roles)?)
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok(sf(r.try_get(0)?))).collect()
+    }
+
+    async fn attachment_keys(&self, channels: &[Snowflake]) -> StoreResult<Vec<String>> {
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT storage_key FROM attachments WHERE channel_id IN {}",
+            self.in_ids_at(1)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids_list(channels)?)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
     async fn member_ids(&self, server: Snowflake) -> StoreResult<Vec<Snowflake>> {

@@ -415,6 +415,59 @@ async fn mentions_take_effect_only_where_they_may(backend: Backend) {
         say(&app, &r.owner, &r.channel, "@everyone owner").await["mentions"]["everyone"],
         true
     );
+    // Without MENTION_EVERYONE only mentionable roles ping; their members count as mentioned.
+    let quiet = app
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{}/roles", r.server),
+            &json!({"name": "Quiet"}),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for rid in [&role, &quiet] {
+        assert_eq!(
+            app.put_as(
+                &r.owner.token,
+                &format!("/servers/{}/members/{}/roles/{rid}", r.server, r.owner.id),
+                &json!({})
+            )
+            .await
+            .status,
+            204
+        );
+    }
+    let last = say(&app, &r.owner, &r.channel, "marker").await;
+    app.post_as(
+        &r.owner.token,
+        &format!(
+            "/channels/{}/messages/{}/ack",
+            r.channel,
+            last["id"].as_str().unwrap_or_default()
+        ),
+        &json!({}),
+    )
+    .await;
+    let pinged = say(
+        &app,
+        &r.member,
+        &r.channel,
+        &format!("<@&{role}> <@&{quiet}>"),
+    )
+    .await;
+    assert_eq!(
+        pinged["mentions"]["roles"],
+        json!([role]),
+        "a non-mentionable role needs MENTION_EVERYONE"
+    );
+    let states = app.get_as(&r.owner.token, "/users/@me/read-states").await;
+    assert_eq!(
+        states.body["readStates"][0]["mentionCount"], 1,
+        "{}",
+        states.text
+    );
 }
 
 async fn edits_and_deletes_follow_authorship_and_permission(backend: Backend) {
@@ -1046,6 +1099,27 @@ async fn attachments_are_sniffed_signed_and_ranged(backend: Backend) {
         .await
         .expect("post");
     assert_eq!(nothing.status().as_u16(), 415);
+    // Deleting the channel removes the stored files as well as the rows.
+    let stored = app.data_dir().join("attachments").join(&r.channel);
+    assert!(
+        std::fs::read_dir(&stored).map(|d| d.count()).unwrap_or(0) >= 2,
+        "uploads are on disk"
+    );
+    assert_eq!(
+        app.delete_as(&owner.token, &format!("/channels/{}", r.channel))
+            .await
+            .status,
+        204
+    );
+    let mut emptied = false;
+    for _ in 0..50 {
+        if std::fs::read_dir(&stored).map(|d| d.count()).unwrap_or(0) == 0 {
+            emptied = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(emptied, "attachment files outlived their channel");
 }
 
 async fn search_finds_only_readable_live_plain_messages(backend: Backend) {
