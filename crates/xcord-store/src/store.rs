@@ -227,6 +227,14 @@ impl Store {
         Ok(WriteTx { tx, _turn: turn })
     }
 
+    /// The right side of `x IN …` for ids bound with [`ids_json`] in parameter `$n`.
+    pub(crate) fn in_ids_at(&self, n: u8) -> String {
+        match self.backend {
+            Backend::Sqlite => format!("(SELECT value FROM json_each(${n}))"),
+            Backend::Postgres => format!("(SELECT jsonb_array_elements_text(${n}::jsonb)::bigint)"),
+        }
+    }
+
     /// Reads a flag column: PostgreSQL `BOOLEAN`, SQLite `INTEGER` 0/1.
     pub fn flag(&self, row: &AnyRow, column: &str) -> StoreResult<bool> {
         Ok(match self.backend {
@@ -239,6 +247,13 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// A list of ids as one JSON array, bound as a single parameter (see [`Store::in_ids_at`]):
+/// one statement and one round trip whatever the count.
+pub(crate) fn ids_json(ids: &[xcord_types::Snowflake]) -> StoreResult<String> {
+    serde_json::to_string(&ids.iter().map(|i| i.get()).collect::<Vec<_>>())
+        .map_err(|e| StoreError::Other(sqlx::Error::Encode(Box::new(e))))
 }
 
 /// `sqlite://PATH` → the same URL with `mode=rwc`, after creating PATH's directory.

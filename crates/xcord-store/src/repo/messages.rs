@@ -9,6 +9,7 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 use xcord_types::{Snowflake, Timestamp};
 
+use crate::store::ids_json;
 use crate::{Backend, Store, StoreError, StoreResult};
 
 /// A message row.
@@ -283,11 +284,6 @@ macro_rules! message_select {
     };
 }
 
-fn ids_json(ids: &[Snowflake]) -> StoreResult<String> {
-    serde_json::to_string(&ids.iter().map(|i| i.get()).collect::<Vec<_>>())
-        .map_err(|e| StoreError::Other(sqlx::Error::Encode(Box::new(e))))
-}
-
 impl Store {
     fn message_from_row(&self, r: &AnyRow) -> StoreResult<MessageRecord> {
         Ok(MessageRecord {
@@ -319,17 +315,9 @@ impl Store {
         rows.iter().map(|r| self.message_from_row(r)).collect()
     }
 
-    /// `WHERE x IN (ids)` with the ids bound as one JSON array in parameter `$1`.
+    /// `x IN …` for ids bound with `ids_json` in parameter `$1`.
     fn in_ids(&self) -> String {
         self.in_ids_at(1)
-    }
-
-    /// The same with the JSON array in parameter `$n`, per backend.
-    pub(crate) fn in_ids_at(&self, n: u8) -> String {
-        match self.backend() {
-            Backend::Sqlite => format!("(SELECT value FROM json_each(${n}))"),
-            Backend::Postgres => format!("(SELECT jsonb_array_elements_text(${n}::jsonb)::bigint)"),
-        }
     }
 
     async fn message_by_id(&self, id: Snowflake) -> StoreResult<Option<MessageRecord>> {
@@ -869,6 +857,7 @@ impl MessageRepository for Store {
         if words.is_empty() {
             return Ok(Vec::new());
         }
+        let channels = self.in_ids_at(2);
         let filters = "AND ($3 = 0 OR m.author_id = $3) AND m.id < $4 AND m.id > $5 AND m.deleted_at IS NULL AND m.encrypted = $6 \
                        ORDER BY m.id DESC LIMIT $7";
         let (sql, text) = match self.backend() {
@@ -878,7 +867,7 @@ impl MessageRepository for Store {
                     "SELECT m.id, m.channel_id, m.author_id, m.content, m.nonce, m.reply_to, m.mention_everyone, m.mentions, \
                      m.encrypted, m.encrypted_keys, m.is_automatic, m.edited_at, m.deleted_at, m.version, m.created_at \
                      FROM messages_fts f JOIN messages m ON m.id = f.rowid WHERE messages_fts MATCH $1 \
-                     AND m.channel_id IN (SELECT value FROM json_each($2)) {filters}"
+                     AND m.channel_id IN {channels} {filters}"
                 ),
                 words
                     .iter()
@@ -891,7 +880,7 @@ impl MessageRepository for Store {
                     "SELECT m.id, m.channel_id, m.author_id, m.content, m.nonce, m.reply_to, m.mention_everyone, m.mentions, \
                      m.encrypted, m.encrypted_keys, m.is_automatic, m.edited_at, m.deleted_at, m.version, m.created_at \
                      FROM messages m WHERE m.search @@ plainto_tsquery('simple', $1) \
-                     AND m.channel_id IN (SELECT jsonb_array_elements_text($2::jsonb)::bigint) {filters}"
+                     AND m.channel_id IN {channels} {filters}"
                 ),
                 words.join(" "),
             ),

@@ -6,6 +6,7 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 use xcord_types::{Snowflake, Timestamp};
 
+use crate::store::ids_json;
 use crate::{ChannelRecord, Store, StoreError, StoreResult};
 
 /// A server row.
@@ -459,12 +460,6 @@ macro_rules! invite_select {
     };
 }
 
-/// A list of ids as one JSON array parameter.
-fn ids_list(ids: &[Snowflake]) -> StoreResult<String> {
-    serde_json::to_string(&ids.iter().map(|i| i.get()).collect::<Vec<_>>())
-        .map_err(|e| StoreError::Other(sqlx::Error::Encode(Box::new(e))))
-}
-
 fn sf(v: i64) -> Snowflake {
     Snowflake::from_i64(v)
 }
@@ -908,7 +903,7 @@ impl ServerRepository for Store {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(server.get())
-            .bind(ids_list(roles)?)
+            .bind(ids_json(roles)?)
             .bind(i64::from(limit))
             .fetch_all(self.pool())
             .await?;
@@ -924,7 +919,7 @@ impl ServerRepository for Store {
             self.in_ids_at(1)
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ids_list(channels)?)
+            .bind(ids_json(channels)?)
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()

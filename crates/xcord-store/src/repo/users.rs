@@ -286,16 +286,12 @@ impl UserRepository for Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // One round trip whatever the count: the ids travel as a JSON array.
-        let list = serde_json::to_string(&ids.iter().map(|i| i.get()).collect::<Vec<_>>())
-            .map_err(|e| StoreError::Other(sqlx::Error::Encode(Box::new(e))))?;
-        let sql = match self.backend() {
-            crate::Backend::Sqlite => user_select!("WHERE id IN (SELECT value FROM json_each($1))"),
-            crate::Backend::Postgres => {
-                user_select!("WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint)")
-            }
-        };
-        let rows = sqlx::query(sql).bind(list).fetch_all(self.pool()).await?;
+        let sql = format!("{} WHERE id IN {}", user_select!(""), self.in_ids_at(1));
+        let list = crate::store::ids_json(ids)?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(list)
+            .fetch_all(self.pool())
+            .await?;
         self.users_from_rows(&rows)
     }
 
