@@ -20,14 +20,12 @@ use crate::{Caller, Core, Error, Result};
 
 const INVITE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
 
-fn check_role_request(req: &RoleRequest, creating: bool) -> Result<()> {
+fn check_role_request(req: &RoleRequest) -> Result<()> {
     let mut v = Violations::default();
-    match &req.name {
-        Some(n) if !(1..=100).contains(&n.trim().chars().count()) => {
-            v.push("name", "length", "must be 1–100 characters")
-        }
-        None if creating => {}
-        _ => {}
+    if let Some(n) = &req.name
+        && !(1..=100).contains(&n.trim().chars().count())
+    {
+        v.push("name", "length", "must be 1–100 characters");
     }
     if let Some(c) = &req.color {
         let ok =
@@ -126,7 +124,7 @@ impl Core {
         server: Snowflake,
         req: RoleRequest,
     ) -> Result<Role> {
-        check_role_request(&req, true)?;
+        check_role_request(&req)?;
         let access = self.server_access(caller, server).await?;
         access.require(bits::MANAGE_ROLES)?;
         let perms = req.permissions.unwrap_or(0);
@@ -176,7 +174,7 @@ impl Core {
         req: RoleRequest,
         if_match: Option<i64>,
     ) -> Result<Role> {
-        check_role_request(&req, false)?;
+        check_role_request(&req)?;
         let access = self.server_access(caller, server).await?;
         access.require(bits::MANAGE_ROLES)?;
         let role = access

@@ -69,6 +69,12 @@ pub struct ChannelActivity {
     typing: std::sync::Mutex<HashMap<(Snowflake, Snowflake), i64>>,
 }
 
+/// The stored mentions document `{users, roles, channels}` (`everyone` has its own column).
+fn mentions_document(m: &Mentions) -> Result<String> {
+    serde_json::to_string(&json!({"users": m.users, "roles": m.roles, "channels": m.channels}))
+        .map_err(|e| Error::Internal(e.into()))
+}
+
 /// An emoji as a reaction key: a Unicode emoji or a custom `name:id`, ≤ 64 characters.
 pub fn check_emoji(emoji: &str) -> Result<()> {
     let n = emoji.chars().count();
@@ -552,8 +558,7 @@ impl Core {
         } else {
             self.resolve_mentions(&ctx, &content).await?
         };
-        let mentions_json = serde_json::to_string(&json!({"users": mentions.users, "roles": mentions.roles, "channels": mentions.channels}))
-            .map_err(|e| Error::Internal(e.into()))?;
+        let mentions_json = mentions_document(&mentions)?;
         let new = NewMessage {
             id: self.ids.next_id(),
             channel_id,
@@ -717,8 +722,7 @@ impl Core {
         } else {
             self.resolve_mentions(&ctx, &req.content).await?
         };
-        let mentions_json = serde_json::to_string(&json!({"users": mentions.users, "roles": mentions.roles, "channels": mentions.channels}))
-            .map_err(|e| Error::Internal(e.into()))?;
+        let mentions_json = mentions_document(&mentions)?;
         let edited = self
             .store
             .edit_message(
@@ -1080,22 +1084,12 @@ impl Core {
         server: Snowflake,
     ) -> Result<Vec<Snowflake>> {
         let access = self.server_access(caller, server).await?;
-        let channels = self.store.server_channels(server).await?;
-        let overwrites = self.store.server_overwrites(server).await?;
-        Ok(channels
-            .iter()
-            .filter(|c| {
-                let ow: Vec<_> = overwrites
-                    .iter()
-                    .filter(|o| o.channel_id == c.id)
-                    .cloned()
-                    .collect();
-                has(
-                    access.in_channel(c, &ow),
-                    bits::VIEW_CHANNELS | bits::READ_MESSAGE_HISTORY,
-                )
-            })
-            .map(|c| c.id)
+        Ok(self
+            .channels_with_permissions(&access)
+            .await?
+            .into_iter()
+            .filter(|(_, _, perms)| has(*perms, bits::VIEW_CHANNELS | bits::READ_MESSAGE_HISTORY))
+            .map(|(c, _, _)| c.id)
             .collect())
     }
 

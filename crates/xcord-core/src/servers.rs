@@ -309,21 +309,36 @@ impl Core {
         }
     }
 
-    /// The server as the caller sees it: the channels they can view, all roles.
-    async fn full_server(&self, access: &ServerAccess) -> Result<Server> {
+    /// Every channel of the server with its overwrites and the caller's permissions in it,
+    /// from two queries whatever the channel count.
+    pub(crate) async fn channels_with_permissions(
+        &self,
+        access: &ServerAccess,
+    ) -> Result<Vec<(ChannelRecord, Vec<OverwriteRecord>, u64)>> {
         let channels = self.store.server_channels(access.server.id).await?;
-        let overwrites = self.store.server_overwrites(access.server.id).await?;
         let mut by_channel: HashMap<Snowflake, Vec<OverwriteRecord>> = HashMap::new();
-        for o in overwrites {
+        for o in self.store.server_overwrites(access.server.id).await? {
             by_channel.entry(o.channel_id).or_default().push(o);
         }
-        let visible = channels
+        Ok(channels
+            .into_iter()
+            .map(|c| {
+                let ow = by_channel.remove(&c.id).unwrap_or_default();
+                let perms = access.in_channel(&c, &ow);
+                (c, ow, perms)
+            })
+            .collect())
+    }
+
+    /// The server as the caller sees it: the channels they can view, all roles.
+    async fn full_server(&self, access: &ServerAccess) -> Result<Server> {
+        let visible = self
+            .channels_with_permissions(access)
+            .await?
             .iter()
-            .filter_map(|c| {
-                let ow = by_channel.get(&c.id).map(Vec::as_slice).unwrap_or_default();
-                (access.in_channel(c, ow) & bits::VIEW_CHANNELS != 0).then(|| {
-                    channel_to_wire(c, None, Some(ow.iter().map(overwrite_to_wire).collect()))
-                })
+            .filter(|(_, _, perms)| perms & bits::VIEW_CHANNELS != 0)
+            .map(|(c, ow, _)| {
+                channel_to_wire(c, None, Some(ow.iter().map(overwrite_to_wire).collect()))
             })
             .collect();
         Ok(Self::server_to_wire(
