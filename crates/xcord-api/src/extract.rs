@@ -125,6 +125,49 @@ where
     }
 }
 
+/// Reads the first multipart part that carries a file (or is named one of `names`), refusing
+/// more than `limit` bytes with 413 (`too_large` is the message). `Ok(None)` when there is
+/// no such part; a body that is not multipart is 415 ("Upload the `noun` as …").
+pub async fn read_file_part(
+    multipart: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
+    names: &[&str],
+    limit: usize,
+    too_large: &str,
+    noun: &str,
+) -> Result<Option<(String, Vec<u8>)>, Error> {
+    let over = || Error::PayloadTooLarge(too_large.to_owned());
+    let mut mp = multipart.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            over()
+        } else {
+            Error::UnsupportedMediaType(format!("Upload the {noun} as multipart/form-data."))
+        }
+    })?;
+    let broken = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            over()
+        } else {
+            Error::BadRequest("The multipart body is malformed.".into())
+        }
+    };
+    while let Some(mut field) = mp.next_field().await.map_err(broken)? {
+        let named = field.name().is_some_and(|n| names.contains(&n));
+        if !named && field.file_name().is_none() {
+            continue;
+        }
+        let filename = field.file_name().unwrap_or("file").to_owned();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(broken)? {
+            if bytes.len() + chunk.len() > limit {
+                return Err(over());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        return Ok(Some((filename, bytes)));
+    }
+    Ok(None)
+}
+
 /// Query-string parameters; a value of the wrong type is a 422 naming the parameter.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Query<T>(pub T);

@@ -233,40 +233,19 @@ pub async fn upload(
     mp: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
     let limit = s.core.settings.attachment_max_bytes;
-    let too_large = || Error::PayloadTooLarge(format!("Attachments are limited to {limit} bytes."));
-    let mut mp = mp.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large()
-        } else {
-            Error::UnsupportedMediaType("Upload the file as multipart/form-data.".into())
-        }
-    })?;
-    let broken = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large()
-        } else {
-            Error::BadRequest("The multipart body is malformed.".into())
-        }
+    let too_large = format!("Attachments are limited to {limit} bytes.");
+    let Some((name, bytes)) =
+        crate::extract::read_file_part(mp, &["file"], limit, &too_large, "file").await?
+    else {
+        return Err(
+            Error::invalid("file", "required", "attach the file as a part named `file`").into(),
+        );
     };
-    while let Some(mut field) = mp.next_field().await.map_err(broken)? {
-        if field.file_name().is_none() && field.name() != Some("file") {
-            continue;
-        }
-        let name = field.file_name().unwrap_or("file").to_owned();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = field.chunk().await.map_err(broken)? {
-            if bytes.len() + chunk.len() > limit {
-                return Err(too_large().into());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        let out = s
-            .core
-            .upload_attachment(auth.caller(), id, &name, bytes)
-            .await?;
-        return Ok((StatusCode::CREATED, JsonResponse(out)).into_response());
-    }
-    Err(Error::invalid("file", "required", "attach the file as a part named `file`").into())
+    let out = s
+        .core
+        .upload_attachment(auth.caller(), id, &name, bytes)
+        .await?;
+    Ok((StatusCode::CREATED, JsonResponse(out)).into_response())
 }
 
 /// Mark a channel read up to a message (MESSAGE_ACK; read receipts in DMs).

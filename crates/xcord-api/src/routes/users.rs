@@ -254,41 +254,24 @@ pub async fn get_keys(
 
 /// Reads the one image of a profile-image upload, refusing more than the limit.
 async fn read_image(multipart: Result<Multipart, MultipartRejection>) -> Result<Vec<u8>, Error> {
-    let mut mp = multipart.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::PayloadTooLarge("The image is larger than 5 MB.".into())
-        } else {
-            Error::UnsupportedMediaType("Upload the image as multipart/form-data.".into())
-        }
-    })?;
-    let too_large = || Error::PayloadTooLarge("The image is larger than 5 MB.".into());
-    let broken = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large()
-        } else {
-            Error::BadRequest("The multipart body is malformed.".into())
-        }
-    };
-    while let Some(mut field) = mp.next_field().await.map_err(broken)? {
-        // The first part carrying a file (or named avatar/banner/file) is the image.
-        let named = matches!(field.name(), Some("avatar" | "banner" | "file" | "image"));
-        if !named && field.file_name().is_none() {
-            continue;
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = field.chunk().await.map_err(broken)? {
-            if bytes.len() + chunk.len() > MAX_PROFILE_IMAGE_BYTES {
-                return Err(too_large());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        return Ok(bytes);
+    // The first part carrying a file (or named avatar/banner/file/image) is the image.
+    let names = ["avatar", "banner", "file", "image"];
+    match crate::extract::read_file_part(
+        multipart,
+        &names,
+        MAX_PROFILE_IMAGE_BYTES,
+        "The image is larger than 5 MB.",
+        "image",
+    )
+    .await?
+    {
+        Some((_, bytes)) => Ok(bytes),
+        None => Err(Error::invalid(
+            "avatar",
+            "required",
+            "attach the image as a file part",
+        )),
     }
-    Err(Error::invalid(
-        "avatar",
-        "required",
-        "attach the image as a file part",
-    ))
 }
 
 /// Upload an avatar (PNG, JPEG, GIF or WebP, ≤ 5 MB, multipart field `avatar`).
