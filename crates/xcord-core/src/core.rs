@@ -13,7 +13,7 @@ use xcord_types::rest::users::{PublicUser, SelfUser, UserSummary};
 use crate::crypto::SecretBox;
 use crate::mail::{Mail, Mailer};
 use crate::password::PasswordAlgorithm;
-use crate::presence::PresenceRegistry;
+use crate::presence::PresenceStore;
 use crate::ratelimit::{RateDecision, RateLimitSettings, RateLimiter, Tier};
 use crate::revocation::Revocations;
 use crate::token::TokenKeys;
@@ -64,6 +64,8 @@ pub struct CoreDeps {
     pub cdn_key: Vec<u8>,
     /// Where uploads are stored.
     pub files: Arc<dyn crate::storage::FileStore>,
+    /// Who is online.
+    pub presence: Arc<dyn PresenceStore>,
 }
 
 /// Where a request came from, for sessions and rate limits.
@@ -90,7 +92,7 @@ pub struct Core {
     /// Revoked access tokens.
     pub revocations: Revocations,
     /// Who is online.
-    pub presence: PresenceRegistry,
+    pub presence: Arc<dyn PresenceStore>,
     pub(crate) tokens: TokenKeys,
     pub(crate) sealer: SecretBox,
     mailer: Arc<dyn Mailer>,
@@ -99,6 +101,8 @@ pub struct Core {
     pub(crate) files: Arc<dyn crate::storage::FileStore>,
     pub(crate) cdn_mac: hmac::Hmac<sha2::Sha256>,
     pub(crate) activity: crate::messages::ChannelActivity,
+    /// Voice states of connected users.
+    pub voice: crate::realtime::VoiceStates,
     /// A hash of a random password, verified against when a login names no user, so that
     /// "no such user" and "wrong password" take the same time.
     pub(crate) decoy_hash: String,
@@ -135,11 +139,12 @@ impl Core {
             limiter: deps.limiter,
             settings,
             revocations,
-            presence: PresenceRegistry::default(),
+            presence: deps.presence,
             tasks: TaskTracker::new(),
             files: deps.files,
             cdn_mac,
             activity: crate::messages::ChannelActivity::default(),
+            voice: crate::realtime::VoiceStates::default(),
             decoy_hash,
         })
     }

@@ -15,6 +15,7 @@ pub mod messages;
 pub mod password;
 pub mod presence;
 pub mod ratelimit;
+pub mod realtime;
 pub mod revocation;
 pub mod servers;
 pub mod social;

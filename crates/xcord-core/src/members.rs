@@ -828,13 +828,10 @@ impl Core {
                 &json!({"serverId": server, "member": out}),
             )
             .await;
-            if let Some(s) = self.store.server(server).await? {
-                self.publish(
-                    Topic::User(user),
-                    "SERVER_CREATE",
-                    &json!({"id": s.id, "name": s.name}),
-                )
-                .await;
+            // The joining user's sessions get the server as they see it, as on creation.
+            if let Some(snap) = self.server_snapshot(server).await? {
+                self.publish(Topic::User(user), "SERVER_CREATE", &snap.view_for(user))
+                    .await;
             }
         }
         Ok(())

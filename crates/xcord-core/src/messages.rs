@@ -30,7 +30,7 @@ use crate::{Caller, Core, Error, Result};
 /// How long a signed attachment URL works.
 const SIGNED_URL_TTL_SECS: i64 = 24 * 3600;
 /// How long a typing indicator lasts without a refresh.
-const TYPING_MS: i64 = 10_000;
+pub(crate) const TYPING_MS: i64 = 10_000;
 /// Most pins per channel.
 const MAX_PINS: usize = 50;
 /// Most members a role mention counts as mentioned (bounds the rows one post writes).
@@ -61,12 +61,16 @@ pub struct ChannelContext {
     is_manager: bool,
 }
 
+/// When a user started typing in a channel (ms), and the channel's server.
+pub(crate) type TypingSince = (i64, Option<Snowflake>);
+
 /// In-memory state for slowmode and typing, per node.
 #[derive(Debug, Default)]
 pub struct ChannelActivity {
     // No await while locked; short critical sections.
     last_post: std::sync::Mutex<HashMap<(Snowflake, Snowflake), i64>>,
-    typing: std::sync::Mutex<HashMap<(Snowflake, Snowflake), i64>>,
+    /// `(channel, user)` → (started at, the channel's server).
+    pub(crate) typing: std::sync::Mutex<HashMap<(Snowflake, Snowflake), TypingSince>>,
 }
 
 /// The stored mentions document `{users, roles, channels}` (`everyone` has its own column).
@@ -459,7 +463,7 @@ impl Core {
             .lock()
             .ok()
             .and_then(|mut t| t.remove(&(channel, user)))
-            .is_some_and(|since| now - since < TYPING_MS)
+            .is_some_and(|(since, _)| now - since < TYPING_MS)
     }
 
     /// Blocks stop 1:1 DMs in both directions.
@@ -973,7 +977,10 @@ impl Core {
         require_bits(ctx.perms, bits::SEND_MESSAGES)?;
         let now = self.clock.now();
         if let Ok(mut t) = self.activity.typing.lock() {
-            t.insert((channel_id, caller.user_id), now.as_millis());
+            t.insert(
+                (channel_id, caller.user_id),
+                (now.as_millis(), ctx.server_id),
+            );
         }
         let ev = json!({"channelId": channel_id, "userId": caller.user_id, "serverId": message_event_server(&ctx), "timestamp": now});
         self.publish(Topic::Channel(channel_id), "TYPING_START", &ev)

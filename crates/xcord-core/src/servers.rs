@@ -56,7 +56,7 @@ pub fn channel_to_wire(
     }
 }
 
-fn overwrite_to_wire(o: &OverwriteRecord) -> PermissionOverwrite {
+pub(crate) fn overwrite_to_wire(o: &OverwriteRecord) -> PermissionOverwrite {
     PermissionOverwrite {
         id: o.target_id,
         kind: o.target_type.clone(),
@@ -81,7 +81,7 @@ pub(crate) fn role_to_wire(r: &RoleRecord) -> Role {
     }
 }
 
-fn channel_kind(kind: &str) -> ChannelKind {
+pub fn channel_kind(kind: &str) -> ChannelKind {
     match kind {
         "voice" => ChannelKind::Voice,
         "category" => ChannelKind::Category,
@@ -89,7 +89,7 @@ fn channel_kind(kind: &str) -> ChannelKind {
     }
 }
 
-fn to_overwrites(list: &[OverwriteRecord]) -> Vec<Overwrite> {
+pub fn to_overwrites(list: &[OverwriteRecord]) -> Vec<Overwrite> {
     list.iter()
         .map(|o| Overwrite {
             target: if o.target_type == "user" {
@@ -288,7 +288,7 @@ impl Core {
         Ok(())
     }
 
-    fn server_to_wire(
+    pub(crate) fn server_to_wire(
         s: &ServerRecord,
         channels: Option<Vec<Channel>>,
         roles: Option<Vec<Role>>,
@@ -568,6 +568,8 @@ impl Core {
         let online = self
             .presence
             .online_users()
+            .await
+            .map_err(Error::Unavailable)?
             .into_iter()
             .filter(|u| members.contains(u))
             .count() as i64;

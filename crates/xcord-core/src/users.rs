@@ -231,6 +231,35 @@ impl Core {
         Ok(UserList { users })
     }
 
+    /// What others see of `user`: offline when not connected, invisible, or hiding their
+    /// online status in their privacy settings.
+    pub async fn visible_presence(&self, user: &UserRecord) -> Result<(Status, Option<String>)> {
+        if !settings_of(user).privacy.show_online_status {
+            return Ok((Status::Offline, None));
+        }
+        self.presence
+            .visible_status(user.id)
+            .await
+            .map_err(Error::Unavailable)
+    }
+
+    /// Publishes `user`'s presence as others see it, to everyone who shares a server, a DM
+    /// or a friendship with them (the gateway routes it).
+    pub async fn publish_presence(&self, user: &UserRecord) -> Result<()> {
+        let (status, custom_status) = self.visible_presence(user).await?;
+        self.publish(
+            Topic::User(user.id),
+            "PRESENCE_UPDATE",
+            &Presence {
+                user_id: user.id,
+                status,
+                custom_status,
+            },
+        )
+        .await;
+        Ok(())
+    }
+
     /// `PUT /users/@me/status`.
     pub async fn set_status(&self, caller: &Caller, req: StatusRequest) -> Result<Presence> {
         if req.status == Status::Offline {
@@ -248,19 +277,11 @@ impl Core {
             .set_status(caller.user_id, req.status.as_str(), cs, self.clock.now())
             .await?;
         self.presence
-            .set_status(caller.user_id, req.status, req.custom_status.clone());
+            .set_status(caller.user_id, req.status, req.custom_status.clone())
+            .await
+            .map_err(Error::Unavailable)?;
         let user = self.user(caller.user_id).await?;
-        let (visible, visible_cs) = self.presence.visible_status(caller.user_id);
-        self.publish(
-            Topic::User(caller.user_id),
-            "PRESENCE_UPDATE",
-            &Presence {
-                user_id: caller.user_id,
-                status: visible,
-                custom_status: visible_cs,
-            },
-        )
-        .await;
+        self.publish_presence(&user).await?;
         Ok(Presence {
             user_id: user.id,
             status: req.status,
@@ -269,18 +290,27 @@ impl Core {
     }
 
     /// `GET /users/online/count`.
-    pub fn online_count(&self) -> OnlineCount {
-        OnlineCount {
-            online_user_count: self.presence.online_count(),
+    pub async fn online_count(&self) -> Result<OnlineCount> {
+        Ok(OnlineCount {
+            online_user_count: self
+                .presence
+                .online_count()
+                .await
+                .map_err(Error::Unavailable)?,
             timestamp: self.clock.now(),
-        }
+        })
     }
 
     /// `GET /users/online/list`: online users the caller shares a server, DM or friendship
     /// with, except those who hide their online status.
     pub async fn online_list(&self, caller: &Caller) -> Result<OnlineList> {
-        let online: std::collections::HashSet<Snowflake> =
-            self.presence.online_users().into_iter().collect();
+        let online: std::collections::HashSet<Snowflake> = self
+            .presence
+            .online_users()
+            .await
+            .map_err(Error::Unavailable)?
+            .into_iter()
+            .collect();
         if online.is_empty() {
             return Ok(OnlineList { users: Vec::new() });
         }
@@ -296,7 +326,7 @@ impl Core {
             if !settings_of(&u).privacy.show_online_status {
                 continue;
             }
-            let (status, custom_status) = self.presence.visible_status(u.id);
+            let (status, custom_status) = self.visible_presence(&u).await?;
             if status != Status::Offline {
                 users.push(OnlineUser {
                     user: Self::summary(&u),
@@ -322,12 +352,14 @@ impl Core {
                 "You share no server, DM or friendship with this user.".into(),
             ));
         }
-        let (status, custom_status) =
-            if id == caller.user_id || settings_of(&user).privacy.show_online_status {
-                self.presence.visible_status(id)
-            } else {
-                (Status::Offline, None)
-            };
+        let (status, custom_status) = if id == caller.user_id {
+            self.presence
+                .visible_status(id)
+                .await
+                .map_err(Error::Unavailable)?
+        } else {
+            self.visible_presence(&user).await?
+        };
         Ok(Presence {
             user_id: id,
             status,

@@ -1,11 +1,13 @@
 //! Test support: [`spawn_app`] starts the real service on a free port with a fresh database
 //! of the chosen backend and its own data directory, and hands back an HTTP client for it.
 
+pub mod ws;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use xcord::{Application, Config};
@@ -25,6 +27,8 @@ pub struct TestApp {
     pub state: AppState,
     /// The configuration it runs with.
     pub config: Config,
+    /// The gateway (all roles run in tests).
+    pub gateway: Option<Arc<xcord_gateway::Gateway>>,
     db: TestDatabase,
     data_dir: tempfile::TempDir,
     shutdown: CancellationToken,
@@ -95,6 +99,7 @@ impl TestAppBuilder {
             .unwrap_or_else(|e| panic!("the server did not start: {e:#}"));
         let addr = app.local_addr();
         let state = app.state().clone();
+        let gateway = app.gateway().cloned();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         let client = reqwest::Client::builder()
@@ -106,6 +111,7 @@ impl TestAppBuilder {
             client,
             state,
             config,
+            gateway,
             db,
             data_dir,
             shutdown,
@@ -191,6 +197,11 @@ pub fn token_in_mail(mail: &str, label: &str) -> String {
 }
 
 impl TestApp {
+    /// A gateway connection identified as `user`, with CONNECTED's `d`.
+    pub async fn gateway_as(&self, user: &TestUser) -> (ws::GatewayClient, Value) {
+        ws::GatewayClient::connect(self.addr, &user.token).await
+    }
+
     /// `http://ADDR` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
@@ -387,4 +398,87 @@ impl Drop for TestApp {
             h.abort();
         }
     }
+}
+
+/// Polls `check` every 20 ms until it holds; fails the test after ten seconds.
+pub async fn wait_until<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the condition did not hold within ten seconds"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A server with an owner and one member who joined by invite.
+#[derive(Debug, Clone)]
+pub struct Room {
+    /// The owner.
+    pub owner: TestUser,
+    /// A member.
+    pub member: TestUser,
+    /// The server id.
+    pub server: String,
+    /// Its first text channel.
+    pub channel: String,
+}
+
+/// Registers `{prefix}_owner` and `{prefix}_member` and builds a [`Room`].
+pub async fn room(app: &TestApp, prefix: &str) -> Room {
+    let owner = app.register(&format!("{prefix}_owner")).await;
+    let member = app.register(&format!("{prefix}_member")).await;
+    let s = app
+        .post_as(
+            &owner.token,
+            "/servers",
+            &json!({"name": format!("{prefix} room")}),
+        )
+        .await;
+    let server = s.body["id"].as_str().unwrap_or_default().to_owned();
+    let channel = s.body["channels"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let code = app
+        .post_as(
+            &owner.token,
+            &format!("/servers/{server}/invites"),
+            &json!({}),
+        )
+        .await
+        .body["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        app.post_as(&member.token, &format!("/invites/{code}"), &json!({}))
+            .await
+            .status,
+        200
+    );
+    Room {
+        owner,
+        member,
+        server,
+        channel,
+    }
+}
+
+/// Posts `text` to `channel` as `who`; asserts 201 and returns the message.
+pub async fn say(app: &TestApp, who: &TestUser, channel: &str, text: &str) -> Value {
+    let r = app
+        .post_as(
+            &who.token,
+            &format!("/channels/{channel}/messages"),
+            &json!({"content": text}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body
 }

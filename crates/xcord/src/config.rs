@@ -115,6 +115,11 @@ pub struct Config {
     pub gateway_heartbeat_ms: u64,
     /// Resume window for closed gateway sessions (`XCORD_GATEWAY_RESUME_SECS`).
     pub gateway_resume_secs: u64,
+    /// Frames a gateway connection's send queue holds before the client is closed with
+    /// 4010 (`XCORD_GATEWAY_SEND_QUEUE`).
+    pub gateway_send_queue: usize,
+    /// Events a gateway session keeps for resume (`XCORD_GATEWAY_REPLAY_EVENTS`).
+    pub gateway_replay_events: usize,
     /// CORS origins (`XCORD_CORS_ORIGINS`, comma-separated; `*` for any; empty for none).
     pub cors_origins: Vec<String>,
     /// Largest JSON request body in bytes (`XCORD_BODY_LIMIT_BYTES`).
@@ -157,6 +162,8 @@ impl Default for Config {
             log_format: None,
             gateway_heartbeat_ms: 41_250,
             gateway_resume_secs: 120,
+            gateway_send_queue: 1024,
+            gateway_replay_events: 1024,
             cors_origins: vec!["*".into()],
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
@@ -192,6 +199,8 @@ struct FileConfig {
     log_format: Option<String>,
     gateway_heartbeat_ms: Option<u64>,
     gateway_resume_secs: Option<u64>,
+    gateway_send_queue: Option<usize>,
+    gateway_replay_events: Option<usize>,
     cors_origins: Option<Vec<String>>,
     body_limit_bytes: Option<usize>,
     request_timeout_secs: Option<u64>,
@@ -294,6 +303,8 @@ impl Config {
         }
         set(&mut self.gateway_heartbeat_ms, f.gateway_heartbeat_ms);
         set(&mut self.gateway_resume_secs, f.gateway_resume_secs);
+        set(&mut self.gateway_send_queue, f.gateway_send_queue);
+        set(&mut self.gateway_replay_events, f.gateway_replay_events);
         set(&mut self.cors_origins, f.cors_origins);
         set(&mut self.body_limit_bytes, f.body_limit_bytes);
         set(&mut self.request_timeout_secs, f.request_timeout_secs);
@@ -382,6 +393,16 @@ impl Config {
             self.gateway_resume_secs,
             parse_num
         );
+        parsed!(
+            "XCORD_GATEWAY_SEND_QUEUE",
+            self.gateway_send_queue,
+            parse_num
+        );
+        parsed!(
+            "XCORD_GATEWAY_REPLAY_EVENTS",
+            self.gateway_replay_events,
+            parse_num
+        );
         parsed!("XCORD_CORS_ORIGINS", self.cors_origins, |v: &str| {
             anyhow::Ok(
                 v.split(',')
@@ -449,8 +470,11 @@ impl Config {
         if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             bail!("XCORD_JWT_SECRET must be at least 32 bytes long");
         }
-        if self.gateway_heartbeat_ms < 1_000 {
-            bail!("XCORD_GATEWAY_HEARTBEAT_MS must be at least 1000");
+        if self.gateway_heartbeat_ms < 50 {
+            bail!("XCORD_GATEWAY_HEARTBEAT_MS must be at least 50");
+        }
+        if self.gateway_send_queue == 0 || self.gateway_replay_events == 0 {
+            bail!("XCORD_GATEWAY_SEND_QUEUE and XCORD_GATEWAY_REPLAY_EVENTS must be at least 1");
         }
         if self.database_max_connections == 0 {
             bail!("XCORD_DATABASE_MAX_CONNECTIONS must be at least 1");
@@ -652,7 +676,7 @@ mod tests {
             ("XCORD_REDIS_URL", "http://x", "redis://"),
             ("XCORD_JWT_SECRET", "short", "32 bytes"),
             ("XCORD_LOG_FORMAT", "xml", "XCORD_LOG_FORMAT"),
-            ("XCORD_GATEWAY_HEARTBEAT_MS", "10", "1000"),
+            ("XCORD_GATEWAY_HEARTBEAT_MS", "10", "at least 50"),
             ("XCORD_ROLES", "api,web", "unknown role"),
         ] {
             let err = load(None, &[(k, v)]).expect_err(k);

@@ -12,9 +12,11 @@ use tokio_util::sync::CancellationToken;
 use xcord_api::{AppState, AppStateInner, HttpSettings};
 use xcord_bus::InProcessBus;
 use xcord_core::mail::{Mailer, OutboxMailer, SmtpMailer};
+use xcord_core::presence::PresenceRegistry;
 use xcord_core::ratelimit::{InMemoryRateLimiter, RateLimitSettings};
 use xcord_core::storage::LocalFileStore;
 use xcord_core::{Clock, Core, CoreDeps, CoreSettings, SystemClock};
+use xcord_gateway::{Gateway, GatewaySettings};
 use xcord_store::{Store, StoreOptions};
 
 use crate::config::{Config, Role};
@@ -28,6 +30,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    gateway: Option<Arc<Gateway>>,
     addr: SocketAddr,
 }
 
@@ -76,6 +79,7 @@ impl Application {
                 sealing_key,
                 cdn_key,
                 files: Arc::new(LocalFileStore::new(config.data_dir.join("attachments"))),
+                presence: Arc::new(PresenceRegistry::default()),
             },
             CoreSettings {
                 node_id: config.node_id,
@@ -108,7 +112,23 @@ impl Application {
             request_timeout: config.request_timeout(),
             serve_rest: config.runs(Role::Api),
         };
-        let router = xcord_api::build_router(state.clone(), &settings)?;
+        let mut router = xcord_api::build_router(state.clone(), &settings)?;
+        let gateway = if config.runs(Role::Gateway) {
+            let gw = Gateway::start(
+                state.core.clone(),
+                GatewaySettings {
+                    heartbeat_ms: config.gateway_heartbeat_ms,
+                    resume_secs: config.gateway_resume_secs,
+                    send_queue: config.gateway_send_queue,
+                    replay_limit: config.gateway_replay_events,
+                    ..GatewaySettings::default()
+                },
+            );
+            router = router.merge(gw.router());
+            Some(gw)
+        } else {
+            None
+        };
 
         let listener = TcpListener::bind(config.listen)
             .await
@@ -118,6 +138,7 @@ impl Application {
             listener,
             router,
             state,
+            gateway,
             addr,
         })
     }
@@ -132,6 +153,11 @@ impl Application {
         &self.state
     }
 
+    /// The gateway, when this node runs that role.
+    pub fn gateway(&self) -> Option<&Arc<Gateway>> {
+        self.gateway.as_ref()
+    }
+
     /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests
     /// finish (up to a deadline), and closes the database.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -139,10 +165,20 @@ impl Application {
             listener,
             router,
             state,
+            gateway,
             addr: _,
         } = self;
         let drain_state = state.clone();
         let stop = shutdown.clone();
+        if let Some(gw) = gateway {
+            // Gateway sessions hear op 7 and close as soon as shutdown begins; upgraded
+            // connections are not part of the HTTP server's own drain.
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                signal.cancelled().await;
+                gw.shutdown(Duration::from_secs(5)).await;
+            });
+        }
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),

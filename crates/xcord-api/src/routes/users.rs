@@ -127,8 +127,11 @@ pub async fn put_status(
 /// How many users are online.
 #[utoipa::path(get, path = "/users/online/count", tag = "users", security(("bearer" = [])), responses(
     (status = 200, description = "Count", body = OnlineCount)))]
-pub async fn online_count(State(s): State<AppState>, _auth: Auth) -> JsonResponse<OnlineCount> {
-    JsonResponse(s.core.online_count())
+pub async fn online_count(
+    State(s): State<AppState>,
+    _auth: Auth,
+) -> ApiResult<JsonResponse<OnlineCount>> {
+    Ok(JsonResponse(s.core.online_count().await?))
 }
 
 /// Online users the caller shares a server, DM or friendship with.

@@ -77,6 +77,8 @@ pub trait RelationshipRepository: Send + Sync {
     async fn relationships_of(&self, user: Snowflake) -> StoreResult<Vec<RelationshipRecord>>;
     /// Users who share a friendship, a private channel or a server with `user`.
     async fn contacts_of(&self, user: Snowflake) -> StoreResult<Vec<Snowflake>>;
+    /// Friends and private-channel partners of `user` (not server co-members).
+    async fn personal_contacts_of(&self, user: Snowflake) -> StoreResult<Vec<Snowflake>>;
     /// Whether `a` and `b` share a friendship, a private channel or a server.
     async fn are_contacts(&self, a: Snowflake, b: Snowflake) -> StoreResult<bool>;
 }
@@ -167,6 +169,20 @@ impl RelationshipRepository for Store {
             }
         }
         Ok(out)
+    }
+
+    async fn personal_contacts_of(&self, user: Snowflake) -> StoreResult<Vec<Snowflake>> {
+        let rows = sqlx::query(
+            "SELECT other_user_id AS id FROM relationships WHERE user_id = $1 AND type = 'friend' \
+             UNION SELECT r2.user_id FROM channel_recipients r1 JOIN channel_recipients r2 \
+               ON r2.channel_id = r1.channel_id WHERE r1.user_id = $1 AND r2.user_id <> $1",
+        )
+        .bind(user.get())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok(Snowflake::from_i64(r.try_get(0)?)))
+            .collect()
     }
 
     async fn contacts_of(&self, user: Snowflake) -> StoreResult<Vec<Snowflake>> {

@@ -317,6 +317,11 @@ pub trait ServerRepository: Send + Sync {
     ) -> StoreResult<Vec<MemberRecord>>;
     /// Ids of every member.
     async fn member_ids(&self, server: Snowflake) -> StoreResult<Vec<Snowflake>>;
+    /// Every `(user, role)` pair of the server's members (not `@everyone`).
+    async fn member_role_pairs(
+        &self,
+        server: Snowflake,
+    ) -> StoreResult<Vec<(Snowflake, Snowflake)>>;
     /// Ids of members holding any of these roles, at most `limit`.
     async fn members_with_roles(
         &self,
@@ -923,6 +928,19 @@ impl ServerRepository for Store {
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    async fn member_role_pairs(
+        &self,
+        server: Snowflake,
+    ) -> StoreResult<Vec<(Snowflake, Snowflake)>> {
+        let rows = sqlx::query("SELECT user_id, role_id FROM member_roles WHERE server_id = $1")
+            .bind(server.get())
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((sf(r.try_get(0)?), sf(r.try_get(1)?))))
+            .collect()
     }
 
     async fn member_ids(&self, server: Snowflake) -> StoreResult<Vec<Snowflake>> {

@@ -150,7 +150,8 @@ pub struct UpdateChannelRequest {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PutOverwriteRequest {
-    /// `role` or `user` (`member` accepted).
+    /// `role` or `user` (`member` accepted; `type` accepted for `targetType`).
+    #[serde(alias = "type")]
     pub target_type: String,
     /// Granted bits.
     #[serde(default)]

@@ -2,6 +2,7 @@
 //! real HTTP; and the real `xcord` binary started as a process.
 
 mod auth;
+mod gateway;
 mod health;
 mod limits;
 mod mail;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use xcord_permissions::bits::*;
-use xcord_testkit::{Backend, TestApp, TestAppBuilder, TestUser, on_both_backends, spawn_app};
+use xcord_testkit::{
+    Backend, TestApp, TestAppBuilder, TestUser, on_both_backends, room, say, spawn_app,
+};
 
 on_both_backends!(
     history_pages_are_exact_in_every_direction,
@@ -24,65 +26,6 @@ on_both_backends!(
     direct_messages_and_encrypted_payloads,
     message_events_carry_full_objects,
 );
-
-struct Room {
-    owner: TestUser,
-    member: TestUser,
-    server: String,
-    channel: String,
-}
-
-async fn room(app: &TestApp, prefix: &str) -> Room {
-    let owner = app.register(&format!("{prefix}_owner")).await;
-    let member = app.register(&format!("{prefix}_member")).await;
-    let s = app
-        .post_as(
-            &owner.token,
-            "/servers",
-            &json!({"name": format!("{prefix} room")}),
-        )
-        .await;
-    let server = s.body["id"].as_str().unwrap_or_default().to_owned();
-    let channel = s.body["channels"][0]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let code = app
-        .post_as(
-            &owner.token,
-            &format!("/servers/{server}/invites"),
-            &json!({}),
-        )
-        .await
-        .body["code"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(
-        app.post_as(&member.token, &format!("/invites/{code}"), &json!({}))
-            .await
-            .status,
-        200
-    );
-    Room {
-        owner,
-        member,
-        server,
-        channel,
-    }
-}
-
-async fn say(app: &TestApp, who: &TestUser, channel: &str, text: &str) -> Value {
-    let r = app
-        .post_as(
-            &who.token,
-            &format!("/channels/{channel}/messages"),
-            &json!({"content": text}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.body
-}
 
 fn contents(v: &Value) -> Vec<String> {
     v["messages"]

@@ -1762,11 +1762,7 @@ async fn stats_count_members_channels_and_days(backend: Backend) {
             .await
             .expect("message");
     }
-    app.state.core.presence.connect(
-        owner.id.parse().expect("id"),
-        xcord_types::rest::users::Status::Online,
-        None,
-    );
+    let (_online, _) = app.gateway_as(&owner).await;
     let s = app
         .get_as(&owner.token, &format!("/servers/{}/stats", srv.id))
         .await;

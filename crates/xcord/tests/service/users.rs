@@ -2,8 +2,7 @@
 //! channels over HTTP, on both backends.
 
 use serde_json::{Value, json};
-use xcord_testkit::{Backend, TestApp, on_both_backends, spawn_app};
-use xcord_types::rest::users::Status;
+use xcord_testkit::{Backend, TestApp, on_both_backends, spawn_app, wait_until};
 
 on_both_backends!(
     public_profiles_never_show_email_and_only_self_may_patch,
@@ -448,14 +447,14 @@ async fn status_and_presence_respect_privacy(backend: Backend) {
     let friend = app.register("ida").await;
     let stranger = app.register("joe").await;
     befriend(&app, &a, &friend).await;
-    let presence = &app.state.core.presence;
     assert_eq!(
         app.get_as(&a.token, "/users/online/count").await.body["onlineUserCount"],
         0
     );
-    // The gateway reports connections; here they are reported directly.
+    // Online means connected to the gateway.
+    let mut sockets = Vec::new();
     for u in [&a, &friend, &stranger] {
-        presence.connect(u.id.parse().expect("id"), Status::Online, None);
+        sockets.push(app.gateway_as(u).await.0);
     }
     let count = app.get_as(&a.token, "/users/online/count").await;
     assert_eq!(count.body["onlineUserCount"], 3);
@@ -547,7 +546,11 @@ async fn status_and_presence_respect_privacy(backend: Backend) {
     app.put_as(&a.token, "/users/@me/status", &json!({"status": "busy"}))
         .await
         .assert_error(422, "Validation Error");
-    presence.disconnect(friend.id.parse().expect("id"));
+    sockets.remove(1).drop_connection().await;
+    wait_until(|| async {
+        app.get_as(&a.token, "/users/online/count").await.body["onlineUserCount"] == 2
+    })
+    .await;
     assert_eq!(
         app.get_as(&a.token, "/users/online/count").await.body["onlineUserCount"],
         2

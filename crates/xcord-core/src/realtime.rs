@@ -1,0 +1,416 @@
+//! What the gateway needs from the core: the state a session starts from, presence on
+//! connect and disconnect, typing expiry, and voice states.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use xcord_bus::Topic;
+use xcord_permissions::{MemberView, bits, compute_channel_permissions};
+use xcord_store::{
+    ChannelRecord, OverwriteRecord, RelationshipRepository, RoleRecord, ServerRecord,
+    ServerRepository, UserRecord, UserRepository,
+};
+use xcord_types::Snowflake;
+use xcord_types::gateway::{PresenceSet, VoiceState, VoiceStateSet};
+use xcord_types::rest::channels::Channel;
+use xcord_types::rest::messages::ReadStateList;
+use xcord_types::rest::servers::Server;
+use xcord_types::rest::users::{Presence, Status, StatusRequest};
+
+use crate::messages::TYPING_MS;
+use crate::servers::{
+    channel_kind, channel_to_wire, overwrite_to_wire, role_to_wire, to_overwrites,
+};
+use crate::{Caller, Core, Error, Result};
+
+/// Everything about one server that decides who may see what in it.
+#[derive(Debug, Clone)]
+pub struct ServerSnapshot {
+    /// The server.
+    pub server: ServerRecord,
+    /// Its roles, `@everyone` included.
+    pub roles: Vec<RoleRecord>,
+    /// Its channels with their overwrites.
+    pub channels: Vec<(ChannelRecord, Vec<OverwriteRecord>)>,
+    /// Every member with the ids of their roles.
+    pub members: Vec<(Snowflake, Vec<Snowflake>)>,
+}
+
+impl ServerSnapshot {
+    /// The server as `user` sees it: the channels they can view, with all roles.
+    pub fn view_for(&self, user: Snowflake) -> Server {
+        let mine: &[Snowflake] = self
+            .members
+            .iter()
+            .find(|(u, _)| *u == user)
+            .map_or(&[], |(_, r)| r.as_slice());
+        let role_perms: Vec<(i64, u64)> = self
+            .roles
+            .iter()
+            .filter(|r| mine.contains(&r.id))
+            .map(|r| (r.id.get(), r.permissions as u64))
+            .collect();
+        let view = MemberView {
+            user_id: user.get(),
+            server_id: self.server.id.get(),
+            owner_id: self.server.owner_id.get(),
+            everyone: self
+                .roles
+                .iter()
+                .find(|r| r.id == self.server.id)
+                .map_or(0, |r| r.permissions as u64),
+            roles: &role_perms,
+        };
+        let channels = self
+            .channels
+            .iter()
+            .filter(|(c, ow)| {
+                compute_channel_permissions(&view, channel_kind(&c.kind), &to_overwrites(ow))
+                    & bits::VIEW_CHANNELS
+                    != 0
+            })
+            .map(|(c, ow)| {
+                channel_to_wire(c, None, Some(ow.iter().map(overwrite_to_wire).collect()))
+            })
+            .collect();
+        Core::server_to_wire(
+            &self.server,
+            Some(channels),
+            Some(self.roles.iter().map(role_to_wire).collect()),
+        )
+    }
+}
+
+/// What a new gateway session starts from.
+#[derive(Debug, Clone)]
+pub struct ConnectedState {
+    /// The user.
+    pub user: UserRecord,
+    /// Their servers.
+    pub servers: Vec<ServerSnapshot>,
+    /// Their DM and group DM channels.
+    pub private_channels: Vec<Channel>,
+    /// Their read states.
+    pub read_states: ReadStateList,
+    /// Friends and private-channel partners (presence reaches them).
+    pub personal_contacts: Vec<Snowflake>,
+    /// Presences of online users they share something with.
+    pub presences: Vec<Presence>,
+}
+
+/// Voice states of this deployment's users, one per user.
+#[derive(Debug, Default)]
+pub struct VoiceStates {
+    // No await while locked.
+    by_user: std::sync::Mutex<HashMap<Snowflake, VoiceState>>,
+}
+
+impl VoiceStates {
+    /// Records `state` (or forgets the user when it has no channel).
+    pub fn apply(&self, state: &VoiceState) {
+        if let Ok(mut m) = self.by_user.lock() {
+            if state.channel_id.is_some() {
+                m.insert(state.user_id, state.clone());
+            } else {
+                m.remove(&state.user_id);
+            }
+        }
+    }
+
+    /// The voice states in `server`.
+    pub fn of_server(&self, server: Snowflake) -> Vec<VoiceState> {
+        self.by_user
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter(|s| s.server_id == server)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn of_user(&self, user: Snowflake) -> Option<VoiceState> {
+        self.by_user.lock().ok().and_then(|m| m.get(&user).cloned())
+    }
+
+    fn count_in(&self, channel: Snowflake) -> usize {
+        self.by_user
+            .lock()
+            .map(|m| m.values().filter(|s| s.channel_id == Some(channel)).count())
+            .unwrap_or(0)
+    }
+}
+
+impl Core {
+    /// The permission-relevant state of one server, from four queries.
+    pub async fn server_snapshot(&self, id: Snowflake) -> Result<Option<ServerSnapshot>> {
+        let Some(server) = self.store.server(id).await? else {
+            return Ok(None);
+        };
+        let roles = self.store.roles(id).await?;
+        let mut overwrites: HashMap<Snowflake, Vec<OverwriteRecord>> = HashMap::new();
+        for o in self.store.server_overwrites(id).await? {
+            overwrites.entry(o.channel_id).or_default().push(o);
+        }
+        let channels = self
+            .store
+            .server_channels(id)
+            .await?
+            .into_iter()
+            .map(|c| {
+                let ow = overwrites.remove(&c.id).unwrap_or_default();
+                (c, ow)
+            })
+            .collect();
+        let mut members: HashMap<Snowflake, Vec<Snowflake>> = self
+            .store
+            .member_ids(id)
+            .await?
+            .into_iter()
+            .map(|u| (u, Vec::new()))
+            .collect();
+        for (user, role) in self.store.member_role_pairs(id).await? {
+            if let Some(r) = members.get_mut(&user) {
+                r.push(role);
+            }
+        }
+        Ok(Some(ServerSnapshot {
+            server,
+            roles,
+            channels,
+            members: members.into_iter().collect(),
+        }))
+    }
+
+    /// Everything a session announces in CONNECTED and routes by.
+    pub async fn connected_state(&self, caller: &Caller) -> Result<ConnectedState> {
+        let user = self.user(caller.user_id).await?;
+        let mut servers = Vec::new();
+        for s in self.store.servers_of(user.id).await? {
+            if let Some(snap) = self.server_snapshot(s.id).await? {
+                servers.push(snap);
+            }
+        }
+        let private_channels = self.dm_channels(caller, user.id).await?.channels;
+        let read_states = self.read_states(caller).await?;
+        let personal_contacts = self.store.personal_contacts_of(user.id).await?;
+        let presences = self.presences_of_contacts(user.id).await?;
+        Ok(ConnectedState {
+            user,
+            servers,
+            private_channels,
+            read_states,
+            personal_contacts,
+            presences,
+        })
+    }
+
+    /// Presences of the online users `user` shares a server, DM or friendship with.
+    async fn presences_of_contacts(&self, user: Snowflake) -> Result<Vec<Presence>> {
+        let online: std::collections::HashSet<Snowflake> = self
+            .presence
+            .online_users()
+            .await
+            .map_err(Error::Unavailable)?
+            .into_iter()
+            .collect();
+        if online.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Snowflake> = self
+            .store
+            .contacts_of(user)
+            .await?
+            .into_iter()
+            .filter(|id| online.contains(id))
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for u in self.store.users_by_ids(&ids).await? {
+            let (status, custom_status) = self.visible_presence(&u).await?;
+            if status != Status::Offline {
+                out.push(Presence {
+                    user_id: u.id,
+                    status,
+                    custom_status,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// A gateway connection of `caller` opened; the first one makes the user online for
+    /// others (with the status it asked for, or the one they last chose).
+    pub async fn gateway_connected(&self, caller: &Caller, ask: Option<PresenceSet>) -> Result<()> {
+        let user = self.user(caller.user_id).await?;
+        let stored = user.status.parse_status();
+        let (status, custom) = match ask {
+            Some(p) if p.status != Status::Offline => (
+                p.status,
+                p.custom_status
+                    .unwrap_or_else(|| user.custom_status.clone()),
+            ),
+            _ => (stored, user.custom_status.clone()),
+        };
+        self.presence
+            .connect(user.id, status, custom)
+            .await
+            .map_err(Error::Unavailable)?;
+        // Every connection announces: a second device may have changed the status.
+        self.publish_presence(&user).await
+    }
+
+    /// A gateway connection of `user` closed; after the last one they are offline.
+    pub async fn gateway_disconnected(&self, user: Snowflake) -> Result<()> {
+        if self
+            .presence
+            .disconnect(user)
+            .await
+            .map_err(Error::Unavailable)?
+        {
+            self.publish(
+                Topic::User(user),
+                "PRESENCE_UPDATE",
+                &Presence {
+                    user_id: user,
+                    status: Status::Offline,
+                    custom_status: None,
+                },
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Op 4 PRESENCE_SET: as `PUT /users/@me/status`.
+    pub async fn gateway_presence_set(&self, caller: &Caller, p: PresenceSet) -> Result<()> {
+        self.set_status(
+            caller,
+            StatusRequest {
+                status: p.status,
+                custom_status: p.custom_status,
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Ends typing indicators older than ten seconds with TYPING_STOP.
+    pub async fn expire_typing(&self) {
+        let now = self.clock.now();
+        let expired: Vec<((Snowflake, Snowflake), Option<Snowflake>)> =
+            match self.activity.typing.lock() {
+                Ok(mut t) => {
+                    let mut out = Vec::new();
+                    t.retain(|k, (since, server)| {
+                        let live = now.as_millis() - *since < TYPING_MS;
+                        if !live {
+                            out.push((*k, *server));
+                        }
+                        live
+                    });
+                    out
+                }
+                Err(_) => return,
+            };
+        for ((channel, user), server) in expired {
+            let ev =
+                json!({"channelId": channel, "userId": user, "serverId": server, "timestamp": now});
+            self.publish(Topic::Channel(channel), "TYPING_STOP", &ev)
+                .await;
+        }
+    }
+
+    /// Op 8 VOICE_STATE_SET: joins, moves within or leaves a server's voice channels
+    /// (CONNECT needed; a full channel needs MOVE_MEMBERS). Media comes with the SFU.
+    pub async fn set_voice_state(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        req: VoiceStateSet,
+    ) -> Result<()> {
+        let access = self.server_access(caller, req.server_id).await?;
+        let previous = self.voice.of_user(caller.user_id);
+        if let Some(channel) = req.channel_id {
+            let (c, _, perms, _) = self.channel_access(caller, channel).await?;
+            if c.server_id != Some(access.server.id) || c.kind != "voice" {
+                return Err(Error::invalid(
+                    "channelId",
+                    "voice",
+                    "must be a voice channel of the server",
+                ));
+            }
+            crate::servers::require_bits(perms, bits::CONNECT)?;
+            let limit = c.user_limit.unwrap_or(0);
+            let already_in = previous
+                .as_ref()
+                .is_some_and(|p| p.channel_id == Some(channel));
+            if limit > 0
+                && !already_in
+                && self.voice.count_in(channel) >= limit as usize
+                && perms & bits::MOVE_MEMBERS == 0
+            {
+                return Err(Error::Forbidden("The voice channel is full.".into()));
+            }
+        }
+        let state = VoiceState {
+            server_id: req.server_id,
+            channel_id: req.channel_id,
+            user_id: caller.user_id,
+            session_id: session_id.to_owned(),
+            self_mute: req.self_mute,
+            self_deaf: req.self_deaf,
+        };
+        if let Some(prev) = previous
+            && let Some(old) = prev.channel_id
+            && Some(old) != req.channel_id
+        {
+            let left = VoiceState {
+                server_id: prev.server_id,
+                channel_id: None,
+                ..state.clone()
+            };
+            self.voice.apply(&left);
+            self.publish(Topic::Channel(old), "VOICE_STATE_UPDATE", &left)
+                .await;
+        }
+        self.voice.apply(&state);
+        if let Some(channel) = req.channel_id {
+            self.publish(Topic::Channel(channel), "VOICE_STATE_UPDATE", &state)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// A gateway session ended: its voice state goes with it.
+    pub async fn drop_voice_state(&self, user: Snowflake, session_id: &str) {
+        if let Some(prev) = self.voice.of_user(user)
+            && prev.session_id == session_id
+            && let Some(channel) = prev.channel_id
+        {
+            let left = VoiceState {
+                channel_id: None,
+                ..prev
+            };
+            self.voice.apply(&left);
+            self.publish(Topic::Channel(channel), "VOICE_STATE_UPDATE", &left)
+                .await;
+        }
+    }
+}
+
+/// Parses a stored status, falling back to online.
+trait ParseStatus {
+    fn parse_status(&self) -> Status;
+}
+
+impl ParseStatus for String {
+    fn parse_status(&self) -> Status {
+        match self.as_str() {
+            "idle" => Status::Idle,
+            "dnd" => Status::Dnd,
+            "invisible" => Status::Invisible,
+            _ => Status::Online,
+        }
+    }
+}

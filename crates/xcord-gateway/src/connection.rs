@@ -1,0 +1,494 @@
+//! One WebSocket connection: HELLO, IDENTIFY or RESUME, then one task that writes what the
+//! session's queue holds and reads what the client sends, under a heartbeat deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{
+    Query, State, rejection::QueryRejection, ws::rejection::WebSocketUpgradeRejection,
+};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use xcord_core::Error as CoreError;
+use xcord_types::ErrorBody;
+use xcord_types::gateway::{
+    ClientFrame, Heartbeat, Identify, PresenceSet, Resume, Typing, VoiceStateSet, close, op,
+};
+use xcord_types::rest::users::Status;
+
+use crate::Gateway;
+use crate::session::{Dispatch, Kick, Sequenced, SessionHandle};
+
+/// Largest client frame accepted; client ops are small.
+const MAX_CLIENT_FRAME: usize = 16 * 1024;
+/// How long a connection may take to write one frame before it counts as stuck.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `?token=…` identifies at once (seed 004); `encoding` and `v` are accepted and ignored.
+#[derive(Debug, Deserialize)]
+pub struct ConnectQuery {
+    token: Option<String>,
+}
+
+fn error_response(status: StatusCode, error: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(ErrorBody {
+            error: error.into(),
+            message: message.into(),
+            details: None,
+        }),
+    )
+        .into_response()
+}
+
+/// `GET /api/ws` and `GET /gateway`.
+pub async fn upgrade(
+    State(gw): State<Arc<Gateway>>,
+    query: Result<Query<ConnectQuery>, QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                "This endpoint speaks WebSocket: send a GET with `Upgrade: websocket`.",
+            );
+        }
+    };
+    if gw.shutdown.is_cancelled() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            "This node is shutting down; connect again.",
+        );
+    }
+    let token = query.ok().and_then(|q| q.0.token).filter(|t| !t.is_empty());
+    let tracker = gw.connections.clone();
+    ws.read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(MAX_CLIENT_FRAME)
+        .max_frame_size(MAX_CLIENT_FRAME)
+        .on_upgrade(move |socket| tracker.track_future(serve(gw, socket, token)))
+}
+
+/// Why the read side ends the connection.
+enum End {
+    /// Close with a code and reason.
+    Close(u16, &'static str),
+    /// The peer is gone.
+    Gone,
+}
+
+struct Connection {
+    gw: Arc<Gateway>,
+    socket: WebSocket,
+    session: Option<Arc<SessionHandle>>,
+    generation: u64,
+    rx: Option<mpsc::Receiver<Sequenced>>,
+    heartbeat_deadline: Instant,
+    window_start: Instant,
+    frames_in_window: u32,
+}
+
+async fn serve(gw: Arc<Gateway>, socket: WebSocket, token: Option<String>) {
+    metrics::gauge!("gateway_connections").increment(1.0);
+    let interval = Duration::from_millis(gw.settings.heartbeat_ms);
+    let mut conn = Connection {
+        heartbeat_deadline: Instant::now() + interval * 2,
+        window_start: Instant::now(),
+        frames_in_window: 0,
+        gw,
+        socket,
+        session: None,
+        generation: 0,
+        rx: None,
+    };
+    let end = conn.run(token).await;
+    if let End::Close(code, reason) = end {
+        conn.close(code, reason).await;
+    }
+    conn.finish().await;
+    metrics::gauge!("gateway_connections").decrement(1.0);
+}
+
+impl Connection {
+    async fn run(&mut self, token: Option<String>) -> End {
+        let hello =
+            json!({"op": op::HELLO, "d": {"heartbeatInterval": self.gw.settings.heartbeat_ms}});
+        if self.send_text(hello.to_string()).await.is_err() {
+            return End::Gone;
+        }
+        if let Some(token) = token
+            && let Err(end) = self
+                .identify(Identify {
+                    token,
+                    properties: None,
+                    presence: None,
+                })
+                .await
+        {
+            return end;
+        }
+        let shutdown = self.gw.shutdown.clone();
+        loop {
+            let session = self.session.clone();
+            let kicked = async {
+                match &session {
+                    Some(h) => h.kicked.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let next_out = async {
+                match self.rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    let _ = self.send_text(json!({"op": op::RECONNECT, "d": null}).to_string()).await;
+                    return End::Close(close::SERVICE_RESTART, "server restarting");
+                }
+                () = kicked => {
+                    if let Some(end) = self.on_kick().await {
+                        return end;
+                    }
+                }
+                out = next_out => match out {
+                    Some((seq, d)) => {
+                        if let Err(end) = self.send_dispatch(seq, &d).await {
+                            return end;
+                        }
+                    }
+                    // The dispatcher let go of this connection; the kick says why.
+                    None => {
+                        self.rx = None;
+                        if let Some(end) = self.on_kick().await {
+                            return end;
+                        }
+                    }
+                },
+                msg = self.socket.recv() => {
+                    let text = match msg {
+                        None | Some(Err(_)) => return End::Gone,
+                        Some(Ok(Message::Close(_))) => return End::Gone,
+                        Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
+                        Some(Ok(Message::Binary(b))) => match String::from_utf8(b.to_vec()) {
+                            Ok(t) => t,
+                            Err(_) => return End::Close(close::DECODE_ERROR, "frames are JSON text"),
+                        },
+                        Some(Ok(_)) => continue,
+                    };
+                    if let Err(end) = self.on_frame(&text).await {
+                        return end;
+                    }
+                }
+                () = tokio::time::sleep_until(self.heartbeat_deadline) => {
+                    return End::Close(close::SESSION_TIMED_OUT, "no heartbeat");
+                }
+            }
+        }
+    }
+
+    /// What a kick means for this connection; `None` when it was meant for another one.
+    async fn on_kick(&mut self) -> Option<End> {
+        let h = self.session.as_ref()?;
+        match h.kick_for(self.generation) {
+            Kick::None => None,
+            Kick::Close(code) => Some(End::Close(code, kick_reason(code))),
+            Kick::Invalidate(code) => {
+                let _ = self.invalid_session().await;
+                Some(End::Close(code, kick_reason(code)))
+            }
+        }
+    }
+
+    async fn send_text(&mut self, text: String) -> Result<(), End> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Text(text.into()))).await
+        {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Gone),
+        }
+    }
+
+    /// Writes one dispatch, giving up when the session is taken away meanwhile (a stuck
+    /// socket must not keep a kicked connection alive).
+    async fn send_dispatch(&mut self, seq: u64, d: &Dispatch) -> Result<(), End> {
+        let frame = Message::Text(d.frame(seq).into());
+        let Some(h) = self.session.clone() else {
+            return Err(End::Gone);
+        };
+        tokio::select! {
+            r = tokio::time::timeout(SEND_TIMEOUT, self.socket.send(frame)) => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(End::Gone),
+                Err(_) => Err(End::Close(close::SLOW_CONSUMER, "send queue overflow")),
+            },
+            () = h.kicked.notified() => match h.kick_for(self.generation) {
+                Kick::None => Ok(()),
+                Kick::Close(code) | Kick::Invalidate(code) => Err(End::Close(code, kick_reason(code))),
+            },
+        }
+    }
+
+    async fn invalid_session(&mut self) -> Result<(), End> {
+        self.send_text(json!({"op": op::INVALID_SESSION, "d": {"resumable": false}}).to_string())
+            .await
+    }
+
+    fn count_frame(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        if now.duration_since(self.window_start) >= Duration::from_secs(60) {
+            self.window_start = now;
+            self.frames_in_window = 0;
+        }
+        self.frames_in_window += 1;
+        if self.frames_in_window > self.gw.settings.frames_per_minute {
+            return Err(End::Close(close::RATE_LIMITED, "too many frames"));
+        }
+        Ok(())
+    }
+
+    async fn on_frame(&mut self, text: &str) -> Result<(), End> {
+        self.count_frame()?;
+        let frame: ClientFrame = serde_json::from_str(text)
+            .map_err(|_| End::Close(close::DECODE_ERROR, "not a gateway frame"))?;
+        let identified = self.session.is_some();
+        match u8::try_from(frame.op).unwrap_or(u8::MAX) {
+            op::HEARTBEAT => {
+                let _: Heartbeat = decode(frame.d)?;
+                self.heartbeat_deadline =
+                    Instant::now() + Duration::from_millis(self.gw.settings.heartbeat_ms) * 2;
+                self.send_text(r#"{"op":2,"d":{}}"#.to_owned()).await
+            }
+            op::IDENTIFY if identified => Err(End::Close(
+                close::ALREADY_AUTHENTICATED,
+                "already identified",
+            )),
+            op::IDENTIFY => self.identify(decode(frame.d)?).await,
+            op::RESUME if identified => Err(End::Close(
+                close::ALREADY_AUTHENTICATED,
+                "already identified",
+            )),
+            op::RESUME => self.resume(decode(frame.d)?).await,
+            op::PRESENCE_SET | op::TYPING | op::VOICE_STATE_SET if !identified => {
+                Err(End::Close(close::NOT_AUTHENTICATED, "identify first"))
+            }
+            op::PRESENCE_SET => {
+                let mut p: PresenceSet = decode(frame.d)?;
+                if p.status == Status::Offline {
+                    p.status = Status::Invisible;
+                }
+                let caller = self.caller()?;
+                log_refusal(self.gw.core.gateway_presence_set(&caller, p).await);
+                Ok(())
+            }
+            op::TYPING => {
+                let t: Typing = decode(frame.d)?;
+                let caller = self.caller()?;
+                log_refusal(self.gw.core.typing(&caller, t.channel_id).await);
+                Ok(())
+            }
+            op::VOICE_STATE_SET => {
+                let v: VoiceStateSet = decode(frame.d)?;
+                let caller = self.caller()?;
+                let sid = self
+                    .session
+                    .as_ref()
+                    .map(|h| h.id.clone())
+                    .ok_or(End::Gone)?;
+                log_refusal(self.gw.core.set_voice_state(&caller, &sid, v).await);
+                Ok(())
+            }
+            _ => Err(End::Close(close::UNKNOWN_OPCODE, "unknown op code")),
+        }
+    }
+
+    fn caller(&self) -> Result<xcord_core::Caller, End> {
+        self.session
+            .as_ref()
+            .map(|h| h.caller)
+            .ok_or(End::Close(close::NOT_AUTHENTICATED, "identify first"))
+    }
+
+    async fn identify(&mut self, req: Identify) -> Result<(), End> {
+        let core = self.gw.core.clone();
+        let caller = core
+            .authenticate(&req.token)
+            .map_err(|_| End::Close(close::AUTHENTICATION_FAILED, "authentication failed"))?
+            .caller;
+        let state = core.connected_state(&caller).await.map_err(|e| match e {
+            CoreError::NotFound(_) | CoreError::Unauthorized(_) => {
+                End::Close(close::AUTHENTICATION_FAILED, "authentication failed")
+            }
+            e => {
+                tracing::error!(error = format!("{e:#}"), "cannot load a gateway session");
+                End::Close(1011, "internal error")
+            }
+        })?;
+        let id: Arc<str> = hex::encode(rand::random::<[u8; 16]>()).into();
+        let servers: Vec<serde_json::Value> = state
+            .servers
+            .iter()
+            .map(|snap| {
+                let mut v = serde_json::to_value(snap.view_for(caller.user_id))
+                    .unwrap_or(serde_json::Value::Null);
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert(
+                        "voiceStates".into(),
+                        json!(core.voice.of_server(snap.server.id)),
+                    );
+                }
+                v
+            })
+            .collect();
+        let payload = json!({
+            "sessionId": &*id,
+            "user": xcord_core::Core::self_user(&state.user),
+            "servers": servers,
+            "dmChannels": state.private_channels,
+            "readStates": state.read_states.read_states,
+            "presences": state.presences,
+        });
+        let private: Vec<_> = state
+            .private_channels
+            .iter()
+            .map(|c| {
+                let mut ids: Vec<_> = c.recipients.iter().flatten().map(|u| u.id).collect();
+                if !ids.contains(&caller.user_id) {
+                    ids.push(caller.user_id);
+                }
+                (c.id, ids)
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel(self.gw.settings.send_queue);
+        let handle = Arc::new(SessionHandle::new(
+            id,
+            caller,
+            tx,
+            self.gw.settings.replay_limit,
+        ));
+        let connected = Arc::new(Dispatch::new(
+            op::CONNECTED,
+            "CONNECTED",
+            &payload.to_string(),
+        ));
+        {
+            let Ok(mut index) = self.gw.index.lock() else {
+                return Err(End::Close(1011, "internal error"));
+            };
+            index.add_session(
+                handle.clone(),
+                &state.servers,
+                &private,
+                &state.personal_contacts,
+            );
+            // First in the queue, so CONNECTED is s = 1 before any event.
+            handle.push(&connected);
+        }
+        self.generation = handle.generation();
+        self.session = Some(handle);
+        self.rx = Some(rx);
+        metrics::counter!("gateway_identifies_total").increment(1);
+        log_refusal(core.gateway_connected(&caller, req.presence).await);
+        Ok(())
+    }
+
+    async fn resume(&mut self, req: Resume) -> Result<(), End> {
+        let core = self.gw.core.clone();
+        let caller = core
+            .authenticate(&req.token)
+            .map_err(|_| End::Close(close::AUTHENTICATION_FAILED, "authentication failed"))?
+            .caller;
+        let handle = self
+            .gw
+            .index
+            .lock()
+            .ok()
+            .and_then(|i| i.session(&req.session_id));
+        let Some(handle) = handle.filter(|h| h.user == caller.user_id) else {
+            return self.invalid_session().await;
+        };
+        let (tx, rx) = mpsc::channel(self.gw.settings.send_queue);
+        let session_id = handle.id.clone();
+        let resumed = handle.resume(req.seq, tx, |replayed| {
+            let d = json!({"sessionId": &*session_id, "replayed": replayed});
+            Arc::new(Dispatch::new(op::CONNECTED, "RESUMED", &d.to_string()))
+        });
+        let Ok((missed, (rseq, rd), generation)) = resumed else {
+            return self.invalid_session().await;
+        };
+        self.generation = generation;
+        self.session = Some(handle);
+        self.rx = Some(rx);
+        for (seq, d) in &missed {
+            self.send_dispatch(*seq, d).await?;
+        }
+        self.send_dispatch(rseq, &rd).await?;
+        metrics::counter!("gateway_resumes_total").increment(1);
+        log_refusal(core.gateway_connected(&caller, None).await);
+        Ok(())
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        // A client that stopped reading gets a few seconds to take the close frame.
+        if tokio::time::timeout(Duration::from_secs(5), self.socket.send(frame))
+            .await
+            .is_ok()
+        {
+            // Let the client's close reply arrive so the TCP close is clean.
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while let Some(Ok(_)) = self.socket.recv().await {}
+            })
+            .await;
+        }
+    }
+
+    /// The connection is over: the session waits for a resume, the user may go offline.
+    async fn finish(&mut self) {
+        let Some(h) = self.session.take() else {
+            return;
+        };
+        h.detach(self.generation);
+        let core = &self.gw.core;
+        core.drop_voice_state(h.user, &h.id).await;
+        log_refusal(core.gateway_disconnected(h.user).await);
+    }
+}
+
+fn kick_reason(code: u16) -> &'static str {
+    match code {
+        close::SLOW_CONSUMER => "send queue overflow",
+        1000 => "session resumed elsewhere",
+        _ => "session closed",
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(d: serde_json::Value) -> Result<T, End> {
+    serde_json::from_value(d).map_err(|_| End::Close(close::DECODE_ERROR, "invalid payload"))
+}
+
+/// Client requests the core refuses (no permission, unknown channel) are dropped, as
+/// Discord does; only unexpected failures are logged above debug.
+fn log_refusal<T>(r: xcord_core::Result<T>) {
+    match r {
+        Ok(_) => {}
+        Err(e @ (CoreError::Internal(_) | CoreError::Unavailable(_))) => {
+            tracing::warn!(error = format!("{e:#}"), "gateway request failed");
+        }
+        Err(e) => tracing::debug!(error = %e, "gateway request refused"),
+    }
+}

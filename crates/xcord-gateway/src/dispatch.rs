@@ -1,0 +1,128 @@
+//! The node's dispatcher: one bus subscription, one task. Each event is rendered once and
+//! appended to the sessions the index names; the index is updated from the event first.
+//! Housekeeping (expired sessions, replay age, typing expiry) runs beside it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use xcord_bus::{BusEvent, RecvError, Topic, TopicFilter};
+use xcord_types::gateway::{VoiceState, close, dispatch_op};
+
+use crate::Gateway;
+use crate::index::FollowUp;
+use crate::session::{Dispatch, SessionHandle};
+
+/// Starts the dispatcher and the housekeeping task.
+pub(crate) fn spawn(gw: Arc<Gateway>) {
+    // Subscribe now, not inside the task, so no event published after start() is missed.
+    let mut sub = gw.core.bus.subscribe(TopicFilter::All);
+    let d = gw.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = d.shutdown.cancelled() => break,
+                ev = sub.recv() => match ev {
+                    Ok(ev) => route(&d, &ev).await,
+                    Err(RecvError::Lagged(n)) => lost_events(&d, n),
+                    Err(RecvError::Closed) => break,
+                },
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = gw.shutdown.cancelled() => break,
+                _ = tick.tick() => housekeeping(&gw).await,
+            }
+        }
+    });
+}
+
+/// Routes one event to the sessions that may receive it.
+pub async fn route(gw: &Gateway, ev: &BusEvent) {
+    if ev.name == "VOICE_STATE_UPDATE"
+        && ev.origin_node != gw.core.settings.node_id
+        && let Ok(state) = serde_json::from_str::<VoiceState>(&ev.data)
+    {
+        gw.core.voice.apply(&state);
+    }
+    let Some(op) = dispatch_op(&ev.name) else {
+        return;
+    };
+    let d = Arc::new(Dispatch::new(op, &ev.name, &ev.data));
+    let follow = {
+        let Ok(mut index) = gw.index.lock() else {
+            return;
+        };
+        let (audience, follow): (Vec<Arc<SessionHandle>>, FollowUp) = match ev.topic {
+            Topic::Channel(c) => {
+                if let Some(list) = index.channel_audience(c) {
+                    deliver(&list, &d);
+                }
+                (Vec::new(), FollowUp::None)
+            }
+            Topic::Server(s) => index.server_event(s, &ev.name, &ev.data),
+            Topic::User(u) => index.user_event(u, &ev.name, &ev.data),
+            Topic::Global => (index.all_sessions().cloned().collect(), FollowUp::None),
+        };
+        deliver(&audience, &d);
+        follow
+    };
+    metrics::counter!("gateway_events_routed_total").increment(1);
+    if let FollowUp::LoadServer { server, user } = follow {
+        // A member connected here joined a server this node does not hold: load it once.
+        // The dispatcher waits, so no later event of that server overtakes the load.
+        match gw.core.server_snapshot(server).await {
+            Ok(Some(snap)) => {
+                if let Ok(mut index) = gw.index.lock() {
+                    index.add_server(&snap);
+                    index.attach_user_to_server(user, server);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), %server, "cannot load a joined server")
+            }
+        }
+    }
+}
+
+fn deliver(list: &[Arc<SessionHandle>], d: &Arc<Dispatch>) {
+    for h in list {
+        h.push(d);
+    }
+}
+
+/// The dispatcher fell behind the bus and events were dropped for every session here: no
+/// session can be resumed gap-free, so each is invalidated and its client identifies anew,
+/// reloading state from the database.
+fn lost_events(gw: &Gateway, n: u64) {
+    tracing::warn!(lost = n, "gateway dispatcher lagged; invalidating sessions");
+    if let Ok(index) = gw.index.lock() {
+        for h in index.all_sessions() {
+            h.invalidate(close::SLOW_CONSUMER);
+        }
+    }
+}
+
+async fn housekeeping(gw: &Gateway) {
+    let window = gw.settings.resume_window();
+    if let Ok(mut index) = gw.index.lock() {
+        let expired: Vec<Arc<str>> = index
+            .all_sessions()
+            .filter(|h| {
+                h.trim(window);
+                h.expired(window)
+            })
+            .map(|h| h.id.clone())
+            .collect();
+        for id in expired {
+            index.remove_session(&id);
+        }
+        metrics::gauge!("gateway_sessions").set(index.len() as f64);
+    }
+    gw.core.expire_typing().await;
+}

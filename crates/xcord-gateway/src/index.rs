@@ -1,0 +1,597 @@
+//! The node's routing index: which sessions may receive which events. It holds, for every
+//! server with a member connected to this node, what permissions are computed from (roles,
+//! channels and their overwrites, every member's roles), and caches per channel the list of
+//! sessions that may view it. Events keep it current; nothing here touches the database.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use xcord_core::realtime::ServerSnapshot;
+use xcord_permissions::{
+    ChannelKind, MemberView, Overwrite, OverwriteTarget, bits, compute_channel_permissions,
+};
+use xcord_types::Snowflake;
+
+use crate::session::SessionHandle;
+
+type Sessions = Arc<[Arc<SessionHandle>]>;
+
+#[derive(Debug, Clone)]
+struct ChannelState {
+    kind: ChannelKind,
+    overwrites: Vec<Overwrite>,
+}
+
+/// What decides visibility inside one server.
+#[derive(Debug)]
+struct ServerState {
+    owner: Snowflake,
+    roles: HashMap<Snowflake, u64>,
+    channels: HashMap<Snowflake, ChannelState>,
+    members: HashMap<Snowflake, Vec<Snowflake>>,
+    /// Members with sessions on this node.
+    local: HashSet<Snowflake>,
+    /// Channel → sessions that may view it; cleared by any change that can alter it.
+    visible: HashMap<Snowflake, Sessions>,
+}
+
+fn kind_of(kind: &str) -> ChannelKind {
+    xcord_core::servers::channel_kind(kind)
+}
+
+impl ServerState {
+    fn from_snapshot(s: &ServerSnapshot) -> Self {
+        Self {
+            owner: s.server.owner_id,
+            roles: s
+                .roles
+                .iter()
+                .map(|r| (r.id, r.permissions as u64))
+                .collect(),
+            channels: s
+                .channels
+                .iter()
+                .map(|(c, ow)| {
+                    (
+                        c.id,
+                        ChannelState {
+                            kind: kind_of(&c.kind),
+                            overwrites: xcord_core::servers::to_overwrites(ow),
+                        },
+                    )
+                })
+                .collect(),
+            members: s.members.iter().cloned().collect(),
+            local: HashSet::new(),
+            visible: HashMap::new(),
+        }
+    }
+
+    fn can_view(&self, server: Snowflake, user: Snowflake, channel: &ChannelState) -> bool {
+        let Some(mine) = self.members.get(&user) else {
+            return false;
+        };
+        let roles: Vec<(i64, u64)> = mine
+            .iter()
+            .filter_map(|r| self.roles.get(r).map(|p| (r.get(), *p)))
+            .collect();
+        let view = MemberView {
+            user_id: user.get(),
+            server_id: server.get(),
+            owner_id: self.owner.get(),
+            everyone: self.roles.get(&server).copied().unwrap_or(0),
+            roles: &roles,
+        };
+        compute_channel_permissions(&view, channel.kind, &channel.overwrites) & bits::VIEW_CHANNELS
+            != 0
+    }
+}
+
+/// The wire shapes the index reads from events (only the fields it needs).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireOverwrite {
+    id: Snowflake,
+    #[serde(rename = "type")]
+    kind: String,
+    allow: u64,
+    deny: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireChannel {
+    id: Snowflake,
+    #[serde(rename = "type")]
+    kind: String,
+    server_id: Option<Snowflake>,
+    #[serde(default)]
+    permission_overwrites: Option<Vec<WireOverwrite>>,
+    #[serde(default)]
+    recipients: Option<Vec<WireUserRef>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireUserRef {
+    id: Snowflake,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRole {
+    id: Snowflake,
+    permissions: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RoleEvent {
+    server_id: Snowflake,
+    #[serde(default)]
+    role: Option<WireRole>,
+    #[serde(default)]
+    role_id: Option<Snowflake>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireMember {
+    user: WireUserRef,
+    #[serde(default)]
+    roles: Vec<Snowflake>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberEvent {
+    server_id: Snowflake,
+    #[serde(default)]
+    member: Option<WireMember>,
+    #[serde(default)]
+    user_id: Option<Snowflake>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServerEvent {
+    id: Snowflake,
+    #[serde(default)]
+    owner_id: Option<Snowflake>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RelationshipEvent {
+    user_id: Snowflake,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+}
+
+/// A change the dispatcher must complete outside the index lock (it needs the database).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowUp {
+    /// Nothing.
+    None,
+    /// `user`, connected here, is now in `server`, which this node does not hold yet.
+    LoadServer {
+        /// The server.
+        server: Snowflake,
+        /// The member.
+        user: Snowflake,
+    },
+}
+
+/// The routing index of one node.
+#[derive(Debug, Default)]
+pub struct Index {
+    sessions: HashMap<Arc<str>, Arc<SessionHandle>>,
+    by_user: HashMap<Snowflake, Vec<Arc<SessionHandle>>>,
+    servers: HashMap<Snowflake, ServerState>,
+    channel_server: HashMap<Snowflake, Snowflake>,
+    /// Private channels of users connected here → their recipients.
+    private: HashMap<Snowflake, Vec<Snowflake>>,
+    /// Watched user → local users who see their presence as a friend or DM partner.
+    watchers: HashMap<Snowflake, HashSet<Snowflake>>,
+}
+
+impl Index {
+    /// A session by id.
+    pub fn session(&self, id: &str) -> Option<Arc<SessionHandle>> {
+        self.sessions.get(id).cloned()
+    }
+
+    /// Every session.
+    pub fn all_sessions(&self) -> impl Iterator<Item = &Arc<SessionHandle>> {
+        self.sessions.values()
+    }
+
+    /// How many sessions the node holds (attached or waiting for resume).
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether the node holds no session.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Whether `user` has a session here.
+    pub fn has_user(&self, user: Snowflake) -> bool {
+        self.by_user.contains_key(&user)
+    }
+
+    /// Whether this node holds `server`'s state.
+    pub fn holds_server(&self, server: Snowflake) -> bool {
+        self.servers.contains_key(&server)
+    }
+
+    /// Adds a server's state (unless held already: the held one is kept current by events
+    /// and wins over a snapshot that may be older).
+    pub fn add_server(&mut self, snap: &ServerSnapshot) {
+        let id = snap.server.id;
+        if self.servers.contains_key(&id) {
+            return;
+        }
+        for (c, _) in &snap.channels {
+            self.channel_server.insert(c.id, id);
+        }
+        self.servers.insert(id, ServerState::from_snapshot(snap));
+    }
+
+    /// Makes `user`'s sessions receive `server`'s events.
+    pub fn attach_user_to_server(&mut self, user: Snowflake, server: Snowflake) {
+        if let Some(s) = self.servers.get_mut(&server) {
+            s.members.entry(user).or_default();
+            s.local.insert(user);
+            s.visible.clear();
+        }
+    }
+
+    /// Registers a new session with what it starts from.
+    pub fn add_session(
+        &mut self,
+        handle: Arc<SessionHandle>,
+        servers: &[ServerSnapshot],
+        private: &[(Snowflake, Vec<Snowflake>)],
+        contacts: &[Snowflake],
+    ) {
+        let user = handle.user;
+        for snap in servers {
+            self.add_server(snap);
+            self.attach_user_to_server(user, snap.server.id);
+        }
+        for (channel, recipients) in private {
+            self.private.insert(*channel, recipients.clone());
+        }
+        for c in contacts {
+            self.watchers.entry(*c).or_default().insert(user);
+        }
+        self.sessions.insert(handle.id.clone(), handle.clone());
+        self.by_user.entry(user).or_default().push(handle);
+    }
+
+    /// Forgets a session; with the user's last one, forgets what only they needed.
+    pub fn remove_session(&mut self, id: &str) {
+        let Some(handle) = self.sessions.remove(id) else {
+            return;
+        };
+        let user = handle.user;
+        let last = match self.by_user.get_mut(&user) {
+            Some(list) => {
+                list.retain(|h| !Arc::ptr_eq(h, &handle));
+                list.is_empty()
+            }
+            None => true,
+        };
+        let mut emptied = Vec::new();
+        for (id, s) in &mut self.servers {
+            if s.local.contains(&user) {
+                s.visible.clear();
+                if last {
+                    s.local.remove(&user);
+                }
+            }
+            if s.local.is_empty() {
+                emptied.push(*id);
+            }
+        }
+        if last {
+            self.by_user.remove(&user);
+            for w in self.watchers.values_mut() {
+                w.remove(&user);
+            }
+            self.watchers.retain(|_, w| !w.is_empty());
+            let by_user = &self.by_user;
+            self.private
+                .retain(|_, recipients| recipients.iter().any(|r| by_user.contains_key(r)));
+        }
+        for id in emptied {
+            self.drop_server(id);
+        }
+    }
+
+    fn drop_server(&mut self, id: Snowflake) {
+        if let Some(s) = self.servers.remove(&id) {
+            for c in s.channels.keys() {
+                self.channel_server.remove(c);
+            }
+        }
+    }
+
+    fn sessions_of(&self, user: Snowflake, out: &mut Vec<Arc<SessionHandle>>) {
+        if let Some(list) = self.by_user.get(&user) {
+            out.extend(list.iter().cloned());
+        }
+    }
+
+    /// Sessions that may view `channel` of `server` (cached until something changes).
+    fn viewers(&mut self, server: Snowflake, channel: Snowflake) -> Option<Sessions> {
+        let s = self.servers.get_mut(&server)?;
+        if let Some(v) = s.visible.get(&channel) {
+            return Some(v.clone());
+        }
+        let c = s.channels.get(&channel)?;
+        let mut out = Vec::new();
+        for user in &s.local {
+            if s.can_view(server, *user, c)
+                && let Some(list) = self.by_user.get(user)
+            {
+                out.extend(list.iter().cloned());
+            }
+        }
+        let list: Sessions = out.into();
+        s.visible.insert(channel, list.clone());
+        Some(list)
+    }
+
+    fn server_sessions(&self, server: Snowflake, out: &mut Vec<Arc<SessionHandle>>) {
+        if let Some(s) = self.servers.get(&server) {
+            for u in &s.local {
+                self.sessions_of(*u, out);
+            }
+        }
+    }
+
+    /// The sessions an event on a channel reaches: viewers of a server channel, or the
+    /// recipients of a private one.
+    pub fn channel_audience(&mut self, channel: Snowflake) -> Option<Sessions> {
+        if let Some(server) = self.channel_server.get(&channel).copied() {
+            return self.viewers(server, channel);
+        }
+        let recipients = self.private.get(&channel)?;
+        let mut out = Vec::new();
+        for r in recipients {
+            self.sessions_of(*r, &mut out);
+        }
+        Some(out.into())
+    }
+
+    /// The sessions of `user`.
+    pub fn user_audience(&self, user: Snowflake) -> Vec<Arc<SessionHandle>> {
+        let mut out = Vec::new();
+        self.sessions_of(user, &mut out);
+        out
+    }
+
+    /// Everyone who sees `user`'s presence here: their own sessions, members of a server
+    /// they are in, friends and DM partners; each session once.
+    pub fn presence_audience(&self, user: Snowflake) -> Vec<Arc<SessionHandle>> {
+        let mut users: HashSet<Snowflake> = HashSet::new();
+        users.insert(user);
+        for s in self.servers.values() {
+            if s.members.contains_key(&user) {
+                users.extend(s.local.iter().copied());
+            }
+        }
+        if let Some(w) = self.watchers.get(&user) {
+            users.extend(w.iter().copied());
+        }
+        let mut out = Vec::new();
+        for u in users {
+            self.sessions_of(u, &mut out);
+        }
+        out
+    }
+
+    /// Applies a server-topic event to the index and returns its audience (and any work
+    /// left for outside the lock).
+    pub fn server_event(
+        &mut self,
+        server: Snowflake,
+        name: &str,
+        data: &str,
+    ) -> (Vec<Arc<SessionHandle>>, FollowUp) {
+        let mut follow = FollowUp::None;
+        let mut out = Vec::new();
+        match name {
+            "CHANNEL_CREATE" | "CHANNEL_UPDATE" | "CHANNEL_DELETE" => {
+                let Ok(c) = serde_json::from_str::<WireChannel>(data) else {
+                    return (out, follow);
+                };
+                // Those who could see it before (they learn it changed or went) and those
+                // who can see it after.
+                let before = self.viewers(server, c.id);
+                let mut seen: HashSet<*const SessionHandle> = HashSet::new();
+                if let Some(b) = before {
+                    for h in b.iter() {
+                        if seen.insert(Arc::as_ptr(h)) {
+                            out.push(h.clone());
+                        }
+                    }
+                }
+                if let Some(s) = self.servers.get_mut(&server) {
+                    s.visible.remove(&c.id);
+                    if name == "CHANNEL_DELETE" {
+                        s.channels.remove(&c.id);
+                        self.channel_server.remove(&c.id);
+                    } else {
+                        let overwrites = c
+                            .permission_overwrites
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|o| Overwrite {
+                                target: if o.kind == "user" || o.kind == "member" {
+                                    OverwriteTarget::Member(o.id.get())
+                                } else {
+                                    OverwriteTarget::Role(o.id.get())
+                                },
+                                allow: o.allow,
+                                deny: o.deny,
+                            })
+                            .collect();
+                        s.channels.insert(
+                            c.id,
+                            ChannelState {
+                                kind: kind_of(&c.kind),
+                                overwrites,
+                            },
+                        );
+                        self.channel_server
+                            .insert(c.id, c.server_id.unwrap_or(server));
+                    }
+                }
+                if name != "CHANNEL_DELETE"
+                    && let Some(after) = self.viewers(server, c.id)
+                {
+                    for h in after.iter() {
+                        if seen.insert(Arc::as_ptr(h)) {
+                            out.push(h.clone());
+                        }
+                    }
+                }
+                return (out, follow);
+            }
+            "ROLE_CREATE" | "ROLE_UPDATE" | "ROLE_DELETE" => {
+                if let (Ok(ev), Some(s)) = (
+                    serde_json::from_str::<RoleEvent>(data),
+                    self.servers.get_mut(&server),
+                ) {
+                    debug_assert_eq!(ev.server_id, server);
+                    if let Some(r) = ev.role {
+                        s.roles.insert(r.id, r.permissions);
+                    }
+                    if let Some(gone) = ev.role_id {
+                        s.roles.remove(&gone);
+                        for roles in s.members.values_mut() {
+                            roles.retain(|r| *r != gone);
+                        }
+                    }
+                    s.visible.clear();
+                }
+            }
+            "SERVER_MEMBER_ADD" | "SERVER_MEMBER_UPDATE" => {
+                if let Ok(ev) = serde_json::from_str::<MemberEvent>(data)
+                    && let Some(m) = ev.member
+                {
+                    let user = m.user.id;
+                    let here = self.by_user.contains_key(&user);
+                    match self.servers.get_mut(&ev.server_id) {
+                        Some(s) => {
+                            s.members.insert(user, m.roles);
+                            if here {
+                                s.local.insert(user);
+                            }
+                            s.visible.clear();
+                        }
+                        None if here => {
+                            follow = FollowUp::LoadServer {
+                                server: ev.server_id,
+                                user,
+                            };
+                        }
+                        None => {}
+                    }
+                }
+            }
+            "SERVER_MEMBER_REMOVE" => {
+                if let Ok(ev) = serde_json::from_str::<MemberEvent>(data)
+                    && let Some(user) = ev.user_id
+                    && let Some(s) = self.servers.get_mut(&ev.server_id)
+                {
+                    s.members.remove(&user);
+                    s.local.remove(&user);
+                    s.visible.clear();
+                    if s.local.is_empty() {
+                        self.drop_server(ev.server_id);
+                    }
+                }
+            }
+            "SERVER_UPDATE" => {
+                if let Ok(ev) = serde_json::from_str::<ServerEvent>(data)
+                    && let Some(owner) = ev.owner_id
+                    && let Some(s) = self.servers.get_mut(&ev.id)
+                {
+                    s.owner = owner;
+                    s.visible.clear();
+                }
+            }
+            "SERVER_DELETE" => {
+                self.server_sessions(server, &mut out);
+                self.drop_server(server);
+                return (out, follow);
+            }
+            _ => {}
+        }
+        self.server_sessions(server, &mut out);
+        (out, follow)
+    }
+
+    /// Applies a user-topic event and returns its audience.
+    pub fn user_event(
+        &mut self,
+        user: Snowflake,
+        name: &str,
+        data: &str,
+    ) -> (Vec<Arc<SessionHandle>>, FollowUp) {
+        let mut follow = FollowUp::None;
+        match name {
+            "PRESENCE_UPDATE" => return (self.presence_audience(user), follow),
+            "CHANNEL_CREATE" => {
+                if let Ok(c) = serde_json::from_str::<WireChannel>(data)
+                    && c.server_id.is_none()
+                {
+                    let recipients: Vec<Snowflake> = c
+                        .recipients
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|r| r.id)
+                        .collect();
+                    for r in &recipients {
+                        if *r != user {
+                            self.watchers.entry(*r).or_default().insert(user);
+                        }
+                    }
+                    if !recipients.contains(&user) {
+                        let mut all = recipients;
+                        all.push(user);
+                        self.private.insert(c.id, all);
+                    } else {
+                        self.private.insert(c.id, recipients);
+                    }
+                }
+            }
+            "RELATIONSHIP_UPDATE" => {
+                if let Ok(ev) = serde_json::from_str::<RelationshipEvent>(data)
+                    && ev.kind.as_deref() == Some("friend")
+                {
+                    self.watchers.entry(ev.user_id).or_default().insert(user);
+                }
+            }
+            "SERVER_CREATE" => {
+                if let Ok(ev) = serde_json::from_str::<ServerEvent>(data) {
+                    if self.servers.contains_key(&ev.id) {
+                        self.attach_user_to_server(user, ev.id);
+                    } else if self.by_user.contains_key(&user) {
+                        follow = FollowUp::LoadServer {
+                            server: ev.id,
+                            user,
+                        };
+                    }
+                }
+            }
+            _ => {}
+        }
+        (self.user_audience(user), follow)
+    }
+}

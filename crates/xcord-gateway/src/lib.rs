@@ -1,0 +1,119 @@
+//! The real-time gateway (SPEC §4): WebSocket sessions with identify, heartbeat and resume,
+//! fed by one bus subscription per node and routed to sessions by what they may see.
+//!
+//! Shape: the node's [`dispatch`] task reads every bus event once, renders its frame once,
+//! asks the [`index::Index`] who may receive it (membership, roles, overwrites, all kept
+//! current from the events themselves, with no database query per event), and appends it to
+//! each recipient's [`session::SessionHandle`]: numbered, kept for replay, and offered to a
+//! bounded queue. Each WebSocket is served by one task ([`connection`]) that writes what its
+//! queue holds and reads what its client sends.
+
+pub mod connection;
+pub mod dispatch;
+pub mod index;
+pub mod session;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use xcord_core::Core;
+
+use crate::index::Index;
+
+/// Behaviour taken from configuration.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Heartbeat interval announced in HELLO (`XCORD_GATEWAY_HEARTBEAT_MS`).
+    pub heartbeat_ms: u64,
+    /// How long a closed session can be resumed (`XCORD_GATEWAY_RESUME_SECS`).
+    pub resume_secs: u64,
+    /// Frames a connection's send queue holds before it is closed with 4010.
+    pub send_queue: usize,
+    /// Events a session keeps for replay.
+    pub replay_limit: usize,
+    /// Frames a client may send per minute before it is closed with 4008.
+    pub frames_per_minute: u32,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 41_250,
+            resume_secs: 120,
+            send_queue: 1024,
+            replay_limit: 1024,
+            frames_per_minute: 120,
+        }
+    }
+}
+
+impl GatewaySettings {
+    fn resume_window(&self) -> Duration {
+        Duration::from_secs(self.resume_secs)
+    }
+}
+
+/// The gateway of one node.
+pub struct Gateway {
+    pub(crate) core: Arc<Core>,
+    pub(crate) settings: GatewaySettings,
+    // Locked by the dispatcher per event and by connections when they identify, resume
+    // or close; no await happens while it is held, so a std Mutex is right.
+    pub(crate) index: Mutex<Index>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) connections: TaskTracker,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Starts the node's gateway: its bus subscription, dispatcher and housekeeping.
+    pub fn start(core: Arc<Core>, settings: GatewaySettings) -> Arc<Self> {
+        let gw = Arc::new(Self {
+            core,
+            settings,
+            index: Mutex::new(Index::default()),
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        });
+        dispatch::spawn(gw.clone());
+        gw
+    }
+
+    /// The routes: `GET /api/ws` and `GET /gateway`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/api/ws", get(connection::upgrade))
+            .route("/gateway", get(connection::upgrade))
+            .with_state(self.clone())
+    }
+
+    /// Sessions held (attached or waiting for resume).
+    pub fn session_count(&self) -> usize {
+        self.index.lock().map_or(0, |i| i.len())
+    }
+
+    /// Whether session `id` has a connection attached (`None`: no such session).
+    pub fn session_attached(&self, id: &str) -> Option<bool> {
+        let h = self.index.lock().ok()?.session(id)?;
+        Some(h.attached())
+    }
+
+    /// Asks every connection to reconnect elsewhere (op 7, then close), stops the
+    /// dispatcher, and waits up to `limit` for connections to finish.
+    pub async fn shutdown(&self, limit: Duration) {
+        self.shutdown.cancel();
+        self.connections.close();
+        let _ = tokio::time::timeout(limit, self.connections.wait()).await;
+    }
+}
