@@ -90,7 +90,7 @@ pub struct Core {
     /// Configuration.
     pub settings: CoreSettings,
     /// Revoked access tokens.
-    pub revocations: Revocations,
+    pub revocations: Arc<Revocations>,
     /// Who is online.
     pub presence: Arc<dyn PresenceStore>,
     pub(crate) tokens: TokenKeys,
@@ -120,7 +120,9 @@ impl Core {
     /// Builds the core: loads revocations still in force and prepares the decoy hash.
     pub async fn new(deps: CoreDeps, settings: CoreSettings) -> anyhow::Result<Self> {
         let now = deps.clock.now();
-        let revocations = Revocations::load(&deps.store, now).await?;
+        let revocations = Revocations::load(&deps.store, now)
+            .await?
+            .share_over(deps.bus.clone(), settings.node_id);
         let decoy_hash = crate::password::hash_password(
             settings.password_algorithm,
             crate::crypto::random_token(16),

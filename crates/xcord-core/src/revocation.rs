@@ -4,17 +4,30 @@
 //! match has expired.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+
+use xcord_bus::{BusEvent, EventBus, Topic, TopicFilter};
 
 use xcord_store::{SessionRepository, Store, StoreResult};
 use xcord_types::{Snowflake, Timestamp};
 
-/// The in-memory revocation list.
-#[derive(Debug, Default)]
+/// The in-memory revocation list. In scale mode every node keeps its own copy, told of
+/// other nodes' revocations through the bus (`TOKEN_REVOKED` on the global topic).
+#[derive(Default)]
 pub struct Revocations {
     // Read on every request, written on logout: a read-mostly lock with no await inside.
     keys: RwLock<HashMap<String, i64>>,
+    bus: Option<(Arc<dyn EventBus>, u16)>,
 }
+
+impl std::fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocations").finish_non_exhaustive()
+    }
+}
+
+/// The bus event that carries a revocation to the other nodes.
+const REVOKED_EVENT: &str = "TOKEN_REVOKED";
 
 fn sid_key(sid: Snowflake) -> String {
     format!("sid:{sid}")
@@ -31,7 +44,48 @@ impl Revocations {
         let map = rows.into_iter().map(|(k, t)| (k, t.as_millis())).collect();
         Ok(Self {
             keys: RwLock::new(map),
+            bus: None,
         })
+    }
+
+    /// Shares revocations with the other nodes on `bus`, and applies theirs from now on.
+    pub fn share_over(mut self, bus: Arc<dyn EventBus>, node: u16) -> Arc<Self> {
+        let mut sub = bus.subscribe(TopicFilter::Only([Topic::Global].into()));
+        self.bus = Some((bus, node));
+        let me = Arc::new(self);
+        let weak = Arc::downgrade(&me);
+        tokio::spawn(async move {
+            loop {
+                let ev = match sub.recv().await {
+                    Ok(ev) => ev,
+                    Err(xcord_bus::RecvError::Lagged(_)) => continue,
+                    Err(xcord_bus::RecvError::Closed) => return,
+                };
+                if ev.name != REVOKED_EVENT {
+                    continue;
+                }
+                let Some(me) = weak.upgrade() else { return };
+                if let Ok((key, until)) = serde_json::from_str::<(String, i64)>(&ev.data) {
+                    me.remember(
+                        key,
+                        Timestamp::from_millis(until),
+                        Timestamp::from_millis(0),
+                    );
+                }
+            }
+        });
+        me
+    }
+
+    async fn announce(&self, key: &str, until: Timestamp) {
+        if let Some((bus, node)) = &self.bus
+            && let Ok(data) = serde_json::to_string(&(key, until.as_millis()))
+            && let Err(e) = bus
+                .publish(BusEvent::new(Topic::Global, REVOKED_EVENT, data, *node))
+                .await
+        {
+            tracing::warn!(error = %e, "a revocation did not reach the other nodes");
+        }
     }
 
     /// Whether a token of session `sid` with id `jti` is refused at `now`.
@@ -65,7 +119,8 @@ impl Revocations {
     ) -> StoreResult<()> {
         let key = sid_key(sid);
         store.add_revoked(&key, until).await?;
-        self.remember(key, until, now);
+        self.remember(key.clone(), until, now);
+        self.announce(&key, until).await;
         Ok(())
     }
 
@@ -79,7 +134,8 @@ impl Revocations {
     ) -> StoreResult<()> {
         let key = jti_key(jti);
         store.add_revoked(&key, until).await?;
-        self.remember(key, until, now);
+        self.remember(key.clone(), until, now);
+        self.announce(&key, until).await;
         Ok(())
     }
 }

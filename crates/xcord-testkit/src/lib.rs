@@ -29,7 +29,9 @@ pub struct TestApp {
     pub config: Config,
     /// The gateway (all roles run in tests).
     pub gateway: Option<Arc<xcord_gateway::Gateway>>,
-    db: TestDatabase,
+    /// The database this app created (`None` for a node joined to another's).
+    _db: Option<TestDatabase>,
+    backend: Backend,
     data_dir: tempfile::TempDir,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
@@ -48,6 +50,8 @@ pub struct TestAppBuilder {
     backend: Backend,
     clock: Arc<dyn Clock>,
     configure: Vec<ConfigEdit>,
+    shared_database: Option<String>,
+    secrets_from: Option<std::path::PathBuf>,
 }
 
 impl TestAppBuilder {
@@ -57,12 +61,23 @@ impl TestAppBuilder {
             backend,
             clock: Arc::new(SystemClock),
             configure: Vec::new(),
+            shared_database: None,
+            secrets_from: None,
         }
     }
 
     /// Changes the configuration (applied after the test defaults).
     pub fn configure(mut self, f: impl FnOnce(&mut Config) + 'static) -> Self {
         self.configure.push(Box::new(f));
+        self
+    }
+
+    /// Runs as another node of `app`'s deployment: the same database and the same secret
+    /// files (JWT, sealing and attachment keys), as docs/gateway.md tells operators to do;
+    /// the caller adds the shared Redis. The first app owns and drops the database.
+    pub fn joining(mut self, app: &TestApp) -> Self {
+        self.shared_database = app.config.database_url.clone();
+        self.secrets_from = Some(app.data_dir().to_path_buf());
         self
     }
 
@@ -75,14 +90,27 @@ impl TestAppBuilder {
     /// Starts the server. Panics (failing the test) when it cannot start: a test never
     /// passes by skipping its backend.
     pub async fn spawn(self) -> TestApp {
-        let db = TestDatabase::new(self.backend)
-            .await
-            .unwrap_or_else(|e| panic!("cannot create a {:?} test database: {e:#}", self.backend));
+        let (db, url) = match self.shared_database {
+            Some(url) => (None, url),
+            None => {
+                let db = TestDatabase::new(self.backend).await.unwrap_or_else(|e| {
+                    panic!("cannot create a {:?} test database: {e:#}", self.backend)
+                });
+                let url = db.url().to_owned();
+                (Some(db), url)
+            }
+        };
         let data_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        if let Some(from) = &self.secrets_from {
+            for name in ["jwt_secret", "secret_key", "cdn_key"] {
+                std::fs::copy(from.join(name), data_dir.path().join(name))
+                    .unwrap_or_else(|e| panic!("cannot share {name}: {e}"));
+            }
+        }
         let mut config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.path().to_path_buf(),
-            database_url: Some(db.url().to_owned()),
+            database_url: Some(url),
             database_max_connections: 5,
             // Suites make many calls quickly; rate-limit tests turn limits back on.
             rate_limits: false,
@@ -112,7 +140,8 @@ impl TestAppBuilder {
             state,
             config,
             gateway,
-            db,
+            _db: db,
+            backend: self.backend,
             data_dir,
             shutdown,
             handle: Some(handle),
@@ -209,7 +238,7 @@ impl TestApp {
 
     /// The test database's backend.
     pub fn backend(&self) -> Backend {
-        self.db.backend()
+        self.backend
     }
 
     /// The data directory.

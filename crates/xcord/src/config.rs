@@ -95,6 +95,9 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Redis URL (`XCORD_REDIS_URL`): enables multi-node mode.
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel (`XCORD_REDIS_PREFIX`), so deployments can
+    /// share a Redis server.
+    pub redis_prefix: String,
     /// Snowflake node id 0–1023 (`XCORD_NODE_ID`).
     pub node_id: u16,
     /// Signing secret (`XCORD_JWT_SECRET`); `None` means generated and kept in the data dir.
@@ -152,6 +155,7 @@ impl Default for Config {
             database_url: None,
             database_max_connections: 16,
             redis_url: None,
+            redis_prefix: "xcord".into(),
             node_id: 0,
             jwt_secret: None,
             rate_limits: true,
@@ -189,6 +193,7 @@ struct FileConfig {
     database_url: Option<String>,
     database_max_connections: Option<u32>,
     redis_url: Option<String>,
+    redis_prefix: Option<String>,
     node_id: Option<u16>,
     jwt_secret: Option<String>,
     rate_limits: Option<Switch>,
@@ -285,6 +290,7 @@ impl Config {
             f.database_max_connections,
         );
         set_opt(&mut self.redis_url, f.redis_url);
+        set(&mut self.redis_prefix, f.redis_prefix);
         set(&mut self.node_id, f.node_id);
         set_opt(&mut self.jwt_secret, f.jwt_secret);
         if let Some(s) = f.rate_limits {
@@ -357,6 +363,9 @@ impl Config {
             self.database_max_connections,
             parse_num
         );
+        parsed!("XCORD_REDIS_PREFIX", self.redis_prefix, |v: &str| {
+            anyhow::Ok(v.to_owned())
+        });
         parsed!("XCORD_REDIS_URL", self.redis_url, |v: &str| anyhow::Ok(
             Some(v.to_owned())
         ));
@@ -460,6 +469,14 @@ impl Config {
         };
         if !has_scheme(&self.database_url, &["sqlite:", "postgres:", "postgresql:"]) {
             bail!("XCORD_DATABASE_URL must start with sqlite:// or postgres://");
+        }
+        if self.redis_prefix.is_empty()
+            || !self
+                .redis_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            bail!("XCORD_REDIS_PREFIX must be letters, digits, '-', '_' or '.'");
         }
         if !has_scheme(&self.redis_url, &["redis://", "rediss://"]) {
             bail!("XCORD_REDIS_URL must start with redis:// or rediss://");

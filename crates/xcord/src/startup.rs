@@ -10,10 +10,10 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use xcord_api::{AppState, AppStateInner, HttpSettings};
-use xcord_bus::InProcessBus;
+use xcord_bus::{EventBus, InProcessBus};
 use xcord_core::mail::{Mailer, OutboxMailer, SmtpMailer};
-use xcord_core::presence::PresenceRegistry;
-use xcord_core::ratelimit::{InMemoryRateLimiter, RateLimitSettings};
+use xcord_core::presence::{PresenceRegistry, PresenceStore};
+use xcord_core::ratelimit::{InMemoryRateLimiter, RateLimitSettings, RateLimiter};
 use xcord_core::storage::LocalFileStore;
 use xcord_core::{Clock, Core, CoreDeps, CoreSettings, SystemClock};
 use xcord_gateway::{Gateway, GatewaySettings};
@@ -68,18 +68,34 @@ impl Application {
                 &config.mail_from,
             )?),
         };
+        // Scale mode shares the bus, presence and rate limits through Redis.
+        let (bus, presence, limiter): (
+            Arc<dyn EventBus>,
+            Arc<dyn PresenceStore>,
+            Arc<dyn RateLimiter>,
+        ) = match &config.redis_url {
+            Some(url) => {
+                let r = xcord_redis::connect(url, &config.redis_prefix, config.node_id).await?;
+                (r.bus, r.presence, r.limiter)
+            }
+            None => (
+                Arc::new(InProcessBus::default()),
+                Arc::new(PresenceRegistry::default()),
+                Arc::new(InMemoryRateLimiter::new(clock.clone())),
+            ),
+        };
         let core = Core::new(
             CoreDeps {
                 store,
-                bus: Arc::new(InProcessBus::default()),
+                bus,
                 clock: clock.clone(),
                 mailer,
-                limiter: Arc::new(InMemoryRateLimiter::new(clock)),
+                limiter,
                 jwt_secret: jwt_secret.into_bytes(),
                 sealing_key,
                 cdn_key,
                 files: Arc::new(LocalFileStore::new(config.data_dir.join("attachments"))),
-                presence: Arc::new(PresenceRegistry::default()),
+                presence,
             },
             CoreSettings {
                 node_id: config.node_id,

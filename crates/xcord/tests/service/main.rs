@@ -7,6 +7,7 @@ mod health;
 mod limits;
 mod mail;
 mod messages;
+mod multinode;
 mod process;
 mod routes;
 mod servers;

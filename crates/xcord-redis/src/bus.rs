@@ -1,0 +1,220 @@
+//! The event bus over Redis pub/sub. A node delivers its own events to its subscribers at
+//! once and publishes them to one Redis channel; its one subscriber connection delivers the
+//! other nodes' events. At-most-once: events published while a node's subscriber is
+//! reconnecting are lost to it (clients recover through resume or a fresh IDENTIFY).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt as _;
+use redis::aio::ConnectionManager;
+use tokio::sync::{broadcast, oneshot};
+use tokio_util::sync::CancellationToken;
+use xcord_bus::{BusError, BusEvent, EventBus, Subscription, Topic, TopicFilter};
+use xcord_types::Snowflake;
+
+/// The Redis event bus of one node.
+pub struct RedisBus {
+    conn: ConnectionManager,
+    channel: String,
+    instance: String,
+    tx: broadcast::Sender<Arc<BusEvent>>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisBus {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn topic_text(t: &Topic) -> String {
+    match t {
+        Topic::Server(id) => format!("s{id}"),
+        Topic::Channel(id) => format!("c{id}"),
+        Topic::User(id) => format!("u{id}"),
+        Topic::Global => "g".into(),
+    }
+}
+
+fn parse_topic(s: &str) -> Option<Topic> {
+    let id = |rest: &str| rest.parse::<i64>().ok().map(Snowflake::from_i64);
+    match s.split_at_checked(1)? {
+        ("s", rest) => id(rest).map(Topic::Server),
+        ("c", rest) => id(rest).map(Topic::Channel),
+        ("u", rest) => id(rest).map(Topic::User),
+        ("g", "") => Some(Topic::Global),
+        _ => None,
+    }
+}
+
+/// `instance \t topic \t node \t name \t data`: the payload is carried as is, never parsed.
+fn encode(instance: &str, ev: &BusEvent) -> String {
+    let topic = topic_text(&ev.topic);
+    let mut s = String::with_capacity(ev.data.len() + ev.name.len() + topic.len() + 40);
+    s.push_str(instance);
+    s.push('\t');
+    s.push_str(&topic);
+    s.push('\t');
+    s.push_str(&ev.origin_node.to_string());
+    s.push('\t');
+    s.push_str(&ev.name);
+    s.push('\t');
+    s.push_str(&ev.data);
+    s
+}
+
+fn decode(s: &str) -> Option<(&str, BusEvent)> {
+    let mut parts = s.splitn(5, '\t');
+    let instance = parts.next()?;
+    let topic = parse_topic(parts.next()?)?;
+    let node = parts.next()?.parse().ok()?;
+    let name = parts.next()?.to_owned();
+    let data = parts.next()?;
+    Some((instance, BusEvent::new(topic, name, data, node)))
+}
+
+impl RedisBus {
+    /// Subscribes (waiting until Redis confirms) and starts the subscriber task.
+    pub async fn connect(
+        client: redis::Client,
+        conn: ConnectionManager,
+        prefix: &str,
+        instance: &str,
+        capacity: usize,
+    ) -> anyhow::Result<Self> {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        let channel = format!("{prefix}:events");
+        let stop = CancellationToken::new();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tokio::spawn(subscriber(
+            client,
+            channel.clone(),
+            instance.to_owned(),
+            tx.clone(),
+            stop.clone(),
+            ready_tx,
+        ));
+        tokio::time::timeout(Duration::from_secs(10), ready_rx)
+            .await
+            .map_err(|_| anyhow::anyhow!("Redis did not confirm the event subscription"))?
+            .map_err(|_| anyhow::anyhow!("the Redis subscriber stopped"))?;
+        Ok(Self {
+            conn,
+            channel,
+            instance: instance.to_owned(),
+            tx,
+            stop,
+        })
+    }
+}
+
+async fn subscriber(
+    client: redis::Client,
+    channel: String,
+    instance: String,
+    tx: broadcast::Sender<Arc<BusEvent>>,
+    stop: CancellationToken,
+    ready: oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    loop {
+        let mut pubsub = match client.get_async_pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis subscriber cannot connect; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if let Err(e) = pubsub.subscribe(&channel).await {
+            tracing::warn!(error = %e, "Redis subscribe failed; retrying");
+            continue;
+        }
+        if let Some(r) = ready.take() {
+            let _ = r.send(());
+        }
+        let mut stream = pubsub.on_message();
+        loop {
+            let msg = tokio::select! {
+                () = stop.cancelled() => return,
+                m = stream.next() => m,
+            };
+            let Some(msg) = msg else {
+                tracing::warn!("Redis subscription dropped; reconnecting");
+                break;
+            };
+            let Ok(payload) = msg.get_payload::<String>() else {
+                continue;
+            };
+            match decode(&payload) {
+                Some((from, ev)) if from != instance => {
+                    metrics::counter!("bus_events_received_total").increment(1);
+                    let _ = tx.send(Arc::new(ev));
+                }
+                Some(_) => {}
+                None => tracing::warn!("undecodable event on the Redis bus"),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisBus {
+    async fn publish(&self, event: BusEvent) -> Result<(), BusError> {
+        metrics::counter!("bus_events_published_total").increment(1);
+        let wire = encode(&self.instance, &event);
+        // Local subscribers first: this node's clients never wait on Redis.
+        let _ = self.tx.send(Arc::new(event));
+        let mut conn = self.conn.clone();
+        redis::cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(wire)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+
+    fn subscribe(&self, filter: TopicFilter) -> Subscription {
+        Subscription::new(self.tx.subscribe(), filter)
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_survive_the_wire_encoding() {
+        for topic in [
+            Topic::Server(Snowflake::from_i64(1)),
+            Topic::Channel(Snowflake::from_i64(22)),
+            Topic::User(Snowflake::from_i64(333)),
+            Topic::Global,
+        ] {
+            let ev = BusEvent::new(topic, "MESSAGE_CREATE", r#"{"a":"b\tc"}"#, 7);
+            let wire = encode("abc", &ev);
+            let (from, back) = decode(&wire).expect("decodes");
+            assert_eq!(from, "abc");
+            assert_eq!(back, ev);
+        }
+        assert!(decode("x\tq1\t0\tN\t{}").is_none());
+        assert!(decode("garbage").is_none());
+    }
+}

@@ -1,0 +1,142 @@
+//! Scale mode: two real nodes on one PostgreSQL database and one real Redis behave as one
+//! service (SPEC §1, §4). Redis at `XCORD_TEST_REDIS_URL` (default 127.0.0.1:6379); every
+//! run uses its own key prefix.
+
+use std::time::Duration;
+
+use serde_json::json;
+use xcord_permissions::bits::VIEW_CHANNELS;
+use xcord_testkit::ws::GatewayClient;
+use xcord_testkit::{Backend, TestApp, TestAppBuilder, room, say, wait_until};
+
+async fn node(prefix: &str, node_id: u16, join: Option<&TestApp>) -> TestApp {
+    let url =
+        std::env::var("XCORD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = prefix.to_owned();
+    let mut b = TestAppBuilder::new(Backend::Postgres).configure(move |c| {
+        c.redis_url = Some(url);
+        c.redis_prefix = prefix;
+        c.node_id = node_id;
+        c.rate_limits = true;
+        c.rate_limit_overrides.insert(
+            xcord_core::ratelimit::Tier::Login,
+            "3/60".parse().unwrap_or(xcord_core::ratelimit::Limit {
+                max: 3,
+                window_secs: 60,
+            }),
+        );
+    });
+    if let Some(first) = join {
+        b = b.joining(first);
+    }
+    b.spawn().await
+}
+
+async fn presence_of(c: &mut GatewayClient, user: &str) -> serde_json::Value {
+    loop {
+        let p = c.dispatch("PRESENCE_UPDATE").await;
+        if p["userId"] == user {
+            return p;
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_nodes_over_redis_behave_as_one() {
+    let prefix = format!("xcord-test-{}", rand_suffix());
+    let a = node(&prefix, 1, None).await;
+    let b = node(&prefix, 2, Some(&a)).await;
+    let r = room(&a, "multi").await;
+
+    // The owner is connected to A, the member to B.
+    let (mut owner_a, _) = a.gateway_as(&r.owner).await;
+    let (mut member_b, _) = b.gateway_as(&r.member).await;
+    let p = presence_of(&mut owner_a, &r.member.id).await;
+    assert_eq!(p["status"], "online", "presence crosses nodes");
+    for n in [&a, &b] {
+        let count = n.get_as(&r.owner.token, "/users/online/count").await;
+        assert_eq!(count.body["onlineUserCount"], 2, "{}", count.text);
+    }
+
+    // Messages posted through either node reach the other's clients.
+    say(&a, &r.owner, &r.channel, "from a").await;
+    assert_eq!(
+        member_b.dispatch("MESSAGE_CREATE").await["content"],
+        "from a"
+    );
+    say(&b, &r.member, &r.channel, "from b").await;
+    assert_eq!(
+        owner_a.dispatch("MESSAGE_CREATE").await["content"],
+        "from a"
+    );
+    assert_eq!(
+        owner_a.dispatch("MESSAGE_CREATE").await["content"],
+        "from b"
+    );
+    // Typing through B's gateway reaches A.
+    member_b
+        .send(json!({"op": 5, "d": {"channelId": r.channel}}))
+        .await;
+    assert_eq!(
+        owner_a.dispatch("TYPING_START").await["userId"],
+        r.member.id.as_str()
+    );
+
+    // A permission change made through A applies to the session on B at once.
+    let ow = format!("/channels/{}/permissions/{}", r.channel, r.server);
+    a.put_as(
+        &r.owner.token,
+        &ow,
+        &json!({"type": "role", "allow": 0, "deny": VIEW_CHANNELS}),
+    )
+    .await;
+    member_b.dispatch("CHANNEL_UPDATE").await;
+    say(&a, &r.owner, &r.channel, "secret").await;
+    member_b
+        .assert_no_dispatch("MESSAGE_CREATE", Duration::from_millis(400))
+        .await;
+
+    // Presence follows sessions on both nodes: one left on A keeps the member online.
+    let (member_a, _) = a.gateway_as(&r.member).await;
+    member_b.drop_connection().await;
+    while let Some(xcord_testkit::ws::Incoming::Frame(f)) =
+        owner_a.next_within(Duration::from_millis(400)).await
+    {
+        assert_ne!(f["d"]["status"], "offline", "{f}");
+    }
+    member_a.drop_connection().await;
+    assert_eq!(
+        presence_of(&mut owner_a, &r.member.id).await["status"],
+        "offline"
+    );
+
+    // Rate-limit counters are shared: three logins a minute in all, whichever node.
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let n = if i % 2 == 0 { &a } else { &b };
+        let res = n
+            .post_api(
+                "/auth/login",
+                &json!({"username": "multi_member", "password": "wrong-password"}),
+            )
+            .await;
+        statuses.push(res.status);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429]);
+
+    // A logout through A is refused by B at once.
+    assert_eq!(b.get_as(&r.member.token, "/auth/me").await.status, 200);
+    a.post_as(&r.member.token, "/auth/logout", &json!({})).await;
+    wait_until(|| async { b.get_as(&r.member.token, "/auth/me").await.status == 401 }).await;
+}
+
+fn rand_suffix() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
