@@ -49,6 +49,10 @@ pub async fn route(gw: &Gateway, ev: &BusEvent) {
     {
         gw.core.voice.apply(&state);
     }
+    if ev.name == "TOKEN_REVOKED" {
+        end_revoked_sessions(gw, &ev.data);
+        return;
+    }
     let Some(op) = dispatch_op(&ev.name) else {
         return;
     };
@@ -93,6 +97,24 @@ pub async fn route(gw: &Gateway, ev: &BusEvent) {
 fn deliver(list: &[Arc<SessionHandle>], d: &Arc<Dispatch>) {
     for h in list {
         h.push(d);
+    }
+}
+
+/// A logout, refresh-token reuse or password reset revoked an auth session: gateway
+/// sessions identified with its tokens end too (op 9, then close 4004).
+fn end_revoked_sessions(gw: &Gateway, data: &str) {
+    let Ok((key, _until)) = serde_json::from_str::<(String, i64)>(data) else {
+        return;
+    };
+    let Some(sid) = key.strip_prefix("sid:").and_then(|s| s.parse::<i64>().ok()) else {
+        return;
+    };
+    if let Ok(index) = gw.index.lock() {
+        for h in index.all_sessions() {
+            if h.caller.session_id.get() == sid {
+                h.invalidate(close::AUTHENTICATION_FAILED);
+            }
+        }
     }
 }
 

@@ -134,6 +134,18 @@ async fn every_close_code_has_its_cause(backend: Backend) {
         closed_with(&app, &[json!({"op": 3, "d": {"token": other.token}})]).await,
         Some(4004)
     );
+    // Logging out ends the gateway sessions of that login at once.
+    let third = app.register("closer3").await;
+    let (mut live, _) = app.gateway_as(&third).await;
+    app.post_as(&third.token, "/auth/logout", &json!({})).await;
+    let f = loop {
+        let f = live.frame().await;
+        if f["op"] == 9 {
+            break f;
+        }
+    };
+    assert_eq!(f["d"]["resumable"], false);
+    assert_eq!(live.closed().await, Some(4004));
     // Flooding: more than 120 frames a minute.
     let (mut c, _) = GatewayClient::open(app.addr, "/api/ws").await;
     for _ in 0..130 {
