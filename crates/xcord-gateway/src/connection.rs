@@ -326,6 +326,7 @@ impl Connection {
             .authenticate(&req.token)
             .map_err(|_| End::Close(close::AUTHENTICATION_FAILED, "authentication failed"))?
             .caller;
+        let since = self.gw.index.lock().map_or(0, |i| i.generation());
         let state = core.connected_state(&caller).await.map_err(|e| match e {
             CoreError::NotFound(_) | CoreError::Unauthorized(_) => {
                 End::Close(close::AUTHENTICATION_FAILED, "authentication failed")
@@ -382,10 +383,14 @@ impl Connection {
             "CONNECTED",
             &payload.to_string(),
         ));
-        {
+        let ids: Vec<_> = state.servers.iter().map(|s| s.server.id).collect();
+        let stale = {
             let Ok(mut index) = self.gw.index.lock() else {
                 return Err(End::Close(1011, "internal error"));
             };
+            // Servers the node already holds are current; ones it takes from this load
+            // may have changed while the load ran.
+            let new = index.missing_servers(&ids);
             index.add_session(
                 handle.clone(),
                 &state.servers,
@@ -394,7 +399,9 @@ impl Connection {
             );
             // First in the queue, so CONNECTED is s = 1 before any event.
             handle.push(&connected);
-        }
+            index.changed_since(since, &new)
+        };
+        refresh_stale(&self.gw.clone(), stale).await;
         self.generation = handle.generation();
         self.session = Some(handle);
         self.rx = Some(rx);
@@ -466,6 +473,39 @@ impl Connection {
         let core = &self.gw.core;
         core.drop_voice_state(h.user, &h.id).await;
         log_refusal(core.gateway_disconnected(h.user).await);
+    }
+}
+
+/// Reloads servers that changed between an identify's load and its registration, until
+/// a reload is not overtaken by another change (a few rounds at most).
+async fn refresh_stale(gw: &Gateway, mut stale: Vec<xcord_types::Snowflake>) {
+    for _ in 0..5 {
+        if stale.is_empty() {
+            return;
+        }
+        let since = gw.index.lock().map_or(0, |i| i.generation());
+        let mut snaps = Vec::new();
+        for id in &stale {
+            match gw.core.server_snapshot(*id).await {
+                Ok(Some(s)) => snaps.push(s),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "cannot reload a server");
+                    return;
+                }
+            }
+        }
+        let Ok(mut index) = gw.index.lock() else {
+            return;
+        };
+        let ids: Vec<_> = snaps.iter().map(|s| s.server.id).collect();
+        let again = index.changed_since(since, &ids);
+        for s in snaps.iter().filter(|s| !again.contains(&s.server.id)) {
+            if index.holds_server(s.server.id) {
+                index.refresh_server(s);
+            }
+        }
+        stale = again;
     }
 }
 

@@ -193,9 +193,63 @@ pub struct Index {
     private: HashMap<Snowflake, Vec<Snowflake>>,
     /// Watched user → local users who see their presence as a friend or DM partner.
     watchers: HashMap<Snowflake, HashSet<Snowflake>>,
+    /// Counts server-topic events; with `recent`, tells an identify whether a server it
+    /// loaded from the database changed before the session was registered.
+    generation: u64,
+    recent: std::collections::VecDeque<(u64, Snowflake)>,
 }
 
+/// How many recent server changes the index remembers for identifies in flight.
+const RECENT_CHANGES: usize = 4096;
+
 impl Index {
+    /// The current change generation (read before loading state for a new session).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Which of `servers` changed after generation `since` (all of them when the record
+    /// no longer reaches back that far).
+    pub fn changed_since(&self, since: u64, servers: &[Snowflake]) -> Vec<Snowflake> {
+        let reaches = self.recent.front().is_none_or(|(g, _)| *g <= since + 1);
+        servers
+            .iter()
+            .copied()
+            .filter(|s| {
+                !reaches
+                    || self
+                        .recent
+                        .iter()
+                        .rev()
+                        .take_while(|(g, _)| *g > since)
+                        .any(|(_, id)| id == s)
+            })
+            .collect()
+    }
+
+    /// Replaces a server's state with a newer snapshot, keeping who is connected.
+    pub fn refresh_server(&mut self, snap: &ServerSnapshot) {
+        let id = snap.server.id;
+        let local = self
+            .servers
+            .remove(&id)
+            .map(|s| s.local)
+            .unwrap_or_default();
+        self.add_server(snap);
+        if let Some(s) = self.servers.get_mut(&id) {
+            s.local = local;
+        }
+    }
+
+    /// Which of `servers` this node does not hold yet.
+    pub fn missing_servers(&self, servers: &[Snowflake]) -> Vec<Snowflake> {
+        servers
+            .iter()
+            .copied()
+            .filter(|s| !self.servers.contains_key(s))
+            .collect()
+    }
+
     /// A session by id.
     pub fn session(&self, id: &str) -> Option<Arc<SessionHandle>> {
         self.sessions.get(id).cloned()
@@ -404,6 +458,11 @@ impl Index {
     ) -> (Vec<Arc<SessionHandle>>, FollowUp) {
         let mut follow = FollowUp::None;
         let mut out = Vec::new();
+        self.generation += 1;
+        if self.recent.len() >= RECENT_CHANGES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((self.generation, server));
         match name {
             "CHANNEL_CREATE" | "CHANNEL_UPDATE" | "CHANNEL_DELETE" => {
                 let Ok(c) = serde_json::from_str::<WireChannel>(data) else {
@@ -593,5 +652,34 @@ impl Index {
             _ => {}
         }
         (self.user_audience(user), follow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sf(n: i64) -> Snowflake {
+        Snowflake::from_i64(n)
+    }
+
+    #[test]
+    fn identifies_learn_which_servers_changed_while_they_loaded() {
+        let mut i = Index::default();
+        let before = i.generation();
+        i.server_event(sf(1), "ROLE_UPDATE", "{}");
+        let mid = i.generation();
+        i.server_event(sf(2), "CHANNEL_UPDATE", "{}");
+        assert_eq!(
+            i.changed_since(before, &[sf(1), sf(2), sf(3)]),
+            [sf(1), sf(2)]
+        );
+        assert_eq!(i.changed_since(mid, &[sf(1), sf(2), sf(3)]), [sf(2)]);
+        assert!(i.changed_since(i.generation(), &[sf(1)]).is_empty());
+        // When the record no longer reaches back, everything counts as changed.
+        for _ in 0..RECENT_CHANGES + 1 {
+            i.server_event(sf(9), "ROLE_UPDATE", "{}");
+        }
+        assert_eq!(i.changed_since(before, &[sf(3)]), [sf(3)]);
     }
 }
