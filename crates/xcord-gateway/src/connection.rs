@@ -265,7 +265,12 @@ impl Connection {
         let identified = self.session.is_some();
         match u8::try_from(frame.op).unwrap_or(u8::MAX) {
             op::HEARTBEAT => {
-                let _: Heartbeat = decode(frame.d)?;
+                // `{seq}` as SPEC'd; Discord-style clients send the bare number or null.
+                if frame.d.is_object() {
+                    let _: Heartbeat = decode(frame.d)?;
+                } else if !(frame.d.is_null() || frame.d.is_u64()) {
+                    return Err(End::Close(close::DECODE_ERROR, "invalid payload"));
+                }
                 self.heartbeat_deadline =
                     Instant::now() + Duration::from_millis(self.gw.settings.heartbeat_ms) * 2;
                 self.send_text(r#"{"op":2,"d":{}}"#.to_owned()).await
