@@ -1,0 +1,101 @@
+//! `xcord-bench`: load an xcord server on this machine and report what it did.
+//!
+//! The server under test should run with `XCORD_RATE_LIMITS=off` (and, to register members
+//! quickly, `XCORD_PASSWORD_HASH=bcrypt:4`). See docs/benchmarks.md.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use clap::Parser;
+use xcord_bench::{Options, run};
+
+/// Load generator for xcord (loopback targets only).
+#[derive(Debug, Parser)]
+#[command(name = "xcord-bench", version)]
+struct Cli {
+    /// The server, `http://127.0.0.1:PORT`.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    target: String,
+    /// The server's pid, to report its memory and CPU.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Members in the server.
+    #[arg(long, default_value_t = 100)]
+    members: usize,
+    /// Gateway connections that receive (at least one per member).
+    #[arg(long, default_value_t = 0)]
+    connections: usize,
+    /// Messages to post (0 skips posting).
+    #[arg(long, default_value_t = 3000)]
+    messages: usize,
+    /// Members that post.
+    #[arg(long, default_value_t = 10)]
+    senders: usize,
+    /// POSTs in flight when posting flat out.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Messages per second in total (0: flat out).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Loopback source addresses for gateway connections.
+    #[arg(long, default_value_t = 4)]
+    sources: u8,
+    /// Seconds of REST reads (0 skips them).
+    #[arg(long, default_value_t = 5)]
+    read_secs: u64,
+    /// Concurrent REST readers.
+    #[arg(long, default_value_t = 64)]
+    read_clients: usize,
+    /// Idle-connection counts to step through, e.g. `1000,5000,19000`.
+    #[arg(long, value_delimiter = ',')]
+    idle: Vec<usize>,
+    /// Time limit of every phase, seconds.
+    #[arg(long, default_value_t = 180)]
+    phase_limit: u64,
+    /// Also append the results as JSON lines to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let opts = Options {
+        target: cli.target,
+        server_pid: cli.server_pid,
+        members: cli.members,
+        connections: cli.connections,
+        messages: cli.messages,
+        senders: cli.senders,
+        concurrency: cli.concurrency,
+        rate: cli.rate,
+        sources: cli.sources,
+        read_secs: cli.read_secs,
+        read_clients: cli.read_clients,
+        idle_steps: cli.idle,
+        phase_limit: Duration::from_secs(cli.phase_limit),
+    };
+    match run(&opts).await {
+        Ok(report) => {
+            print!("{}", report.table());
+            println!();
+            print!("{}", report.json_lines());
+            if let Some(path) = cli.json {
+                let written = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .and_then(|mut f| f.write_all(report.json_lines().as_bytes()));
+                if let Err(e) = written {
+                    eprintln!("cannot write {}: {e}", path.display());
+                    return std::process::ExitCode::from(1);
+                }
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xcord-bench: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
