@@ -23,6 +23,10 @@ use crate::servers::{
 };
 use crate::{Caller, Core, Error, Result};
 
+/// Servers with more members than this do not list their members' presences in CONNECTED
+/// (Discord's default `large_threshold`).
+pub const LARGE_SERVER: usize = 50;
+
 /// Everything about one server that decides who may see what in it.
 #[derive(Debug, Clone)]
 pub struct ServerSnapshot {
@@ -195,7 +199,15 @@ impl Core {
         let private_channels = self.dm_channels(caller, user.id).await?.channels;
         let read_states = self.read_states(caller).await?;
         let personal_contacts = self.store.personal_contacts_of(user.id).await?;
-        let presences = self.presences_of_contacts(user.id).await?;
+        // As Discord's large_threshold: members of big servers are not listed; their
+        // presence arrives as it changes (and `/users/online/list` has it).
+        let mut candidates: std::collections::HashSet<Snowflake> =
+            personal_contacts.iter().copied().collect();
+        for snap in servers.iter().filter(|s| s.members.len() <= LARGE_SERVER) {
+            candidates.extend(snap.members.iter().map(|(u, _)| *u));
+        }
+        candidates.remove(&user.id);
+        let presences = self.presences_of(candidates).await?;
         Ok(ConnectedState {
             user,
             servers,
@@ -206,8 +218,11 @@ impl Core {
         })
     }
 
-    /// Presences of the online users `user` shares a server, DM or friendship with.
-    async fn presences_of_contacts(&self, user: Snowflake) -> Result<Vec<Presence>> {
+    /// Presences of the `candidates` who are online and let others see it.
+    async fn presences_of(
+        &self,
+        candidates: std::collections::HashSet<Snowflake>,
+    ) -> Result<Vec<Presence>> {
         let online: std::collections::HashSet<Snowflake> = self
             .presence
             .online_users()
@@ -218,10 +233,7 @@ impl Core {
         if online.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Snowflake> = self
-            .store
-            .contacts_of(user)
-            .await?
+        let ids: Vec<Snowflake> = candidates
             .into_iter()
             .filter(|id| online.contains(id))
             .collect();
@@ -252,12 +264,27 @@ impl Core {
             ),
             _ => (stored, user.custom_status.clone()),
         };
-        self.presence
+        let before = self
+            .presence
+            .visible_status(user.id)
+            .await
+            .map_err(Error::Unavailable)?;
+        let first = self
+            .presence
             .connect(user.id, status, custom)
             .await
             .map_err(Error::Unavailable)?;
-        // Every connection announces: a second device may have changed the status.
-        self.publish_presence(&user).await
+        let after = self
+            .presence
+            .visible_status(user.id)
+            .await
+            .map_err(Error::Unavailable)?;
+        // Announced when others see a change: the first connection, or another one that
+        // brought a different status. A user with many sessions does not flood everyone.
+        if first || before != after {
+            self.publish_presence(&user).await?;
+        }
+        Ok(())
     }
 
     /// A gateway connection of `user` closed; after the last one they are offline.

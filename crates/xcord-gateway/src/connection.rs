@@ -72,7 +72,7 @@ pub async fn upgrade(
     }
     let token = query.ok().and_then(|q| q.0.token).filter(|t| !t.is_empty());
     let tracker = gw.connections.clone();
-    ws.read_buffer_size(4096)
+    ws.read_buffer_size(2048)
         .write_buffer_size(0)
         .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
@@ -126,14 +126,15 @@ impl Connection {
         if self.send_text(hello.to_string()).await.is_err() {
             return End::Gone;
         }
+        // Identify and resume are boxed: their (large) futures would otherwise be part of
+        // every idle connection's task for its whole life.
         if let Some(token) = token
-            && let Err(end) = self
-                .identify(Identify {
-                    token,
-                    properties: None,
-                    presence: None,
-                })
-                .await
+            && let Err(end) = Box::pin(self.identify(Identify {
+                token,
+                properties: None,
+                presence: None,
+            }))
+            .await
         {
             return end;
         }
@@ -279,12 +280,12 @@ impl Connection {
                 close::ALREADY_AUTHENTICATED,
                 "already identified",
             )),
-            op::IDENTIFY => self.identify(decode(frame.d)?).await,
+            op::IDENTIFY => Box::pin(self.identify(decode(frame.d)?)).await,
             op::RESUME if identified => Err(End::Close(
                 close::ALREADY_AUTHENTICATED,
                 "already identified",
             )),
-            op::RESUME => self.resume(decode(frame.d)?).await,
+            op::RESUME => Box::pin(self.resume(decode(frame.d)?)).await,
             op::PRESENCE_SET | op::TYPING | op::VOICE_STATE_SET if !identified => {
                 Err(End::Close(close::NOT_AUTHENTICATED, "identify first"))
             }
@@ -402,8 +403,9 @@ impl Connection {
                 &private,
                 &state.personal_contacts,
             );
-            // First in the queue, so CONNECTED is s = 1 before any event.
-            handle.push(&connected);
+            // First in the queue, so CONNECTED is s = 1 before any event. It is not kept
+            // for replay: a client that resumes has it already.
+            handle.push_unkept(&connected);
             index.changed_since(since, &new)
         };
         refresh_stale(&self.gw.clone(), stale).await;

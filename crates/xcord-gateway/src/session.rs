@@ -152,6 +152,24 @@ impl SessionHandle {
         }
     }
 
+    /// As [`SessionHandle::push`], without keeping the event for replay (CONNECTED: large,
+    /// per session, and never needed by a resume).
+    pub fn push_unkept(&self, d: &Arc<Dispatch>) {
+        let Ok(mut q) = self.queue.lock() else {
+            return;
+        };
+        q.seq += 1;
+        let item = (q.seq, d.clone());
+        if let Some(tx) = &q.tx
+            && tx.try_send(item).is_err()
+        {
+            q.tx = None;
+            q.detached_at = Some(Instant::now());
+            q.kick = Kick::Close(xcord_types::gateway::close::SLOW_CONSUMER);
+            self.kicked.notify_one();
+        }
+    }
+
     /// Forgets replay entries older than `window`.
     pub fn trim(&self, window: std::time::Duration) {
         if let Ok(mut q) = self.queue.lock() {
