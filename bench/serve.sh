@@ -5,7 +5,8 @@
 #   bench/serve.sh PORT [sqlite|postgres] [NODE_ID] [REDIS_URL]
 #
 # With postgres, the database `xcord_bench_PORT` on 127.0.0.1:5432 is created anew.
-# Extra XCORD_* variables in the environment are passed through.
+# Extra XCORD_* variables in the environment are passed through; XCORD_BIN picks another
+# build of the server (for before/after pairs).
 set -euo pipefail
 port=${1:?port}
 backend=${2:-sqlite}
@@ -23,7 +24,7 @@ if [ "$backend" = postgres ]; then
   export XCORD_DATABASE_URL=postgres://postgres@127.0.0.1:5432/$db XCORD_DATABASE_MAX_CONNECTIONS=32
 fi
 if [ -n "$redis" ]; then export XCORD_REDIS_URL=$redis; fi
-"$root/target/release/xcord" serve >"$data/server.log" 2>&1 &
+"${XCORD_BIN:-$root/target/release/xcord}" serve >"$data/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
   if curl -fs "http://127.0.0.1:$port/health/live" >/dev/null 2>&1; then echo "$pid"; exit 0; fi

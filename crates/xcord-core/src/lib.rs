@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod channels;
 pub mod clock;
+pub mod context_cache;
 pub mod crypto;
 pub mod error;
 pub mod mail;

@@ -4,6 +4,7 @@
 //! membership.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use hmac::Mac as _;
 use serde_json::json;
@@ -104,6 +105,20 @@ fn message_event_server(ctx: &ChannelContext) -> serde_json::Value {
 impl Core {
     /// The caller's view of a channel: 404 when it does not exist for them.
     pub async fn channel_context(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+    ) -> Result<Arc<ChannelContext>> {
+        if let Some(ctx) = self.contexts.get(channel_id, caller.user_id) {
+            return Ok(ctx);
+        }
+        let epoch = self.contexts.epoch();
+        let ctx = Arc::new(self.load_channel_context(caller, channel_id).await?);
+        self.contexts.put(epoch, caller.user_id, ctx.clone());
+        Ok(ctx)
+    }
+
+    async fn load_channel_context(
         &self,
         caller: &Caller,
         channel_id: Snowflake,
@@ -816,7 +831,7 @@ impl Core {
         channel_id: Snowflake,
         message: Snowflake,
         emoji: &str,
-    ) -> Result<ChannelContext> {
+    ) -> Result<Arc<ChannelContext>> {
         check_emoji(emoji)?;
         let ctx = self.channel_context(caller, channel_id).await?;
         Self::require_history(&ctx)?;
