@@ -27,6 +27,9 @@ pub use report::{Report, Row};
 pub struct Options {
     /// `http://127.0.0.1:PORT` (loopback only).
     pub target: String,
+    /// Where gateway connections go, when not to `target` (another node of the same
+    /// deployment: posts through one node, delivery through the other).
+    pub gateway_target: Option<String>,
     /// The server's pid, for RSS and CPU (`None`: not reported).
     pub server_pid: Option<u32>,
     /// Members registered and joined to the server.
@@ -59,6 +62,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             target: "http://127.0.0.1:3000".into(),
+            gateway_target: None,
             server_pid: None,
             members: 100,
             connections: 100,
@@ -110,8 +114,12 @@ pub async fn phase<T>(
 
 /// Runs the whole benchmark and returns its report.
 pub async fn run(opts: &Options) -> anyhow::Result<Report> {
-    let (ip, port) = loopback_target(&opts.target)?;
-    let base = format!("http://{ip}:{port}");
+    let (rest_ip, rest_port) = loopback_target(&opts.target)?;
+    let base = format!("http://{rest_ip}:{rest_port}");
+    let (ip, port) = match &opts.gateway_target {
+        Some(g) => loopback_target(g)?,
+        None => (rest_ip, rest_port),
+    };
     let api = rest::Api::new(&base)?;
     let mut report = Report::default();
     let server = proc::Sampler::new(opts.server_pid);

@@ -16,6 +16,10 @@ struct Cli {
     /// The server, `http://127.0.0.1:PORT`.
     #[arg(long, default_value = "http://127.0.0.1:3000")]
     target: String,
+    /// Another node for the gateway connections (`http://127.0.0.1:PORT`); posts still go
+    /// to `--target`.
+    #[arg(long)]
+    gateway_target: Option<String>,
     /// The server's pid, to report its memory and CPU.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -62,6 +66,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let opts = Options {
         target: cli.target,
+        gateway_target: cli.gateway_target,
         server_pid: cli.server_pid,
         members: cli.members,
         connections: cli.connections,

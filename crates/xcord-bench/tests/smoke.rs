@@ -10,6 +10,7 @@ async fn a_small_run_reports_every_figure() {
     let app = spawn_app(Backend::Sqlite).await;
     let opts = Options {
         target: format!("http://{}", app.addr),
+        gateway_target: None,
         server_pid: Some(std::process::id()),
         members: 5,
         connections: 8,

@@ -10,6 +10,7 @@ use axum::extract::{
 };
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt as _;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -26,6 +27,10 @@ use crate::session::{Dispatch, Kick, Sequenced, SessionHandle};
 
 /// Largest client frame accepted; client ops are small.
 const MAX_CLIENT_FRAME: usize = 16 * 1024;
+/// Frames written with one flush at most.
+const MAX_BATCH: usize = 64;
+/// Bytes tungstenite gathers before writing to the socket within a batch.
+const WRITE_BUFFER: usize = 16 * 1024;
 /// How long a connection may take to write one frame before it counts as stuck.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -73,7 +78,7 @@ pub async fn upgrade(
     let token = query.ok().and_then(|q| q.0.token).filter(|t| !t.is_empty());
     let tracker = gw.connections.clone();
     ws.read_buffer_size(2048)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
         .on_upgrade(move |socket| tracker.track_future(serve(gw, socket, token)))
@@ -165,8 +170,8 @@ impl Connection {
                     }
                 }
                 out = next_out => match out {
-                    Some((seq, d)) => {
-                        if let Err(end) = self.send_dispatch(seq, &d).await {
+                    Some(first) => {
+                        if let Err(end) = self.send_batch(first).await {
                             return end;
                         }
                     }
@@ -230,6 +235,42 @@ impl Connection {
         };
         tokio::select! {
             r = tokio::time::timeout(SEND_TIMEOUT, self.socket.send(frame)) => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(End::Gone),
+                Err(_) => Err(End::Close(close::SLOW_CONSUMER, "send queue overflow")),
+            },
+            () = h.kicked.notified() => match h.kick_for(self.generation) {
+                Kick::None => Ok(()),
+                Kick::Close(code) | Kick::Invalidate(code) => Err(End::Close(code, kick_reason(code))),
+            },
+        }
+    }
+
+    /// Writes `first` and whatever else is already queued (up to a bound) with one flush:
+    /// under load a busy connection takes many frames per write instead of one each.
+    async fn send_batch(&mut self, first: Sequenced) -> Result<(), End> {
+        let Some(h) = self.session.clone() else {
+            return Err(End::Gone);
+        };
+        let mut batch = Vec::with_capacity(8);
+        batch.push(Message::Text(first.1.frame(first.0).into()));
+        if let Some(rx) = self.rx.as_mut() {
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok((seq, d)) => batch.push(Message::Text(d.frame(seq).into())),
+                    Err(_) => break,
+                }
+            }
+        }
+        let socket = &mut self.socket;
+        let write = async move {
+            for m in batch {
+                socket.feed(m).await?;
+            }
+            socket.flush().await
+        };
+        tokio::select! {
+            r = tokio::time::timeout(SEND_TIMEOUT, write) => match r {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(End::Gone),
                 Err(_) => Err(End::Close(close::SLOW_CONSUMER, "send queue overflow")),
