@@ -11,6 +11,7 @@ pub mod repo;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+mod group_commit;
 mod store;
 
 pub use error::StoreError;

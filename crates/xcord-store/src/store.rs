@@ -77,6 +77,8 @@ pub struct Store {
     /// instead of in SQLite's busy handler, which sleeps in growing steps (up to 100 ms)
     /// between retries and so turns contention into long tail latency.
     write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// The group committer of new messages, started on first use.
+    posts: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::group_commit::Job>>>,
 }
 
 /// A write transaction. Dereferences to the connection (use `&mut *tx` as the executor);
@@ -161,7 +163,14 @@ impl Store {
             pool,
             backend,
             write_turn,
+            posts: Arc::default(),
         })
+    }
+
+    /// The queue of the message group committer (started on first use).
+    pub(crate) fn post_queue(&self) -> &tokio::sync::mpsc::Sender<crate::group_commit::Job> {
+        self.posts
+            .get_or_init(|| crate::group_commit::start(self.clone()))
     }
 
     /// Applies every embedded migration not yet applied.

@@ -2,7 +2,10 @@
 
 use sqlx::Row as _;
 use xcord_store::testing::TestDatabase;
-use xcord_store::{Backend, NewUser, Store, StoreError, StoreOptions, UserRepository, migrations};
+use xcord_store::{
+    Backend, MessageRepository, NewMessage, NewUser, PostOutcome, Store, StoreError, StoreOptions,
+    UserRepository, migrations,
+};
 use xcord_types::{Snowflake, SnowflakeGenerator, Timestamp};
 
 async fn open(backend: Backend) -> (TestDatabase, Store) {
@@ -35,6 +38,7 @@ xcord_store::on_both_backends!(
     foreign_keys_are_enforced,
     deleting_a_server_cascades_to_its_rows,
     message_nonce_is_unique_per_author_and_channel,
+    concurrent_posts_are_committed_together_and_each_answered,
 );
 
 async fn migrations_apply_every_embedded_version_once(backend: Backend) {
@@ -299,4 +303,82 @@ async fn an_unreachable_postgres_is_an_error_not_a_hang() {
     let res = Store::connect("postgres://nobody@127.0.0.1:1/none", &opts).await;
     assert!(res.is_err());
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+async fn concurrent_posts_are_committed_together_and_each_answered(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let ids = SnowflakeGenerator::new(1);
+    let a = store
+        .create_user(&new_user(&ids, "poster", Some("p@x.io")))
+        .await
+        .expect("user");
+    let channel = ids.next_id();
+    sqlx::query("INSERT INTO channels (id, type, dm_key, created_at, updated_at) VALUES ($1, 'dm', 'k', 0, 0)")
+        .bind(channel.get())
+        .execute(store.pool())
+        .await
+        .expect("dm");
+    // 200 posts at once, every tenth reusing one nonce: the queue fills and batches form.
+    let posts: Vec<NewMessage> = (0..200)
+        .map(|i| NewMessage {
+            id: ids.next_id(),
+            channel_id: channel,
+            author_id: a.id,
+            content: format!("m{i}"),
+            nonce: (i % 10 == 0).then(|| "same".to_owned()),
+            reply_to: None,
+            mention_everyone: false,
+            mentions: "{}".into(),
+            mentioned_users: vec![a.id],
+            encrypted: false,
+            encrypted_keys: None,
+            attachment_ids: Vec::new(),
+            now: Timestamp::now(),
+        })
+        .collect();
+    let outcomes =
+        futures_util::future::join_all(posts.iter().map(|m| store.post_message(m))).await;
+    let mut created = 0;
+    let mut duplicates = Vec::new();
+    for (m, o) in posts.iter().zip(outcomes) {
+        match o.expect("posted") {
+            PostOutcome::Created(r) => {
+                assert_eq!((r.id, r.content.as_str()), (m.id, m.content.as_str()));
+                created += 1;
+            }
+            PostOutcome::Duplicate(first) => duplicates.push(first.id),
+            PostOutcome::BadAttachments => panic!("no attachments here"),
+        }
+    }
+    assert_eq!(created, 181, "180 without a nonce and the first with it");
+    assert_eq!(duplicates.len(), 19);
+    duplicates.dedup();
+    assert_eq!(
+        duplicates.len(),
+        1,
+        "every retry answers with the same first message"
+    );
+    let count = |sql: &'static str| {
+        let store = store.clone();
+        async move {
+            sqlx::query(sql)
+                .bind(channel.get())
+                .fetch_one(store.pool())
+                .await
+                .expect(sql)
+                .try_get::<i64, _>(0)
+                .expect("int")
+        }
+    };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM messages WHERE channel_id = $1").await,
+        181
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM message_mentions WHERE channel_id = $1").await,
+        181
+    );
+    let last = count("SELECT last_message_id FROM channels WHERE id = $1").await;
+    let max_stored = count("SELECT MAX(id) FROM messages WHERE channel_id = $1").await;
+    assert_eq!(last, max_stored, "the channel points at its newest message");
 }

@@ -349,9 +349,9 @@ fn attachment_from_row(r: &AnyRow) -> StoreResult<AttachmentRecord> {
 
 const ATTACHMENT_COLUMNS: &str = "SELECT id, uploader_id, channel_id, message_id, filename, content_type, size, width, height, storage_key, created_at FROM attachments ";
 
-#[async_trait]
-impl MessageRepository for Store {
-    async fn post_message(&self, m: &NewMessage) -> StoreResult<PostOutcome> {
+impl Store {
+    /// Writes one message in its own transaction.
+    pub(crate) async fn post_one(&self, m: &NewMessage) -> StoreResult<PostOutcome> {
         let now = m.now.as_millis();
         let mut tx = self.begin_write().await?;
         // A repeated nonce hits the unique (channel, author, nonce) index and inserts nothing.
@@ -375,16 +375,7 @@ impl MessageRepository for Store {
         .rows_affected();
         if inserted == 0 {
             tx.rollback().await?;
-            let row = sqlx::query(message_select!(
-                "WHERE m.channel_id = $1 AND m.author_id = $2 AND m.nonce = $3"
-            ))
-            .bind(m.channel_id.get())
-            .bind(m.author_id.get())
-            .bind(m.nonce.clone())
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or(StoreError::Other(sqlx::Error::RowNotFound))?;
-            return Ok(PostOutcome::Duplicate(self.message_from_row(&row)?));
+            return Ok(PostOutcome::Duplicate(self.message_by_nonce(m).await?));
         }
         if !m.attachment_ids.is_empty() {
             let sql = format!(
@@ -418,23 +409,43 @@ impl MessageRepository for Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(PostOutcome::Created(MessageRecord {
-            id: m.id,
-            channel_id: m.channel_id,
-            author_id: m.author_id,
-            content: m.content.clone(),
-            nonce: m.nonce.clone(),
-            reply_to: m.reply_to,
-            mention_everyone: m.mention_everyone,
-            mentions: m.mentions.clone(),
-            encrypted: m.encrypted,
-            encrypted_keys: m.encrypted_keys.clone(),
-            is_automatic: false,
-            edited_at: None,
-            deleted_at: None,
-            version: 1,
-            created_at: m.now,
-        }))
+        Ok(PostOutcome::Created(crate::group_commit::created(m)))
+    }
+
+    /// The message an author already posted here with this nonce.
+    pub(crate) async fn message_by_nonce(&self, m: &NewMessage) -> StoreResult<MessageRecord> {
+        let row = sqlx::query(message_select!(
+            "WHERE m.channel_id = $1 AND m.author_id = $2 AND m.nonce = $3"
+        ))
+        .bind(m.channel_id.get())
+        .bind(m.author_id.get())
+        .bind(m.nonce.clone())
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::Other(sqlx::Error::RowNotFound))?;
+        self.message_from_row(&row)
+    }
+}
+
+#[async_trait]
+impl MessageRepository for Store {
+    async fn post_message(&self, m: &NewMessage) -> StoreResult<PostOutcome> {
+        if !m.attachment_ids.is_empty() {
+            return self.post_one(m).await;
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = crate::group_commit::Job {
+            message: m.clone(),
+            reply,
+        };
+        if self.post_queue().send(job).await.is_err() {
+            // The committer is gone (its runtime ended): write directly.
+            return self.post_one(m).await;
+        }
+        match answer.await {
+            Ok(r) => r,
+            Err(_) => self.post_one(m).await,
+        }
     }
 
     async fn message(
