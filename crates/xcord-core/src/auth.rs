@@ -534,10 +534,19 @@ impl Core {
                 Error::BadRequest("The verification token is invalid or has expired.".into())
             })?;
         self.store.set_email_verified(user, now).await?;
+        self.publish_user_update(user).await?;
         Ok(SuccessResponse {
             success: true,
             message: Some("Your e-mail address is verified.".into()),
         })
+    }
+
+    /// Tells the user's sessions (and caches) that their own view changed.
+    async fn publish_user_update(&self, user: Snowflake) -> Result<()> {
+        let u = self.user(user).await?;
+        self.publish(Topic::User(user), "USER_UPDATE", &Self::self_user(&u))
+            .await;
+        Ok(())
     }
 
     /// `POST /auth/resend-verification`.
@@ -608,6 +617,7 @@ impl Core {
         self.store.set_password_hash(user, &hash, now).await?;
         // Following the link proved the mailbox is theirs.
         self.store.set_email_verified(user, now).await?;
+        self.publish_user_update(user).await?;
         self.store
             .expire_user_tokens(user, TokenPurpose::ResetPassword, now)
             .await?;

@@ -123,3 +123,50 @@ impl ContextCache {
         });
     }
 }
+
+/// How long a cached self view may be served without an event about its user.
+const SELF_TTL: Duration = Duration::from_secs(1);
+
+/// Users' own views (`GET /users/@me`), dropped by any event on the user's topic and
+/// otherwise kept for a second: the hottest authenticated read needs no query.
+#[derive(Debug, Default)]
+pub struct SelfViewCache {
+    // No await while locked.
+    map: Mutex<HashMap<Snowflake, (Instant, xcord_types::rest::users::SelfUser)>>,
+    epoch: AtomicU64,
+}
+
+impl SelfViewCache {
+    /// The cached view of `user`, if fresh.
+    pub fn get(&self, user: Snowflake) -> Option<xcord_types::rest::users::SelfUser> {
+        let map = self.map.lock().ok()?;
+        map.get(&user)
+            .filter(|(at, _)| at.elapsed() < SELF_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The epoch to pass to [`SelfViewCache::put`] (read before loading).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Stores a view loaded since `epoch`, unless an event came meanwhile.
+    pub fn put(&self, epoch: u64, user: Snowflake, view: xcord_types::rest::users::SelfUser) {
+        if let Ok(mut map) = self.map.lock()
+            && self.epoch.load(Ordering::Acquire) == epoch
+        {
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+            map.insert(user, (Instant::now(), view));
+        }
+    }
+
+    /// Drops `user`'s view (any event on their topic may have changed it).
+    pub fn forget(&self, user: Snowflake) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(&user);
+        }
+    }
+}

@@ -105,6 +105,8 @@ pub struct Core {
     pub voice: crate::realtime::VoiceStates,
     /// Channel contexts of recent callers.
     pub(crate) contexts: Arc<crate::context_cache::ContextCache>,
+    /// Users' own views, for `GET /users/@me`.
+    pub(crate) self_views: crate::context_cache::SelfViewCache,
     /// A hash of a random password, verified against when a login names no user, so that
     /// "no such user" and "wrong password" take the same time.
     pub(crate) decoy_hash: String,
@@ -152,6 +154,7 @@ impl Core {
             activity: crate::messages::ChannelActivity::default(),
             voice: crate::realtime::VoiceStates::default(),
             contexts,
+            self_views: crate::context_cache::SelfViewCache::default(),
             decoy_hash,
         })
     }
@@ -189,6 +192,9 @@ impl Core {
         };
         // This node's own changes invalidate cached permissions before anyone hears of them.
         self.contexts.on_event(&topic, name, &data);
+        if let Topic::User(u) = topic {
+            self.self_views.forget(u);
+        }
         if let Err(e) = self
             .bus
             .publish(BusEvent::new(topic, name, data, self.settings.node_id))
