@@ -143,8 +143,16 @@ impl Connection {
         {
             return end;
         }
-        let shutdown = self.gw.shutdown.clone();
+        // Made once, not per wake-up: a fresh timer entry and a fresh waiter on the shared
+        // shutdown token for every frame would cost 1,000 registrations per message.
+        let shutdown = self.gw.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
+        let heartbeat = tokio::time::sleep_until(self.heartbeat_deadline);
+        tokio::pin!(heartbeat);
         loop {
+            if heartbeat.deadline() != self.heartbeat_deadline {
+                heartbeat.as_mut().reset(self.heartbeat_deadline);
+            }
             let session = self.session.clone();
             let kicked = async {
                 match &session {
@@ -160,7 +168,7 @@ impl Connection {
             };
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => {
+                () = &mut shutdown => {
                     let _ = self.send_text(json!({"op": op::RECONNECT, "d": null}).to_string()).await;
                     return End::Close(close::SERVICE_RESTART, "server restarting");
                 }
@@ -198,7 +206,7 @@ impl Connection {
                         return end;
                     }
                 }
-                () = tokio::time::sleep_until(self.heartbeat_deadline) => {
+                () = &mut heartbeat => {
                     return End::Close(close::SESSION_TIMED_OUT, "no heartbeat");
                 }
             }
