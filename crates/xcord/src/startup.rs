@@ -195,6 +195,13 @@ impl Application {
                 gw.shutdown(Duration::from_secs(5)).await;
             });
         }
+        // Gateway frames and small responses go out at once: no Nagle delay waiting for the
+        // peer's (delayed) ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
