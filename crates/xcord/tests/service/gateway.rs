@@ -452,6 +452,44 @@ async fn permission_changes_apply_to_live_sessions(backend: Backend) {
         .await;
     m.dispatch("SERVER_CREATE").await;
     member_sees(&app, &mut m, &r.owner, &ch2, "second server").await;
+
+    // A deleted channel is announced, then silent.
+    let news = app
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{sid}/channels"),
+            &json!({"name": "temp"}),
+        )
+        .await;
+    let news_id = news.body["id"].as_str().expect("channel").to_owned();
+    assert_eq!(m.dispatch("CHANNEL_CREATE").await["id"], news_id.as_str());
+    app.delete_as(&r.owner.token, &format!("/channels/{news_id}"))
+        .await;
+    assert_eq!(m.dispatch("CHANNEL_DELETE").await["id"], news_id.as_str());
+
+    // Banned: the server goes away at once, and its messages stop.
+    let ban = app
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{sid}/bans"),
+            &json!({"userId": r.member.id, "reason": "test"}),
+        )
+        .await;
+    assert!(ban.status < 300, "{}", ban.text);
+    assert_eq!(m.dispatch("SERVER_DELETE").await["id"], sid.as_str());
+    say(&app, &r.owner, &ch2, "after the ban").await;
+    m.assert_no_dispatch("MESSAGE_CREATE", QUIET).await;
+    // Leaving the first server does the same.
+    let left = app
+        .delete_as(
+            &r.member.token,
+            &format!("/servers/{}/members/@me", r.server),
+        )
+        .await;
+    assert!(left.status < 300, "{}", left.text);
+    assert_eq!(m.dispatch("SERVER_DELETE").await["id"], r.server.as_str());
+    say(&app, &r.owner, &r.channel, "after leaving").await;
+    m.assert_no_dispatch("MESSAGE_CREATE", QUIET).await;
 }
 
 async fn a_slow_consumer_is_cut_off_without_slowing_others(backend: Backend) {
