@@ -193,7 +193,10 @@ impl Connection {
                 },
                 msg = self.socket.recv() => {
                     let text = match msg {
-                        None | Some(Err(_)) => return End::Gone,
+                        None => return End::Gone,
+                        // A frame over the size limit or breaking the WebSocket framing; if
+                        // the peer is simply gone, the close frame goes nowhere.
+                        Some(Err(_)) => return End::Close(close::DECODE_ERROR, "invalid frame"),
                         Some(Ok(Message::Close(_))) => return End::Gone,
                         Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
                         Some(Ok(Message::Binary(b))) => match String::from_utf8(b.to_vec()) {
