@@ -63,7 +63,15 @@ async fn database_up(state: &AppState) -> bool {
     )
 }
 
-/// `GET /health`: status of the service and its dependencies; 503 when the database is down.
+async fn redis_up(state: &AppState) -> bool {
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, state.core.bus.ping()).await,
+        Ok(Ok(()))
+    )
+}
+
+/// `GET /health`: status of the service and its dependencies; 503 when the database (or, in
+/// scale mode, Redis) is down.
 #[utoipa::path(get, path = "/health", tag = "operations", responses(
     (status = 200, description = "Healthy", body = HealthReport),
     (status = 503, description = "A required dependency is down", body = HealthReport)))]
@@ -71,17 +79,31 @@ pub async fn health(State(state): State<AppState>) -> Response {
     let db = database_up(&state).await;
     let mut services = BTreeMap::new();
     services.insert("database", if db { "up" } else { "down" });
-    services.insert("bus", "up");
+    services.insert("bus", state.core.bus.kind());
+    let redis = if state.core.bus.kind() == "redis" {
+        let up = redis_up(&state).await;
+        services.insert("redis", if up { "up" } else { "down" });
+        up
+    } else {
+        true
+    };
+    let ok = db && redis;
     let report = HealthReport {
-        status: if db { "OK" } else { "DOWN" },
+        status: if ok { "OK" } else { "DOWN" },
         timestamp: state.core.clock.now(),
         version: VERSION,
         uptime_seconds: state.started_at.elapsed().as_secs(),
         services,
-        error: (!db).then_some("Service Unavailable"),
-        message: (!db).then(|| "The database is unreachable.".to_owned()),
+        error: (!ok).then_some("Service Unavailable"),
+        message: (!ok).then(|| {
+            if db {
+                "Redis is unreachable.".to_owned()
+            } else {
+                "The database is unreachable.".to_owned()
+            }
+        }),
     };
-    let status = if db {
+    let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -150,6 +150,10 @@ pub trait EventBus: Send + Sync + 'static {
     fn subscribe(&self, filter: TopicFilter) -> Subscription;
     /// `"in-process"` or `"redis"`, for health output.
     fn kind(&self) -> &'static str;
+    /// Whether the transport answers (always, in process).
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 }
 
 /// The embedded bus: one bounded broadcast channel inside the process.

@@ -194,6 +194,15 @@ impl EventBus for RedisBus {
     fn kind(&self) -> &'static str {
         "redis"
     }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
 }
 
 #[cfg(test)]

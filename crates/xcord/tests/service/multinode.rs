@@ -47,6 +47,12 @@ async fn two_nodes_over_redis_behave_as_one() {
     let a = node(&prefix, 1, None).await;
     let b = node(&prefix, 2, Some(&a)).await;
     let r = room(&a, "multi").await;
+    for n in [&a, &b] {
+        let h = n.get("/health").await;
+        assert_eq!(h.status, 200, "{}", h.text);
+        assert_eq!(h.body["services"]["redis"], "up");
+        assert_eq!(h.body["services"]["bus"], "redis");
+    }
 
     // The owner is connected to A, the member to B.
     let (mut owner_a, _) = a.gateway_as(&r.owner).await;
@@ -139,4 +145,62 @@ fn rand_suffix() -> String {
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     )
+}
+
+/// A private Redis on a free port, for an outage test that must not touch the shared one.
+struct PrivateRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (installed on this machine) starts");
+        Self { child, port }
+    }
+
+    async fn wait_ready(&self) {
+        let port = self.port;
+        wait_until(|| async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn health_reports_a_redis_outage_and_recovers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let redis = PrivateRedis::start(port);
+    redis.wait_ready().await;
+    let app = TestAppBuilder::new(Backend::Sqlite)
+        .configure(move |c| c.redis_url = Some(format!("redis://127.0.0.1:{port}")))
+        .spawn()
+        .await;
+    assert_eq!(app.get("/health").await.body["services"]["redis"], "up");
+    drop(redis);
+    let down = app.get("/health").await;
+    assert_eq!(down.status, 503, "{}", down.text);
+    assert_eq!(down.body["services"]["redis"], "down");
+    assert_eq!(down.body["status"], "DOWN");
+    let again = PrivateRedis::start(port);
+    again.wait_ready().await;
+    wait_until(|| async { app.get("/health").await.status == 200 }).await;
 }
