@@ -53,10 +53,23 @@ impl Application {
             Some(s) => s.clone(),
             None => secrets::load_or_create(&config.data_dir, "jwt_secret", 64)?,
         };
-        let sealing_key = hex::decode(secrets::load_or_create(&config.data_dir, "secret_key", 32)?)
-            .context("the secret_key file in the data directory is not hex")?;
-        let cdn_key = hex::decode(secrets::load_or_create(&config.data_dir, "cdn_key", 32)?)
-            .context("the cdn_key file in the data directory is not hex")?;
+        // With XCORD_JWT_SECRET set, nodes sharing it also share these two keys (TOTP
+        // secrets sealed on one node open on another; attachment links verify everywhere).
+        let master = config.jwt_secret.as_deref();
+        let sealing_key = hex::decode(secrets::load_or_derive(
+            &config.data_dir,
+            "secret_key",
+            32,
+            master,
+        )?)
+        .context("the secret_key file in the data directory is not hex")?;
+        let cdn_key = hex::decode(secrets::load_or_derive(
+            &config.data_dir,
+            "cdn_key",
+            32,
+            master,
+        )?)
+        .context("the cdn_key file in the data directory is not hex")?;
 
         let store = connect_store(config).await?;
         store.migrate().await?;
