@@ -381,7 +381,7 @@ impl Connection {
     async fn identify(&mut self, req: Identify) -> Result<(), End> {
         let core = self.gw.core.clone();
         let caller = core
-            .authenticate(&req.token)
+            .authenticate(bare_token(&req.token))
             .map_err(|_| End::Close(close::AUTHENTICATION_FAILED, "authentication failed"))?
             .caller;
         let since = self.gw.index.lock().map_or(0, |i| i.generation());
@@ -472,7 +472,7 @@ impl Connection {
     async fn resume(&mut self, req: Resume) -> Result<(), End> {
         let core = self.gw.core.clone();
         let caller = core
-            .authenticate(&req.token)
+            .authenticate(bare_token(&req.token))
             .map_err(|_| End::Close(close::AUTHENTICATION_FAILED, "authentication failed"))?
             .caller;
         let handle = self
@@ -566,6 +566,12 @@ async fn refresh_stale(gw: &Gateway, mut stale: Vec<xcord_types::Snowflake>) {
         }
         stale = again;
     }
+}
+
+/// The token without a `Bearer ` prefix some clients copy from their HTTP header.
+fn bare_token(t: &str) -> &str {
+    let t = t.trim();
+    t.strip_prefix("Bearer ").unwrap_or(t).trim()
 }
 
 fn kick_reason(code: u16) -> &'static str {

@@ -79,6 +79,14 @@ async fn identify_announces_everything_a_client_starts_from(backend: Backend) {
     .await;
     let d = q.dispatch("CONNECTED").await;
     assert_eq!(d["user"]["id"], r.owner.id.as_str());
+    // A token copied with its `Bearer ` prefix works too.
+    let (mut b, _) = GatewayClient::open(app.addr, "/api/ws").await;
+    b.send(json!({"op": 3, "d": {"token": format!("Bearer {}", r.member.token)}}))
+        .await;
+    assert_eq!(
+        b.dispatch("CONNECTED").await["user"]["id"],
+        r.member.id.as_str()
+    );
     // A plain GET is refused with the error shape.
     app.get("/api/ws").await.assert_error(400, "Bad Request");
 }
