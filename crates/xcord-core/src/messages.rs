@@ -444,18 +444,38 @@ impl Core {
         ))
     }
 
-    fn check_slowmode(&self, ctx: &ChannelContext, user: Snowflake) -> Result<()> {
+    async fn check_slowmode(&self, ctx: &ChannelContext, user: Snowflake) -> Result<()> {
         let secs = ctx.channel.rate_limit_per_user;
         if secs <= 0 || ctx.is_manager {
             return Ok(());
         }
         let now = self.clock.now().as_millis();
-        let map = self
-            .activity
-            .last_post
-            .lock()
-            .map_err(|_| Error::Internal(anyhow::anyhow!("slowmode lock poisoned")))?;
-        if let Some(&last) = map.get(&(ctx.channel.id, user)) {
+        let last = {
+            let map = self
+                .activity
+                .last_post
+                .lock()
+                .map_err(|_| Error::Internal(anyhow::anyhow!("slowmode lock poisoned")))?;
+            map.get(&(ctx.channel.id, user)).copied()
+        };
+        // In scale mode the last post may have gone through another node: ask the
+        // database, looking only at messages young enough to matter.
+        let last = match last {
+            Some(t) => Some(t),
+            None if self.bus.kind() == "redis" => {
+                let since = xcord_types::Snowflake::from_parts(
+                    xcord_types::Timestamp::now().as_millis() - secs * 1000 - 60_000,
+                    0,
+                    0,
+                );
+                self.store
+                    .last_post_since(ctx.channel.id, user, since)
+                    .await?
+                    .map(|t| t.as_millis())
+            }
+            None => None,
+        };
+        if let Some(last) = last {
             let wait = last + secs * 1000 - now;
             if wait > 0 {
                 return Err(Error::RateLimited {
@@ -559,7 +579,7 @@ impl Core {
             require_bits(ctx.perms, bits::ATTACH_FILES)?;
         }
         self.check_dm_block(&ctx, caller.user_id).await?;
-        self.check_slowmode(&ctx, caller.user_id)?;
+        self.check_slowmode(&ctx, caller.user_id).await?;
         if let Some(parent) = req.reply_to {
             match self.store.message(channel_id, parent).await? {
                 Some(_) => {}

@@ -176,6 +176,14 @@ pub trait MessageRepository: Send + Sync {
     /// Posts in one transaction: the message (or the earlier one with the same nonce), its
     /// attachments, its mention rows and the channel's last message id.
     async fn post_message(&self, m: &NewMessage) -> StoreResult<PostOutcome>;
+    /// When `author` last posted in `channel`, looking only at messages with ids above
+    /// `since` (for slowmode across nodes).
+    async fn last_post_since(
+        &self,
+        channel: Snowflake,
+        author: Snowflake,
+        since: Snowflake,
+    ) -> StoreResult<Option<Timestamp>>;
     /// A live message of a channel.
     async fn message(
         &self,
@@ -446,6 +454,24 @@ impl MessageRepository for Store {
             Ok(r) => r,
             Err(_) => self.post_one(m).await,
         }
+    }
+
+    async fn last_post_since(
+        &self,
+        channel: Snowflake,
+        author: Snowflake,
+        since: Snowflake,
+    ) -> StoreResult<Option<Timestamp>> {
+        let row = sqlx::query(
+            "SELECT MAX(created_at) FROM messages WHERE channel_id = $1 AND id > $2 AND author_id = $3",
+        )
+        .bind(channel.get())
+        .bind(since.get())
+        .bind(author.get())
+        .fetch_one(self.pool())
+        .await?;
+        let t: Option<i64> = row.try_get(0)?;
+        Ok(t.map(Timestamp::from_millis))
     }
 
     async fn message(

@@ -88,6 +88,30 @@ async fn two_nodes_over_redis_behave_as_one() {
         r.member.id.as_str()
     );
 
+    // Slowmode holds across nodes: a post through A, then one through B, is too soon.
+    let patch = a
+        .patch_as(
+            &r.owner.token,
+            &format!("/channels/{}", r.channel),
+            &json!({"rateLimitPerUser": 30}),
+        )
+        .await;
+    assert_eq!(patch.status, 200, "{}", patch.text);
+    // The member's last post ("from b") went through B; A knows of it.
+    let again = a
+        .post_as(
+            &r.member.token,
+            &format!("/channels/{}/messages", r.channel),
+            &json!({"content": "too soon"}),
+        )
+        .await;
+    again.assert_error(429, "Too Many Requests");
+    assert!(
+        again.body["details"]["retryAfter"]
+            .as_u64()
+            .is_some_and(|s| s <= 30)
+    );
+
     // A permission change made through A applies to the session on B at once.
     let ow = format!("/channels/{}/permissions/{}", r.channel, r.server);
     a.put_as(
