@@ -103,10 +103,8 @@ pub struct Core {
     pub(crate) activity: crate::messages::ChannelActivity,
     /// Voice states of connected users.
     pub voice: crate::realtime::VoiceStates,
-    /// Channel contexts of recent callers.
-    pub(crate) contexts: Arc<crate::context_cache::ContextCache>,
-    /// Users' own views, for `GET /users/@me`.
-    pub(crate) self_views: crate::context_cache::SelfViewCache,
+    /// Channel contexts and self views, dropped by events.
+    pub(crate) caches: Arc<crate::context_cache::Caches>,
     /// A hash of a random password, verified against when a login names no user, so that
     /// "no such user" and "wrong password" take the same time.
     pub(crate) decoy_hash: String,
@@ -132,8 +130,8 @@ impl Core {
             crate::crypto::random_token(16),
         )
         .await?;
-        let contexts = Arc::new(crate::context_cache::ContextCache::default());
-        contexts.follow(&deps.bus);
+        let caches = Arc::new(crate::context_cache::Caches::default());
+        caches.follow(&deps.bus);
         let cdn_mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&deps.cdn_key)
             .map_err(|_| anyhow::anyhow!("the attachment signing key is unusable"))?;
         Ok(Self {
@@ -153,8 +151,7 @@ impl Core {
             cdn_mac,
             activity: crate::messages::ChannelActivity::default(),
             voice: crate::realtime::VoiceStates::default(),
-            contexts,
-            self_views: crate::context_cache::SelfViewCache::default(),
+            caches,
             decoy_hash,
         })
     }
@@ -191,10 +188,7 @@ impl Core {
             }
         };
         // This node's own changes invalidate cached permissions before anyone hears of them.
-        self.contexts.on_event(&topic, name, &data);
-        if let Topic::User(u) = topic {
-            self.self_views.forget(u);
-        }
+        self.caches.on_event(&topic, name, &data);
         if let Err(e) = self
             .bus
             .publish(BusEvent::new(topic, name, data, self.settings.node_id))

@@ -109,12 +109,13 @@ impl Core {
         caller: &Caller,
         channel_id: Snowflake,
     ) -> Result<Arc<ChannelContext>> {
-        if let Some(ctx) = self.contexts.get(channel_id, caller.user_id) {
+        let key = (channel_id, caller.user_id);
+        if let Some(ctx) = self.caches.contexts.get(&key) {
             return Ok(ctx);
         }
-        let epoch = self.contexts.epoch();
+        let epoch = self.caches.contexts.epoch();
         let ctx = Arc::new(self.load_channel_context(caller, channel_id).await?);
-        self.contexts.put(epoch, caller.user_id, ctx.clone());
+        self.caches.contexts.put(epoch, key, ctx.clone());
         Ok(ctx)
     }
 

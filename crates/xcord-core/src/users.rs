@@ -45,12 +45,13 @@ fn merge_json(base: &mut serde_json::Value, over: serde_json::Value) {
 impl Core {
     /// `GET /users/@me`.
     pub async fn me(&self, caller: &Caller) -> Result<SelfUser> {
-        if let Some(me) = self.self_views.get(caller.user_id) {
+        let views = &self.caches.self_views;
+        if let Some(me) = views.get(&caller.user_id) {
             return Ok(me);
         }
-        let epoch = self.self_views.epoch();
+        let epoch = views.epoch();
         let me = Self::self_user(&self.user(caller.user_id).await?);
-        self.self_views.put(epoch, caller.user_id, me.clone());
+        views.put(epoch, caller.user_id, me.clone());
         Ok(me)
     }
 
