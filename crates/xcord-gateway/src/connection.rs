@@ -237,32 +237,9 @@ impl Connection {
         }
     }
 
-    /// Writes one dispatch, giving up when the session is taken away meanwhile (a stuck
-    /// socket must not keep a kicked connection alive).
-    async fn send_dispatch(&mut self, seq: u64, d: &Dispatch) -> Result<(), End> {
-        let frame = Message::Text(d.frame(seq).into());
-        let Some(h) = self.session.clone() else {
-            return Err(End::Gone);
-        };
-        tokio::select! {
-            r = tokio::time::timeout(SEND_TIMEOUT, self.socket.send(frame)) => match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(End::Gone),
-                Err(_) => Err(End::Close(close::SLOW_CONSUMER, "send queue overflow")),
-            },
-            () = h.kicked.notified() => match h.kick_for(self.generation) {
-                Kick::None => Ok(()),
-                Kick::Close(code) | Kick::Invalidate(code) => Err(End::Close(code, kick_reason(code))),
-            },
-        }
-    }
-
     /// Writes `first` and whatever else is already queued (up to a bound) with one flush:
     /// under load a busy connection takes many frames per write instead of one each.
     async fn send_batch(&mut self, first: Sequenced) -> Result<(), End> {
-        let Some(h) = self.session.clone() else {
-            return Err(End::Gone);
-        };
         let mut batch = Vec::with_capacity(8);
         batch.push(Message::Text(first.1.frame(first.0).into()));
         if let Some(rx) = self.rx.as_mut() {
@@ -273,9 +250,19 @@ impl Connection {
                 }
             }
         }
+        self.write_frames(batch).await
+    }
+
+    /// Writes `frames` with one flush, giving up when the session is taken away meanwhile
+    /// (a stuck socket must not keep a kicked connection alive) or the socket takes no
+    /// data for too long.
+    async fn write_frames(&mut self, frames: Vec<Message>) -> Result<(), End> {
+        let Some(h) = self.session.clone() else {
+            return Err(End::Gone);
+        };
         let socket = &mut self.socket;
         let write = async move {
-            for m in batch {
+            for m in frames {
                 socket.feed(m).await?;
             }
             socket.flush().await
@@ -496,10 +483,15 @@ impl Connection {
         self.generation = generation;
         self.session = Some(handle);
         self.rx = Some(rx);
-        for (seq, d) in &missed {
-            self.send_dispatch(*seq, d).await?;
+        // In batches, each under the send timeout, as live frames are.
+        let resumed = [(rseq, rd)];
+        for chunk in missed.chunks(MAX_BATCH).chain([&resumed[..]]) {
+            let frames = chunk
+                .iter()
+                .map(|(seq, d)| Message::Text(d.frame(*seq).into()))
+                .collect();
+            self.write_frames(frames).await?;
         }
-        self.send_dispatch(rseq, &rd).await?;
         metrics::counter!("gateway_resumes_total").increment(1);
         log_refusal(core.gateway_connected(&caller, None).await);
         Ok(())

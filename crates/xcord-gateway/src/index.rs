@@ -270,11 +270,6 @@ impl Index {
         self.sessions.is_empty()
     }
 
-    /// Whether `user` has a session here.
-    pub fn has_user(&self, user: Snowflake) -> bool {
-        self.by_user.contains_key(&user)
-    }
-
     /// Whether this node holds `server`'s state.
     pub fn holds_server(&self, server: Snowflake) -> bool {
         self.servers.contains_key(&server)

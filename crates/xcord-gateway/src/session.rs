@@ -70,6 +70,16 @@ struct Queue {
     broken: bool,
 }
 
+impl Queue {
+    /// Keeps `item` for replay, forgetting the oldest entry beyond `limit`.
+    fn keep(&mut self, item: Sequenced, limit: usize) {
+        if self.replay.len() >= limit {
+            self.replay.pop_front();
+        }
+        self.replay.push_back(item);
+    }
+}
+
 /// A session, shared by the dispatcher (which appends events) and the connection serving it.
 #[derive(Debug)]
 pub struct SessionHandle {
@@ -128,28 +138,16 @@ impl SessionHandle {
         if q.broken {
             return;
         }
+        if q.tx.is_none() && q.replay.len() >= self.replay_limit {
+            // Detached and the buffer is full: the gap can no longer be replayed.
+            q.broken = true;
+            q.replay.clear();
+            return;
+        }
         q.seq += 1;
         let item = (q.seq, d.clone());
-        if q.replay.len() >= self.replay_limit {
-            if q.tx.is_none() {
-                // Detached and the buffer is full: the gap can no longer be replayed.
-                q.broken = true;
-                q.replay.clear();
-                return;
-            }
-            q.replay.pop_front();
-        }
-        q.replay.push_back(item.clone());
-        if let Some(tx) = &q.tx
-            && let Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) =
-                tx.try_send(item)
-        {
-            metrics::counter!("gateway_slow_consumers_total").increment(1);
-            q.tx = None;
-            q.detached_at = Some(Instant::now());
-            q.kick = Kick::Close(xcord_types::gateway::close::SLOW_CONSUMER);
-            self.kicked.notify_one();
-        }
+        q.keep(item.clone(), self.replay_limit);
+        self.hand_over(&mut q, item);
     }
 
     /// As [`SessionHandle::push`], without keeping the event for replay (CONNECTED: large,
@@ -160,9 +158,16 @@ impl SessionHandle {
         };
         q.seq += 1;
         let item = (q.seq, d.clone());
+        self.hand_over(&mut q, item);
+    }
+
+    /// Offers `item` to the attached connection; one that cannot take it is detached and
+    /// kicked with 4010.
+    fn hand_over(&self, q: &mut Queue, item: Sequenced) {
         if let Some(tx) = &q.tx
             && tx.try_send(item).is_err()
         {
+            metrics::counter!("gateway_slow_consumers_total").increment(1);
             q.tx = None;
             q.detached_at = Some(Instant::now());
             q.kick = Kick::Close(xcord_types::gateway::close::SLOW_CONSUMER);
@@ -259,10 +264,7 @@ impl SessionHandle {
         let d = resumed(missed.len());
         q.seq += 1;
         let item = (q.seq, d);
-        if q.replay.len() >= self.replay_limit {
-            q.replay.pop_front();
-        }
-        q.replay.push_back(item.clone());
+        q.keep(item.clone(), self.replay_limit);
         if q.tx.is_some() {
             // A connection the client gave up on: it goes, quietly.
             self.kicked.notify_one();
