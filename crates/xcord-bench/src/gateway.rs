@@ -93,7 +93,19 @@ pub async fn connect_members(
     n: usize,
     sources: u8,
 ) -> anyhow::Result<Vec<Conn>> {
-    futures_util::stream::iter(0..n)
+    connect_range(ip, port, world, 0..n, sources).await
+}
+
+/// Opens connections numbered `range` (member `i % members` on connection `i`), 128 at a
+/// time.
+async fn connect_range(
+    ip: IpAddr,
+    port: u16,
+    world: &World,
+    range: std::ops::Range<usize>,
+    sources: u8,
+) -> anyhow::Result<Vec<Conn>> {
+    futures_util::stream::iter(range)
         .map(|i| {
             let token = world.members[i % world.members.len()].token.clone();
             async move { connect(ip, port, source_addr(i, sources), &token).await }
@@ -305,16 +317,8 @@ pub async fn idle(
         let start = Instant::now();
         while open < target {
             let batch = (target - open).min(500);
-            let conns = futures_util::stream::iter(open..open + batch)
-                .map(|i| {
-                    let token = world.members[i % world.members.len()].token.clone();
-                    async move { connect(ip, port, source_addr(i, sources), &token).await }
-                })
-                .buffered(128)
-                .collect::<Vec<_>>()
-                .await;
-            for c in conns {
-                held.spawn(read_loop(c?, |_| {}));
+            for c in connect_range(ip, port, world, open..open + batch, sources).await? {
+                held.spawn(read_loop(c, |_| {}));
             }
             open += batch;
         }

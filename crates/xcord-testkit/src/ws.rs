@@ -159,6 +159,16 @@ impl GatewayClient {
         self.dispatch_frame(name).await["d"].take()
     }
 
+    /// Reads until a PRESENCE_UPDATE about `user` and returns its `d`.
+    pub async fn presence_of(&mut self, user: &str) -> Value {
+        loop {
+            let p = self.dispatch("PRESENCE_UPDATE").await;
+            if p["userId"] == user {
+                return p;
+            }
+        }
+    }
+
     /// Asserts that no dispatch named `name` arrives within `wait` (other frames are read
     /// and dropped).
     pub async fn assert_no_dispatch(&mut self, name: &str, wait: Duration) {

@@ -596,16 +596,6 @@ async fn a_slow_consumer_is_cut_off_without_slowing_others(backend: Backend) {
     assert_eq!(messages, total, "every message, once, across the cut");
 }
 
-/// The next PRESENCE_UPDATE about `user`.
-async fn presence_of(c: &mut GatewayClient, user: &str) -> Value {
-    loop {
-        let p = c.dispatch("PRESENCE_UPDATE").await;
-        if p["userId"] == user {
-            return p;
-        }
-    }
-}
-
 async fn presence_follows_every_session_of_a_user(backend: Backend) {
     let app = spawn_app(backend).await;
     let r = room(&app, "pres").await;
@@ -613,7 +603,7 @@ async fn presence_follows_every_session_of_a_user(backend: Backend) {
     let (mut watcher, _) = app.gateway_as(&r.owner).await;
     let (mut s, _) = app.gateway_as(&stranger).await;
     let (first, _) = app.gateway_as(&r.member).await;
-    let p = presence_of(&mut watcher, &r.member.id).await;
+    let p = watcher.presence_of(&r.member.id).await;
     assert_eq!(
         p,
         json!({"userId": r.member.id, "status": "online", "customStatus": null})
@@ -631,9 +621,9 @@ async fn presence_follows_every_session_of_a_user(backend: Backend) {
     second
         .send(json!({"op": 4, "d": {"status": "dnd", "customStatus": "focus"}}))
         .await;
-    let mut p = presence_of(&mut watcher, &r.member.id).await;
+    let mut p = watcher.presence_of(&r.member.id).await;
     while p["status"] == "online" {
-        p = presence_of(&mut watcher, &r.member.id).await;
+        p = watcher.presence_of(&r.member.id).await;
     }
     assert_eq!(
         p,
@@ -646,19 +636,16 @@ async fn presence_follows_every_session_of_a_user(backend: Backend) {
     second
         .send(json!({"op": 4, "d": {"status": "invisible"}}))
         .await;
-    let p = presence_of(&mut watcher, &r.member.id).await;
+    let p = watcher.presence_of(&r.member.id).await;
     assert_eq!(p["status"], "offline");
     let count = app.get_as(&r.owner.token, "/users/online/count").await;
     assert_eq!(count.body["onlineUserCount"], 2, "owner and stranger only");
     second
         .send(json!({"op": 4, "d": {"status": "online"}}))
         .await;
-    assert_eq!(
-        presence_of(&mut watcher, &r.member.id).await["status"],
-        "online"
-    );
+    assert_eq!(watcher.presence_of(&r.member.id).await["status"], "online");
     second.drop_connection().await;
-    let p = presence_of(&mut watcher, &r.member.id).await;
+    let p = watcher.presence_of(&r.member.id).await;
     assert_eq!(
         p,
         json!({"userId": r.member.id, "status": "offline", "customStatus": null})

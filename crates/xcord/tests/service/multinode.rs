@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde_json::json;
 use xcord_permissions::bits::VIEW_CHANNELS;
-use xcord_testkit::ws::GatewayClient;
 use xcord_testkit::{Backend, TestApp, TestAppBuilder, room, say, wait_until};
 
 async fn node(prefix: &str, node_id: u16, join: Option<&TestApp>) -> TestApp {
@@ -32,15 +31,6 @@ async fn node(prefix: &str, node_id: u16, join: Option<&TestApp>) -> TestApp {
     b.spawn().await
 }
 
-async fn presence_of(c: &mut GatewayClient, user: &str) -> serde_json::Value {
-    loop {
-        let p = c.dispatch("PRESENCE_UPDATE").await;
-        if p["userId"] == user {
-            return p;
-        }
-    }
-}
-
 #[tokio::test]
 async fn two_nodes_over_redis_behave_as_one() {
     let prefix = format!("xcord-test-{}", rand_suffix());
@@ -57,7 +47,7 @@ async fn two_nodes_over_redis_behave_as_one() {
     // The owner is connected to A, the member to B.
     let (mut owner_a, _) = a.gateway_as(&r.owner).await;
     let (mut member_b, _) = b.gateway_as(&r.member).await;
-    let p = presence_of(&mut owner_a, &r.member.id).await;
+    let p = owner_a.presence_of(&r.member.id).await;
     assert_eq!(p["status"], "online", "presence crosses nodes");
     for n in [&a, &b] {
         let count = n.get_as(&r.owner.token, "/users/online/count").await;
@@ -135,10 +125,7 @@ async fn two_nodes_over_redis_behave_as_one() {
         assert_ne!(f["d"]["status"], "offline", "{f}");
     }
     member_a.drop_connection().await;
-    assert_eq!(
-        presence_of(&mut owner_a, &r.member.id).await["status"],
-        "offline"
-    );
+    assert_eq!(owner_a.presence_of(&r.member.id).await["status"], "offline");
 
     // Rate-limit counters are shared: three logins a minute in all, whichever node.
     let mut statuses = Vec::new();
