@@ -255,7 +255,10 @@ impl Core {
     /// others (with the status it asked for, or the one they last chose).
     pub async fn gateway_connected(&self, caller: &Caller, ask: Option<PresenceSet>) -> Result<()> {
         let user = self.user(caller.user_id).await?;
-        let stored = user.status.parse_status();
+        // The status they last chose (a stored value is never offline).
+        let stored = Status::parse(&user.status)
+            .filter(|s| *s != Status::Offline)
+            .unwrap_or(Status::Online);
         let (status, custom) = match ask {
             Some(p) if p.status != Status::Offline => (
                 p.status,
@@ -422,22 +425,6 @@ impl Core {
             self.voice.apply(&left);
             self.publish(Topic::Channel(channel), "VOICE_STATE_UPDATE", &left)
                 .await;
-        }
-    }
-}
-
-/// Parses a stored status, falling back to online.
-trait ParseStatus {
-    fn parse_status(&self) -> Status;
-}
-
-impl ParseStatus for String {
-    fn parse_status(&self) -> Status {
-        match self.as_str() {
-            "idle" => Status::Idle,
-            "dnd" => Status::Dnd,
-            "invisible" => Status::Invisible,
-            _ => Status::Online,
         }
     }
 }

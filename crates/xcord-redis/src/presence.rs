@@ -121,20 +121,6 @@ impl std::fmt::Debug for RedisPresence {
     }
 }
 
-fn status_text(s: Status) -> &'static str {
-    s.as_str()
-}
-
-fn parse_status(s: &str) -> Status {
-    match s {
-        "online" => Status::Online,
-        "idle" => Status::Idle,
-        "dnd" => Status::Dnd,
-        "invisible" => Status::Invisible,
-        _ => Status::Offline,
-    }
-}
-
 impl RedisPresence {
     /// Presence under `prefix`, counting this process's connections as `instance`.
     pub fn new(
@@ -272,7 +258,7 @@ impl PresenceStore for RedisPresence {
             .key(self.online_key())
             .key(self.instance_users_key(&self.instance))
             .arg(self.field())
-            .arg(status_text(status))
+            .arg(status.as_str())
             .arg(custom_status.as_deref().unwrap_or(""))
             .arg(if custom_status.is_some() { "1" } else { "0" })
             .arg(user.to_string())
@@ -314,7 +300,7 @@ impl PresenceStore for RedisPresence {
             .set_status
             .key(self.user_key(user))
             .key(self.online_key())
-            .arg(status_text(status))
+            .arg(status.as_str())
             .arg(text)
             .arg(mode)
             .arg(user.to_string())
@@ -331,7 +317,7 @@ impl PresenceStore for RedisPresence {
             .arg("custom")
             .query_async(&mut c)
             .await?;
-        Ok(match status.as_deref().map(parse_status) {
+        Ok(match status.as_deref().and_then(Status::parse) {
             Some(s @ (Status::Online | Status::Idle | Status::Dnd)) => (s, custom),
             _ => (Status::Offline, None),
         })
