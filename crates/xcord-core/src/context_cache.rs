@@ -11,11 +11,11 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use xcord_bus::{BusEvent, EventBus, RecvError, Topic, TopicFilter};
+use xcord_bus::Topic;
 use xcord_types::Snowflake;
 use xcord_types::rest::users::SelfUser;
 
@@ -146,29 +146,9 @@ impl Caches {
         }
     }
 
-    fn clear(&self) {
+    /// Forgets everything (after events were lost).
+    pub fn clear(&self) {
         self.contexts.clear();
         self.self_views.clear();
-    }
-
-    /// Applies every bus event (other nodes' included) for as long as the caches live.
-    pub fn follow(self: &Arc<Self>, bus: &Arc<dyn EventBus>) {
-        let mut sub = bus.subscribe(TopicFilter::All);
-        let me: Weak<Self> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                let ev: Arc<BusEvent> = match sub.recv().await {
-                    Ok(ev) => ev,
-                    Err(RecvError::Lagged(_)) => {
-                        let Some(me) = me.upgrade() else { return };
-                        me.clear();
-                        continue;
-                    }
-                    Err(RecvError::Closed) => return,
-                };
-                let Some(me) = me.upgrade() else { return };
-                me.on_event(&ev.topic, &ev.name, &ev.data);
-            }
-        });
     }
 }

@@ -124,14 +124,15 @@ impl Core {
         let now = deps.clock.now();
         let revocations = Revocations::load(&deps.store, now)
             .await?
-            .share_over(deps.bus.clone(), settings.node_id);
+            .announce_over(deps.bus.clone(), settings.node_id);
+        let revocations = Arc::new(revocations);
         let decoy_hash = crate::password::hash_password(
             settings.password_algorithm,
             crate::crypto::random_token(16),
         )
         .await?;
         let caches = Arc::new(crate::context_cache::Caches::default());
-        caches.follow(&deps.bus);
+        follow_bus(&deps.bus, &revocations, &caches);
         let cdn_mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&deps.cdn_key)
             .map_err(|_| anyhow::anyhow!("the attachment signing key is unusable"))?;
         Ok(Self {
@@ -273,4 +274,33 @@ impl Core {
             display_name: u.display_name.clone(),
         }
     }
+}
+
+/// The core's one bus subscriber: applies every event, other nodes' included, to the
+/// revocation list and the caches, for as long as they live.
+fn follow_bus(
+    bus: &Arc<dyn EventBus>,
+    revocations: &Arc<Revocations>,
+    caches: &Arc<crate::context_cache::Caches>,
+) {
+    let mut sub = bus.subscribe(xcord_bus::TopicFilter::All);
+    let (revocations, caches) = (Arc::downgrade(revocations), Arc::downgrade(caches));
+    tokio::spawn(async move {
+        loop {
+            let ev = sub.recv().await;
+            let (Some(revocations), Some(caches)) = (revocations.upgrade(), caches.upgrade())
+            else {
+                return;
+            };
+            match ev {
+                Ok(ev) => {
+                    revocations.apply_event(&ev);
+                    caches.on_event(&ev.topic, &ev.name, &ev.data);
+                }
+                // Lost invalidations: start the caches afresh.
+                Err(xcord_bus::RecvError::Lagged(_)) => caches.clear(),
+                Err(xcord_bus::RecvError::Closed) => return,
+            }
+        }
+    });
 }

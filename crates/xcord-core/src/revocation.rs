@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use xcord_bus::{BusEvent, EventBus, Topic, TopicFilter};
+use xcord_bus::{BusEvent, EventBus, Topic};
 
 use xcord_store::{SessionRepository, Store, StoreResult};
 use xcord_types::{Snowflake, Timestamp};
@@ -48,33 +48,24 @@ impl Revocations {
         })
     }
 
-    /// Shares revocations with the other nodes on `bus`, and applies theirs from now on.
-    pub fn share_over(mut self, bus: Arc<dyn EventBus>, node: u16) -> Arc<Self> {
-        let mut sub = bus.subscribe(TopicFilter::Only([Topic::Global].into()));
+    /// Announces this node's revocations to the other nodes on `bus` (theirs arrive
+    /// through [`Revocations::apply_event`]).
+    pub fn announce_over(mut self, bus: Arc<dyn EventBus>, node: u16) -> Self {
         self.bus = Some((bus, node));
-        let me = Arc::new(self);
-        let weak = Arc::downgrade(&me);
-        tokio::spawn(async move {
-            loop {
-                let ev = match sub.recv().await {
-                    Ok(ev) => ev,
-                    Err(xcord_bus::RecvError::Lagged(_)) => continue,
-                    Err(xcord_bus::RecvError::Closed) => return,
-                };
-                if ev.name != REVOKED_EVENT {
-                    continue;
-                }
-                let Some(me) = weak.upgrade() else { return };
-                if let Ok((key, until)) = serde_json::from_str::<(String, i64)>(&ev.data) {
-                    me.remember(
-                        key,
-                        Timestamp::from_millis(until),
-                        Timestamp::from_millis(0),
-                    );
-                }
-            }
-        });
-        me
+        self
+    }
+
+    /// Applies a revocation announced by any node.
+    pub fn apply_event(&self, ev: &BusEvent) {
+        if ev.name == REVOKED_EVENT
+            && let Ok((key, until)) = serde_json::from_str::<(String, i64)>(&ev.data)
+        {
+            self.remember(
+                key,
+                Timestamp::from_millis(until),
+                Timestamp::from_millis(0),
+            );
+        }
     }
 
     async fn announce(&self, key: &str, until: Timestamp) {
