@@ -35,6 +35,16 @@ pub trait PresenceStore: Send + Sync + 'static {
     async fn online_count(&self) -> anyhow::Result<u64>;
     /// Ids of users others can see online.
     async fn online_users(&self) -> anyhow::Result<Vec<Snowflake>>;
+    /// Which of `users` others can see online.
+    async fn online_among(&self, users: &[Snowflake]) -> anyhow::Result<Vec<Snowflake>> {
+        let online: std::collections::HashSet<Snowflake> =
+            self.online_users().await?.into_iter().collect();
+        Ok(users
+            .iter()
+            .copied()
+            .filter(|u| online.contains(u))
+            .collect())
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -223,20 +223,15 @@ impl Core {
         &self,
         candidates: std::collections::HashSet<Snowflake>,
     ) -> Result<Vec<Presence>> {
-        let online: std::collections::HashSet<Snowflake> = self
+        let candidates: Vec<Snowflake> = candidates.into_iter().collect();
+        let ids = self
             .presence
-            .online_users()
+            .online_among(&candidates)
             .await
-            .map_err(Error::Unavailable)?
-            .into_iter()
-            .collect();
-        if online.is_empty() {
+            .map_err(Error::Unavailable)?;
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Snowflake> = candidates
-            .into_iter()
-            .filter(|id| online.contains(id))
-            .collect();
         let mut out = Vec::with_capacity(ids.len());
         for u in self.store.users_by_ids(&ids).await? {
             let (status, custom_status) = self.visible_presence(&u).await?;

@@ -331,6 +331,24 @@ impl PresenceStore for RedisPresence {
             .await?)
     }
 
+    async fn online_among(&self, users: &[Snowflake]) -> anyhow::Result<Vec<Snowflake>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One round trip for the candidates, not the whole online set.
+        let mut c = self.conn.clone();
+        let flags: Vec<bool> = redis::cmd("SMISMEMBER")
+            .arg(self.online_key())
+            .arg(users.iter().map(|u| u.get()).collect::<Vec<_>>())
+            .query_async(&mut c)
+            .await?;
+        Ok(users
+            .iter()
+            .zip(flags)
+            .filter_map(|(u, on)| on.then_some(*u))
+            .collect())
+    }
+
     async fn online_users(&self) -> anyhow::Result<Vec<Snowflake>> {
         let mut c = self.conn.clone();
         let ids: Vec<i64> = redis::cmd("SMEMBERS")

@@ -46,7 +46,15 @@ async fn two_nodes_over_redis_behave_as_one() {
 
     // The owner is connected to A, the member to B.
     let (mut owner_a, _) = a.gateway_as(&r.owner).await;
-    let (mut member_b, _) = b.gateway_as(&r.member).await;
+    let (mut member_b, connected) = b.gateway_as(&r.member).await;
+    // CONNECTED on B lists the owner, online through A (presence read from Redis).
+    let presences = connected["presences"].as_array().expect("presences");
+    assert!(
+        presences
+            .iter()
+            .any(|p| p["userId"] == r.owner.id.as_str() && p["status"] == "online"),
+        "{connected}"
+    );
     let p = owner_a.presence_of(&r.member.id).await;
     assert_eq!(p["status"], "online", "presence crosses nodes");
     for n in [&a, &b] {
