@@ -8,6 +8,7 @@ use xcord_store::{
     Versioned,
 };
 use xcord_types::Snowflake;
+use xcord_types::rest::channels::MAX_POSITION;
 use xcord_types::rest::channels::{
     Channel, ChannelList, CreateChannelRequest, PermissionOverwrite, PutOverwriteRequest,
     UpdateChannelRequest,
@@ -28,6 +29,22 @@ fn overwrites_to_wire(list: &[OverwriteRecord]) -> Vec<PermissionOverwrite> {
         .collect()
 }
 
+/// A position is 0–[`MAX_POSITION`].
+pub(crate) fn check_position(
+    field: &str,
+    p: i64,
+) -> std::result::Result<(), xcord_types::FieldError> {
+    if (0..=MAX_POSITION).contains(&p) {
+        Ok(())
+    } else {
+        Err(xcord_types::FieldError::new(
+            field,
+            "range",
+            format!("must be 0–{MAX_POSITION}"),
+        ))
+    }
+}
+
 /// What may be set on a channel of `kind`, checked field by field.
 fn check_channel_fields(
     v: &mut Violations,
@@ -37,7 +54,11 @@ fn check_channel_fields(
     user_limit: Option<i64>,
     bitrate: Option<i64>,
     slowmode: Option<i64>,
+    position: Option<i64>,
 ) {
+    if let Some(p) = position {
+        v.check(check_position("position", p));
+    }
     if let Some(n) = name
         && !(1..=100).contains(&n.trim().chars().count())
     {
@@ -122,6 +143,7 @@ impl Core {
             req.user_limit,
             req.bitrate,
             req.rate_limit_per_user,
+            req.position,
         );
         if req.topic.is_some() && kind != "text" {
             v.push("topic", "type", "only text channels have a topic");
@@ -233,6 +255,7 @@ impl Core {
             req.user_limit.flatten(),
             req.bitrate,
             req.rate_limit_per_user,
+            req.position,
         );
         if req.topic.is_some() && c.kind != "text" {
             v.push("topic", "type", "only text channels have a topic");

@@ -93,6 +93,9 @@ pub struct PermissionOverwrite {
     pub deny: u64,
 }
 
+/// Highest position a channel or role may take (SPEC §3: 0–100000).
+pub const MAX_POSITION: i64 = 100_000;
+
 /// `POST /servers/{id}/channels`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
