@@ -227,6 +227,10 @@ pub struct NewChannel {
     pub bitrate: Option<i64>,
     /// Slowmode seconds.
     pub rate_limit_per_user: i64,
+    /// Overwrites it starts with.
+    pub overwrites: Vec<OverwriteRecord>,
+    /// The audit row of its creation.
+    pub audit: Option<AuditRecord>,
     /// Creation time.
     pub now: Timestamp,
 }
@@ -1106,6 +1110,22 @@ impl ServerRepository for Store {
         .bind(c.now.as_millis())
         .execute(&mut *tx)
         .await?;
+        // The channel, its overwrites and its audit row are one change.
+        for o in &c.overwrites {
+            sqlx::query(
+                "INSERT INTO permission_overwrites (channel_id, target_id, target_type, allow, deny) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(c.id.get())
+            .bind(o.target_id.get())
+            .bind(o.target_type.clone())
+            .bind(o.allow)
+            .bind(o.deny)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(e) = &c.audit {
+            insert_audit(&mut tx, e).await?;
+        }
         tx.commit().await?;
         crate::ChannelRepository::channel(self, c.id)
             .await?

@@ -119,6 +119,9 @@ pub struct CreateChannelRequest {
     pub position: Option<i64>,
     /// Slowmode seconds, 0–21600.
     pub rate_limit_per_user: Option<i64>,
+    /// Overwrites the channel starts with, so a private channel is private from its
+    /// first moment (needs MANAGE_ROLES; at most 100).
+    pub permission_overwrites: Option<Vec<PermissionOverwrite>>,
 }
 
 /// `PATCH /channels/{id}`: only the given fields change; `null` clears a nullable one.

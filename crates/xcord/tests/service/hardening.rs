@@ -3,6 +3,9 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::time::Duration;
+
+use xcord_permissions::bits::{MANAGE_CHANNELS, VIEW_CHANNELS};
 use xcord_testkit::{Backend, on_both_backends, room, say, spawn_app};
 
 on_both_backends!(
@@ -10,6 +13,7 @@ on_both_backends!(
     channel_positions_are_bounded_and_cannot_overflow,
     messages_carry_a_version_and_stale_edits_conflict,
     a_kick_or_ban_whose_audit_row_fails_changes_nothing,
+    private_channels_are_private_from_their_first_moment,
 );
 
 const NUL: &str = "a\u{0}b";
@@ -339,4 +343,102 @@ async fn a_kick_or_ban_whose_audit_row_fails_changes_nothing(backend: Backend) {
         }
     }
     panic!("no MESSAGE_CREATE among 100 events");
+}
+
+async fn private_channels_are_private_from_their_first_moment(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let r = room(&app, "priv").await;
+    let s = &r.server;
+    let (mut m, _) = app.gateway_as(&r.member).await;
+    let (mut o, _) = app.gateway_as(&r.owner).await;
+    let private = app
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{s}/channels"),
+            &json!({"name": "staff", "topic": "secret plans",
+                    "permissionOverwrites": [{"id": s, "type": "role", "allow": 0, "deny": VIEW_CHANNELS}]}),
+        )
+        .await;
+    assert_eq!(private.status, 201, "{}", private.text);
+    let cid = private.body["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        private.body["permissionOverwrites"],
+        json!([{"id": s, "type": "role", "allow": 0, "deny": VIEW_CHANNELS}])
+    );
+    let created = o.dispatch("CHANNEL_CREATE").await;
+    assert_eq!(created["id"], cid.as_str());
+    // The member hears nothing of it and cannot find it.
+    m.assert_no_dispatch("CHANNEL_CREATE", Duration::from_millis(400))
+        .await;
+    app.get_as(&r.member.token, &format!("/channels/{cid}"))
+        .await
+        .assert_error(404, "Not Found");
+    // Renaming it tells the member nothing either.
+    let renamed = app
+        .patch_as(
+            &r.owner.token,
+            &format!("/channels/{cid}"),
+            &json!({"topic": "even more secret"}),
+        )
+        .await;
+    assert_eq!(renamed.status, 200);
+    o.dispatch("CHANNEL_UPDATE").await;
+    m.assert_no_dispatch("CHANNEL_UPDATE", Duration::from_millis(400))
+        .await;
+    // Bad overwrites are refused before anything is made.
+    for (body, status) in [
+        (
+            json!({"name": "x", "permissionOverwrites": [{"id": s, "type": "team", "allow": 0, "deny": 0}]}),
+            422,
+        ),
+        (
+            json!({"name": "x", "permissionOverwrites": [{"id": s, "type": "role", "allow": 1u64 << 60, "deny": 0}]}),
+            422,
+        ),
+        (
+            json!({"name": "x", "permissionOverwrites": [{"id": "123456789", "type": "role", "allow": 0, "deny": 1}]}),
+            404,
+        ),
+    ] {
+        let res = app
+            .post_as(&r.owner.token, &format!("/servers/{s}/channels"), &body)
+            .await;
+        assert_eq!(res.status, status, "{body}: {}", res.text);
+    }
+    // Without MANAGE_ROLES a channel manager cannot set overwrites at creation.
+    let role = app
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{s}/roles"),
+            &json!({"name": "builders", "permissions": MANAGE_CHANNELS | VIEW_CHANNELS}),
+        )
+        .await;
+    let role_id = role.body["id"].as_str().unwrap_or_default();
+    app.put_as(
+        &r.owner.token,
+        &format!("/servers/{s}/members/{}/roles/{role_id}", r.member.id),
+        &json!({}),
+    )
+    .await;
+    let res = app
+        .post_as(
+            &r.member.token,
+            &format!("/servers/{s}/channels"),
+            &json!({"name": "mine", "permissionOverwrites": [{"id": s, "type": "role", "allow": 0, "deny": VIEW_CHANNELS}]}),
+        )
+        .await;
+    res.assert_error(403, "Forbidden");
+    let channels = app
+        .get_as(&r.owner.token, &format!("/servers/{s}/channels"))
+        .await;
+    let names: Vec<&str> = channels.body["channels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(
+        !names.contains(&"x") && !names.contains(&"mine"),
+        "{names:?}"
+    );
 }
