@@ -60,6 +60,14 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
+        if self.backend() == crate::Backend::Postgres {
+            // The log serves resumes within minutes; a crash loses live sessions anyway, so
+            // its commits need not wait for the disk (the state changes they describe
+            // were committed durably by their own transactions).
+            sqlx::query("SET LOCAL synchronous_commit TO OFF")
+                .execute(&mut *tx)
+                .await?;
+        }
         // Multi-row inserts, bounded so no statement exceeds SQLite's parameter limit.
         for chunk in events.chunks(200) {
             let mut sql =

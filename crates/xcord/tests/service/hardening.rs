@@ -569,6 +569,20 @@ async fn a_second_resume_replays_events_not_the_old_resumed(backend: Backend) {
     let seq = m.last_seq;
     m.drop_connection().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // Ids are random, not time-ordered numbers.
+    assert!(
+        session.len() == 32 && session.chars().all(|c| c.is_ascii_hexdigit()),
+        "{session}"
+    );
+    // Another user's RESUME with this id is refused and spoils nothing.
+    let (mut thief, _) = GatewayClient::open(app.addr, "/api/ws").await;
+    thief
+        .send(json!({"op": 6, "d": {"token": r.owner.token, "sessionId": session, "seq": seq}}))
+        .await;
+    assert_eq!(
+        thief.frame().await,
+        json!({"op": 9, "d": {"resumable": false}})
+    );
     let (mut c1, _) = GatewayClient::open(app.addr, "/api/ws").await;
     let (replayed, first) = resume(&mut c1, &r.member.token, &session, seq).await;
     assert!(
