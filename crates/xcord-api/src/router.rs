@@ -244,8 +244,8 @@ pub fn build_router(state: AppState, settings: &HttpSettings) -> anyhow::Result<
 }
 
 /// Wraps `app` in the stack every response passes through, outermost first: request id,
-/// metrics, trace span, security headers, JSON error bodies, CORS, panic catching, the
-/// request timeout and the body limit.
+/// metrics, trace span, security headers, head limits (414/431), JSON error bodies, CORS,
+/// panic catching, the body-stall check (408), the request timeout and the body limit.
 pub fn apply_layers(app: Router, settings: &HttpSettings) -> anyhow::Result<Router> {
     let mut app = app
         .layer(DefaultBodyLimit::max(settings.body_limit))
@@ -253,12 +253,14 @@ pub fn apply_layers(app: Router, settings: &HttpSettings) -> anyhow::Result<Rout
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout,
         ))
+        .layer(from_fn(layers::body_stalls_are_408))
         .layer(CatchPanicLayer::custom(layers::panic_response));
     if let Some(cors) = cors_layer(&settings.cors_origins)? {
         app = app.layer(cors);
     }
     Ok(app
         .layer(from_fn(layers::json_errors))
+        .layer(from_fn(layers::head_limits))
         .layer(from_fn(layers::security_headers))
         .layer(
             TraceLayer::new_for_http()

@@ -123,6 +123,17 @@ pub struct Config {
     pub gateway_send_queue: usize,
     /// Events a gateway session keeps for resume (`XCORD_GATEWAY_REPLAY_EVENTS`).
     pub gateway_replay_events: usize,
+    /// Time a gateway connection has to IDENTIFY or RESUME (`XCORD_GATEWAY_IDENTIFY_SECS`).
+    pub gateway_identify_secs: u64,
+    /// Time from accept (or from the first byte after an idle period) to a complete
+    /// request head (`XCORD_HEADER_READ_TIMEOUT_SECS`).
+    pub header_read_timeout_secs: u64,
+    /// Time a keep-alive connection may wait for its next request, or a response for the
+    /// client to read it (`XCORD_KEEPALIVE_IDLE_SECS`).
+    pub keepalive_idle_secs: u64,
+    /// Open HTTP connections at most (`XCORD_MAX_CONNECTIONS`); `None`: as many as the
+    /// descriptor limit allows after a reserve.
+    pub max_connections: Option<usize>,
     /// CORS origins (`XCORD_CORS_ORIGINS`, comma-separated; `*` for any; empty for none).
     pub cors_origins: Vec<String>,
     /// Largest JSON request body in bytes (`XCORD_BODY_LIMIT_BYTES`).
@@ -168,6 +179,10 @@ impl Default for Config {
             gateway_resume_secs: 120,
             gateway_send_queue: 1024,
             gateway_replay_events: 1024,
+            gateway_identify_secs: 10,
+            header_read_timeout_secs: 10,
+            keepalive_idle_secs: 75,
+            max_connections: None,
             cors_origins: vec!["*".into()],
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
@@ -206,6 +221,10 @@ struct FileConfig {
     gateway_resume_secs: Option<u64>,
     gateway_send_queue: Option<usize>,
     gateway_replay_events: Option<usize>,
+    gateway_identify_secs: Option<u64>,
+    header_read_timeout_secs: Option<u64>,
+    keepalive_idle_secs: Option<u64>,
+    max_connections: Option<usize>,
     cors_origins: Option<Vec<String>>,
     body_limit_bytes: Option<usize>,
     request_timeout_secs: Option<u64>,
@@ -311,6 +330,13 @@ impl Config {
         set(&mut self.gateway_resume_secs, f.gateway_resume_secs);
         set(&mut self.gateway_send_queue, f.gateway_send_queue);
         set(&mut self.gateway_replay_events, f.gateway_replay_events);
+        set(&mut self.gateway_identify_secs, f.gateway_identify_secs);
+        set(
+            &mut self.header_read_timeout_secs,
+            f.header_read_timeout_secs,
+        );
+        set(&mut self.keepalive_idle_secs, f.keepalive_idle_secs);
+        set_opt(&mut self.max_connections, f.max_connections);
         set(&mut self.cors_origins, f.cors_origins);
         set(&mut self.body_limit_bytes, f.body_limit_bytes);
         set(&mut self.request_timeout_secs, f.request_timeout_secs);
@@ -412,6 +438,24 @@ impl Config {
             self.gateway_replay_events,
             parse_num
         );
+        parsed!(
+            "XCORD_GATEWAY_IDENTIFY_SECS",
+            self.gateway_identify_secs,
+            parse_num
+        );
+        parsed!(
+            "XCORD_HEADER_READ_TIMEOUT_SECS",
+            self.header_read_timeout_secs,
+            parse_num
+        );
+        parsed!(
+            "XCORD_KEEPALIVE_IDLE_SECS",
+            self.keepalive_idle_secs,
+            parse_num
+        );
+        parsed!("XCORD_MAX_CONNECTIONS", self.max_connections, |v: &str| {
+            parse_num(v).map(Some)
+        });
         parsed!("XCORD_CORS_ORIGINS", self.cors_origins, |v: &str| {
             anyhow::Ok(
                 v.split(',')
@@ -443,6 +487,19 @@ impl Config {
         parsed!("XCORD_MAIL_FROM", self.mail_from, |v: &str| anyhow::Ok(
             v.to_owned()
         ));
+        parsed!(
+            "XCORD_ATTACHMENT_MAX_BYTES",
+            self.attachment_max_bytes,
+            parse_num
+        );
+        parsed!(
+            "XCORD_DEFAULT_SERVER_ID",
+            self.default_server_id,
+            |v: &str| v
+                .parse::<xcord_types::Snowflake>()
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("expected a server id: {e}"))
+        );
         for tier in Tier::ALL {
             let key = format!("XCORD_RATE_LIMIT_{}", tier.name().to_ascii_uppercase());
             if let Some(v) = var(&key) {
@@ -501,6 +558,17 @@ impl Config {
         }
         if self.attachment_max_bytes == 0 || self.attachment_max_bytes > 1 << 30 {
             bail!("XCORD_ATTACHMENT_MAX_BYTES must be 1 byte to 1 GiB");
+        }
+        if self.gateway_identify_secs == 0 {
+            bail!("XCORD_GATEWAY_IDENTIFY_SECS must be at least 1");
+        }
+        if self.header_read_timeout_secs == 0 || self.keepalive_idle_secs == 0 {
+            bail!(
+                "XCORD_HEADER_READ_TIMEOUT_SECS and XCORD_KEEPALIVE_IDLE_SECS must be at least 1"
+            );
+        }
+        if self.max_connections == Some(0) {
+            bail!("XCORD_MAX_CONNECTIONS must be at least 1");
         }
         if self.request_timeout_secs == 0 {
             bail!("XCORD_REQUEST_TIMEOUT_SECS must be at least 1");

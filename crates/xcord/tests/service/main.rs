@@ -11,4 +11,5 @@ mod multinode;
 mod process;
 mod routes;
 mod servers;
+mod transport;
 mod users;
