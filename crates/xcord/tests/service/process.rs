@@ -340,3 +340,109 @@ fn the_listening_line_is_recognised() {
     );
     assert_eq!(listening_addr("starting"), None);
 }
+
+xcord_store::on_both_backends!(settings_from_the_environment_take_effect);
+
+/// Two settings the README documented were once read only from the file; started as an
+/// operator starts it, with nothing but environment variables, the binary honours both.
+async fn settings_from_the_environment_take_effect(backend: Backend) {
+    use serde_json::json;
+    let db = xcord_store::testing::TestDatabase::new(backend)
+        .await
+        .expect("test database");
+    let dir = tempfile::tempdir().expect("dir");
+    let base = [
+        ("XCORD_DATABASE_URL", db.url()),
+        ("XCORD_PASSWORD_HASH", "bcrypt:4"),
+        ("XCORD_RATE_LIMITS", "off"),
+    ];
+    let client = reqwest::Client::new();
+    let post = |addr: SocketAddr, path: &str, token: Option<&str>, body: serde_json::Value| {
+        let mut req = client
+            .post(format!("http://{addr}/api/v1{path}"))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let res = req.send().await.expect("request");
+            let status = res.status().as_u16();
+            (
+                status,
+                res.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let register = |addr: SocketAddr, name: &'static str| {
+        let post = &post;
+        async move {
+            let (status, body) = post(
+                addr,
+                "/auth/register",
+                None,
+                json!({"email": format!("{name}@example.com"), "username": name, "password": "Secret123"}),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+            body["accessToken"].as_str().expect("token").to_owned()
+        }
+    };
+
+    // First run: an owner makes the community server.
+    let mut first = start(dir.path(), &base, &[]);
+    let owner = register(first.addr, "envowner").await;
+    let (status, server) = post(
+        first.addr,
+        "/servers",
+        Some(&owner),
+        json!({"name": "Hype Community"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{server}");
+    let server_id = server["id"].as_str().expect("id").to_owned();
+    let channel = server["channels"][0]["id"]
+        .as_str()
+        .expect("channel")
+        .to_owned();
+    signal(&first.child, "TERM");
+    assert_eq!(wait_exit(&mut first.child, Duration::from_secs(20)), 0);
+
+    // Second run: the server is the default one and attachments are capped at 1000 bytes.
+    let mut env = base.to_vec();
+    env.push(("XCORD_DEFAULT_SERVER_ID", &server_id));
+    env.push(("XCORD_ATTACHMENT_MAX_BYTES", "1000"));
+    let mut second = start(dir.path(), &env, &[]);
+    let newcomer = register(second.addr, "envnewcomer").await;
+    let mine: serde_json::Value = client
+        .get(format!("http://{}/api/v1/servers", second.addr))
+        .bearer_auth(&newcomer)
+        .send()
+        .await
+        .expect("servers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(mine["servers"][0]["id"], server_id.as_str(), "{mine}");
+    let upload = |size: usize| {
+        let part = reqwest::multipart::Part::bytes(vec![b'x'; size])
+            .file_name("notes.txt")
+            .mime_str("text/plain")
+            .expect("mime");
+        client
+            .post(format!(
+                "http://{}/api/v1/channels/{channel}/attachments",
+                second.addr
+            ))
+            .bearer_auth(&newcomer)
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+            .send()
+    };
+    let small = upload(900).await.expect("upload");
+    assert_eq!(small.status().as_u16(), 201);
+    let big = upload(2000).await.expect("upload");
+    assert_eq!(big.status().as_u16(), 413);
+    let body: serde_json::Value = big.json().await.expect("json");
+    assert_eq!(body["error"], "Payload Too Large", "{body}");
+    signal(&second.child, "TERM");
+    assert_eq!(wait_exit(&mut second.child, Duration::from_secs(20)), 0);
+}
