@@ -94,14 +94,19 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
 }
 
 /// Rewrites error responses that are not JSON (made by axum or a tower layer: 405, 408,
-/// 413, a caught panic) into the SPEC error body, keeping status and headers.
+/// 413, a caught panic) into the SPEC error body, keeping status and headers. The HTML
+/// account pages answer their errors as pages, for a person, and are left alone.
 pub async fn json_errors(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
     }
-    if is_json(&res) {
+    let is_page = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/html"));
+    if is_json(&res) || is_page {
         return res;
     }
     let (mut parts, _) = res.into_parts();

@@ -190,6 +190,20 @@ fn cdn_routes() -> Router<AppState> {
     Router::new().route("/cdn/{*key}", get(crate::routes::cdn::get_file))
 }
 
+/// The pages the account e-mails link to (HTML, so not in the OpenAPI document).
+fn page_routes() -> Router<AppState> {
+    use crate::routes::pages;
+    Router::new()
+        .route(
+            "/verify-email",
+            get(pages::verify_email_page).post(pages::verify_email_submit),
+        )
+        .route(
+            "/reset-password",
+            get(pages::reset_password_page).post(pages::reset_password_submit),
+        )
+}
+
 /// The OpenAPI document of every route this build serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let g = rest_groups();
@@ -220,7 +234,8 @@ pub fn build_router(state: AppState, settings: &HttpSettings) -> anyhow::Result<
         app = app
             .nest("/api/v1", rest.clone())
             .nest("/api/rest", rest)
-            .merge(cdn);
+            .merge(cdn)
+            .merge(page_routes());
     }
     let app = app
         .merge(ops)

@@ -8,6 +8,7 @@ mod limits;
 mod mail;
 mod messages;
 mod multinode;
+mod pages;
 mod process;
 mod routes;
 mod servers;
