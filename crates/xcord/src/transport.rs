@@ -51,6 +51,8 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Warnings about refused or evicted connections are rate limited: an attack produces
 /// thousands of them a second.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// How long the accept loop waits for an evicted connection to release its descriptor.
+const EVICTION_WAIT: Duration = Duration::from_millis(100);
 /// How long connections still open at the drain deadline get to close after being told to.
 const FORCE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -157,6 +159,8 @@ struct Registry {
     /// accept order, so the first match is the oldest. Locked briefly, never across an
     /// await, so a std Mutex is right.
     watched: Mutex<BTreeMap<u64, Arc<Tracked>>>,
+    /// Woken whenever a connection's descriptor is released.
+    released: Notify,
     last_warning_ms: AtomicU64,
 }
 
@@ -168,6 +172,7 @@ impl Registry {
             open: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             watched: Mutex::new(BTreeMap::new()),
+            released: Notify::new(),
             last_warning_ms: AtomicU64::new(0),
         }
     }
@@ -181,21 +186,40 @@ impl Registry {
         self.epoch + Duration::from_millis(ms)
     }
 
-    /// Makes room for a new connection when at the cap; `false` when nothing could go.
-    fn admit(&self) -> bool {
-        if self.open.load(Ordering::Acquire) < self.cap {
-            return true;
+    fn at_cap(&self) -> bool {
+        self.open.load(Ordering::Acquire) >= self.cap
+    }
+
+    /// At the cap, evicts a connection and waits (briefly) until its descriptor is
+    /// released, so the next accept never takes the process past the cap: accepting first
+    /// and evicting after would let a burst pile up descriptors faster than the evicted
+    /// connections' tasks can close them, straight into EMFILE.
+    async fn make_room(&self) {
+        if !self.at_cap() || !self.evict_one() {
+            return;
         }
-        if self.evict_one() {
-            self.warn_sometimes("at the connection cap: closed the oldest idle connection");
-            true
-        } else {
-            metrics::counter!("http_connections_refused_total").increment(1);
-            self.warn_sometimes(
-                "at the connection cap with every connection busy or upgraded: refused a connection",
-            );
-            false
+        self.warn_sometimes("at the connection cap: closed the oldest idle connection");
+        let deadline = Instant::now() + EVICTION_WAIT;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.at_cap() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return;
+            }
         }
+    }
+
+    /// Refuses a connection accepted while still at the cap (nothing could be evicted).
+    fn refuse(&self, stream: TcpStream) {
+        drop(stream);
+        metrics::counter!("http_connections_refused_total").increment(1);
+        self.warn_sometimes(
+            "at the connection cap with every connection busy or upgraded: refused a connection",
+        );
     }
 
     /// Closes the oldest connection that is not serving a request, preferring ones that
@@ -274,6 +298,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.registry.unwatch(self.tracked.id);
         self.registry.open.fetch_sub(1, Ordering::AcqRel);
+        self.registry.released.notify_waiters();
         metrics::gauge!("http_connections_open").decrement(1.0);
     }
 }
@@ -444,7 +469,10 @@ pub async fn serve(
         let accepted = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            r = listener.accept() => r,
+            r = async {
+                registry.make_room().await;
+                listener.accept().await
+            } => r,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => {
@@ -466,8 +494,8 @@ pub async fn serve(
                 continue;
             }
         };
-        if !registry.admit() {
-            drop(stream);
+        if registry.at_cap() {
+            registry.refuse(stream);
             continue;
         }
         // Gateway frames and small responses go out at once: no Nagle delay waiting for

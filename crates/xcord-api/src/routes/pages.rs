@@ -81,29 +81,45 @@ fn incomplete_link() -> Response {
     )
 }
 
-/// A form post, or the page that says it could not be read.
+/// Why a posted form could not be used.
+#[derive(Debug)]
+enum FormProblem {
+    /// Not `application/x-www-form-urlencoded`.
+    NotAForm,
+    /// A field is missing or the encoding is broken.
+    Unreadable,
+}
+
+impl IntoResponse for FormProblem {
+    fn into_response(self) -> Response {
+        match self {
+            FormProblem::NotAForm => page(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "This form could not be read",
+                &paragraph("Send the form from the page itself."),
+            ),
+            FormProblem::Unreadable => page(
+                StatusCode::BAD_REQUEST,
+                "This form could not be read",
+                &paragraph("Open the link from the e-mail again and send the form from there."),
+            ),
+        }
+    }
+}
+
+/// The fields of a form post.
 fn read_form<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<T, Response> {
+) -> Result<T, FormProblem> {
     let is_form = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     if !is_form {
-        return Err(page(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "This form could not be read",
-            &paragraph("Send the form from the page itself."),
-        ));
+        return Err(FormProblem::NotAForm);
     }
-    serde_urlencoded::from_bytes(body).map_err(|_| {
-        page(
-            StatusCode::BAD_REQUEST,
-            "This form could not be read",
-            &paragraph("Open the link from the e-mail again and send the form from there."),
-        )
-    })
+    serde_urlencoded::from_bytes(body).map_err(|_| FormProblem::Unreadable)
 }
 
 /// The page for a use-case that failed for a reason other than the person's input.
@@ -163,7 +179,7 @@ pub async fn verify_email_submit(
 ) -> Response {
     let form: VerifyForm = match read_form(&headers, &body) {
         Ok(f) => f,
-        Err(res) => return res,
+        Err(problem) => return problem.into_response(),
     };
     match s.core.verify_email(form.token.trim()).await {
         Ok(_) => page(
@@ -230,7 +246,7 @@ pub async fn reset_password_submit(
 ) -> Response {
     let form: ResetForm = match read_form(&headers, &body) {
         Ok(f) => f,
-        Err(res) => return res,
+        Err(problem) => return problem.into_response(),
     };
     let token = form.token.trim();
     if form.new_password != form.confirm_password {

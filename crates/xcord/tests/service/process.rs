@@ -33,9 +33,14 @@ fn command(dir: &Path) -> Command {
 /// Starts `xcord serve` and waits for its `listening on ADDR` line.
 fn start(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Running {
     let mut cmd = command(dir);
-    cmd.arg("serve")
-        .args(args)
-        .env("XCORD_LISTEN", "127.0.0.1:0");
+    cmd.arg("serve").args(args);
+    launch(cmd, env)
+}
+
+/// Runs `cmd` (an `xcord serve` however wrapped) on a free port with `env` and waits for
+/// its `listening on ADDR` line.
+fn launch(mut cmd: Command, env: &[(&str, &str)]) -> Running {
+    cmd.env("XCORD_LISTEN", "127.0.0.1:0");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -341,7 +346,10 @@ fn the_listening_line_is_recognised() {
     assert_eq!(listening_addr("starting"), None);
 }
 
-xcord_store::on_both_backends!(settings_from_the_environment_take_effect);
+xcord_store::on_both_backends!(
+    settings_from_the_environment_take_effect,
+    a_low_descriptor_limit_caps_connections_and_health_still_answers,
+);
 
 /// Two settings the README documented were once read only from the file; started as an
 /// operator starts it, with nothing but environment variables, the binary honours both.
@@ -445,4 +453,58 @@ async fn settings_from_the_environment_take_effect(backend: Backend) {
     assert_eq!(body["error"], "Payload Too Large", "{body}");
     signal(&second.child, "TERM");
     assert_eq!(wait_exit(&mut second.child, Duration::from_secs(20)), 0);
+}
+
+/// Started under a soft limit of 256 descriptors, the server caps its connections below it
+/// (256 less a reserve of 64): a flood of 400 idle sockets neither starves it of
+/// descriptors (EMFILE) nor keeps `/health` out, and it still shuts down cleanly.
+async fn a_low_descriptor_limit_caps_connections_and_health_still_answers(backend: Backend) {
+    use tokio::io::AsyncWriteExt as _;
+    let db = xcord_store::testing::TestDatabase::new(backend)
+        .await
+        .expect("test database");
+    let dir = tempfile::tempdir().expect("dir");
+    // A shell lowers the limit, then becomes the server.
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(dir.path()).env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd.arg("-c")
+        .arg("ulimit -n 256 && exec \"$0\" serve")
+        .arg(BIN)
+        .env("XCORD_DATABASE_URL", db.url())
+        .env("XCORD_DATABASE_MAX_CONNECTIONS", "4");
+    let mut server = launch(cmd, &[]);
+    let mut flood = Vec::new();
+    for i in 0..400 {
+        let Ok(mut s) = tokio::net::TcpStream::connect(server.addr).await else {
+            break;
+        };
+        if i % 2 == 0 {
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\n").await;
+        }
+        flood.push(s);
+    }
+    let (status, body) =
+        tokio::time::timeout(Duration::from_secs(5), get_json(server.addr, "/health"))
+            .await
+            .expect("/health answered within 5 s");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("OK")),
+        "{body}"
+    );
+    drop(flood);
+    signal(&server.child, "TERM");
+    assert_eq!(wait_exit(&mut server.child, Duration::from_secs(20)), 0);
+    let log: Vec<String> = server.lines.try_iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains("connection cap")),
+        "no word of the cap in the log: {log:#?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("cannot accept")),
+        "the server ran out of descriptors: {log:#?}"
+    );
 }
