@@ -199,6 +199,14 @@ async fn a_flood_of_idle_connections_does_not_lock_out_health_or_sessions(backen
     }
     assert!(closed >= 2 * CAP, "only {closed} idle sockets were evicted");
     assert!(started.elapsed() < Duration::from_secs(25));
+    // Metrics answer too, and count what happened.
+    let (metrics, _) = exchange(app.addr, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    assert!(
+        metrics.body.contains("http_connections_evicted_total"),
+        "{}",
+        metrics.body
+    );
     // The identified session was never a candidate.
     session.heartbeat().await;
     let me = app.get_as(&user.token, "/users/@me").await;
