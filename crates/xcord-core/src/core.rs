@@ -195,7 +195,7 @@ impl Core {
         self.caches.on_event(&topic, name, &data);
         let mut event = BusEvent::new(topic, name, data, self.settings.node_id);
         if xcord_types::gateway::dispatch_op(name).is_some() {
-            // Logged before it is published: see `event_log` for why the order matters.
+            // Queued for the log before it is published (see `event_log`).
             let id = self.ids.next_id().get();
             self.event_log
                 .append(xcord_store::LoggedEvent {
@@ -233,7 +233,12 @@ impl Core {
     /// Waits (up to `limit`) for background work such as mail to finish; used at shutdown.
     pub async fn drain_background(&self, limit: std::time::Duration) {
         self.tasks.close();
-        let _ = tokio::time::timeout(limit, self.tasks.wait()).await;
+        let _ = tokio::time::timeout(limit, async {
+            self.tasks.wait().await;
+            // What this node published last is in the log before the database closes.
+            self.event_log.flush().await;
+        })
+        .await;
     }
 
     /// The public URL of a `/cdn/` key.

@@ -2,13 +2,13 @@
 //! reaches the bus, so a session whose node stopped can be resumed on any node with the
 //! events it missed (SPEC §4, "resume from the database").
 //!
-//! Writing first is what makes the resume gap-free: a node that resumes a session registers
-//! it for live events and then reads the log; an event is either in the log by then, or it
-//! was published after and reaches the session live.
+//! Publishing does not wait for the write: a node that resumes a session registers it for
+//! live events, then reads the log and the events its own dispatcher routed in the last
+//! seconds (which the log may not hold yet); an event is in one of them, or arrives live.
 //!
-//! Writes are batched: publishers hand their event to one writer task and wait for the
-//! commit of the batch it went into, so a busy node pays one transaction per batch, not one
-//! per event.
+//! Writes are batched: one writer task takes whatever is queued and writes it in one
+//! transaction, so a busy node pays one transaction per batch, not one per event. At
+//! shutdown [`EventLog::flush`] waits until everything queued is written.
 
 use tokio::sync::{mpsc, oneshot};
 use xcord_store::{LoggedEvent, Store};
@@ -18,7 +18,11 @@ const QUEUE: usize = 4096;
 /// Most events written in one transaction.
 const BATCH: usize = 512;
 
-type Entry = (LoggedEvent, oneshot::Sender<()>);
+enum Entry {
+    Event(LoggedEvent),
+    /// Answered once everything queued before it is written.
+    Flush(oneshot::Sender<()>),
+}
 
 /// The handle publishers write through.
 #[derive(Debug, Clone)]
@@ -34,29 +38,34 @@ impl EventLog {
         Self { tx }
     }
 
-    /// Writes `event` and returns once it is committed (or failed: a failure is logged and
-    /// the event still goes out live; only a resume through another node can miss it).
+    /// Queues `event` for the writer; waits only when the queue is full (backpressure).
+    /// A failed write is logged; the event still goes out live, and only a resume through
+    /// the log could miss it.
     pub async fn append(&self, event: LoggedEvent) {
-        let (done, committed) = oneshot::channel();
-        if self.tx.send((event, done)).await.is_ok() {
-            let _ = committed.await;
+        let _ = self.tx.send(Entry::Event(event)).await;
+    }
+
+    /// Waits until every event queued so far is written (or its write failed).
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.tx.send(Entry::Flush(done)).await.is_ok() {
+            let _ = written.await;
         }
     }
 }
 
 async fn write_batches(store: Store, mut rx: mpsc::Receiver<Entry>) {
     let mut events = Vec::with_capacity(BATCH);
-    let mut waiting = Vec::with_capacity(BATCH);
-    while let Some((first_event, first_done)) = rx.recv().await {
-        events.push(first_event);
-        waiting.push(first_done);
-        while events.len() < BATCH {
-            match rx.try_recv() {
-                Ok((e, done)) => {
-                    events.push(e);
-                    waiting.push(done);
-                }
-                Err(_) => break,
+    let mut flushes = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(entry) = next.take() {
+            match entry {
+                Entry::Event(e) => events.push(e),
+                Entry::Flush(done) => flushes.push(done),
+            }
+            if events.len() < BATCH {
+                next = rx.try_recv().ok();
             }
         }
         if let Err(e) = store.append_events(&events).await {
@@ -67,7 +76,7 @@ async fn write_batches(store: Store, mut rx: mpsc::Receiver<Entry>) {
             );
         }
         events.clear();
-        for done in waiting.drain(..) {
+        for done in flushes.drain(..) {
             let _ = done.send(());
         }
     }

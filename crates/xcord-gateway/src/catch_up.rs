@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
-use xcord_bus::Topic;
+use xcord_bus::{BusEvent, Topic};
 use xcord_core::Core;
 use xcord_core::realtime::ConnectedState;
 use xcord_store::{Checkpoint, SavedSession};
@@ -89,6 +89,7 @@ pub(crate) async fn missed_events(
     core: &Core,
     checkpoint: &Checkpoint,
     state: &ConnectedState,
+    recent: Vec<Arc<BusEvent>>,
 ) -> anyhow::Result<Vec<Arc<Dispatch>>> {
     let seen: HashSet<i64> = serde_json::from_str::<Vec<i64>>(&checkpoint.seen)
         .context("the checkpoint's routed ids")?
@@ -102,9 +103,19 @@ pub(crate) async fn missed_events(
         checkpoint.created_at - xcord_types::snowflake::EPOCH_MS
     };
     let floor = (newest_ms - MARGIN_MS).max(0) << 22;
-    let events = core.store.events_after(floor, MAX_EVENTS).await?;
-    if events.len() as i64 >= MAX_EVENTS {
+    let logged = core.store.events_after(floor, MAX_EVENTS).await?;
+    if logged.len() as i64 >= MAX_EVENTS {
         anyhow::bail!("the gap holds more than {MAX_EVENTS} events");
+    }
+    // The log and what this node routed lately, once each, in id order.
+    let mut events: std::collections::BTreeMap<i64, (Topic, String, Arc<str>)> = logged
+        .into_iter()
+        .filter_map(|e| Some((e.id, (Topic::parse(&e.topic)?, e.name, Arc::from(e.data)))))
+        .collect();
+    for e in recent.into_iter().filter(|e| e.id > floor) {
+        events
+            .entry(e.id)
+            .or_insert_with(|| (e.topic, e.name.to_string(), e.data.clone()));
     }
     // A private index with only this session in it decides, as the live one would.
     let user = state.user.id;
@@ -128,18 +139,16 @@ pub(crate) async fn missed_events(
     );
     let is_probe = |list: &[Arc<SessionHandle>]| list.iter().any(|h| Arc::ptr_eq(h, &probe));
     let mut out = Vec::new();
-    for e in events {
-        if seen.contains(&e.id) {
+    for (id, (topic, name, data)) in events {
+        if seen.contains(&id) {
             continue;
         }
-        let (Some(topic), Some(op)) = (Topic::parse(&e.topic), dispatch_op(&e.name)) else {
+        let Some(op) = dispatch_op(&name) else {
             continue;
         };
-        let routed = audience(&mut index, topic, &e.name, &e.data);
+        let routed = audience(&mut index, topic, &name, &data);
         if is_probe(&routed.audience) {
-            out.push(Arc::new(
-                Dispatch::new(op, &e.name, &e.data).with_event_id(e.id),
-            ));
+            out.push(Arc::new(Dispatch::new(op, &name, &data).with_event_id(id)));
         }
         for (frame, sessions) in routed.extra {
             if is_probe(&sessions) {

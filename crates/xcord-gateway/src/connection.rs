@@ -446,7 +446,7 @@ impl Connection {
         // replay: a client that resumes has it already.
         let stale = self
             .gw
-            .register(&handle, &state, since, |h| h.push_unkept(&connected))
+            .register(&handle, &state, since, |h, _| h.push_unkept(&connected))
             .ok_or(End::Close(1011, "internal error"))?;
         refresh_stale(&self.gw.clone(), stale).await;
         self.generation = handle.generation();
@@ -552,14 +552,21 @@ impl Connection {
             seq,
             kept,
         ));
-        // Registered before the log is read: an event is in the log by then, or it arrives
-        // live and waits in the session until the replay is numbered.
+        // Registered before the log is read: an event routed here before then is in the log
+        // or among the recently routed; a later one arrives live and waits in the session
+        // until the replay is numbered.
+        // What this node routed before the registration, taken in the same instant: the log
+        // may not hold the newest of it yet.
+        let mut recent = Vec::new();
         let stale = self
             .gw
-            .register(&handle, &state, since, |_| {})
+            .register(&handle, &state, since, |_, index| {
+                recent = index.recently_routed();
+            })
             .ok_or(End::Close(1011, "internal error"))?;
         refresh_stale(&self.gw.clone(), stale).await;
-        let missed = match crate::catch_up::missed_events(&core, &checkpoint, &state).await {
+        let missed = match crate::catch_up::missed_events(&core, &checkpoint, &state, recent).await
+        {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), "cannot read the event log");

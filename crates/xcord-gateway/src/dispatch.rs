@@ -84,7 +84,7 @@ pub(crate) fn audience(index: &mut Index, topic: Topic, name: &str, data: &str) 
 }
 
 /// Routes one event to the sessions that may receive it.
-pub async fn route(gw: &Gateway, ev: &BusEvent) {
+pub async fn route(gw: &Gateway, ev: &Arc<BusEvent>) {
     if ev.name == "VOICE_STATE_UPDATE"
         && ev.origin_node != gw.core.settings.node_id
         && let Ok(state) = serde_json::from_str::<VoiceState>(&ev.data)
@@ -103,7 +103,7 @@ pub async fn route(gw: &Gateway, ev: &BusEvent) {
         let Ok(mut index) = gw.index.lock() else {
             return;
         };
-        index.note_routed(ev.id);
+        index.note_routed(ev);
         if let Topic::Channel(c) = ev.topic {
             // The hot path: the cached viewer list, delivered without copying it.
             if let Some(list) = index.channel_audience(c) {

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Deserialize;
+use xcord_bus::BusEvent;
 use xcord_core::realtime::ServerSnapshot;
 use xcord_permissions::{
     ChannelKind, MemberView, Overwrite, OverwriteTarget, bits, compute_channel_permissions,
@@ -228,8 +229,9 @@ pub struct Index {
     generation: u64,
     recent: std::collections::VecDeque<(u64, Snowflake)>,
     /// Logged events routed lately, in routing order, and the newest id among them: what a
-    /// stopping node records so that a resume elsewhere replays exactly what it never routed.
-    routed: std::collections::VecDeque<i64>,
+    /// stopping node records so that a resume elsewhere replays exactly what it never routed,
+    /// and what a resume here adds to the log (whose writes trail the bus a little).
+    routed: std::collections::VecDeque<Arc<BusEvent>>,
     high_water: i64,
 }
 
@@ -256,19 +258,19 @@ fn channel_gone(channel: Snowflake, server: Snowflake) -> Arc<Dispatch> {
 const RECENT_CHANGES: usize = 4096;
 
 impl Index {
-    /// Records that the logged event `id` was routed.
-    pub fn note_routed(&mut self, id: i64) {
-        if id == 0 {
+    /// Records that the logged event `ev` was routed.
+    pub fn note_routed(&mut self, ev: &Arc<BusEvent>) {
+        if ev.id == 0 {
             return;
         }
-        self.high_water = self.high_water.max(id);
-        self.routed.push_back(id);
+        self.high_water = self.high_water.max(ev.id);
+        self.routed.push_back(ev.clone());
         let floor = snowflake_ms(self.high_water) - ROUTED_WINDOW_MS;
         while self.routed.len() > ROUTED_MAX
             || self
                 .routed
                 .front()
-                .is_some_and(|f| snowflake_ms(*f) < floor)
+                .is_some_and(|f| snowflake_ms(f.id) < floor)
         {
             self.routed.pop_front();
         }
@@ -276,7 +278,12 @@ impl Index {
 
     /// The newest routed event id and the ids routed within the window before it.
     pub fn routed_record(&self) -> (i64, Vec<i64>) {
-        (self.high_water, self.routed.iter().copied().collect())
+        (self.high_water, self.routed.iter().map(|e| e.id).collect())
+    }
+
+    /// The events routed within the window, oldest first.
+    pub fn recently_routed(&self) -> Vec<Arc<BusEvent>> {
+        self.routed.iter().cloned().collect()
     }
 
     /// The current change generation (read before loading state for a new session).

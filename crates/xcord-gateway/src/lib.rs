@@ -157,7 +157,7 @@ impl Gateway {
         handle: &Arc<SessionHandle>,
         state: &ConnectedState,
         since: u64,
-        first: impl FnOnce(&SessionHandle),
+        first: impl FnOnce(&SessionHandle, &Index),
     ) -> Option<Vec<xcord_types::Snowflake>> {
         let user = handle.user;
         let private = private_channels(state, user);
@@ -172,7 +172,7 @@ impl Gateway {
             &private,
             &state.personal_contacts,
         );
-        first(handle);
+        first(handle, &index);
         Some(index.changed_since(since, &new))
     }
 }
