@@ -17,11 +17,11 @@ use xcord_types::gateway::dispatch_op;
 
 use crate::Gateway;
 use crate::dispatch::audience;
-use crate::index::{Index, snowflake_ms};
+use crate::index::{Index, RoutedRecord, snowflake_ms};
 use crate::session::{Dispatch, SessionHandle};
 
-/// Events stamped this long before the old node's newest routed event are taken as routed
-/// by it (its record of routed ids reaches twice as far, so nothing between is doubted).
+/// Events stamped this long before the newest event the old node routed from their origin
+/// are taken as routed by it (its record of routed ids reaches twice as far back).
 const MARGIN_MS: i64 = 5_000;
 /// Most events one catch-up reads; a longer gap is not resumable.
 const MAX_EVENTS: i64 = 100_000;
@@ -33,11 +33,14 @@ pub(crate) async fn save_sessions(gw: &Gateway) -> anyhow::Result<()> {
     let checkpoint_id = core.ids.next_id().get();
     let expires_at = now + i64::try_from(gw.settings.resume_secs).unwrap_or(i64::MAX / 2) * 1000;
     let (checkpoint, sessions) = {
-        let index = gw
+        let mut index = gw
             .index
             .lock()
             .map_err(|_| anyhow::anyhow!("routing index poisoned"))?;
-        let (high_water, seen) = index.routed_record();
+        // Nothing is routed after this snapshot: what comes later is in the log, and the
+        // saved sessions' numbering stays what their clients can have.
+        index.freeze();
+        let record = index.routed_record();
         let sessions: Vec<SavedSession> = index
             .all_sessions()
             .filter_map(|h| {
@@ -61,8 +64,8 @@ pub(crate) async fn save_sessions(gw: &Gateway) -> anyhow::Result<()> {
         (
             Checkpoint {
                 id: checkpoint_id,
-                high_water,
-                seen: serde_json::to_string(&seen)?,
+                high_water: record.high_water.values().copied().max().unwrap_or(0),
+                seen: serde_json::to_string(&record)?,
                 created_at: now,
             },
             sessions,
@@ -90,19 +93,29 @@ pub(crate) async fn missed_events(
     checkpoint: &Checkpoint,
     state: &ConnectedState,
     recent: Vec<Arc<BusEvent>>,
-) -> anyhow::Result<Vec<Arc<Dispatch>>> {
-    let seen: HashSet<i64> = serde_json::from_str::<Vec<i64>>(&checkpoint.seen)
-        .context("the checkpoint's routed ids")?
-        .into_iter()
-        .collect();
-    // With nothing routed, the checkpoint's own time bounds what the old node could have
-    // routed.
-    let newest_ms = if checkpoint.high_water > 0 {
-        snowflake_ms(checkpoint.high_water)
-    } else {
-        checkpoint.created_at - xcord_types::snowflake::EPOCH_MS
+) -> anyhow::Result<Option<Vec<Arc<Dispatch>>>> {
+    let record: RoutedRecord =
+        serde_json::from_str(&checkpoint.seen).context("the checkpoint's routed ids")?;
+    let seen: HashSet<i64> = record.ids.iter().copied().collect();
+    // Per origin node, by that node's clock: events stamped a margin before the newest one
+    // the old node routed from it count as routed (their ids are in `seen` if they were).
+    // From nodes it routed nothing of, everything since shortly before it stopped counts.
+    let unknown_floor = checkpoint.created_at - xcord_types::snowflake::EPOCH_MS - MARGIN_MS;
+    let floor_of = |id: i64| -> i64 {
+        let node = xcord_types::Snowflake::from_i64(id).node_id();
+        record
+            .high_water
+            .get(&node)
+            .map_or(unknown_floor, |hw| snowflake_ms(*hw) - MARGIN_MS)
     };
-    let floor = (newest_ms - MARGIN_MS).max(0) << 22;
+    let lowest_ms = record
+        .high_water
+        .values()
+        .map(|hw| snowflake_ms(*hw) - MARGIN_MS)
+        .chain([unknown_floor])
+        .min()
+        .unwrap_or(unknown_floor);
+    let floor = lowest_ms.max(0) << 22;
     let logged = core.store.events_after(floor, MAX_EVENTS).await?;
     if logged.len() as i64 >= MAX_EVENTS {
         anyhow::bail!("the gap holds more than {MAX_EVENTS} events");
@@ -138,16 +151,39 @@ pub(crate) async fn missed_events(
         &state.personal_contacts,
     );
     let is_probe = |list: &[Arc<SessionHandle>]| list.iter().any(|h| Arc::ptr_eq(h, &probe));
+    // A message deleted within the gap is not shown again, not even for a moment.
+    let deleted: HashSet<String> = events
+        .values()
+        .filter(|(_, name, _)| name == "MESSAGE_DELETE")
+        .filter_map(|(_, _, data)| message_id(data))
+        .collect();
+    let me = user.to_string();
+    let my_servers: HashSet<xcord_types::Snowflake> =
+        state.servers.iter().map(|s| s.server.id).collect();
     let mut out = Vec::new();
     for (id, (topic, name, data)) in events {
-        if seen.contains(&id) {
+        if seen.contains(&id) || snowflake_ms(id) < floor_of(id) {
             continue;
         }
         let Some(op) = dispatch_op(&name) else {
             continue;
         };
         let routed = audience(&mut index, topic, &name, &data);
+        let mine = match topic {
+            Topic::Server(server) => my_servers.contains(&server),
+            _ => is_probe(&routed.audience),
+        };
+        if mine && changes_sight(&name, &data, &me) {
+            // The replay judges visibility with today's permissions, which is only right
+            // while they did not change in the gap: otherwise the client identifies anew.
+            return Ok(None);
+        }
         if is_probe(&routed.audience) {
+            if matches!(name.as_str(), "MESSAGE_CREATE" | "MESSAGE_UPDATE")
+                && message_id(&data).is_some_and(|m| deleted.contains(&m))
+            {
+                continue;
+            }
             out.push(Arc::new(Dispatch::new(op, &name, &data).with_event_id(id)));
         }
         for (frame, sessions) in routed.extra {
@@ -156,5 +192,28 @@ pub(crate) async fn missed_events(
             }
         }
     }
-    Ok(out)
+    Ok(Some(out))
+}
+
+/// The `id` of a message event's payload.
+fn message_id(data: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    serde_json::from_str::<Id>(data).ok().map(|m| m.id)
+}
+
+/// Whether an event that reached the user can change what they may see: a role, a
+/// channel's overwrites, the owner, or their own membership.
+fn changes_sight(name: &str, data: &str, me: &str) -> bool {
+    match name {
+        "ROLE_CREATE" | "ROLE_UPDATE" | "ROLE_DELETE" | "CHANNEL_UPDATE" | "SERVER_UPDATE"
+        | "SERVER_CREATE" | "SERVER_DELETE" => true,
+        "SERVER_MEMBER_ADD" | "SERVER_MEMBER_UPDATE" | "SERVER_MEMBER_REMOVE" => {
+            let v: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
+            v["userId"] == me || v["member"]["user"]["id"] == me
+        }
+        _ => false,
+    }
 }

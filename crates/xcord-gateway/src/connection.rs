@@ -59,6 +59,7 @@ pub async fn upgrade(
     State(gw): State<Arc<Gateway>>,
     query: Result<Query<ConnectQuery>, QueryRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    eviction: Option<axum::Extension<crate::Eviction>>,
 ) -> Response {
     let ws = match ws {
         Ok(ws) => ws,
@@ -83,7 +84,9 @@ pub async fn upgrade(
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| tracker.track_future(serve(gw, socket, token)))
+        .on_upgrade(move |socket| {
+            tracker.track_future(serve(gw, socket, token, eviction.map(|e| e.0)))
+        })
 }
 
 /// Why the read side ends the connection.
@@ -103,9 +106,16 @@ struct Connection {
     heartbeat_deadline: Instant,
     window_start: Instant,
     frames_in_window: u32,
+    /// Until the session identifies, the transport may take this socket back.
+    eviction: Option<crate::Eviction>,
 }
 
-async fn serve(gw: Arc<Gateway>, socket: WebSocket, token: Option<String>) {
+async fn serve(
+    gw: Arc<Gateway>,
+    socket: WebSocket,
+    token: Option<String>,
+    eviction: Option<crate::Eviction>,
+) {
     metrics::gauge!("gateway_connections").increment(1.0);
     let interval = Duration::from_millis(gw.settings.heartbeat_ms);
     let mut conn = Connection {
@@ -117,6 +127,7 @@ async fn serve(gw: Arc<Gateway>, socket: WebSocket, token: Option<String>) {
         session: None,
         generation: 0,
         rx: None,
+        eviction,
     };
     let end = conn.run(token).await;
     if let End::Close(code, reason) = end {
@@ -174,12 +185,20 @@ impl Connection {
                     None => std::future::pending().await,
                 }
             };
+            let evicted = async {
+                match (&self.eviction, &self.session) {
+                    (Some(e), None) => e.evicted.notified().await,
+                    _ => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 () = &mut shutdown => {
                     let _ = self.send_text(json!({"op": op::RECONNECT, "d": null}).to_string()).await;
                     return End::Close(close::SERVICE_RESTART, "server restarting");
                 }
+                // At the connection cap, an unidentified socket is the first to go.
+                () = evicted => return End::Gone,
                 () = kicked => {
                     if let Some(end) = self.on_kick().await {
                         return end;
@@ -383,6 +402,13 @@ impl Connection {
         }
     }
 
+    /// The connection holds a session now: the transport no longer evicts it.
+    fn vouch(&mut self) {
+        if let Some(e) = self.eviction.take() {
+            (e.protect)();
+        }
+    }
+
     fn caller(&self) -> Result<xcord_core::Caller, End> {
         self.session
             .as_ref()
@@ -451,6 +477,7 @@ impl Connection {
         refresh_stale(&self.gw.clone(), stale).await;
         self.generation = handle.generation();
         self.session = Some(handle);
+        self.vouch();
         self.rx = Some(rx);
         metrics::counter!("gateway_identifies_total").increment(1);
         log_refusal(core.gateway_connected(&caller, req.presence).await);
@@ -488,6 +515,7 @@ impl Connection {
         };
         self.generation = generation;
         self.session = Some(handle);
+        self.vouch();
         self.rx = Some(rx);
         // In batches, each under the send timeout, as live frames are.
         let resumed = [(rseq, rd)];
@@ -521,6 +549,10 @@ impl Connection {
             }
         };
         let Some((saved, checkpoint)) = found else {
+            return self.invalid_session().await;
+        };
+        let gw = self.gw.clone();
+        let Ok(_turn) = gw.catch_ups.acquire().await else {
             return self.invalid_session().await;
         };
         let kept = saved_frames(&saved.frames);
@@ -570,11 +602,14 @@ impl Connection {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), "cannot read the event log");
-                if let Ok(mut index) = self.gw.index.lock() {
-                    index.remove_session(&id);
-                }
-                return self.invalid_session().await;
+                None
             }
+        };
+        let Some(missed) = missed else {
+            if let Ok(mut index) = self.gw.index.lock() {
+                index.remove_session(&id);
+            }
+            return self.invalid_session().await;
         };
         let Some(frames) = handle.release(req.seq, missed, |replayed| {
             let d = json!({"sessionId": &*id, "replayed": replayed});
@@ -587,6 +622,7 @@ impl Connection {
         };
         self.generation = handle.generation();
         self.session = Some(handle);
+        self.vouch();
         self.rx = Some(rx);
         for chunk in frames.chunks(MAX_BATCH) {
             let batch = chunk

@@ -103,6 +103,9 @@ pub async fn route(gw: &Gateway, ev: &Arc<BusEvent>) {
         let Ok(mut index) = gw.index.lock() else {
             return;
         };
+        if index.frozen() {
+            return;
+        }
         index.note_routed(ev);
         if let Topic::Channel(c) = ev.topic {
             // The hot path: the cached viewer list, delivered without copying it.

@@ -231,14 +231,38 @@ pub struct Index {
     /// Logged events routed lately, in routing order, and the newest id among them: what a
     /// stopping node records so that a resume elsewhere replays exactly what it never routed,
     /// and what a resume here adds to the log (whose writes trail the bus a little).
-    routed: std::collections::VecDeque<Arc<BusEvent>>,
-    high_water: i64,
+    routed: HashMap<u16, RoutedFrom>,
+    /// Set when the node saved its sessions for shutdown: nothing more is routed.
+    frozen: bool,
 }
 
-/// How far back (in event time) a stopping node's record of routed events reaches.
+/// How far back (in the origin's event time) a stopping node's record of routed ids reaches.
 const ROUTED_WINDOW_MS: i64 = 10_000;
-/// At most this many routed ids are remembered, whatever the window.
-const ROUTED_MAX: usize = 200_000;
+/// How far back whole routed events are kept for a resume here (the log trails the bus by
+/// its writer's lag, normally milliseconds).
+const RECENT_EVENTS_MS: i64 = 3_000;
+/// At most this many routed ids are remembered per origin, whatever the window.
+const ROUTED_MAX: usize = 100_000;
+
+/// What this node routed lately from one origin node, judged by that node's clock (the ids
+/// are its snowflakes), so that clocks of different nodes need not agree.
+#[derive(Debug, Default)]
+struct RoutedFrom {
+    high_water: i64,
+    ids: std::collections::VecDeque<i64>,
+    events: std::collections::VecDeque<Arc<BusEvent>>,
+}
+
+/// A stopping node's record of what it routed: per origin node, the newest id and the ids
+/// within the window before it.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutedRecord {
+    /// Origin node → the newest event id routed from it.
+    pub high_water: HashMap<u16, i64>,
+    /// Every id routed within each origin's window.
+    pub ids: Vec<i64>,
+}
 
 /// Milliseconds of a snowflake (the bits above node and sequence).
 pub(crate) fn snowflake_ms(id: i64) -> i64 {
@@ -258,32 +282,69 @@ fn channel_gone(channel: Snowflake, server: Snowflake) -> Arc<Dispatch> {
 const RECENT_CHANGES: usize = 4096;
 
 impl Index {
+    /// Stops routing for good (the node saved its sessions and is stopping).
+    pub fn freeze(&mut self) {
+        self.frozen = true;
+    }
+
+    /// Whether routing has stopped.
+    pub fn frozen(&self) -> bool {
+        self.frozen
+    }
+
     /// Records that the logged event `ev` was routed.
     pub fn note_routed(&mut self, ev: &Arc<BusEvent>) {
         if ev.id == 0 {
             return;
         }
-        self.high_water = self.high_water.max(ev.id);
-        self.routed.push_back(ev.clone());
-        let floor = snowflake_ms(self.high_water) - ROUTED_WINDOW_MS;
-        while self.routed.len() > ROUTED_MAX
-            || self
-                .routed
+        let from = self
+            .routed
+            .entry(Snowflake::from_i64(ev.id).node_id())
+            .or_default();
+        from.high_water = from.high_water.max(ev.id);
+        from.ids.push_back(ev.id);
+        from.events.push_back(ev.clone());
+        let newest = snowflake_ms(from.high_water);
+        while from.ids.len() > ROUTED_MAX
+            || from
+                .ids
                 .front()
-                .is_some_and(|f| snowflake_ms(f.id) < floor)
+                .is_some_and(|f| snowflake_ms(*f) < newest - ROUTED_WINDOW_MS)
         {
-            self.routed.pop_front();
+            from.ids.pop_front();
+        }
+        while from.events.len() > ROUTED_MAX
+            || from
+                .events
+                .front()
+                .is_some_and(|f| snowflake_ms(f.id) < newest - RECENT_EVENTS_MS)
+        {
+            from.events.pop_front();
         }
     }
 
-    /// The newest routed event id and the ids routed within the window before it.
-    pub fn routed_record(&self) -> (i64, Vec<i64>) {
-        (self.high_water, self.routed.iter().map(|e| e.id).collect())
+    /// What a stopping node saves of what it routed.
+    pub fn routed_record(&self) -> RoutedRecord {
+        RoutedRecord {
+            high_water: self
+                .routed
+                .iter()
+                .map(|(node, r)| (*node, r.high_water))
+                .collect(),
+            ids: self
+                .routed
+                .values()
+                .flat_map(|r| r.ids.iter().copied())
+                .collect(),
+        }
     }
 
-    /// The events routed within the window, oldest first.
+    /// The whole events routed in the last moments, for a resume here.
     pub fn recently_routed(&self) -> Vec<Arc<BusEvent>> {
-        self.routed.iter().cloned().collect()
+        self.routed
+            .values()
+            .flat_map(|r| r.events.iter().cloned())
+            .collect()
     }
 
     /// The current change generation (read before loading state for a new session).

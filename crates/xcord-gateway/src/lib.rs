@@ -82,6 +82,25 @@ impl GatewaySettings {
     }
 }
 
+/// What the HTTP transport hands the gateway with an upgrade request: it may evict the
+/// socket (at its connection cap) until the session identifies, and never after.
+#[derive(Clone)]
+pub struct Eviction {
+    /// Notified when the transport evicts the connection.
+    pub evicted: Arc<tokio::sync::Notify>,
+    /// Makes the connection exempt from eviction (called once it identified).
+    pub protect: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for Eviction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Eviction").finish_non_exhaustive()
+    }
+}
+
+/// Catch-ups from the event log that run at once; the others wait their turn.
+const CONCURRENT_CATCH_UPS: usize = 4;
+
 /// The gateway of one node.
 pub struct Gateway {
     pub(crate) core: Arc<Core>,
@@ -91,6 +110,9 @@ pub struct Gateway {
     pub(crate) index: Mutex<Index>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) connections: TaskTracker,
+    /// Bounds the catch-ups from the event log running at once: after a restart every
+    /// client resumes together, and each reads the log and loads its user's state.
+    pub(crate) catch_ups: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -110,6 +132,7 @@ impl Gateway {
             index: Mutex::new(Index::default()),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
+            catch_ups: tokio::sync::Semaphore::new(CONCURRENT_CATCH_UPS),
         });
         dispatch::spawn(gw.clone());
         gw
@@ -134,19 +157,20 @@ impl Gateway {
         Some(h.attached())
     }
 
-    /// Asks every connection to reconnect elsewhere (op 7, then close), stops the
-    /// dispatcher, waits up to `limit` for connections to finish, then saves the sessions
-    /// so that any node can resume them within the window.
+    /// Saves the sessions so that any node can resume them within the window (routing
+    /// stops at that instant), then asks every connection to reconnect elsewhere (op 7,
+    /// then close) and waits up to `limit` for them to finish. Saving comes first because
+    /// a client told to reconnect may be on another node a moment later.
     pub async fn shutdown(&self, limit: Duration) {
-        self.shutdown.cancel();
-        self.connections.close();
-        let _ = tokio::time::timeout(limit, self.connections.wait()).await;
         if let Err(e) = catch_up::save_sessions(self).await {
             tracing::warn!(
                 error = format!("{e:#}"),
                 "gateway sessions not saved; clients will identify anew"
             );
         }
+        self.shutdown.cancel();
+        self.connections.close();
+        let _ = tokio::time::timeout(limit, self.connections.wait()).await;
     }
 
     /// Registers a session loaded from `state` (the index generation `since` was read

@@ -196,6 +196,14 @@ impl SessionHandle {
             return None;
         }
         let held = q.holding.take().unwrap_or_default();
+        // Each logged event once: not again if the old node had sent it already (a kept
+        // frame) or it also arrived live meanwhile.
+        let already: std::collections::HashSet<i64> =
+            q.replay.iter().map(|(_, d)| d.event_id).collect();
+        let replayed: Vec<Arc<Dispatch>> = replayed
+            .into_iter()
+            .filter(|d| d.event_id == 0 || !already.contains(&d.event_id))
+            .collect();
         let logged: std::collections::HashSet<i64> = replayed
             .iter()
             .map(|d| d.event_id)
@@ -236,7 +244,8 @@ impl SessionHandle {
     /// frames after what the client acknowledged; `None` when it cannot be resumed.
     pub fn saved(&self) -> Option<(u64, Vec<Sequenced>)> {
         let q = self.queue.lock().ok()?;
-        if q.broken {
+        // A session still catching up has live events only in memory: not resumable.
+        if q.broken || q.holding.is_some() {
             return None;
         }
         let frames = q

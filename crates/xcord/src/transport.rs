@@ -120,7 +120,8 @@ struct Tracked {
     write_blocked_ms: AtomicU64,
     /// Whether a request on this connection has completed.
     served: AtomicBool,
-    evict: Notify,
+    /// Shared with the gateway while an upgraded socket has not identified.
+    evict: Arc<Notify>,
 }
 
 impl Tracked {
@@ -254,7 +255,7 @@ impl Registry {
             since_ms: AtomicU64::new(now),
             write_blocked_ms: AtomicU64::new(0),
             served: AtomicBool::new(false),
-            evict: Notify::new(),
+            evict: Arc::new(Notify::new()),
         });
         if let Ok(mut watched) = self.watched.lock() {
             watched.insert(tracked.id, tracked.clone());
@@ -397,11 +398,11 @@ impl InFlight {
         Self { registry, tracked }
     }
 
-    /// The connection now belongs to a WebSocket (or another upgrade): its own protocol
-    /// keeps time from here, and it is never evicted.
+    /// The connection now belongs to a WebSocket: its own protocol keeps time from here.
+    /// It stays evictable until the gateway vouches for it (an identified session), so
+    /// sockets that upgrade and never identify cannot hold the cap.
     fn upgraded(&self) {
         self.tracked.set_phase(UPGRADED, self.registry.now_ms());
-        self.registry.unwatch(self.tracked.id);
     }
 }
 
@@ -556,6 +557,13 @@ async fn serve_connection(
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let in_flight = InFlight::begin(registry.clone(), tracked.clone());
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(xcord_gateway::Eviction {
+                evicted: tracked.evict.clone(),
+                protect: {
+                    let (registry, id) = (registry.clone(), tracked.id);
+                    Arc::new(move || registry.unwatch(id))
+                },
+            });
             let response = router.clone().oneshot(req);
             async move {
                 let Ok(res) = response.await;
@@ -641,7 +649,7 @@ mod tests {
             since_ms: AtomicU64::new(1_000),
             write_blocked_ms: AtomicU64::new(0),
             served: AtomicBool::new(false),
-            evict: Notify::new(),
+            evict: Arc::new(Notify::new()),
         };
         assert_eq!(t.deadline_ms(&limits), Some(11_000));
         t.set_phase(BUSY, 2_000);

@@ -115,13 +115,27 @@ impl Store {
     }
 
     /// Forgets events below `before` (a snowflake bound), sessions expired at `now`, and
-    /// checkpoints no session refers to any more.
+    /// checkpoints no session refers to any more. Events go in batches, each its own short
+    /// transaction, so other writers never wait long behind the pruning.
     pub async fn prune_gateway_log(&self, before: i64, now: i64) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM gateway_events WHERE id < $1")
+        const BATCH: i64 = 5_000;
+        for _ in 0..1_000 {
+            let mut tx = self.begin_write().await?;
+            let n = sqlx::query(
+                "DELETE FROM gateway_events WHERE id IN \
+                 (SELECT id FROM gateway_events WHERE id < $1 ORDER BY id LIMIT $2)",
+            )
             .bind(before)
+            .bind(BATCH)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            if n < BATCH as u64 {
+                break;
+            }
+        }
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM gateway_sessions WHERE expires_at < $1")
             .bind(now)
             .execute(&mut *tx)

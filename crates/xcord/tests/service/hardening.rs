@@ -18,6 +18,7 @@ on_both_backends!(
     a_session_survives_a_graceful_restart,
     a_second_resume_replays_events_not_the_old_resumed,
     a_flooding_client_that_does_not_read_is_closed_with_4008,
+    a_permission_change_during_the_gap_means_identify_anew,
 );
 
 const NUL: &str = "a\u{0}b";
@@ -511,6 +512,16 @@ async fn a_session_survives_a_graceful_restart(backend: Backend) {
         posted.push(say(&b, &r.owner, &r.channel, &format!("gap {n}")).await["id"].clone());
     }
     say(&b, &r.owner, &hidden, "not for the member").await;
+    // Posted and deleted within the gap: never shown.
+    let gone = say(&b, &r.owner, &r.channel, "regretted").await;
+    let gone = gone["id"].as_str().unwrap_or_default().to_owned();
+    let del = b
+        .delete_as(
+            &r.owner.token,
+            &format!("/channels/{}/messages/{gone}", r.channel),
+        )
+        .await;
+    assert_eq!(del.status, 204, "{}", del.text);
 
     // Somebody else's token cannot take the session, nor spoil it.
     let (mut thief, _) = GatewayClient::open(b.addr, "/api/ws").await;
@@ -531,6 +542,10 @@ async fn a_session_survives_a_graceful_restart(backend: Backend) {
         got.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>(),
         posted,
         "every message of the gap, once, in order, and nothing hidden: {replayed:?}"
+    );
+    assert!(
+        !replayed.iter().any(|f| f["d"]["content"] == "regretted"),
+        "{replayed:?}"
     );
     // Numbered on from what the client had, without a gap.
     let seqs: Vec<u64> = replayed
@@ -642,4 +657,37 @@ async fn a_flooding_client_that_does_not_read_is_closed_with_4008(backend: Backe
         }
     }
     assert_eq!(code, Some(4008), "after {sent} frames");
+}
+
+async fn a_permission_change_during_the_gap_means_identify_anew(backend: Backend) {
+    let mut a = spawn_app(backend).await;
+    let r = room(&a, "gapperm").await;
+    let (mut m, _) = a.gateway_as(&r.member).await;
+    let session = m.session_id.clone().expect("session id");
+    let seq = m.last_seq;
+    a.shut_down().await.expect("clean shutdown");
+    until_closed(&mut m).await;
+    let b = TestAppBuilder::new(backend).joining(&a).spawn().await;
+    // @everyone loses VIEW_CHANNELS on the channel while the member is away: replaying
+    // with today's permissions could not tell them, so the resume is refused.
+    let ow = b
+        .put_as(
+            &r.owner.token,
+            &format!("/channels/{}/permissions/{}", r.channel, r.server),
+            &json!({"type": "role", "allow": 0, "deny": VIEW_CHANNELS}),
+        )
+        .await;
+    assert!(ow.status < 300, "{}", ow.text);
+    let (mut c, _) = GatewayClient::open(b.addr, "/api/ws").await;
+    c.send(json!({"op": 6, "d": {"token": r.member.token, "sessionId": session, "seq": seq}}))
+        .await;
+    let mut answer = None;
+    for _ in 0..100 {
+        let f = c.frame().await;
+        if f["op"] == 9 || f["t"] == "RESUMED" {
+            answer = Some(f);
+            break;
+        }
+    }
+    assert_eq!(answer, Some(json!({"op": 9, "d": {"resumable": false}})));
 }

@@ -237,24 +237,29 @@ async fn a_session_of_a_stopped_node_resumes_on_another() {
     let session = m.session_id.clone().expect("session id");
     let seq = m.last_seq;
 
-    // Node A stops (SIGTERM); the service goes on through B meanwhile.
-    a.shut_down().await.expect("clean shutdown");
-    let mut closed = None;
-    for _ in 0..100 {
-        if let Some(Incoming::Closed(code)) = m.next_within(Duration::from_secs(10)).await {
-            closed = code;
-            break;
+    // Node A stops (SIGTERM). The client goes to B the moment it is told to, while A is
+    // still shutting down; the service goes on through B meanwhile.
+    let stopping = a.shut_down();
+    let moving = async {
+        let mut closed = None;
+        for _ in 0..100 {
+            if let Some(Incoming::Closed(code)) = m.next_within(Duration::from_secs(10)).await {
+                closed = code;
+                break;
+            }
         }
-    }
-    assert_eq!(closed, Some(1012));
-    let mut posted = Vec::new();
-    for n in 0..5 {
-        posted.push(say(&b, &r.owner, &r.channel, &format!("gap {n}")).await["id"].clone());
-    }
-
-    let (mut c, _) = GatewayClient::open(b.addr, "/api/ws").await;
-    c.send(json!({"op": 6, "d": {"token": r.member.token, "sessionId": session, "seq": seq}}))
-        .await;
+        assert_eq!(closed, Some(1012));
+        let mut posted = Vec::new();
+        for n in 0..5 {
+            posted.push(say(&b, &r.owner, &r.channel, &format!("gap {n}")).await["id"].clone());
+        }
+        let (mut c, _) = GatewayClient::open(b.addr, "/api/ws").await;
+        c.send(json!({"op": 6, "d": {"token": r.member.token, "sessionId": session, "seq": seq}}))
+            .await;
+        (c, posted)
+    };
+    let (stopped, (mut c, posted)) = tokio::join!(stopping, moving);
+    stopped.expect("clean shutdown");
     let mut messages = Vec::new();
     let mut last = seq;
     for _ in 0..200 {

@@ -17,6 +17,7 @@ use xcord_testkit::{Backend, TestAppBuilder, on_both_backends};
 on_both_backends!(
     idle_and_half_sent_connections_time_out,
     a_flood_of_idle_connections_does_not_lock_out_health_or_sessions,
+    websockets_that_never_identify_cannot_hold_the_cap,
     a_gateway_socket_must_identify_in_time,
     a_body_that_never_arrives_is_408_and_a_slow_handler_stays_503,
     errors_below_the_router_carry_the_json_body_where_they_can,
@@ -335,4 +336,39 @@ async fn errors_below_the_router_carry_the_json_body_where_they_can(backend: Bac
             "{what}: left open"
         );
     }
+}
+
+async fn websockets_that_never_identify_cannot_hold_the_cap(backend: Backend) {
+    const CAP: usize = 10;
+    let app = TestAppBuilder::new(backend)
+        .configure(|c| {
+            // Long deadlines: only eviction can explain a close below.
+            c.gateway_identify_secs = 60;
+            c.header_read_timeout_secs = 30;
+            c.max_connections = Some(CAP);
+        })
+        .spawn()
+        .await;
+    let user = app.register("vouched").await;
+    let (mut session, _) = app.gateway_as(&user).await;
+    // Upgraded sockets that never identify, twice the cap of them.
+    let mut squatters = Vec::new();
+    for _ in 0..2 * CAP {
+        squatters.push(GatewayClient::open(app.addr, "/api/ws").await.0);
+    }
+    // Newcomers are still served: the oldest unidentified sockets made room.
+    let (health, _) = exchange(app.addr, b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(health.status, 200, "{health:?}");
+    let mut gone = 0;
+    for s in &mut squatters {
+        if matches!(
+            s.next_within(Duration::from_millis(100)).await,
+            Some(Incoming::Closed(_))
+        ) {
+            gone += 1;
+        }
+    }
+    assert!(gone >= CAP, "only {gone} unidentified sockets were evicted");
+    // The identified session was never a candidate.
+    session.heartbeat().await;
 }
