@@ -199,10 +199,13 @@ pub struct Session {
     /// Session id.
     pub id: Snowflake,
     /// Device description from the user agent, e.g. `Firefox on Linux`.
+    #[schema(required = true)]
     pub device: Option<String>,
     /// The User-Agent at login.
+    #[schema(required = true)]
     pub user_agent: Option<String>,
     /// The address at login.
+    #[schema(required = true)]
     pub ip: Option<String>,
     /// Login time.
     pub created_at: Timestamp,

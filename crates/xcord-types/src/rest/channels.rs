@@ -19,6 +19,7 @@ pub struct Channel {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_id: Option<Snowflake>,
     /// Name (`null` for a 1:1 DM).
+    #[schema(required = true)]
     pub name: Option<String>,
     /// Topic (server text channels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,6 +52,7 @@ pub struct Channel {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recipients: Option<Vec<UserSummary>>,
     /// Newest message.
+    #[schema(required = true)]
     pub last_message_id: Option<Snowflake>,
     /// Optimistic-concurrency version.
     pub version: i64,

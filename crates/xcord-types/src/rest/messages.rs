@@ -15,6 +15,7 @@ pub struct MessageAuthor {
     /// Username.
     pub username: String,
     /// Avatar URL.
+    #[schema(required = true)]
     pub avatar: Option<String>,
 }
 
@@ -88,6 +89,7 @@ pub struct Message {
     /// Whether it was edited.
     pub edited: bool,
     /// Last edit.
+    #[schema(required = true)]
     pub edited_at: Option<Timestamp>,
     /// Files.
     pub attachments: Vec<Attachment>,
@@ -99,6 +101,7 @@ pub struct Message {
     /// Mentions.
     pub mentions: Mentions,
     /// The message replied to.
+    #[schema(required = true)]
     pub reply_to: Option<Snowflake>,
     /// Pinned.
     pub pinned: bool,

@@ -17,14 +17,18 @@ pub struct Server {
     /// Name.
     pub name: String,
     /// Icon.
+    #[schema(required = true)]
     pub icon: Option<String>,
     /// Banner.
+    #[schema(required = true)]
     pub banner: Option<String>,
     /// Description.
+    #[schema(required = true)]
     pub description: Option<String>,
     /// Owner.
     pub owner_id: Snowflake,
     /// Vanity invite code.
+    #[schema(required = true)]
     pub vanity_url: Option<String>,
     /// Members.
     pub member_count: i64,
@@ -141,6 +145,7 @@ pub struct MemberUser {
     /// Username.
     pub username: String,
     /// Avatar URL.
+    #[schema(required = true)]
     pub avatar: Option<String>,
 }
 
@@ -151,6 +156,7 @@ pub struct Member {
     /// Who.
     pub user: MemberUser,
     /// Server nickname.
+    #[schema(required = true)]
     pub nickname: Option<String>,
     /// Role ids (not `@everyone`), highest first.
     pub roles: Vec<Snowflake>,
@@ -212,6 +218,7 @@ pub struct Ban {
     /// The banned user.
     pub user: MemberUser,
     /// Why.
+    #[schema(required = true)]
     pub reason: Option<String>,
     /// When.
     pub created_at: Timestamp,
@@ -245,8 +252,10 @@ pub struct InviteServer {
     /// Name.
     pub name: String,
     /// Icon.
+    #[schema(required = true)]
     pub icon: Option<String>,
     /// Description.
+    #[schema(required = true)]
     pub description: Option<String>,
     /// Members.
     pub member_count: i64,
@@ -261,8 +270,10 @@ pub struct Invite {
     /// Server.
     pub server_id: Snowflake,
     /// Channel.
+    #[schema(required = true)]
     pub channel_id: Option<Snowflake>,
     /// Creator.
+    #[schema(required = true)]
     pub inviter_id: Option<Snowflake>,
     /// 0: never expires.
     pub max_age_seconds: i64,
@@ -271,6 +282,7 @@ pub struct Invite {
     /// Times used.
     pub uses: i64,
     /// When it stops working.
+    #[schema(required = true)]
     pub expires_at: Option<Timestamp>,
     /// Creation time.
     pub created_at: Timestamp,
@@ -296,6 +308,7 @@ pub struct AuditEntry {
     /// Who acted.
     pub actor_id: Snowflake,
     /// What was acted on.
+    #[schema(required = true)]
     pub target_id: Option<Snowflake>,
     /// Why.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -17,18 +17,24 @@ pub struct SelfUser {
     /// Four digits.
     pub discriminator: String,
     /// Name shown instead of the username.
+    #[schema(required = true)]
     pub display_name: Option<String>,
     /// E-mail (`null` for guests).
+    #[schema(required = true)]
     pub email: Option<String>,
     /// Whether the e-mail was confirmed.
     pub email_verified: bool,
     /// Avatar URL (`/cdn/…`).
+    #[schema(required = true)]
     pub avatar: Option<String>,
     /// Banner URL (`/cdn/…`).
+    #[schema(required = true)]
     pub banner: Option<String>,
     /// Profile text.
+    #[schema(required = true)]
     pub bio: Option<String>,
     /// Status text.
+    #[schema(required = true)]
     pub custom_status: Option<String>,
     /// Chosen presence: online, idle, dnd or invisible.
     pub status: String,
@@ -51,14 +57,19 @@ pub struct PublicUser {
     /// Four digits.
     pub discriminator: String,
     /// Name shown instead of the username.
+    #[schema(required = true)]
     pub display_name: Option<String>,
     /// Avatar URL.
+    #[schema(required = true)]
     pub avatar: Option<String>,
     /// Banner URL.
+    #[schema(required = true)]
     pub banner: Option<String>,
     /// Profile text.
+    #[schema(required = true)]
     pub bio: Option<String>,
     /// Status text.
+    #[schema(required = true)]
     pub custom_status: Option<String>,
     /// Guest account.
     pub is_guest: bool,
@@ -77,6 +88,7 @@ pub struct UserSummary {
     /// Four digits.
     pub discriminator: String,
     /// Avatar URL.
+    #[schema(required = true)]
     pub avatar: Option<String>,
     /// Name shown instead of the username.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -302,6 +314,7 @@ pub struct Presence {
     /// online, idle, dnd or offline (invisible shows as offline).
     pub status: Status,
     /// Status text.
+    #[schema(required = true)]
     pub custom_status: Option<String>,
 }
 
@@ -332,6 +345,7 @@ pub struct OnlineUser {
     /// online, idle or dnd.
     pub status: Status,
     /// Status text.
+    #[schema(required = true)]
     pub custom_status: Option<String>,
 }
 
@@ -404,6 +418,7 @@ pub struct PublicKey {
     /// Whose.
     pub user_id: Snowflake,
     /// The key, or `null` when none is published.
+    #[schema(required = true)]
     pub public_key: Option<String>,
 }
 
