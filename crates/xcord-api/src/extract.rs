@@ -92,6 +92,11 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
 /// Parses a JSON document into `T`, classifying failures: bad syntax or a body of the wrong
 /// overall shape is 400; a field that is missing or of the wrong type is 422 naming the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    if xcord_types::error::has_nul_escape(bytes)
+        && let Some(field) = nul_field(bytes)
+    {
+        return Err(nul_error(field));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -106,6 +111,48 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     de.end()
         .map_err(|e| Error::BadRequest(format!("Malformed JSON body: {e}.")))?;
     Ok(value)
+}
+
+/// The path of the first string (or object key) holding NUL, when the text parses.
+fn nul_field(bytes: &[u8]) -> Option<String> {
+    fn walk(v: &serde_json::Value, path: &mut String) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            serde_json::Value::Object(map) => map.iter().any(|(k, item)| {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&k.replace('\0', "\\u0000"));
+                let found = k.contains('\0') || walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let mut path = String::new();
+    walk(&value, &mut path).then(|| if path.is_empty() { "body".into() } else { path })
+}
+
+fn nul_error(field: String) -> Error {
+    Error::Validation(vec![FieldError::new(
+        field,
+        "noNul",
+        "must not contain the NUL character (U+0000)",
+    )])
 }
 
 fn data_error(path: &str, inner: &serde_json::Error) -> Error {
@@ -149,6 +196,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // A segment holding NUL names nothing that can exist (no stored text has one).
+        if contains_encoded_nul(parts.uri.path()) {
+            return Err(Error::NotFound("resource").into());
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
             Err(rej) if rej.status().is_client_error() => Err(Error::NotFound("resource").into()),
@@ -189,7 +240,8 @@ pub async fn read_file_part(
         if !named && field.file_name().is_none() {
             continue;
         }
-        let filename = field.file_name().unwrap_or("file").to_owned();
+        // NUL cannot be stored as text; it never belongs in a file name anyway.
+        let filename = field.file_name().unwrap_or("file").replace('\0', "");
         let mut bytes = Vec::new();
         while let Some(chunk) = field.chunk().await.map_err(broken)? {
             if bytes.len() + chunk.len() > limit {
@@ -219,8 +271,18 @@ where
     }
 }
 
+fn contains_encoded_nul(s: &str) -> bool {
+    s.as_bytes().windows(3).any(|w| w == b"%00")
+}
+
 /// Parses a query string into `T`.
 pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
+    if contains_encoded_nul(query)
+        && let Some((key, _)) = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Err(nul_error(key.replace('\0', "\\u0000")));
+    }
     let de = form_urlencoded_parse(query);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -317,6 +379,30 @@ mod tests {
             status_of(parse_json(br#"{"userName":"a","nested":{}}"#)),
             ("422", vec!["nested.allowDms:required".into()])
         );
+    }
+
+    #[test]
+    fn nul_in_any_string_is_a_field_failure() {
+        assert_eq!(
+            status_of(parse_json(br#"{"userName":"a\u0000b"}"#)),
+            ("422", vec!["userName:noNul".into()])
+        );
+        assert_eq!(
+            status_of(parse_json(
+                br#"{"userName":"a","nested":{"allowDms":true,"x":["ok","\u0000"]}}"#
+            )),
+            ("422", vec!["nested.x[1]:noNul".into()])
+        );
+        // An escaped backslash followed by `u0000` is text, not NUL.
+        assert_eq!(status_of(parse_json(br#"{"userName":"a\\u0000"}"#)).0, "ok");
+        assert!(!xcord_types::error::has_nul_escape(br#"{"a":"\\u0000\\"}"#));
+        assert!(xcord_types::error::has_nul_escape(br#"{"a":"\\\u0000"}"#));
+        match parse_query::<Paging>("q=a%00b&limit=5") {
+            Err(Error::Validation(f)) => {
+                assert_eq!((f[0].field.as_str(), f[0].rule.as_str()), ("q", "noNul"))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[derive(Debug, Deserialize)]

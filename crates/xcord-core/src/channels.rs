@@ -8,6 +8,7 @@ use xcord_store::{
     Versioned,
 };
 use xcord_types::Snowflake;
+use xcord_types::rest::channels::MAX_POSITION;
 use xcord_types::rest::channels::{
     Channel, ChannelList, CreateChannelRequest, PermissionOverwrite, PutOverwriteRequest,
     UpdateChannelRequest,
@@ -28,6 +29,22 @@ fn overwrites_to_wire(list: &[OverwriteRecord]) -> Vec<PermissionOverwrite> {
         .collect()
 }
 
+/// A position is 0–[`MAX_POSITION`].
+pub(crate) fn check_position(
+    field: &str,
+    p: i64,
+) -> std::result::Result<(), xcord_types::FieldError> {
+    if (0..=MAX_POSITION).contains(&p) {
+        Ok(())
+    } else {
+        Err(xcord_types::FieldError::new(
+            field,
+            "range",
+            format!("must be 0–{MAX_POSITION}"),
+        ))
+    }
+}
+
 /// What may be set on a channel of `kind`, checked field by field.
 fn check_channel_fields(
     v: &mut Violations,
@@ -37,7 +54,11 @@ fn check_channel_fields(
     user_limit: Option<i64>,
     bitrate: Option<i64>,
     slowmode: Option<i64>,
+    position: Option<i64>,
 ) {
+    if let Some(p) = position {
+        v.check(check_position("position", p));
+    }
     if let Some(n) = name
         && !(1..=100).contains(&n.trim().chars().count())
     {
@@ -67,7 +88,85 @@ fn check_channel_fields(
     }
 }
 
+/// Overwrites given with a new channel: each of a known type and defined bits, one per
+/// target, at most 100.
+fn check_initial_overwrites(v: &mut Violations, list: &[PermissionOverwrite]) {
+    if list.len() > 100 {
+        v.push("permissionOverwrites", "length", "at most 100 overwrites");
+        return;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, o) in list.iter().enumerate() {
+        if !matches!(o.kind.as_str(), "role" | "user" | "member") {
+            v.push(
+                &format!("permissionOverwrites[{i}].type"),
+                "enum",
+                "must be role or user",
+            );
+        }
+        for (field, value) in [("allow", o.allow), ("deny", o.deny)] {
+            if value & !bits::ALL != 0 {
+                v.push(
+                    &format!("permissionOverwrites[{i}].{field}"),
+                    "bits",
+                    "contains undefined permission bits",
+                );
+            }
+        }
+        if !seen.insert(o.id) {
+            v.push(
+                &format!("permissionOverwrites[{i}].id"),
+                "unique",
+                "one overwrite per role or user",
+            );
+        }
+    }
+}
+
 impl Core {
+    /// Checks a new channel's overwrites as `PUT /channels/{id}/permissions/…` would
+    /// (MANAGE_ROLES, only bits the caller has, existing targets) and turns them into rows.
+    async fn initial_overwrites(
+        &self,
+        access: &crate::servers::ServerAccess,
+        server: Snowflake,
+        list: Vec<PermissionOverwrite>,
+    ) -> Result<Vec<OverwriteRecord>> {
+        if list.is_empty() {
+            return Ok(Vec::new());
+        }
+        access.require(bits::MANAGE_ROLES)?;
+        let mut out = Vec::with_capacity(list.len());
+        for o in list {
+            if !has(access.base, bits::ADMINISTRATOR) && (o.allow | o.deny) & !access.base != 0 {
+                return Err(Error::Forbidden(
+                    "You can only allow or deny permissions you have.".into(),
+                ));
+            }
+            let kind = if o.kind == "role" { "role" } else { "user" };
+            let exists = if kind == "role" {
+                access.roles.iter().any(|r| r.id == o.id)
+            } else {
+                self.store.member(server, o.id).await?.is_some()
+            };
+            if !exists {
+                return Err(Error::NotFound(if kind == "role" {
+                    "role"
+                } else {
+                    "member"
+                }));
+            }
+            out.push(OverwriteRecord {
+                channel_id: Snowflake::from_i64(0),
+                target_id: o.id,
+                target_type: kind.into(),
+                allow: o.allow as i64,
+                deny: o.deny as i64,
+            });
+        }
+        Ok(out)
+    }
+
     async fn check_parent(&self, server: Snowflake, parent: Snowflake, kind: &str) -> Result<()> {
         if kind == "category" {
             return Err(Error::invalid(
@@ -122,19 +221,32 @@ impl Core {
             req.user_limit,
             req.bitrate,
             req.rate_limit_per_user,
+            req.position,
         );
         if req.topic.is_some() && kind != "text" {
             v.push("topic", "type", "only text channels have a topic");
         }
+        let initial = req.permission_overwrites.clone().unwrap_or_default();
+        check_initial_overwrites(&mut v, &initial);
         v.finish()?;
         access.require(bits::MANAGE_CHANNELS)?;
         if let Some(p) = req.parent_id {
             self.check_parent(server, p, &kind).await?;
         }
+        let overwrites = self.initial_overwrites(&access, server, initial).await?;
+        let id = self.ids.next_id();
+        let audit = self.audit_record(
+            server,
+            caller.user_id,
+            "channel_create",
+            Some(id),
+            None,
+            Some(json!({"name": req.name.trim(), "type": kind, "parentId": req.parent_id, "position": req.position})),
+        );
         let c = self
             .store
             .create_channel(&NewChannel {
-                id: self.ids.next_id(),
+                id,
                 server_id: server,
                 name: req.name.trim().to_owned(),
                 topic: req.topic,
@@ -153,12 +265,12 @@ impl Core {
                 },
                 rate_limit_per_user: req.rate_limit_per_user.unwrap_or(0),
                 kind,
+                overwrites: overwrites.clone(),
+                audit: Some(audit),
                 now: self.clock.now(),
             })
             .await?;
-        self.audit_channel(server, caller, "channel_create", &c)
-            .await?;
-        let out = Self::server_channel_wire(&c, &[]);
+        let out = Self::server_channel_wire(&c, &overwrites);
         self.publish(Topic::Server(server), "CHANNEL_CREATE", &out)
             .await;
         Ok(out)
@@ -233,6 +345,7 @@ impl Core {
             req.user_limit.flatten(),
             req.bitrate,
             req.rate_limit_per_user,
+            req.position,
         );
         if req.topic.is_some() && c.kind != "text" {
             v.push("topic", "type", "only text channels have a topic");

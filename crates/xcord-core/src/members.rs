@@ -40,9 +40,9 @@ fn check_role_request(req: &RoleRequest) -> Result<()> {
         v.push("permissions", "bits", "contains undefined permission bits");
     }
     if let Some(p) = req.position
-        && p < 1
+        && !(1..=xcord_types::rest::channels::MAX_POSITION).contains(&p)
     {
-        v.push("position", "range", "must be 1 or more (0 is @everyone)");
+        v.push("position", "range", "must be 1–100000 (0 is @everyone)");
     }
     v.finish()
 }
@@ -487,7 +487,9 @@ impl Core {
                 "The owner cannot leave; transfer the server (PATCH ownerId) or delete it.".into(),
             ));
         }
-        self.store.remove_member(server, caller.user_id).await?;
+        self.store
+            .remove_member(server, caller.user_id, None)
+            .await?;
         self.member_left(server, caller.user_id).await;
         Ok(())
     }
@@ -516,16 +518,15 @@ impl Core {
             .await?
             .ok_or(Error::NotFound("member"))?;
         Self::outranks(&access, &target)?;
-        self.store.remove_member(server, user).await?;
-        self.audit_entry(
+        let audit = self.audit_record(
             server,
             caller.user_id,
             "member_kick",
             Some(user),
             reason.as_deref(),
             None,
-        )
-        .await?;
+        );
+        self.store.remove_member(server, user, Some(&audit)).await?;
         self.member_left(server, user).await;
         Ok(())
     }
@@ -557,6 +558,14 @@ impl Core {
         }
         let now = self.clock.now();
         let since = (days > 0).then(|| now.plus_millis(-days * 86_400_000));
+        let audit = self.audit_record(
+            server,
+            caller.user_id,
+            "member_ban_add",
+            Some(req.user_id),
+            req.reason.as_deref(),
+            Some(json!({"deleteMessageDays": days})),
+        );
         let was_member = self
             .store
             .ban(
@@ -566,17 +575,9 @@ impl Core {
                 caller.user_id,
                 since,
                 now,
+                &audit,
             )
             .await?;
-        self.audit_entry(
-            server,
-            caller.user_id,
-            "member_ban_add",
-            Some(req.user_id),
-            req.reason.as_deref(),
-            Some(json!({"deleteMessageDays": days})),
-        )
-        .await?;
         if was_member {
             self.member_left(server, req.user_id).await;
         }

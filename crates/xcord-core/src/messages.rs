@@ -13,7 +13,7 @@ use xcord_permissions::{bits, has};
 use xcord_store::{
     AttachmentRecord, ChannelRecord, ChannelRepository, MessageRecord, MessageRepository,
     NewMessage, Page, PostOutcome, RelationshipRepository, RelationshipType, SearchQuery,
-    ServerRepository, UserRepository,
+    ServerRepository, UserRepository, Versioned,
 };
 use xcord_types::Snowflake;
 use xcord_types::rest::messages::{
@@ -736,6 +736,7 @@ impl Core {
         channel_id: Snowflake,
         id: Snowflake,
         req: EditMessageRequest,
+        if_match: Option<i64>,
     ) -> Result<Message> {
         let ctx = self.channel_context(caller, channel_id).await?;
         let m = self
@@ -763,7 +764,7 @@ impl Core {
             self.resolve_mentions(&ctx, &req.content).await?
         };
         let mentions_json = mentions_document(&mentions)?;
-        let edited = self
+        let edited = match self
             .store
             .edit_message(
                 &m,
@@ -771,10 +772,15 @@ impl Core {
                 &mentions_json,
                 mentions.everyone,
                 &notified,
+                if_match,
                 self.clock.now(),
             )
             .await?
-            .ok_or(Error::NotFound("message"))?;
+        {
+            Versioned::Updated(m) => m,
+            Versioned::Stale => return Err(crate::servers::stale_error()),
+            Versioned::Missing => return Err(Error::NotFound("message")),
+        };
         let out = self.one_message_wire(&edited, caller.user_id, &ctx).await?;
         self.publish(Topic::Channel(channel_id), "MESSAGE_UPDATE", &out)
             .await;

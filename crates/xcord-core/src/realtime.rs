@@ -41,6 +41,15 @@ pub struct ServerSnapshot {
 }
 
 impl ServerSnapshot {
+    /// A channel of the server as its events carry it (with its overwrites).
+    pub fn channel_view(c: &ChannelRecord, overwrites: &[OverwriteRecord]) -> Channel {
+        channel_to_wire(
+            c,
+            None,
+            Some(overwrites.iter().map(overwrite_to_wire).collect()),
+        )
+    }
+
     /// The server as `user` sees it: the channels they can view, with all roles.
     pub fn view_for(&self, user: Snowflake) -> Server {
         let mine: &[Snowflake] = self
@@ -73,9 +82,7 @@ impl ServerSnapshot {
                     & bits::VIEW_CHANNELS
                     != 0
             })
-            .map(|(c, ow)| {
-                channel_to_wire(c, None, Some(ow.iter().map(overwrite_to_wire).collect()))
-            })
+            .map(|(c, ow)| Self::channel_view(c, ow))
             .collect();
         Core::server_to_wire(
             &self.server,

@@ -273,19 +273,31 @@ impl Core {
         reason: Option<&str>,
         changes: Option<serde_json::Value>,
     ) -> Result<()> {
-        self.store
-            .add_audit(&AuditRecord {
-                id: self.ids.next_id(),
-                server_id: server,
-                actor_id: actor,
-                action: action.to_owned(),
-                target_id: target,
-                reason: reason.map(str::to_owned),
-                changes: changes.map(|c| c.to_string()),
-                created_at: self.clock.now(),
-            })
-            .await?;
+        let e = self.audit_record(server, actor, action, target, reason, changes);
+        self.store.add_audit(&e).await?;
         Ok(())
+    }
+
+    /// An audit row, for a store method that writes it with the change it records.
+    pub(crate) fn audit_record(
+        &self,
+        server: Snowflake,
+        actor: Snowflake,
+        action: &str,
+        target: Option<Snowflake>,
+        reason: Option<&str>,
+        changes: Option<serde_json::Value>,
+    ) -> AuditRecord {
+        AuditRecord {
+            id: self.ids.next_id(),
+            server_id: server,
+            actor_id: actor,
+            action: action.to_owned(),
+            target_id: target,
+            reason: reason.map(str::to_owned),
+            changes: changes.map(|c| c.to_string()),
+            created_at: self.clock.now(),
+        }
     }
 
     pub(crate) fn server_to_wire(

@@ -300,6 +300,10 @@ impl Connection {
 
     async fn on_frame(&mut self, text: &str) -> Result<(), End> {
         self.count_frame()?;
+        // Text with NUL can be stored by neither backend; REST refuses it with 422.
+        if xcord_types::error::has_nul_escape(text.as_bytes()) {
+            return Err(End::Close(close::DECODE_ERROR, "text may not contain NUL"));
+        }
         let frame: ClientFrame = serde_json::from_str(text)
             .map_err(|_| End::Close(close::DECODE_ERROR, "not a gateway frame"))?;
         let identified = self.session.is_some();

@@ -61,6 +61,7 @@ pub async fn route(gw: &Gateway, ev: &BusEvent) {
         let Ok(mut index) = gw.index.lock() else {
             return;
         };
+        let mut extra = Vec::new();
         let (audience, follow): (Vec<Arc<SessionHandle>>, FollowUp) = match ev.topic {
             Topic::Channel(c) => {
                 if let Some(list) = index.channel_audience(c) {
@@ -68,11 +69,19 @@ pub async fn route(gw: &Gateway, ev: &BusEvent) {
                 }
                 (Vec::new(), FollowUp::None)
             }
-            Topic::Server(s) => index.server_event(s, &ev.name, &ev.data),
+            Topic::Server(s) => {
+                let routed = index.server_event(s, &ev.name, &ev.data);
+                extra = routed.extra;
+                (routed.audience, routed.follow)
+            }
             Topic::User(u) => index.user_event(u, &ev.name, &ev.data),
             Topic::Global => (index.all_sessions().cloned().collect(), FollowUp::None),
         };
         deliver(&audience, &d);
+        // What the event did to who sees which channel, after the event itself.
+        for (frame, sessions) in &extra {
+            deliver(sessions, frame);
+        }
         follow
     };
     metrics::counter!("gateway_events_routed_total").increment(1);

@@ -13,7 +13,7 @@ use xcord_permissions::{
 };
 use xcord_types::Snowflake;
 
-use crate::session::SessionHandle;
+use crate::session::{Dispatch, SessionHandle};
 
 type Sessions = Arc<[Arc<SessionHandle>]>;
 
@@ -21,6 +21,8 @@ type Sessions = Arc<[Arc<SessionHandle>]>;
 struct ChannelState {
     kind: ChannelKind,
     overwrites: Vec<Overwrite>,
+    /// The channel as CHANNEL_CREATE carries it, for members who come to see it.
+    wire: Arc<str>,
 }
 
 /// What decides visibility inside one server.
@@ -58,6 +60,8 @@ impl ServerState {
                         ChannelState {
                             kind: kind_of(&c.kind),
                             overwrites: xcord_core::servers::to_overwrites(ow),
+                            wire: serde_json::to_string(&ServerSnapshot::channel_view(c, ow))
+                                .map_or_else(|_| Arc::from("null"), Arc::from),
                         },
                     )
                 })
@@ -86,6 +90,31 @@ impl ServerState {
         compute_channel_permissions(&view, channel.kind, &channel.overwrites) & bits::VIEW_CHANNELS
             != 0
     }
+
+    /// Which `(channel, user)` pairs of `users` may view, over every channel.
+    fn sight(&self, server: Snowflake, users: &[Snowflake]) -> HashSet<(Snowflake, Snowflake)> {
+        let mut out = HashSet::new();
+        for (id, c) in &self.channels {
+            for u in users {
+                if self.can_view(server, *u, c) {
+                    out.insert((*id, *u));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What one event becomes for the sessions of a node.
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// Sessions that receive the event itself.
+    pub audience: Vec<Arc<SessionHandle>>,
+    /// Other frames the event causes: CHANNEL_DELETE for sessions that lost sight of a
+    /// channel, CHANNEL_CREATE for those that came to see one.
+    pub extra: Vec<(Arc<Dispatch>, Vec<Arc<SessionHandle>>)>,
+    /// Work left for outside the index lock.
+    pub follow: FollowUp,
 }
 
 /// The wire shapes the index reads from events (only the fields it needs).
@@ -169,9 +198,10 @@ struct RelationshipEvent {
 }
 
 /// A change the dispatcher must complete outside the index lock (it needs the database).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FollowUp {
     /// Nothing.
+    #[default]
     None,
     /// `user`, connected here, is now in `server`, which this node does not hold yet.
     LoadServer {
@@ -197,6 +227,15 @@ pub struct Index {
     /// loaded from the database changed before the session was registered.
     generation: u64,
     recent: std::collections::VecDeque<(u64, Snowflake)>,
+}
+
+const CHANNEL_CREATE_OP: u8 = 20;
+const CHANNEL_DELETE_OP: u8 = 22;
+
+/// CHANNEL_DELETE as sent to a member who can no longer see the channel: only its ids.
+fn channel_gone(channel: Snowflake, server: Snowflake) -> Arc<Dispatch> {
+    let d = format!(r#"{{"id":"{channel}","serverId":"{server}"}}"#);
+    Arc::new(Dispatch::new(CHANNEL_DELETE_OP, "CHANNEL_DELETE", &d))
 }
 
 /// How many recent server changes the index remembers for identifies in flight.
@@ -443,79 +482,38 @@ impl Index {
         out
     }
 
-    /// Applies a server-topic event to the index and returns its audience (and any work
-    /// left for outside the lock).
-    pub fn server_event(
-        &mut self,
-        server: Snowflake,
-        name: &str,
-        data: &str,
-    ) -> (Vec<Arc<SessionHandle>>, FollowUp) {
-        let mut follow = FollowUp::None;
-        let mut out = Vec::new();
+    /// Applies a server-topic event to the index and returns who receives what.
+    pub fn server_event(&mut self, server: Snowflake, name: &str, data: &str) -> Routed {
+        let mut routed = Routed::default();
         self.generation += 1;
         if self.recent.len() >= RECENT_CHANGES {
             self.recent.pop_front();
         }
         self.recent.push_back((self.generation, server));
-        match name {
-            "CHANNEL_CREATE" | "CHANNEL_UPDATE" | "CHANNEL_DELETE" => {
-                let Ok(c) = serde_json::from_str::<WireChannel>(data) else {
-                    return (out, follow);
-                };
-                // Those who could see it before (they learn it changed or went) and those
-                // who can see it after.
-                let before = self.viewers(server, c.id);
-                let mut seen: HashSet<*const SessionHandle> = HashSet::new();
-                if let Some(b) = before {
-                    for h in b.iter() {
-                        if seen.insert(Arc::as_ptr(h)) {
-                            out.push(h.clone());
-                        }
-                    }
-                }
-                if let Some(s) = self.servers.get_mut(&server) {
-                    s.visible.remove(&c.id);
-                    if name == "CHANNEL_DELETE" {
-                        s.channels.remove(&c.id);
-                        self.channel_server.remove(&c.id);
-                    } else {
-                        let overwrites = c
-                            .permission_overwrites
-                            .unwrap_or_default()
-                            .iter()
-                            .map(|o| Overwrite {
-                                target: if o.kind == "user" || o.kind == "member" {
-                                    OverwriteTarget::Member(o.id.get())
-                                } else {
-                                    OverwriteTarget::Role(o.id.get())
-                                },
-                                allow: o.allow,
-                                deny: o.deny,
-                            })
-                            .collect();
-                        s.channels.insert(
-                            c.id,
-                            ChannelState {
-                                kind: kind_of(&c.kind),
-                                overwrites,
-                            },
-                        );
-                        self.channel_server
-                            .insert(c.id, c.server_id.unwrap_or(server));
-                    }
-                }
-                if name != "CHANNEL_DELETE"
-                    && let Some(after) = self.viewers(server, c.id)
-                {
-                    for h in after.iter() {
-                        if seen.insert(Arc::as_ptr(h)) {
-                            out.push(h.clone());
-                        }
-                    }
-                }
-                return (out, follow);
+        if matches!(name, "CHANNEL_CREATE" | "CHANNEL_UPDATE" | "CHANNEL_DELETE") {
+            if let Ok(c) = serde_json::from_str::<WireChannel>(data) {
+                self.channel_event(server, name, data, c, &mut routed);
             }
+            return routed;
+        }
+        // Who may see which channel, for those whose view this event can change.
+        let watched: Vec<Snowflake> = match name {
+            "ROLE_CREATE" | "ROLE_UPDATE" | "ROLE_DELETE" | "SERVER_UPDATE" => self
+                .servers
+                .get(&server)
+                .map(|s| s.local.iter().copied().collect())
+                .unwrap_or_default(),
+            "SERVER_MEMBER_UPDATE" => serde_json::from_str::<MemberEvent>(data)
+                .ok()
+                .and_then(|ev| ev.member)
+                .map(|m| m.user.id)
+                .filter(|u| self.by_user.contains_key(u))
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        };
+        let before = self.sight_of(server, &watched);
+        match name {
             "ROLE_CREATE" | "ROLE_UPDATE" | "ROLE_DELETE" => {
                 if let (Ok(ev), Some(s)) = (
                     serde_json::from_str::<RoleEvent>(data),
@@ -549,7 +547,7 @@ impl Index {
                             s.visible.clear();
                         }
                         None if here => {
-                            follow = FollowUp::LoadServer {
+                            routed.follow = FollowUp::LoadServer {
                                 server: ev.server_id,
                                 user,
                             };
@@ -581,14 +579,155 @@ impl Index {
                 }
             }
             "SERVER_DELETE" => {
-                self.server_sessions(server, &mut out);
+                self.server_sessions(server, &mut routed.audience);
                 self.drop_server(server);
-                return (out, follow);
+                return routed;
             }
             _ => {}
         }
-        self.server_sessions(server, &mut out);
-        (out, follow)
+        self.server_sessions(server, &mut routed.audience);
+        if !watched.is_empty() {
+            let after = self.sight_of(server, &watched);
+            self.sight_changes(server, &before, &after, &mut routed);
+        }
+        routed
+    }
+
+    /// `users`' sight of `server`'s channels (empty when the server is not held).
+    fn sight_of(&self, server: Snowflake, users: &[Snowflake]) -> HashSet<(Snowflake, Snowflake)> {
+        if users.is_empty() {
+            return HashSet::new();
+        }
+        self.servers
+            .get(&server)
+            .map(|s| s.sight(server, users))
+            .unwrap_or_default()
+    }
+
+    /// Frames for the pairs that lost sight (CHANNEL_DELETE `{id, serverId}`) and those
+    /// that gained it (CHANNEL_CREATE with the whole channel).
+    fn sight_changes(
+        &self,
+        server: Snowflake,
+        before: &HashSet<(Snowflake, Snowflake)>,
+        after: &HashSet<(Snowflake, Snowflake)>,
+        routed: &mut Routed,
+    ) {
+        let mut lost: HashMap<Snowflake, Vec<Arc<SessionHandle>>> = HashMap::new();
+        for (channel, user) in before.difference(after) {
+            self.sessions_of(*user, lost.entry(*channel).or_default());
+        }
+        for (channel, sessions) in lost {
+            routed.extra.push((channel_gone(channel, server), sessions));
+        }
+        let mut gained: HashMap<Snowflake, Vec<Arc<SessionHandle>>> = HashMap::new();
+        for (channel, user) in after.difference(before) {
+            self.sessions_of(*user, gained.entry(*channel).or_default());
+        }
+        let Some(s) = self.servers.get(&server) else {
+            return;
+        };
+        for (channel, sessions) in gained {
+            if let Some(c) = s.channels.get(&channel) {
+                routed.extra.push((
+                    Arc::new(Dispatch::new(CHANNEL_CREATE_OP, "CHANNEL_CREATE", &c.wire)),
+                    sessions,
+                ));
+            }
+        }
+    }
+
+    /// A channel created, changed or deleted: the event reaches those who see the channel
+    /// after it (before it, for a deletion); those who lose sight of it by a change get
+    /// CHANNEL_DELETE instead, and those who come to see it get CHANNEL_CREATE.
+    fn channel_event(
+        &mut self,
+        server: Snowflake,
+        name: &str,
+        data: &str,
+        c: WireChannel,
+        routed: &mut Routed,
+    ) {
+        let users_before = self.viewing_users(server, c.id);
+        if let Some(s) = self.servers.get_mut(&server) {
+            s.visible.remove(&c.id);
+            if name == "CHANNEL_DELETE" {
+                s.channels.remove(&c.id);
+                self.channel_server.remove(&c.id);
+            } else {
+                let overwrites = c
+                    .permission_overwrites
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|o| Overwrite {
+                        target: if o.kind == "user" || o.kind == "member" {
+                            OverwriteTarget::Member(o.id.get())
+                        } else {
+                            OverwriteTarget::Role(o.id.get())
+                        },
+                        allow: o.allow,
+                        deny: o.deny,
+                    })
+                    .collect();
+                s.channels.insert(
+                    c.id,
+                    ChannelState {
+                        kind: kind_of(&c.kind),
+                        overwrites,
+                        wire: Arc::from(data),
+                    },
+                );
+                self.channel_server
+                    .insert(c.id, c.server_id.unwrap_or(server));
+            }
+        }
+        if name == "CHANNEL_DELETE" {
+            for u in &users_before {
+                self.sessions_of(*u, &mut routed.audience);
+            }
+            return;
+        }
+        let users_after = self.viewing_users(server, c.id);
+        let mut lost = Vec::new();
+        let mut gained = Vec::new();
+        for u in &users_before {
+            if users_after.contains(u) {
+                self.sessions_of(*u, &mut routed.audience);
+            } else {
+                self.sessions_of(*u, &mut lost);
+            }
+        }
+        for u in users_after.difference(&users_before) {
+            if name == "CHANNEL_CREATE" {
+                self.sessions_of(*u, &mut routed.audience);
+            } else {
+                self.sessions_of(*u, &mut gained);
+            }
+        }
+        if !lost.is_empty() {
+            routed.extra.push((channel_gone(c.id, server), lost));
+        }
+        if !gained.is_empty() {
+            routed.extra.push((
+                Arc::new(Dispatch::new(CHANNEL_CREATE_OP, "CHANNEL_CREATE", data)),
+                gained,
+            ));
+        }
+    }
+
+    /// Local users who may view `channel` of `server`.
+    fn viewing_users(&self, server: Snowflake, channel: Snowflake) -> HashSet<Snowflake> {
+        let Some(s) = self.servers.get(&server) else {
+            return HashSet::new();
+        };
+        let Some(c) = s.channels.get(&channel) else {
+            return HashSet::new();
+        };
+        s.local
+            .iter()
+            .copied()
+            .filter(|u| s.can_view(server, *u, c))
+            .collect()
     }
 
     /// Applies a user-topic event and returns its audience.

@@ -50,3 +50,23 @@ impl FieldError {
         }
     }
 }
+
+/// Whether a JSON text has a `\u0000` escape in it. NUL can reach a JSON string only that
+/// way (raw control characters are invalid JSON); PostgreSQL cannot store it in text and
+/// SQLite would keep it silently, so it is refused before either sees it.
+pub fn has_nul_escape(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(off) = bytes[i..].iter().position(|&b| b == b'\\') {
+        let at = i + off;
+        match bytes.get(at + 1) {
+            Some(b'u') if bytes.get(at + 2..at + 6) == Some(b"0000") => return true,
+            // Any other escape, `\\` included, is skipped whole.
+            Some(_) => i = at + 2,
+            None => return false,
+        }
+        if i >= bytes.len() {
+            return false;
+        }
+    }
+    false
+}

@@ -16,7 +16,7 @@ use xcord_types::rest::users::UserList;
 use xcord_types::{ErrorBody, Snowflake};
 
 use crate::AppState;
-use crate::auth::{Auth, RateHeaders};
+use crate::auth::{Auth, IfMatch, RateHeaders};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
 
@@ -77,20 +77,27 @@ pub async fn get_message(
 
 /// Edit one's own message.
 #[utoipa::path(patch, path = "/channels/{id}/messages/{messageId}", tag = "messages",
-    params(("id" = String, Path), ("messageId" = String, Path)), request_body = EditMessageRequest, responses(
+    params(("id" = String, Path), ("messageId" = String, Path),
+        ("If-Match" = Option<u64>, Header, description = "The `version` the edit is based on; a stale one is refused with 409")),
+    request_body = EditMessageRequest, responses(
     (status = 200, description = "Edited", body = Message), (status = 403, description = "Not the author", body = ErrorBody),
+    (status = 409, description = "Stale If-Match", body = ErrorBody),
     (status = 429, description = "Rate limited (message edits)")))]
 pub async fn edit(
     State(s): State<AppState>,
     auth: Auth,
     Path((id, mid)): Path<(Snowflake, Snowflake)>,
+    IfMatch(version): IfMatch,
     Json(req): Json<EditMessageRequest>,
 ) -> ApiResult<Response> {
     let decision = s
         .core
         .rate_limit(Tier::MessageEdit, &auth.caller().user_id.to_string())
         .await?;
-    let msg = s.core.edit_message(auth.caller(), id, mid, req).await?;
+    let msg = s
+        .core
+        .edit_message(auth.caller(), id, mid, req, version)
+        .await?;
     Ok((RateHeaders(decision), JsonResponse(msg)).into_response())
 }
 

@@ -197,7 +197,9 @@ pub trait MessageRepository: Send + Sync {
         page: Page,
         limit: u32,
     ) -> StoreResult<Vec<MessageRecord>>;
-    /// Replaces the content (and mention rows); sets `edited_at`.
+    /// Replaces the content (and mention rows); sets `edited_at` and bumps `version`,
+    /// only while the version is `expected_version` when one is given.
+    #[allow(clippy::too_many_arguments)]
     async fn edit_message(
         &self,
         m: &MessageRecord,
@@ -205,8 +207,9 @@ pub trait MessageRepository: Send + Sync {
         mentions: &str,
         mention_everyone: bool,
         mentioned_users: &[Snowflake],
+        expected_version: Option<i64>,
         now: Timestamp,
-    ) -> StoreResult<Option<MessageRecord>>;
+    ) -> StoreResult<crate::Versioned<MessageRecord>>;
     /// Soft-deletes messages of a channel; returns the ids that were live.
     async fn delete_messages(
         &self,
@@ -553,18 +556,20 @@ impl MessageRepository for Store {
         mentions: &str,
         mention_everyone: bool,
         mentioned_users: &[Snowflake],
+        expected_version: Option<i64>,
         now: Timestamp,
-    ) -> StoreResult<Option<MessageRecord>> {
+    ) -> StoreResult<crate::Versioned<MessageRecord>> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "UPDATE messages SET content = $2, mentions = $3, mention_everyone = $4, edited_at = $5, version = version + 1 \
-             WHERE id = $1 AND deleted_at IS NULL",
+             WHERE id = $1 AND deleted_at IS NULL AND ($6 < 0 OR version = $6)",
         )
         .bind(m.id.get())
         .bind(content.to_owned())
         .bind(mentions.to_owned())
         .bind(mention_everyone)
         .bind(now.as_millis())
+        .bind(expected_version.unwrap_or(-1))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -583,11 +588,13 @@ impl MessageRepository for Store {
             }
         }
         tx.commit().await?;
-        if n == 1 {
-            self.message_by_id(m.id).await
-        } else {
-            Ok(None)
-        }
+        let now_row = self.message_by_id(m.id).await?;
+        Ok(match now_row {
+            Some(row) if n == 1 => crate::Versioned::Updated(row),
+            // Still there and not deleted: the version was not the expected one.
+            Some(row) if row.deleted_at.is_none() => crate::Versioned::Stale,
+            _ => crate::Versioned::Missing,
+        })
     }
 
     async fn delete_messages(

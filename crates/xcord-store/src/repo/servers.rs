@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
+use xcord_types::rest::channels::MAX_POSITION;
 use xcord_types::{Snowflake, Timestamp};
 
 use crate::store::ids_json;
@@ -226,6 +227,10 @@ pub struct NewChannel {
     pub bitrate: Option<i64>,
     /// Slowmode seconds.
     pub rate_limit_per_user: i64,
+    /// Overwrites it starts with.
+    pub overwrites: Vec<OverwriteRecord>,
+    /// The audit row of its creation.
+    pub audit: Option<AuditRecord>,
     /// Creation time.
     pub now: Timestamp,
 }
@@ -339,7 +344,12 @@ pub trait ServerRepository: Send + Sync {
         now: Timestamp,
     ) -> StoreResult<bool>;
     /// Removes a member; false when not one.
-    async fn remove_member(&self, server: Snowflake, user: Snowflake) -> StoreResult<bool>;
+    async fn remove_member(
+        &self,
+        server: Snowflake,
+        user: Snowflake,
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<bool>;
     /// Sets or clears a nickname.
     async fn set_nickname(
         &self,
@@ -407,6 +417,7 @@ pub trait ServerRepository: Send + Sync {
         by: Snowflake,
         delete_messages_since: Option<Timestamp>,
         now: Timestamp,
+        audit: &AuditRecord,
     ) -> StoreResult<bool>;
     /// Lifts a ban; false when there was none.
     async fn unban(&self, server: Snowflake, user: Snowflake) -> StoreResult<bool>;
@@ -975,7 +986,12 @@ impl ServerRepository for Store {
         Ok(n == 1)
     }
 
-    async fn remove_member(&self, server: Snowflake, user: Snowflake) -> StoreResult<bool> {
+    async fn remove_member(
+        &self,
+        server: Snowflake,
+        user: Snowflake,
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query("DELETE FROM members WHERE server_id = $1 AND user_id = $2")
             .bind(server.get())
@@ -988,6 +1004,10 @@ impl ServerRepository for Store {
                 .bind(server.get())
                 .execute(&mut *tx)
                 .await?;
+            // The removal and its audit row are one change: both or neither.
+            if let Some(e) = audit {
+                insert_audit(&mut tx, e).await?;
+            }
         }
         tx.commit().await?;
         Ok(n == 1)
@@ -1059,13 +1079,18 @@ impl ServerRepository for Store {
         let mut tx = self.begin_write().await?;
         let position = match c.position {
             Some(p) => p,
-            None => sqlx::query(
-                "SELECT COALESCE(MAX(position), -1) + 1 FROM channels WHERE server_id = $1",
-            )
-            .bind(c.server_id.get())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?,
+            None => {
+                let last: i64 = sqlx::query(
+                    "SELECT COALESCE(MAX(position), -1) FROM channels WHERE server_id = $1",
+                )
+                .bind(c.server_id.get())
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+                // After the last, but never past the highest position allowed (and never
+                // an overflow, whatever an older row holds).
+                last.saturating_add(1).clamp(0, MAX_POSITION)
+            }
         };
         sqlx::query(
             "INSERT INTO channels (id, server_id, type, name, topic, position, parent_id, nsfw, user_limit, bitrate, \
@@ -1085,6 +1110,22 @@ impl ServerRepository for Store {
         .bind(c.now.as_millis())
         .execute(&mut *tx)
         .await?;
+        // The channel, its overwrites and its audit row are one change.
+        for o in &c.overwrites {
+            sqlx::query(
+                "INSERT INTO permission_overwrites (channel_id, target_id, target_type, allow, deny) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(c.id.get())
+            .bind(o.target_id.get())
+            .bind(o.target_type.clone())
+            .bind(o.allow)
+            .bind(o.deny)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(e) = &c.audit {
+            insert_audit(&mut tx, e).await?;
+        }
         tx.commit().await?;
         crate::ChannelRepository::channel(self, c.id)
             .await?
@@ -1280,6 +1321,7 @@ impl ServerRepository for Store {
         by: Snowflake,
         delete_messages_since: Option<Timestamp>,
         now: Timestamp,
+        audit: &AuditRecord,
     ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -1318,6 +1360,7 @@ impl ServerRepository for Store {
             .execute(&mut *tx)
             .await?;
         }
+        insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(was_member)
     }
@@ -1350,19 +1393,9 @@ impl ServerRepository for Store {
     }
 
     async fn add_audit(&self, e: &AuditRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (id, server_id, actor_id, action, target_id, reason, changes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(e.id.get())
-        .bind(e.server_id.get())
-        .bind(e.actor_id.get())
-        .bind(e.action.clone())
-        .bind(e.target_id.map(Snowflake::get))
-        .bind(e.reason.clone())
-        .bind(e.changes.clone())
-        .bind(e.created_at.as_millis())
-        .execute(self.pool())
-        .await?;
+        let mut tx = self.begin_write().await?;
+        insert_audit(&mut tx, e).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1437,4 +1470,22 @@ fn ban_from_row(r: &AnyRow) -> StoreResult<BanRecord> {
         banned_by: sf_opt(r.try_get(2)?),
         created_at: Timestamp::from_millis(r.try_get(3)?),
     })
+}
+
+/// Writes an audit row inside the transaction of the change it records.
+async fn insert_audit(tx: &mut crate::store::WriteTx, e: &AuditRecord) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (id, server_id, actor_id, action, target_id, reason, changes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(e.id.get())
+    .bind(e.server_id.get())
+    .bind(e.actor_id.get())
+    .bind(e.action.clone())
+    .bind(e.target_id.map(Snowflake::get))
+    .bind(e.reason.clone())
+    .bind(e.changes.clone())
+    .bind(e.created_at.as_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

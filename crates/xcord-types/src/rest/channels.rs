@@ -95,6 +95,9 @@ pub struct PermissionOverwrite {
     pub deny: u64,
 }
 
+/// Highest position a channel or role may take (SPEC §3: 0–100000).
+pub const MAX_POSITION: i64 = 100_000;
+
 /// `POST /servers/{id}/channels`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -118,6 +121,9 @@ pub struct CreateChannelRequest {
     pub position: Option<i64>,
     /// Slowmode seconds, 0–21600.
     pub rate_limit_per_user: Option<i64>,
+    /// Overwrites the channel starts with, so a private channel is private from its
+    /// first moment (needs MANAGE_ROLES; at most 100).
+    pub permission_overwrites: Option<Vec<PermissionOverwrite>>,
 }
 
 /// `PATCH /channels/{id}`: only the given fields change; `null` clears a nullable one.

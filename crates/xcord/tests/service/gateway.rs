@@ -352,7 +352,13 @@ async fn permission_changes_apply_to_live_sessions(backend: Backend) {
         )
         .await;
     assert!(put.status < 300, "{}", put.text);
-    m.dispatch("CHANNEL_UPDATE").await;
+    // Only the ids of what it can no longer see: no name, topic or overwrites.
+    let gone = m.dispatch_frame("CHANNEL_DELETE").await;
+    assert_eq!(
+        (gone["op"].clone(), gone["d"].clone()),
+        (json!(22), json!({"id": r.channel, "serverId": r.server}))
+    );
+    m.assert_no_dispatch("CHANNEL_UPDATE", QUIET).await;
     say(&app, &r.owner, &r.channel, "hidden").await;
     o.dispatch("MESSAGE_CREATE").await;
     m.assert_no_dispatch("MESSAGE_CREATE", QUIET).await;
@@ -384,6 +390,9 @@ async fn permission_changes_apply_to_live_sessions(backend: Backend) {
         .await;
     assert!(add.status < 300, "{}", add.text);
     m.dispatch("SERVER_MEMBER_UPDATE").await;
+    let back = m.dispatch("CHANNEL_CREATE").await;
+    assert_eq!(back["id"], r.channel.as_str());
+    assert!(back["name"].is_string(), "the whole channel: {back}");
     member_sees(&app, &mut m, &r.owner, &r.channel, "insiders only").await;
 
     // Deleting the role takes it away again.
@@ -393,10 +402,14 @@ async fn permission_changes_apply_to_live_sessions(backend: Backend) {
     )
     .await;
     m.dispatch("ROLE_DELETE").await;
+    assert_eq!(
+        m.dispatch("CHANNEL_DELETE").await,
+        json!({"id": r.channel, "serverId": r.server})
+    );
     say(&app, &r.owner, &r.channel, "role gone").await;
     m.assert_no_dispatch("MESSAGE_CREATE", QUIET).await;
     app.delete_as(&r.owner.token, &ow).await;
-    m.dispatch("CHANNEL_UPDATE").await;
+    assert_eq!(m.dispatch("CHANNEL_CREATE").await["id"], r.channel.as_str());
     member_sees(&app, &mut m, &r.owner, &r.channel, "open again").await;
 
     // Kicked: the server goes away for the member's live session.

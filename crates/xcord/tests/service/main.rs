@@ -3,6 +3,7 @@
 
 mod auth;
 mod gateway;
+mod hardening;
 mod health;
 mod limits;
 mod mail;

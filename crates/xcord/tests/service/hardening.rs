@@ -1,0 +1,444 @@
+//! Defects found by testing from outside as a new user and as an attacker: each test here
+//! failed before its fix. On both backends.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+use xcord_permissions::bits::{MANAGE_CHANNELS, VIEW_CHANNELS};
+use xcord_testkit::{Backend, on_both_backends, room, say, spawn_app};
+
+on_both_backends!(
+    nul_characters_are_refused_the_same_way_everywhere,
+    channel_positions_are_bounded_and_cannot_overflow,
+    messages_carry_a_version_and_stale_edits_conflict,
+    a_kick_or_ban_whose_audit_row_fails_changes_nothing,
+    private_channels_are_private_from_their_first_moment,
+);
+
+const NUL: &str = "a\u{0}b";
+
+async fn nul_characters_are_refused_the_same_way_everywhere(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let r = room(&app, "nul").await;
+    let (s, c) = (&r.server, &r.channel);
+    let first = say(&app, &r.owner, c, "before").await;
+    let mid = first["id"].as_str().unwrap_or_default();
+    // (method, path, body, field named in the 422)
+    let cases: Vec<(Method, String, Value, &str)> = vec![
+        (
+            Method::POST,
+            format!("/channels/{c}/messages"),
+            json!({"content": NUL}),
+            "content",
+        ),
+        (
+            Method::POST,
+            format!("/channels/{c}/messages"),
+            json!({"content": "ok", "nonce": NUL}),
+            "nonce",
+        ),
+        (
+            Method::PATCH,
+            format!("/channels/{c}/messages/{mid}"),
+            json!({"content": NUL}),
+            "content",
+        ),
+        (
+            Method::POST,
+            "/servers".into(),
+            json!({"name": NUL}),
+            "name",
+        ),
+        (
+            Method::PATCH,
+            format!("/servers/{s}"),
+            json!({"description": NUL}),
+            "description",
+        ),
+        (
+            Method::POST,
+            format!("/servers/{s}/channels"),
+            json!({"name": "x", "topic": NUL}),
+            "topic",
+        ),
+        (
+            Method::PATCH,
+            format!("/channels/{c}"),
+            json!({"topic": NUL}),
+            "topic",
+        ),
+        (
+            Method::PATCH,
+            "/users/@me".into(),
+            json!({"bio": NUL}),
+            "bio",
+        ),
+        (
+            Method::PUT,
+            "/users/@me/status".into(),
+            json!({"status": "online", "customStatus": NUL}),
+            "customStatus",
+        ),
+        (
+            Method::PATCH,
+            format!("/servers/{s}/members/{}", r.member.id),
+            json!({"nickname": NUL}),
+            "nickname",
+        ),
+        (
+            Method::POST,
+            format!("/servers/{s}/members/{}/kick", r.member.id),
+            json!({"reason": NUL}),
+            "reason",
+        ),
+        (
+            Method::PUT,
+            "/users/@me/keys".into(),
+            json!({"publicKey": NUL}),
+            "publicKey",
+        ),
+        (
+            Method::POST,
+            format!("/servers/{s}/roles"),
+            json!({"name": NUL}),
+            "name",
+        ),
+    ];
+    for (method, path, body, field) in cases {
+        let res = app
+            .request(
+                method.clone(),
+                &format!("/api/v1{path}"),
+                Some(&body),
+                Some(&r.owner.token),
+            )
+            .await;
+        res.assert_error(422, "Validation Error");
+        assert_eq!(
+            (
+                res.body["details"][0]["field"].as_str(),
+                res.body["details"][0]["rule"].as_str()
+            ),
+            (Some(field), Some("noNul")),
+            "{method} {path}: {}",
+            res.text
+        );
+    }
+    // Unauthenticated ones too.
+    for (path, body, field) in [
+        (
+            "/auth/login",
+            json!({"username": NUL, "password": "Secret123"}),
+            "username",
+        ),
+        (
+            "/auth/register",
+            json!({"email": "n@example.com", "username": "nul_user", "password": NUL}),
+            "password",
+        ),
+        ("/auth/forgot-password", json!({"email": NUL}), "email"),
+    ] {
+        let res = app.post_api(path, &body).await;
+        res.assert_error(422, "Validation Error");
+        assert_eq!(res.body["details"][0]["field"], field, "{path}");
+    }
+    // In a query string: 422 naming the parameter; in a path: nothing can be named so.
+    let res = app
+        .get_as(
+            &r.owner.token,
+            &format!("/servers/{s}/messages/search?q=a%00b"),
+        )
+        .await;
+    res.assert_error(422, "Validation Error");
+    assert_eq!(res.body["details"][0]["field"], "q");
+    let res = app.get("/api/v1/invites/ab%00cd").await;
+    res.assert_error(404, "Not Found");
+    let res = app
+        .post_as(&r.member.token, "/invites/ab%00cd", &json!({}))
+        .await;
+    res.assert_error(404, "Not Found");
+    // Nothing stored was touched: the first message is intact, the member is still there.
+    let got = app
+        .get_as(&r.owner.token, &format!("/channels/{c}/messages/{mid}"))
+        .await;
+    assert_eq!(got.body["content"], "before");
+    let m = app
+        .get_as(
+            &r.owner.token,
+            &format!("/servers/{s}/members/{}", r.member.id),
+        )
+        .await;
+    assert_eq!(m.status, 200);
+}
+
+async fn channel_positions_are_bounded_and_cannot_overflow(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let r = room(&app, "pos").await;
+    let (s, c) = (&r.server, &r.channel);
+    for bad in [i64::MAX, 100_001, -1] {
+        let res = app
+            .patch_as(
+                &r.owner.token,
+                &format!("/channels/{c}"),
+                &json!({"position": bad}),
+            )
+            .await;
+        res.assert_error(422, "Validation Error");
+        assert_eq!(res.body["details"][0]["field"], "position");
+        let res = app
+            .post_as(
+                &r.owner.token,
+                &format!("/servers/{s}/channels"),
+                &json!({"name": "x", "position": bad}),
+            )
+            .await;
+        res.assert_error(422, "Validation Error");
+        let res = app
+            .post_as(
+                &r.owner.token,
+                &format!("/servers/{s}/roles"),
+                &json!({"name": "x", "position": bad}),
+            )
+            .await;
+        res.assert_error(422, "Validation Error");
+    }
+    // The highest position allowed, then more channels: each still gets a position.
+    let res = app
+        .patch_as(
+            &r.owner.token,
+            &format!("/channels/{c}"),
+            &json!({"position": 100_000}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    for n in 0..3 {
+        let res = app
+            .post_as(
+                &r.owner.token,
+                &format!("/servers/{s}/channels"),
+                &json!({"name": format!("after-{n}")}),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.text);
+        let p = res.body["position"].as_i64().unwrap_or(-1);
+        assert!((0..=100_000).contains(&p), "position {p}");
+    }
+}
+
+async fn messages_carry_a_version_and_stale_edits_conflict(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let r = room(&app, "mver").await;
+    let c = &r.channel;
+    let m = say(&app, &r.owner, c, "one").await;
+    let id = m["id"].as_str().unwrap_or_default().to_owned();
+    let v1 = m["version"].as_i64().expect("a new message has a version");
+    let edit = |content: &'static str, version: Option<i64>| {
+        let app = &app;
+        let token = r.owner.token.clone();
+        let path = format!("/api/v1/channels/{c}/messages/{id}");
+        async move {
+            let mut req = app
+                .client
+                .patch(app.url(&path))
+                .bearer_auth(token)
+                .json(&json!({"content": content}));
+            if let Some(v) = version {
+                req = req.header("if-match", v.to_string());
+            }
+            xcord_testkit::TestApp::read(req.send().await.expect("request")).await
+        }
+    };
+    let ok = edit("two", Some(v1)).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let v2 = ok.body["version"].as_i64().expect("version");
+    assert!(v2 > v1);
+    let stale = edit("three", Some(v1)).await;
+    stale.assert_error(409, "Conflict");
+    let got = app
+        .get_as(&r.owner.token, &format!("/channels/{c}/messages/{id}"))
+        .await;
+    assert_eq!(got.body["content"], "two");
+    assert_eq!(got.body["version"], v2);
+    // Without If-Match the edit applies, as before.
+    let ok = edit("four", None).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.body["version"].as_i64(), Some(v2 + 1));
+}
+
+/// Makes every audit insert of `action` fail inside the database, as a full disk or a
+/// broken constraint would.
+async fn fail_audit_inserts(app: &xcord_testkit::TestApp, action: &str) {
+    let pool = app.state.core.store.pool();
+    let sql = match app.backend() {
+        Backend::Sqlite => format!(
+            "CREATE TRIGGER fail_{action} BEFORE INSERT ON audit_log WHEN NEW.action = '{action}' \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        ),
+        Backend::Postgres => format!(
+            "CREATE FUNCTION fail_{action}() RETURNS trigger AS $$ BEGIN \
+               IF NEW.action = '{action}' THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; \
+             END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER fail_{action} BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION fail_{action}()"
+        ),
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(pool)
+        .await
+        .expect("install the trigger");
+}
+
+async fn a_kick_or_ban_whose_audit_row_fails_changes_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let r = room(&app, "atomic").await;
+    let s = &r.server;
+    let mut sub = app.state.core.bus.subscribe(xcord_bus::TopicFilter::All);
+    fail_audit_inserts(&app, "member_kick").await;
+    fail_audit_inserts(&app, "member_ban_add").await;
+    let kick = app
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{s}/members/{}/kick", r.member.id),
+            &json!({"reason": "x"}),
+        )
+        .await;
+    kick.assert_error(500, "Internal Server Error");
+    assert!(
+        !kick.text.contains("injected"),
+        "internals leaked: {}",
+        kick.text
+    );
+    let ban = app
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{s}/bans"),
+            &json!({"userId": r.member.id, "deleteMessageDays": 1}),
+        )
+        .await;
+    ban.assert_error(500, "Internal Server Error");
+    // Still a member, not banned, counted, and told nothing.
+    let m = app
+        .get_as(
+            &r.owner.token,
+            &format!("/servers/{s}/members/{}", r.member.id),
+        )
+        .await;
+    assert_eq!(m.status, 200, "{}", m.text);
+    let bans = app
+        .get_as(&r.owner.token, &format!("/servers/{s}/bans"))
+        .await;
+    assert_eq!(bans.body["bans"], json!([]));
+    let srv = app.get_as(&r.owner.token, &format!("/servers/{s}")).await;
+    assert_eq!(srv.body["memberCount"], 2);
+    say(&app, &r.member, &r.channel, "still here").await;
+    // Everything published up to the new message: no removal among it.
+    for _ in 0..100 {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(5), sub.recv())
+            .await
+            .expect("the message's event")
+            .expect("bus open");
+        assert_ne!(ev.name, "SERVER_MEMBER_REMOVE", "a removal was announced");
+        if ev.name == "MESSAGE_CREATE" {
+            return;
+        }
+    }
+    panic!("no MESSAGE_CREATE among 100 events");
+}
+
+async fn private_channels_are_private_from_their_first_moment(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let r = room(&app, "priv").await;
+    let s = &r.server;
+    let (mut m, _) = app.gateway_as(&r.member).await;
+    let (mut o, _) = app.gateway_as(&r.owner).await;
+    let private = app
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{s}/channels"),
+            &json!({"name": "staff", "topic": "secret plans",
+                    "permissionOverwrites": [{"id": s, "type": "role", "allow": 0, "deny": VIEW_CHANNELS}]}),
+        )
+        .await;
+    assert_eq!(private.status, 201, "{}", private.text);
+    let cid = private.body["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        private.body["permissionOverwrites"],
+        json!([{"id": s, "type": "role", "allow": 0, "deny": VIEW_CHANNELS}])
+    );
+    let created = o.dispatch("CHANNEL_CREATE").await;
+    assert_eq!(created["id"], cid.as_str());
+    // The member hears nothing of it and cannot find it.
+    m.assert_no_dispatch("CHANNEL_CREATE", Duration::from_millis(400))
+        .await;
+    app.get_as(&r.member.token, &format!("/channels/{cid}"))
+        .await
+        .assert_error(404, "Not Found");
+    // Renaming it tells the member nothing either.
+    let renamed = app
+        .patch_as(
+            &r.owner.token,
+            &format!("/channels/{cid}"),
+            &json!({"topic": "even more secret"}),
+        )
+        .await;
+    assert_eq!(renamed.status, 200);
+    o.dispatch("CHANNEL_UPDATE").await;
+    m.assert_no_dispatch("CHANNEL_UPDATE", Duration::from_millis(400))
+        .await;
+    // Bad overwrites are refused before anything is made.
+    for (body, status) in [
+        (
+            json!({"name": "x", "permissionOverwrites": [{"id": s, "type": "team", "allow": 0, "deny": 0}]}),
+            422,
+        ),
+        (
+            json!({"name": "x", "permissionOverwrites": [{"id": s, "type": "role", "allow": 1u64 << 60, "deny": 0}]}),
+            422,
+        ),
+        (
+            json!({"name": "x", "permissionOverwrites": [{"id": "123456789", "type": "role", "allow": 0, "deny": 1}]}),
+            404,
+        ),
+    ] {
+        let res = app
+            .post_as(&r.owner.token, &format!("/servers/{s}/channels"), &body)
+            .await;
+        assert_eq!(res.status, status, "{body}: {}", res.text);
+    }
+    // Without MANAGE_ROLES a channel manager cannot set overwrites at creation.
+    let role = app
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{s}/roles"),
+            &json!({"name": "builders", "permissions": MANAGE_CHANNELS | VIEW_CHANNELS}),
+        )
+        .await;
+    let role_id = role.body["id"].as_str().unwrap_or_default();
+    app.put_as(
+        &r.owner.token,
+        &format!("/servers/{s}/members/{}/roles/{role_id}", r.member.id),
+        &json!({}),
+    )
+    .await;
+    let res = app
+        .post_as(
+            &r.member.token,
+            &format!("/servers/{s}/channels"),
+            &json!({"name": "mine", "permissionOverwrites": [{"id": s, "type": "role", "allow": 0, "deny": VIEW_CHANNELS}]}),
+        )
+        .await;
+    res.assert_error(403, "Forbidden");
+    let channels = app
+        .get_as(&r.owner.token, &format!("/servers/{s}/channels"))
+        .await;
+    let names: Vec<&str> = channels.body["channels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(
+        !names.contains(&"x") && !names.contains(&"mine"),
+        "{names:?}"
+    );
+}
