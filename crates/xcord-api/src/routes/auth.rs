@@ -207,7 +207,7 @@ pub async fn sessions(
 
 /// Revoke one of the caller's sessions.
 #[utoipa::path(delete, path = "/auth/sessions/{id}", tag = "auth",
-    params(("id" = String, Path, description = "Session id")), responses(
+    params(("id" = Snowflake, Path, description = "Session id")), responses(
     (status = 204, description = "Revoked"), (status = 404, description = "No such live session of yours", body = ErrorBody)))]
 pub async fn revoke_session(
     State(s): State<AppState>,

@@ -46,7 +46,7 @@ pub async fn create_server(
 }
 
 /// A server with the channels the caller can see and its roles.
-#[utoipa::path(get, path = "/servers/{id}", tag = "servers", params(("id" = String, Path)), responses(
+#[utoipa::path(get, path = "/servers/{id}", tag = "servers", params(("id" = Snowflake, Path)), responses(
     (status = 200, description = "Server", body = Server), (status = 404, description = "No such server, or not a member", body = ErrorBody)))]
 pub async fn get_server(
     State(s): State<AppState>,
@@ -58,7 +58,7 @@ pub async fn get_server(
 
 /// Change a server (MANAGE_SERVER; `ownerId` by the owner). `If-Match: <version>` guards against lost updates.
 #[utoipa::path(patch, path = "/servers/{id}", tag = "servers",
-    params(("id" = String, Path), ("If-Match" = Option<u64>, Header, description = "The `version` the change is based on; a stale one is refused with 409")),
+    params(("id" = Snowflake, Path), ("If-Match" = Option<u64>, Header, description = "The `version` the change is based on; a stale one is refused with 409")),
     request_body = UpdateServerRequest, responses(
     (status = 200, description = "Updated", body = Server), (status = 403, description = "Not permitted", body = ErrorBody),
     (status = 409, description = "Stale If-Match or vanity URL taken", body = ErrorBody)))]
@@ -75,7 +75,7 @@ pub async fn patch_server(
 }
 
 /// Delete a server (owner only).
-#[utoipa::path(delete, path = "/servers/{id}", tag = "servers", params(("id" = String, Path)), responses(
+#[utoipa::path(delete, path = "/servers/{id}", tag = "servers", params(("id" = Snowflake, Path)), responses(
     (status = 204, description = "Deleted"), (status = 403, description = "Not the owner", body = ErrorBody)))]
 pub async fn delete_server(
     State(s): State<AppState>,
@@ -87,7 +87,7 @@ pub async fn delete_server(
 }
 
 /// Member count, online count, channel count and messages per day (30 days).
-#[utoipa::path(get, path = "/servers/{id}/stats", tag = "servers", params(("id" = String, Path)), responses(
+#[utoipa::path(get, path = "/servers/{id}/stats", tag = "servers", params(("id" = Snowflake, Path)), responses(
     (status = 200, description = "Statistics", body = ServerStats)))]
 pub async fn server_stats(
     State(s): State<AppState>,
@@ -98,7 +98,7 @@ pub async fn server_stats(
 }
 
 /// Channels of a server the caller can see.
-#[utoipa::path(get, path = "/servers/{id}/channels", tag = "channels", params(("id" = String, Path)), responses(
+#[utoipa::path(get, path = "/servers/{id}/channels", tag = "channels", params(("id" = Snowflake, Path)), responses(
     (status = 200, description = "Channels", body = ChannelList)))]
 pub async fn list_channels(
     State(s): State<AppState>,
@@ -111,7 +111,7 @@ pub async fn list_channels(
 }
 
 /// Create a text, voice or category channel (MANAGE_CHANNELS).
-#[utoipa::path(post, path = "/servers/{id}/channels", tag = "channels", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/servers/{id}/channels", tag = "channels", params(("id" = Snowflake, Path)),
     request_body = CreateChannelRequest, responses(
     (status = 201, description = "Created", body = Channel), (status = 403, description = "Not permitted", body = ErrorBody),
     (status = 422, description = "Invalid fields", body = ErrorBody)))]
@@ -127,7 +127,7 @@ pub async fn create_channel(
 }
 
 /// A channel (server channels the caller can see; private channels they are in).
-#[utoipa::path(get, path = "/channels/{id}", tag = "channels", params(("id" = String, Path)), responses(
+#[utoipa::path(get, path = "/channels/{id}", tag = "channels", params(("id" = Snowflake, Path)), responses(
     (status = 200, description = "Channel", body = Channel), (status = 404, description = "No such channel, or hidden", body = ErrorBody)))]
 pub async fn get_channel(
     State(s): State<AppState>,
@@ -139,7 +139,7 @@ pub async fn get_channel(
 
 /// Change a channel (MANAGE_CHANNELS in it). `If-Match: <version>` guards against lost updates.
 #[utoipa::path(patch, path = "/channels/{id}", tag = "channels",
-    params(("id" = String, Path), ("If-Match" = Option<u64>, Header, description = "The `version` the change is based on; a stale one is refused with 409")),
+    params(("id" = Snowflake, Path), ("If-Match" = Option<u64>, Header, description = "The `version` the change is based on; a stale one is refused with 409")),
     request_body = UpdateChannelRequest, responses(
     (status = 200, description = "Updated", body = Channel), (status = 403, description = "Not permitted", body = ErrorBody),
     (status = 409, description = "Stale If-Match", body = ErrorBody)))]
@@ -156,7 +156,7 @@ pub async fn patch_channel(
 }
 
 /// Delete a channel (MANAGE_CHANNELS in it).
-#[utoipa::path(delete, path = "/channels/{id}", tag = "channels", params(("id" = String, Path)), responses(
+#[utoipa::path(delete, path = "/channels/{id}", tag = "channels", params(("id" = Snowflake, Path)), responses(
     (status = 204, description = "Deleted"), (status = 403, description = "Not permitted", body = ErrorBody)))]
 pub async fn delete_channel(
     State(s): State<AppState>,
@@ -169,7 +169,7 @@ pub async fn delete_channel(
 
 /// Set a channel's overwrite for a role or member (MANAGE_ROLES in the channel).
 #[utoipa::path(put, path = "/channels/{id}/permissions/{targetId}", tag = "channels",
-    params(("id" = String, Path), ("targetId" = String, Path, description = "Role id (server id for @everyone) or user id")),
+    params(("id" = Snowflake, Path), ("targetId" = Snowflake, Path, description = "Role id (server id for @everyone) or user id")),
     request_body = PutOverwriteRequest, responses(
     (status = 204, description = "Set"), (status = 403, description = "Not permitted", body = ErrorBody),
     (status = 404, description = "No such channel, role or member", body = ErrorBody)))]
@@ -185,7 +185,7 @@ pub async fn put_overwrite(
 
 /// Remove a channel's overwrite.
 #[utoipa::path(delete, path = "/channels/{id}/permissions/{targetId}", tag = "channels",
-    params(("id" = String, Path), ("targetId" = String, Path)), responses(
+    params(("id" = Snowflake, Path), ("targetId" = Snowflake, Path)), responses(
     (status = 204, description = "Removed"), (status = 404, description = "No such overwrite", body = ErrorBody),
     (status = 403, description = "Not permitted")))]
 pub async fn delete_overwrite(
@@ -198,7 +198,7 @@ pub async fn delete_overwrite(
 }
 
 /// Roles of a server, lowest first.
-#[utoipa::path(get, path = "/servers/{id}/roles", tag = "roles", params(("id" = String, Path)), responses(
+#[utoipa::path(get, path = "/servers/{id}/roles", tag = "roles", params(("id" = Snowflake, Path)), responses(
     (status = 200, description = "Roles", body = RoleList)))]
 pub async fn list_roles(
     State(s): State<AppState>,
@@ -209,7 +209,7 @@ pub async fn list_roles(
 }
 
 /// Create a role (MANAGE_ROLES; only permissions the caller has).
-#[utoipa::path(post, path = "/servers/{id}/roles", tag = "roles", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/servers/{id}/roles", tag = "roles", params(("id" = Snowflake, Path)),
     request_body = RoleRequest, responses(
     (status = 201, description = "Created", body = Role), (status = 403, description = "Not permitted", body = ErrorBody)))]
 pub async fn create_role(
@@ -223,7 +223,7 @@ pub async fn create_role(
 
 /// Change a role below the caller's highest role. `If-Match: <version>` guards against lost updates.
 #[utoipa::path(patch, path = "/servers/{id}/roles/{roleId}", tag = "roles",
-    params(("id" = String, Path), ("roleId" = String, Path), ("If-Match" = Option<u64>, Header, description = "The `version` the change is based on; a stale one is refused with 409")), request_body = RoleRequest, responses(
+    params(("id" = Snowflake, Path), ("roleId" = Snowflake, Path), ("If-Match" = Option<u64>, Header, description = "The `version` the change is based on; a stale one is refused with 409")), request_body = RoleRequest, responses(
     (status = 200, description = "Updated", body = Role), (status = 403, description = "Not permitted", body = ErrorBody),
     (status = 409, description = "Stale If-Match", body = ErrorBody)))]
 pub async fn patch_role(
@@ -240,7 +240,7 @@ pub async fn patch_role(
 
 /// Delete a role below the caller's highest role.
 #[utoipa::path(delete, path = "/servers/{id}/roles/{roleId}", tag = "roles",
-    params(("id" = String, Path), ("roleId" = String, Path)), responses(
+    params(("id" = Snowflake, Path), ("roleId" = Snowflake, Path)), responses(
     (status = 204, description = "Deleted"), (status = 403, description = "Not permitted", body = ErrorBody),
     (status = 400, description = "`@everyone` cannot be deleted")))]
 pub async fn delete_role(
@@ -253,7 +253,7 @@ pub async fn delete_role(
 }
 
 /// Members by user id, paged with `after`.
-#[utoipa::path(get, path = "/servers/{id}/members", tag = "members", params(("id" = String, Path), MemberQuery),
+#[utoipa::path(get, path = "/servers/{id}/members", tag = "members", params(("id" = Snowflake, Path), MemberQuery),
     responses((status = 200, description = "Members", body = MemberList)))]
 pub async fn list_members(
     State(s): State<AppState>,
@@ -268,7 +268,7 @@ pub async fn list_members(
 
 /// One member (`@me` for the caller).
 #[utoipa::path(get, path = "/servers/{id}/members/{userId}", tag = "members",
-    params(("id" = String, Path), ("userId" = String, Path)), responses(
+    params(("id" = Snowflake, Path), ("userId" = String, Path, description = "User id or `@me`")), responses(
     (status = 200, description = "Member", body = Member), (status = 404, description = "Not a member", body = ErrorBody)))]
 pub async fn get_member(
     State(s): State<AppState>,
@@ -284,7 +284,7 @@ pub async fn get_member(
 
 /// Change a member's nickname or roles.
 #[utoipa::path(patch, path = "/servers/{id}/members/{userId}", tag = "members",
-    params(("id" = String, Path), ("userId" = String, Path)), request_body = UpdateMemberRequest, responses(
+    params(("id" = Snowflake, Path), ("userId" = String, Path, description = "User id or `@me`")), request_body = UpdateMemberRequest, responses(
     (status = 200, description = "Updated", body = Member), (status = 403, description = "Not permitted or outranked", body = ErrorBody)))]
 pub async fn patch_member(
     State(s): State<AppState>,
@@ -301,7 +301,7 @@ pub async fn patch_member(
 
 /// `@me`: leave the server (the owner must transfer it first). Another user: kick them.
 #[utoipa::path(delete, path = "/servers/{id}/members/{userId}", tag = "members",
-    params(("id" = String, Path), ("userId" = String, Path, description = "`@me` to leave")), responses(
+    params(("id" = Snowflake, Path), ("userId" = String, Path, description = "`@me` to leave")), responses(
     (status = 204, description = "Left / kicked"), (status = 400, description = "The owner cannot leave", body = ErrorBody),
     (status = 403, description = "Not permitted or outranked")))]
 pub async fn delete_member(
@@ -321,7 +321,7 @@ pub async fn delete_member(
 
 /// Give a member a role.
 #[utoipa::path(put, path = "/servers/{id}/members/{userId}/roles/{roleId}", tag = "members",
-    params(("id" = String, Path), ("userId" = String, Path), ("roleId" = String, Path)), responses(
+    params(("id" = Snowflake, Path), ("userId" = String, Path, description = "User id or `@me`"), ("roleId" = Snowflake, Path)), responses(
     (status = 204, description = "Given"), (status = 403, description = "Not permitted or outranked", body = ErrorBody)))]
 pub async fn put_member_role(
     State(s): State<AppState>,
@@ -336,7 +336,7 @@ pub async fn put_member_role(
 
 /// Take a role from a member.
 #[utoipa::path(delete, path = "/servers/{id}/members/{userId}/roles/{roleId}", tag = "members",
-    params(("id" = String, Path), ("userId" = String, Path), ("roleId" = String, Path)), responses(
+    params(("id" = Snowflake, Path), ("userId" = String, Path, description = "User id or `@me`"), ("roleId" = Snowflake, Path)), responses(
     (status = 204, description = "Taken"), (status = 403, description = "Not permitted or outranked", body = ErrorBody)))]
 pub async fn delete_member_role(
     State(s): State<AppState>,
@@ -351,7 +351,7 @@ pub async fn delete_member_role(
 
 /// Kick a member (KICK_MEMBERS, hierarchy).
 #[utoipa::path(post, path = "/servers/{id}/members/{userId}/kick", tag = "moderation",
-    params(("id" = String, Path), ("userId" = String, Path)), request_body(content = Option<ReasonRequest>), responses(
+    params(("id" = Snowflake, Path), ("userId" = Snowflake, Path)), request_body(content = Option<ReasonRequest>), responses(
     (status = 204, description = "Kicked"), (status = 403, description = "Not permitted or outranked", body = ErrorBody),
     (status = 400, description = "You cannot kick yourself or the owner")))]
 pub async fn kick(
@@ -365,7 +365,7 @@ pub async fn kick(
 }
 
 /// Ban a user, optionally deleting their messages of the last 0–7 days (BAN_MEMBERS, hierarchy).
-#[utoipa::path(post, path = "/servers/{id}/bans", tag = "moderation", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/servers/{id}/bans", tag = "moderation", params(("id" = Snowflake, Path)),
     request_body = BanRequest, responses(
     (status = 204, description = "Banned"), (status = 403, description = "Not permitted or outranked", body = ErrorBody),
     (status = 400, description = "You cannot ban yourself")))]
@@ -380,7 +380,7 @@ pub async fn ban(
 }
 
 /// Bans of a server (BAN_MEMBERS).
-#[utoipa::path(get, path = "/servers/{id}/bans", tag = "moderation", params(("id" = String, Path)), responses(
+#[utoipa::path(get, path = "/servers/{id}/bans", tag = "moderation", params(("id" = Snowflake, Path)), responses(
     (status = 200, description = "Bans", body = BanList),
     (status = 403, description = "Not permitted")))]
 pub async fn list_bans(
@@ -393,7 +393,7 @@ pub async fn list_bans(
 
 /// Lift a ban (BAN_MEMBERS).
 #[utoipa::path(delete, path = "/servers/{id}/bans/{userId}", tag = "moderation",
-    params(("id" = String, Path), ("userId" = String, Path)), responses(
+    params(("id" = Snowflake, Path), ("userId" = Snowflake, Path)), responses(
     (status = 204, description = "Lifted"), (status = 404, description = "No such ban", body = ErrorBody),
     (status = 403, description = "Not permitted")))]
 pub async fn unban(
@@ -406,7 +406,7 @@ pub async fn unban(
 }
 
 /// Create an invite (CREATE_INVITE).
-#[utoipa::path(post, path = "/servers/{id}/invites", tag = "invites", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/servers/{id}/invites", tag = "invites", params(("id" = Snowflake, Path)),
     request_body(content = Option<CreateInviteRequest>), responses(
     (status = 201, description = "Created", body = Invite), (status = 403, description = "Not permitted", body = ErrorBody)))]
 pub async fn create_invite(
@@ -419,7 +419,7 @@ pub async fn create_invite(
 }
 
 /// Invites of a server (MANAGE_SERVER).
-#[utoipa::path(get, path = "/servers/{id}/invites", tag = "invites", params(("id" = String, Path)), responses(
+#[utoipa::path(get, path = "/servers/{id}/invites", tag = "invites", params(("id" = Snowflake, Path)), responses(
     (status = 200, description = "Invites", body = InviteList),
     (status = 403, description = "Not permitted")))]
 pub async fn list_invites(
@@ -468,7 +468,7 @@ pub async fn delete_invite(
 }
 
 /// The audit log, newest first (VIEW_AUDIT_LOG).
-#[utoipa::path(get, path = "/servers/{id}/audit-log", tag = "moderation", params(("id" = String, Path), AuditQuery),
+#[utoipa::path(get, path = "/servers/{id}/audit-log", tag = "moderation", params(("id" = Snowflake, Path), AuditQuery),
     responses((status = 200, description = "Entries", body = AuditLog), (status = 403, description = "Not permitted", body = ErrorBody)))]
 pub async fn audit_log(
     State(s): State<AppState>,

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use xcord_core::Error;
 use xcord_core::media::MAX_PROFILE_IMAGE_BYTES;
 use xcord_types::rest::channels::{Channel, ChannelList, CreateDmRequest};
+use xcord_types::rest::messages::FileUpload;
 use xcord_types::rest::users::{
     AvatarResponse, BannerResponse, OnlineCount, OnlineList, Presence, PublicKey, PublicKeyRequest,
     PublicUser, RelationshipAction, RelationshipList, RelationshipRequest, SelfUser, Settings,
@@ -176,7 +177,7 @@ pub async fn relationships(
 /// Send or accept a friend request (`{}` or `{type: "friend"}`), or block (`{type: "block"}`).
 #[utoipa::path(put, path = "/users/@me/relationships/{userId}", tag = "users",
     request_body(content = Option<RelationshipRequest>, description = "Optional; defaults to a friend request"),
-    params(("userId" = String, Path, description = "The other user")), responses(
+    params(("userId" = Snowflake, Path, description = "The other user")), responses(
     (status = 204, description = "Done"),
     (status = 403, description = "Blocked", body = ErrorBody),
     (status = 404, description = "No such user", body = ErrorBody)))]
@@ -199,7 +200,7 @@ pub async fn put_relationship(
 
 /// Remove a friend, cancel or decline a request, or unblock.
 #[utoipa::path(delete, path = "/users/@me/relationships/{userId}", tag = "users",
-    params(("userId" = String, Path, description = "The other user")), responses(
+    params(("userId" = Snowflake, Path, description = "The other user")), responses(
     (status = 204, description = "Removed"), (status = 404, description = "No relationship", body = ErrorBody)))]
 pub async fn delete_relationship(
     State(s): State<AppState>,
@@ -275,7 +276,7 @@ async fn read_image(multipart: Result<Multipart, MultipartRejection>) -> Result<
 
 /// Upload an avatar (PNG, JPEG, GIF or WebP, ≤ 5 MB, multipart field `avatar`).
 #[utoipa::path(post, path = "/users/@me/avatar", tag = "users",
-    request_body(content_type = "multipart/form-data", description = "A file part named `avatar`"), responses(
+    request_body(content = FileUpload, content_type = "multipart/form-data", description = "The image as a file part (named `avatar`, `file` or `image`)"), responses(
     (status = 200, description = "Stored", body = AvatarResponse),
     (status = 413, description = "Over 5 MB", body = ErrorBody),
     (status = 415, description = "Not an accepted image type", body = ErrorBody),
@@ -295,7 +296,7 @@ pub async fn post_avatar(
 
 /// Upload a banner (same rules as avatars, multipart field `banner`).
 #[utoipa::path(post, path = "/users/@me/banner", tag = "users",
-    request_body(content_type = "multipart/form-data", description = "A file part named `banner`"), responses(
+    request_body(content = FileUpload, content_type = "multipart/form-data", description = "The image as a file part (named `banner`, `file` or `image`)"), responses(
     (status = 200, description = "Stored", body = BannerResponse),
     (status = 413, description = "Over 5 MB", body = ErrorBody),
     (status = 415, description = "Not an accepted image type", body = ErrorBody),

@@ -48,6 +48,7 @@ pub struct Server {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct CreateServerRequest {
     /// 2–100 characters.
+    #[schema(min_length = 2, max_length = 100)]
     pub name: String,
     /// Icon as base64 or a data URL (≤ 5 MB decoded).
     pub icon: Option<String>,
@@ -117,8 +118,10 @@ pub struct Role {
 #[serde(rename_all = "camelCase")]
 pub struct RoleRequest {
     /// 1–100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// `#rrggbb`.
+    #[schema(pattern = "^#[0-9A-Fa-f]{6}$")]
     pub color: Option<String>,
     /// Permission bits.
     pub permissions: Option<u64>,
@@ -127,6 +130,7 @@ pub struct RoleRequest {
     /// Shown apart.
     pub hoisted: Option<bool>,
     /// Position (≥ 1, below the caller's highest role).
+    #[schema(minimum = 1, maximum = 100_000)]
     pub position: Option<i64>,
 }
 
@@ -176,6 +180,7 @@ pub struct MemberList {
 #[into_params(parameter_in = Query)]
 pub struct MemberQuery {
     /// 1–1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Members with a user id above this one.
     pub after: Option<Snowflake>,
@@ -196,6 +201,7 @@ pub struct UpdateMemberRequest {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct ReasonRequest {
     /// Recorded in the audit log, ≤ 512 characters.
+    #[schema(max_length = 512)]
     pub reason: Option<String>,
 }
 
@@ -206,8 +212,10 @@ pub struct BanRequest {
     /// Who.
     pub user_id: Snowflake,
     /// Why (≤ 512 characters).
+    #[schema(max_length = 512)]
     pub reason: Option<String>,
     /// Delete their messages of this many days, 0–7.
+    #[schema(minimum = 0, maximum = 7)]
     pub delete_message_days: Option<i64>,
 }
 
@@ -236,8 +244,10 @@ pub struct BanList {
 #[serde(rename_all = "camelCase")]
 pub struct CreateInviteRequest {
     /// Seconds it lasts, 0 (never expires) to 604800; default 86400.
+    #[schema(minimum = 0, maximum = 604_800)]
     pub max_age_seconds: Option<i64>,
     /// Uses allowed, 0 (unlimited) to 100; default 0.
+    #[schema(minimum = 0, maximum = 100)]
     pub max_uses: Option<i64>,
     /// A channel of the server to land in (default: the first text channel).
     pub channel_id: Option<Snowflake>,
@@ -334,6 +344,7 @@ pub struct AuditLog {
 #[serde(rename_all = "camelCase")]
 pub struct AuditQuery {
     /// 1–100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// Entries older than this id.
     pub before: Option<Snowflake>,
