@@ -17,6 +17,9 @@ use tokio::sync::broadcast;
 use xcord_types::Snowflake;
 
 /// Where an event belongs: the audience a subscriber selects by.
+///
+/// Its text form (`s<id>`, `c<id>`, `u<id>`, `g`) travels over Redis and is kept in the
+/// gateway's event log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
     /// Everything about one server (members, roles, channels of it).
@@ -27,6 +30,30 @@ pub enum Topic {
     User(Snowflake),
     /// Everyone on every node (e.g. shutdown notices).
     Global,
+}
+
+impl Topic {
+    /// The text form.
+    pub fn to_text(&self) -> String {
+        match self {
+            Topic::Server(id) => format!("s{id}"),
+            Topic::Channel(id) => format!("c{id}"),
+            Topic::User(id) => format!("u{id}"),
+            Topic::Global => "g".into(),
+        }
+    }
+
+    /// Parses the text form.
+    pub fn parse(s: &str) -> Option<Self> {
+        let id = |rest: &str| rest.parse::<i64>().ok().map(Snowflake::from_i64);
+        match s.split_at_checked(1)? {
+            ("s", rest) => id(rest).map(Topic::Server),
+            ("c", rest) => id(rest).map(Topic::Channel),
+            ("u", rest) => id(rest).map(Topic::User),
+            ("g", "") => Some(Topic::Global),
+            _ => None,
+        }
+    }
 }
 
 /// One published event.
@@ -40,9 +67,18 @@ pub struct BusEvent {
     pub data: Arc<str>,
     /// The node that published it.
     pub origin_node: u16,
+    /// Its id in the gateway's event log (a snowflake), or 0 for an event not logged.
+    pub id: i64,
 }
 
 impl BusEvent {
+    /// The same event with its log id.
+    #[must_use]
+    pub fn with_id(mut self, id: i64) -> Self {
+        self.id = id;
+        self
+    }
+
     /// An event with `data` already serialized.
     pub fn new(
         topic: Topic,
@@ -55,6 +91,7 @@ impl BusEvent {
             name: name.into(),
             data: data.into(),
             origin_node,
+            id: 0,
         }
     }
 }

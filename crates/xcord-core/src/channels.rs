@@ -54,11 +54,7 @@ fn check_channel_fields(
     user_limit: Option<i64>,
     bitrate: Option<i64>,
     slowmode: Option<i64>,
-    position: Option<i64>,
 ) {
-    if let Some(p) = position {
-        v.check(check_position("position", p));
-    }
     if let Some(n) = name
         && !(1..=100).contains(&n.trim().chars().count())
     {
@@ -221,8 +217,10 @@ impl Core {
             req.user_limit,
             req.bitrate,
             req.rate_limit_per_user,
-            req.position,
         );
+        if let Some(p) = req.position {
+            v.check(check_position("position", p));
+        }
         if req.topic.is_some() && kind != "text" {
             v.push("topic", "type", "only text channels have a topic");
         }
@@ -345,8 +343,10 @@ impl Core {
             req.user_limit.flatten(),
             req.bitrate,
             req.rate_limit_per_user,
-            req.position,
         );
+        if let Some(p) = req.position {
+            v.check(check_position("position", p));
+        }
         if req.topic.is_some() && c.kind != "text" {
             v.push("topic", "type", "only text channels have a topic");
         }

@@ -105,6 +105,8 @@ pub struct Core {
     pub voice: crate::realtime::VoiceStates,
     /// Channel contexts and self views, dropped by events.
     pub(crate) caches: Arc<crate::context_cache::Caches>,
+    /// Where dispatchable events are written before they are published.
+    pub event_log: crate::event_log::EventLog,
     /// A hash of a random password, verified against when a login names no user, so that
     /// "no such user" and "wrong password" take the same time.
     pub(crate) decoy_hash: String,
@@ -136,6 +138,7 @@ impl Core {
         let cdn_mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&deps.cdn_key)
             .map_err(|_| anyhow::anyhow!("the attachment signing key is unusable"))?;
         Ok(Self {
+            event_log: crate::event_log::EventLog::start(deps.store.clone()),
             ids: SnowflakeGenerator::new(settings.node_id),
             tokens: TokenKeys::new(&deps.jwt_secret),
             sealer: SecretBox::new(&deps.sealing_key)?,
@@ -190,11 +193,21 @@ impl Core {
         };
         // This node's own changes invalidate cached permissions before anyone hears of them.
         self.caches.on_event(&topic, name, &data);
-        if let Err(e) = self
-            .bus
-            .publish(BusEvent::new(topic, name, data, self.settings.node_id))
-            .await
-        {
+        let mut event = BusEvent::new(topic, name, data, self.settings.node_id);
+        if xcord_types::gateway::dispatch_op(name).is_some() {
+            // Logged before it is published: see `event_log` for why the order matters.
+            let id = self.ids.next_id().get();
+            self.event_log
+                .append(xcord_store::LoggedEvent {
+                    id,
+                    topic: topic.to_text(),
+                    name: name.to_owned(),
+                    data: event.data.to_string(),
+                })
+                .await;
+            event = event.with_id(id);
+        }
+        if let Err(e) = self.bus.publish(event).await {
             tracing::warn!(error = %e, event = name, "event not published");
         }
     }

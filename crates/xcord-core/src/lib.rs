@@ -8,6 +8,7 @@ pub mod clock;
 pub mod context_cache;
 pub mod crypto;
 pub mod error;
+pub mod event_log;
 pub mod mail;
 pub mod media;
 pub mod members;

@@ -31,6 +31,8 @@ const MAX_CLIENT_FRAME: usize = 16 * 1024;
 const MAX_BATCH: usize = 64;
 /// Bytes tungstenite gathers before writing to the socket within a batch.
 const WRITE_BUFFER: usize = 16 * 1024;
+/// How long a closing connection waits for the client's close reply.
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 /// How long a connection may take to write one frame before it counts as stuck.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -203,7 +205,14 @@ impl Connection {
                             Ok(t) => t,
                             Err(_) => return End::Close(close::DECODE_ERROR, "frames are JSON text"),
                         },
-                        Some(Ok(_)) => continue,
+                        // Pings and pongs count too: each ping makes the server write a
+                        // pong, so an unread ping flood would back up the socket.
+                        Some(Ok(_)) => {
+                            if let Err(end) = self.count_frame() {
+                                return end;
+                            }
+                            continue;
+                        }
                     };
                     if let Err(end) = self.on_frame(&text).await {
                         return end;
@@ -311,9 +320,12 @@ impl Connection {
             op::HEARTBEAT => {
                 // `{seq}` as SPEC'd; Discord-style clients send the bare number or null.
                 if frame.d.is_object() {
-                    let _: Heartbeat = decode(frame.d)?;
+                    let _: Heartbeat = decode(frame.d.clone())?;
                 } else if !(frame.d.is_null() || frame.d.is_u64()) {
                     return Err(End::Close(close::DECODE_ERROR, "invalid payload"));
+                }
+                if let (Some(h), Some(seq)) = (&self.session, heartbeat_seq(&frame.d)) {
+                    h.acknowledge(seq);
                 }
                 self.heartbeat_deadline =
                     Instant::now() + Duration::from_millis(self.gw.settings.heartbeat_ms) * 2;
@@ -409,17 +421,6 @@ impl Connection {
             "readStates": state.read_states.read_states,
             "presences": state.presences,
         });
-        let private: Vec<_> = state
-            .private_channels
-            .iter()
-            .map(|c| {
-                let mut ids: Vec<_> = c.recipients.iter().flatten().map(|u| u.id).collect();
-                if !ids.contains(&caller.user_id) {
-                    ids.push(caller.user_id);
-                }
-                (c.id, ids)
-            })
-            .collect();
         let (tx, rx) = mpsc::channel(self.gw.settings.send_queue);
         let handle = Arc::new(SessionHandle::new(
             id,
@@ -432,25 +433,12 @@ impl Connection {
             "CONNECTED",
             &payload.to_string(),
         ));
-        let ids: Vec<_> = state.servers.iter().map(|s| s.server.id).collect();
-        let stale = {
-            let Ok(mut index) = self.gw.index.lock() else {
-                return Err(End::Close(1011, "internal error"));
-            };
-            // Servers the node already holds are current; ones it takes from this load
-            // may have changed while the load ran.
-            let new = index.missing_servers(&ids);
-            index.add_session(
-                handle.clone(),
-                &state.servers,
-                &private,
-                &state.personal_contacts,
-            );
-            // First in the queue, so CONNECTED is s = 1 before any event. It is not kept
-            // for replay: a client that resumes has it already.
-            handle.push_unkept(&connected);
-            index.changed_since(since, &new)
-        };
+        // First in the queue, so CONNECTED is s = 1 before any event. It is not kept for
+        // replay: a client that resumes has it already.
+        let stale = self
+            .gw
+            .register(&handle, &state, since, |h| h.push_unkept(&connected))
+            .ok_or(End::Close(1011, "internal error"))?;
         refresh_stale(&self.gw.clone(), stale).await;
         self.generation = handle.generation();
         self.session = Some(handle);
@@ -472,9 +460,14 @@ impl Connection {
             .lock()
             .ok()
             .and_then(|i| i.session(&req.session_id));
-        let Some(handle) = handle.filter(|h| h.user == caller.user_id) else {
-            return self.invalid_session().await;
+        let Some(handle) = handle else {
+            // Not held here: a session left by a node that stopped, if any.
+            return Box::pin(self.resume_saved(req, caller)).await;
         };
+        if handle.user != caller.user_id {
+            // Someone else's session: refused, and left exactly as it was.
+            return self.invalid_session().await;
+        }
         let (tx, rx) = mpsc::channel(self.gw.settings.send_queue);
         let session_id = handle.id.clone();
         let resumed = handle.resume(req.seq, tx, |replayed| {
@@ -501,6 +494,96 @@ impl Connection {
         Ok(())
     }
 
+    /// RESUME of a session this node does not hold: one a stopped node saved. It is taken
+    /// (so no other node resumes it too), registered for live events, and caught up from
+    /// the event log with what its old node never routed; then everything goes out in
+    /// order, numbered after what the client already has.
+    async fn resume_saved(&mut self, req: Resume, caller: xcord_core::Caller) -> Result<(), End> {
+        let core = self.gw.core.clone();
+        let found = match core
+            .store
+            .saved_session(&req.session_id, caller.user_id)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "cannot look up a saved session");
+                None
+            }
+        };
+        let Some((saved, checkpoint)) = found else {
+            return self.invalid_session().await;
+        };
+        let kept = saved_frames(&saved.frames);
+        let seq = u64::try_from(saved.seq).unwrap_or(0);
+        let first_kept = kept.first().map_or(seq + 1, |(s, _)| *s);
+        if saved.expires_at < core.clock.now().as_millis()
+            || req.seq > seq
+            || req.seq + 1 < first_kept
+            || !core
+                .store
+                .claim_saved_session(&saved.id, caller.user_id)
+                .await
+                .unwrap_or(false)
+        {
+            return self.invalid_session().await;
+        }
+        let since = self.gw.index.lock().map_or(0, |i| i.generation());
+        let state = core.connected_state(&caller).await.map_err(|e| {
+            tracing::error!(error = format!("{e:#}"), "cannot load a resumed session");
+            End::Close(1011, "internal error")
+        })?;
+        let (tx, rx) = mpsc::channel(self.gw.settings.send_queue);
+        let id: Arc<str> = saved.id.into();
+        let handle = Arc::new(SessionHandle::taken_over(
+            id.clone(),
+            caller,
+            tx,
+            self.gw.settings.replay_limit,
+            seq,
+            kept,
+        ));
+        // Registered before the log is read: an event is in the log by then, or it arrives
+        // live and waits in the session until the replay is numbered.
+        let stale = self
+            .gw
+            .register(&handle, &state, since, |_| {})
+            .ok_or(End::Close(1011, "internal error"))?;
+        refresh_stale(&self.gw.clone(), stale).await;
+        let missed = match crate::catch_up::missed_events(&core, &checkpoint, &state).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "cannot read the event log");
+                if let Ok(mut index) = self.gw.index.lock() {
+                    index.remove_session(&id);
+                }
+                return self.invalid_session().await;
+            }
+        };
+        let Some(frames) = handle.release(req.seq, missed, |replayed| {
+            let d = json!({"sessionId": &*id, "replayed": replayed});
+            Arc::new(Dispatch::new(op::CONNECTED, "RESUMED", &d.to_string()))
+        }) else {
+            if let Ok(mut index) = self.gw.index.lock() {
+                index.remove_session(&id);
+            }
+            return self.invalid_session().await;
+        };
+        self.generation = handle.generation();
+        self.session = Some(handle);
+        self.rx = Some(rx);
+        for chunk in frames.chunks(MAX_BATCH) {
+            let batch = chunk
+                .iter()
+                .map(|(seq, d)| Message::Text(d.frame(*seq).into()))
+                .collect();
+            self.write_frames(batch).await?;
+        }
+        metrics::counter!("gateway_resumes_total").increment(1);
+        log_refusal(core.gateway_connected(&caller, None).await);
+        Ok(())
+    }
+
     async fn close(&mut self, code: u16, reason: &'static str) {
         let frame = Message::Close(Some(CloseFrame {
             code,
@@ -511,9 +594,15 @@ impl Connection {
             .await
             .is_ok()
         {
-            // Let the client's close reply arrive so the TCP close is clean.
-            let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                while let Some(Ok(_)) = self.socket.recv().await {}
+            // Let the client's close reply arrive so the TCP close is clean. What a client
+            // still sends meanwhile is read and dropped: closing with unread data would
+            // reset the connection, and the client could lose the close frame with it.
+            let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+                while let Some(Ok(m)) = self.socket.recv().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
             })
             .await;
         }
@@ -562,6 +651,22 @@ async fn refresh_stale(gw: &Gateway, mut stale: Vec<xcord_types::Snowflake>) {
         }
         stale = again;
     }
+}
+
+/// The sequence number in a heartbeat: `{seq}` or a bare number.
+fn heartbeat_seq(d: &serde_json::Value) -> Option<u64> {
+    d.get("seq")
+        .and_then(serde_json::Value::as_u64)
+        .or(d.as_u64())
+}
+
+/// Frames saved as `[[seq, eventId, head], …]` by a stopping node.
+fn saved_frames(text: &str) -> Vec<Sequenced> {
+    serde_json::from_str::<Vec<(u64, i64, String)>>(text)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(seq, event, head)| (seq, Arc::new(Dispatch::from_head(&head, event))))
+        .collect()
 }
 
 /// The token without a `Bearer ` prefix some clients copy from their HTTP header.

@@ -9,7 +9,7 @@ use xcord_bus::{BusEvent, RecvError, Topic, TopicFilter};
 use xcord_types::gateway::{VoiceState, close, dispatch_op};
 
 use crate::Gateway;
-use crate::index::FollowUp;
+use crate::index::{FollowUp, Index};
 use crate::session::{Dispatch, SessionHandle};
 
 /// Starts the dispatcher and the housekeeping task.
@@ -32,13 +32,55 @@ pub(crate) fn spawn(gw: Arc<Gateway>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 () = gw.shutdown.cancelled() => break,
-                _ = tick.tick() => housekeeping(&gw).await,
+                _ = tick.tick() => {
+                    housekeeping(&gw).await;
+                    ticks += 1;
+                    if ticks % PRUNE_EVERY_TICKS == 1 {
+                        prune_event_log(&gw).await;
+                    }
+                }
             }
         }
     });
+}
+
+/// What one event becomes on this node: the event's own audience, other frames it causes
+/// (with theirs), and work left for outside the index lock.
+pub(crate) struct Routing {
+    pub audience: Vec<Arc<SessionHandle>>,
+    pub extra: Vec<(Arc<Dispatch>, Vec<Arc<SessionHandle>>)>,
+    pub follow: FollowUp,
+}
+
+/// Applies `ev` to `index` and says who receives what. Live routing and the catch-up of a
+/// session taken over from a stopped node both go through here.
+pub(crate) fn audience(index: &mut Index, topic: Topic, name: &str, data: &str) -> Routing {
+    let mut extra = Vec::new();
+    let (audience, follow) = match topic {
+        Topic::Channel(c) => (
+            index
+                .channel_audience(c)
+                .map(|l| l.to_vec())
+                .unwrap_or_default(),
+            FollowUp::None,
+        ),
+        Topic::Server(s) => {
+            let routed = index.server_event(s, name, data);
+            extra = routed.extra;
+            (routed.audience, routed.follow)
+        }
+        Topic::User(u) => index.user_event(u, name, data),
+        Topic::Global => (index.all_sessions().cloned().collect(), FollowUp::None),
+    };
+    Routing {
+        audience,
+        extra,
+        follow,
+    }
 }
 
 /// Routes one event to the sessions that may receive it.
@@ -56,33 +98,27 @@ pub async fn route(gw: &Gateway, ev: &BusEvent) {
     let Some(op) = dispatch_op(&ev.name) else {
         return;
     };
-    let d = Arc::new(Dispatch::new(op, &ev.name, &ev.data));
+    let d = Arc::new(Dispatch::new(op, &ev.name, &ev.data).with_event_id(ev.id));
     let follow = {
         let Ok(mut index) = gw.index.lock() else {
             return;
         };
-        let mut extra = Vec::new();
-        let (audience, follow): (Vec<Arc<SessionHandle>>, FollowUp) = match ev.topic {
-            Topic::Channel(c) => {
-                if let Some(list) = index.channel_audience(c) {
-                    deliver(&list, &d);
-                }
-                (Vec::new(), FollowUp::None)
+        index.note_routed(ev.id);
+        if let Topic::Channel(c) = ev.topic {
+            // The hot path: the cached viewer list, delivered without copying it.
+            if let Some(list) = index.channel_audience(c) {
+                deliver(&list, &d);
             }
-            Topic::Server(s) => {
-                let routed = index.server_event(s, &ev.name, &ev.data);
-                extra = routed.extra;
-                (routed.audience, routed.follow)
+            FollowUp::None
+        } else {
+            let r = audience(&mut index, ev.topic, &ev.name, &ev.data);
+            deliver(&r.audience, &d);
+            // What the event did to who sees which channel, after the event itself.
+            for (frame, sessions) in &r.extra {
+                deliver(sessions, frame);
             }
-            Topic::User(u) => index.user_event(u, &ev.name, &ev.data),
-            Topic::Global => (index.all_sessions().cloned().collect(), FollowUp::None),
-        };
-        deliver(&audience, &d);
-        // What the event did to who sees which channel, after the event itself.
-        for (frame, sessions) in &extra {
-            deliver(sessions, frame);
+            r.follow
         }
-        follow
     };
     metrics::counter!("gateway_events_routed_total").increment(1);
     if let FollowUp::LoadServer { server, user } = follow {
@@ -136,6 +172,26 @@ fn lost_events(gw: &Gateway, n: u64) {
         for h in index.all_sessions() {
             h.invalidate(close::SLOW_CONSUMER);
         }
+    }
+}
+
+/// The event log and saved sessions are pruned once a minute.
+const PRUNE_EVERY_TICKS: u64 = 60;
+
+/// Forgets logged events no resume can need any more (older than the resume window and a
+/// margin) and saved sessions past their window.
+async fn prune_event_log(gw: &Gateway) {
+    let now = gw.core.clock.now().as_millis();
+    let keep_ms = i64::try_from(gw.settings.resume_secs)
+        .unwrap_or(i64::MAX / 4_000)
+        .saturating_mul(1000)
+        .saturating_add(300_000);
+    let before = (now - keep_ms - xcord_types::snowflake::EPOCH_MS).max(0) << 22;
+    if let Err(e) = gw.core.store.prune_gateway_log(before, now).await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "cannot prune the gateway event log"
+        );
     }
 }
 

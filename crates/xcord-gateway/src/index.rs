@@ -227,6 +227,20 @@ pub struct Index {
     /// loaded from the database changed before the session was registered.
     generation: u64,
     recent: std::collections::VecDeque<(u64, Snowflake)>,
+    /// Logged events routed lately, in routing order, and the newest id among them: what a
+    /// stopping node records so that a resume elsewhere replays exactly what it never routed.
+    routed: std::collections::VecDeque<i64>,
+    high_water: i64,
+}
+
+/// How far back (in event time) a stopping node's record of routed events reaches.
+const ROUTED_WINDOW_MS: i64 = 10_000;
+/// At most this many routed ids are remembered, whatever the window.
+const ROUTED_MAX: usize = 200_000;
+
+/// Milliseconds of a snowflake (the bits above node and sequence).
+pub(crate) fn snowflake_ms(id: i64) -> i64 {
+    id >> 22
 }
 
 const CHANNEL_CREATE_OP: u8 = 20;
@@ -242,6 +256,29 @@ fn channel_gone(channel: Snowflake, server: Snowflake) -> Arc<Dispatch> {
 const RECENT_CHANGES: usize = 4096;
 
 impl Index {
+    /// Records that the logged event `id` was routed.
+    pub fn note_routed(&mut self, id: i64) {
+        if id == 0 {
+            return;
+        }
+        self.high_water = self.high_water.max(id);
+        self.routed.push_back(id);
+        let floor = snowflake_ms(self.high_water) - ROUTED_WINDOW_MS;
+        while self.routed.len() > ROUTED_MAX
+            || self
+                .routed
+                .front()
+                .is_some_and(|f| snowflake_ms(*f) < floor)
+        {
+            self.routed.pop_front();
+        }
+    }
+
+    /// The newest routed event id and the ids routed within the window before it.
+    pub fn routed_record(&self) -> (i64, Vec<i64>) {
+        (self.high_water, self.routed.iter().copied().collect())
+    }
+
     /// The current change generation (read before loading state for a new session).
     pub fn generation(&self) -> u64 {
         self.generation

@@ -8,6 +8,7 @@
 //! bounded queue. Each WebSocket is served by one task ([`connection`]) that writes what its
 //! queue holds and reads what its client sends.
 
+mod catch_up;
 pub mod connection;
 pub mod dispatch;
 pub mod index;
@@ -23,6 +24,26 @@ use tokio_util::task::TaskTracker;
 use xcord_core::Core;
 
 use crate::index::Index;
+use crate::session::SessionHandle;
+use xcord_core::realtime::ConnectedState;
+
+/// Each private channel of `state` with all its members (the user included).
+pub(crate) fn private_channels(
+    state: &ConnectedState,
+    user: xcord_types::Snowflake,
+) -> Vec<(xcord_types::Snowflake, Vec<xcord_types::Snowflake>)> {
+    state
+        .private_channels
+        .iter()
+        .map(|c| {
+            let mut ids: Vec<_> = c.recipients.iter().flatten().map(|u| u.id).collect();
+            if !ids.contains(&user) {
+                ids.push(user);
+            }
+            (c.id, ids)
+        })
+        .collect()
+}
 
 /// Behaviour taken from configuration.
 #[derive(Debug, Clone)]
@@ -110,10 +131,44 @@ impl Gateway {
     }
 
     /// Asks every connection to reconnect elsewhere (op 7, then close), stops the
-    /// dispatcher, and waits up to `limit` for connections to finish.
+    /// dispatcher, waits up to `limit` for connections to finish, then saves the sessions
+    /// so that any node can resume them within the window.
     pub async fn shutdown(&self, limit: Duration) {
         self.shutdown.cancel();
         self.connections.close();
         let _ = tokio::time::timeout(limit, self.connections.wait()).await;
+        if let Err(e) = catch_up::save_sessions(self).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "gateway sessions not saved; clients will identify anew"
+            );
+        }
+    }
+
+    /// Registers a session loaded from `state` (the index generation `since` was read
+    /// before the load); `first` runs under the index lock, before any event can reach
+    /// the session. Returns the servers that changed during the load (to reload).
+    pub(crate) fn register(
+        &self,
+        handle: &Arc<SessionHandle>,
+        state: &ConnectedState,
+        since: u64,
+        first: impl FnOnce(&SessionHandle),
+    ) -> Option<Vec<xcord_types::Snowflake>> {
+        let user = handle.user;
+        let private = private_channels(state, user);
+        let ids: Vec<_> = state.servers.iter().map(|s| s.server.id).collect();
+        let mut index = self.index.lock().ok()?;
+        // Servers the node already holds are current; ones it takes from this load may
+        // have changed while the load ran.
+        let new = index.missing_servers(&ids);
+        index.add_session(
+            handle.clone(),
+            &state.servers,
+            &private,
+            &state.personal_contacts,
+        );
+        first(handle);
+        Some(index.changed_since(since, &new))
     }
 }

@@ -19,6 +19,8 @@ pub struct Dispatch {
     head: Box<str>,
     /// When the event was routed (the replay buffer forgets events older than the window).
     pub(crate) at: Instant,
+    /// The event's id in the event log (0: a frame made here, such as RESUMED).
+    pub event_id: i64,
 }
 
 impl Dispatch {
@@ -30,7 +32,29 @@ impl Dispatch {
         Self {
             head: head.into_boxed_str(),
             at: Instant::now(),
+            event_id: 0,
         }
+    }
+
+    /// The same frame, marked as the logged event `id`.
+    #[must_use]
+    pub fn with_event_id(mut self, id: i64) -> Self {
+        self.event_id = id;
+        self
+    }
+
+    /// A frame saved by [`Dispatch::head`] (a session kept across a restart).
+    pub fn from_head(head: &str, event_id: i64) -> Self {
+        Self {
+            head: head.into(),
+            at: Instant::now(),
+            event_id,
+        }
+    }
+
+    /// The frame without its sequence number.
+    pub fn head(&self) -> &str {
+        &self.head
     }
 
     /// The whole frame for sequence `seq`.
@@ -68,6 +92,11 @@ struct Queue {
     /// Events were lost for this session (replay overflow while detached, bus lag):
     /// it can no longer be resumed.
     broken: bool,
+    /// While a session taken over from a stopped node catches up from the event log, live
+    /// events wait here unnumbered, so they follow the replayed ones.
+    holding: Option<Vec<Arc<Dispatch>>>,
+    /// The newest sequence number the client said it has (its heartbeats).
+    acked: u64,
 }
 
 impl Queue {
@@ -122,10 +151,101 @@ impl SessionHandle {
                 kick: Kick::None,
                 detached_at: None,
                 broken: false,
+                holding: None,
+                acked: 0,
             }),
             kicked: Notify::new(),
             replay_limit,
         }
+    }
+
+    /// A session taken over from a stopped node: numbered up to `seq`, holding `kept`
+    /// (frames the client may not have), and holding live events back until
+    /// [`SessionHandle::release`].
+    pub fn taken_over(
+        id: Arc<str>,
+        caller: Caller,
+        tx: mpsc::Sender<Sequenced>,
+        replay_limit: usize,
+        seq: u64,
+        kept: Vec<Sequenced>,
+    ) -> Self {
+        let h = Self::new(id, caller, tx, replay_limit);
+        if let Ok(mut q) = h.queue.lock() {
+            q.seq = seq;
+            q.replay = kept.into();
+            q.holding = Some(Vec::new());
+        }
+        h
+    }
+
+    /// Ends the catch-up of a taken-over session: numbers the `replayed` events, then the
+    /// live ones held meanwhile (those already among `replayed` once), then the RESUMED
+    /// frame made by `resumed` from their count. Returns the frames after `client_seq`,
+    /// in order, for the connection to write (nothing goes to the queue for them); `None`
+    /// when the session broke meanwhile.
+    pub fn release(
+        &self,
+        client_seq: u64,
+        replayed: Vec<Arc<Dispatch>>,
+        resumed: impl FnOnce(usize) -> Arc<Dispatch>,
+    ) -> Option<Vec<Sequenced>> {
+        let mut q = self.queue.lock().ok()?;
+        if q.broken {
+            // More live events arrived during the catch-up than a session may hold.
+            return None;
+        }
+        let held = q.holding.take().unwrap_or_default();
+        let logged: std::collections::HashSet<i64> = replayed
+            .iter()
+            .map(|d| d.event_id)
+            .filter(|id| *id != 0)
+            .collect();
+        let mut out: Vec<Sequenced> = q
+            .replay
+            .iter()
+            .filter(|(s, _)| *s > client_seq)
+            .cloned()
+            .collect();
+        let live = held
+            .into_iter()
+            .filter(|d| d.event_id == 0 || !logged.contains(&d.event_id));
+        for d in replayed.into_iter().chain(live) {
+            q.seq += 1;
+            let item = (q.seq, d);
+            q.keep(item.clone(), self.replay_limit);
+            out.push(item);
+        }
+        let count = out.len();
+        q.seq += 1;
+        // RESUMED is numbered but never replayed: a later resume has its own.
+        out.push((q.seq, resumed(count)));
+        Some(out)
+    }
+
+    /// Records the sequence number a client's heartbeat says it has.
+    pub fn acknowledge(&self, seq: u64) {
+        if let Ok(mut q) = self.queue.lock()
+            && seq <= q.seq
+        {
+            q.acked = q.acked.max(seq);
+        }
+    }
+
+    /// What a stopping node saves of this session: its last sequence number and the
+    /// frames after what the client acknowledged; `None` when it cannot be resumed.
+    pub fn saved(&self) -> Option<(u64, Vec<Sequenced>)> {
+        let q = self.queue.lock().ok()?;
+        if q.broken {
+            return None;
+        }
+        let frames = q
+            .replay
+            .iter()
+            .filter(|(s, _)| *s > q.acked)
+            .cloned()
+            .collect();
+        Some((q.seq, frames))
     }
 
     /// Numbers `d` for this session, keeps it for replay and hands it to the attached
@@ -136,6 +256,16 @@ impl SessionHandle {
             return;
         };
         if q.broken {
+            return;
+        }
+        if let Some(held) = q.holding.as_mut() {
+            if held.len() >= self.replay_limit {
+                q.broken = true;
+                q.holding = None;
+                q.replay.clear();
+            } else {
+                held.push(d.clone());
+            }
             return;
         }
         if q.tx.is_none() && q.replay.len() >= self.replay_limit {
@@ -263,8 +393,8 @@ impl SessionHandle {
         let missed: Vec<Sequenced> = q.replay.iter().filter(|(s, _)| *s > seq).cloned().collect();
         let d = resumed(missed.len());
         q.seq += 1;
+        // Numbered, but not kept: a later resume replays events, not an old RESUMED.
         let item = (q.seq, d);
-        q.keep(item.clone(), self.replay_limit);
         if q.tx.is_some() {
             // A connection the client gave up on: it goes, quietly.
             self.kicked.notify_one();

@@ -12,7 +12,6 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 use xcord_bus::{BusError, BusEvent, EventBus, Subscription, Topic, TopicFilter};
-use xcord_types::Snowflake;
 
 /// The Redis event bus of one node.
 pub struct RedisBus {
@@ -37,35 +36,17 @@ impl Drop for RedisBus {
     }
 }
 
-fn topic_text(t: &Topic) -> String {
-    match t {
-        Topic::Server(id) => format!("s{id}"),
-        Topic::Channel(id) => format!("c{id}"),
-        Topic::User(id) => format!("u{id}"),
-        Topic::Global => "g".into(),
-    }
-}
-
-fn parse_topic(s: &str) -> Option<Topic> {
-    let id = |rest: &str| rest.parse::<i64>().ok().map(Snowflake::from_i64);
-    match s.split_at_checked(1)? {
-        ("s", rest) => id(rest).map(Topic::Server),
-        ("c", rest) => id(rest).map(Topic::Channel),
-        ("u", rest) => id(rest).map(Topic::User),
-        ("g", "") => Some(Topic::Global),
-        _ => None,
-    }
-}
-
-/// `instance \t topic \t node \t name \t data`: the payload is carried as is, never parsed.
+/// `instance \t topic \t node \t id \t name \t data`: the payload is carried as is, never parsed.
 fn encode(instance: &str, ev: &BusEvent) -> String {
-    let topic = topic_text(&ev.topic);
+    let topic = ev.topic.to_text();
     let mut s = String::with_capacity(ev.data.len() + ev.name.len() + topic.len() + 40);
     s.push_str(instance);
     s.push('\t');
     s.push_str(&topic);
     s.push('\t');
     s.push_str(&ev.origin_node.to_string());
+    s.push('\t');
+    s.push_str(&ev.id.to_string());
     s.push('\t');
     s.push_str(&ev.name);
     s.push('\t');
@@ -74,13 +55,14 @@ fn encode(instance: &str, ev: &BusEvent) -> String {
 }
 
 fn decode(s: &str) -> Option<(&str, BusEvent)> {
-    let mut parts = s.splitn(5, '\t');
+    let mut parts = s.splitn(6, '\t');
     let instance = parts.next()?;
-    let topic = parse_topic(parts.next()?)?;
+    let topic = Topic::parse(parts.next()?)?;
     let node = parts.next()?.parse().ok()?;
+    let id = parts.next()?.parse().ok()?;
     let name = parts.next()?.to_owned();
     let data = parts.next()?;
-    Some((instance, BusEvent::new(topic, name, data, node)))
+    Some((instance, BusEvent::new(topic, name, data, node).with_id(id)))
 }
 
 impl RedisBus {
@@ -208,6 +190,7 @@ impl EventBus for RedisBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xcord_types::Snowflake;
 
     #[test]
     fn events_survive_the_wire_encoding() {
@@ -217,13 +200,14 @@ mod tests {
             Topic::User(Snowflake::from_i64(333)),
             Topic::Global,
         ] {
-            let ev = BusEvent::new(topic, "MESSAGE_CREATE", r#"{"a":"b\tc"}"#, 7);
+            let ev = BusEvent::new(topic, "MESSAGE_CREATE", r#"{"a":"b\tc"}"#, 7).with_id(42);
             let wire = encode("abc", &ev);
             let (from, back) = decode(&wire).expect("decodes");
             assert_eq!(from, "abc");
             assert_eq!(back, ev);
         }
-        assert!(decode("x\tq1\t0\tN\t{}").is_none());
+        assert!(decode("x\tq1\t0\t1\tN\t{}").is_none());
+        assert!(decode("x\ts1\t0\tnot-an-id\tN\t{}").is_none());
         assert!(decode("garbage").is_none());
     }
 }

@@ -16,6 +16,7 @@ mod store;
 
 pub use error::StoreError;
 pub use repo::channels::{ChannelRecord, ChannelRepository, PrivateChannel};
+pub use repo::gateway::{Checkpoint, LoggedEvent, SavedSession};
 pub use repo::messages::{
     AttachmentRecord, MessageRecord, MessageRepository, NewMessage, Page, PostOutcome,
     ReactionCount, ReadStateRecord, SearchQuery,

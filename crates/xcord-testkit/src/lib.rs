@@ -410,6 +410,16 @@ impl TestApp {
         }
     }
 
+    /// Stops the server gracefully (as SIGTERM does) but keeps its database and data
+    /// directory, so that a node started with [`TestAppBuilder::joining`] takes its place.
+    pub async fn shut_down(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.handle.take() {
+            Some(h) => h.await?,
+            None => Ok(()),
+        }
+    }
+
     /// Stops the server and waits for it to finish; returns its result.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();

@@ -199,15 +199,16 @@ impl Application {
         } = self;
         let drain_state = state.clone();
         let stop = shutdown.clone();
-        if let Some(gw) = gateway {
-            // Gateway sessions hear op 7 and close as soon as shutdown begins; upgraded
-            // connections are not part of the HTTP server's own drain.
+        // Gateway sessions hear op 7 and close as soon as shutdown begins; upgraded
+        // connections are not part of the HTTP server's own drain. The sessions are saved
+        // for resume before the database closes.
+        let gateway_stopped = gateway.map(|gw| {
             let signal = shutdown.clone();
             tokio::spawn(async move {
                 signal.cancelled().await;
                 gw.shutdown(Duration::from_secs(5)).await;
-            });
-        }
+            })
+        });
         // Gateway frames and small responses go out at once: no Nagle delay waiting for the
         // peer's (delayed) ACK.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -233,6 +234,9 @@ impl Application {
                 Ok(())
             }
         };
+        if let Some(stopped) = gateway_stopped {
+            let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
+        }
         state.core.drain_background(Duration::from_secs(5)).await;
         state.core.store.close().await;
         served

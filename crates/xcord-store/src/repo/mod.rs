@@ -4,6 +4,7 @@
 //! one implementation runs the same SQL on SQLite and PostgreSQL.
 
 pub mod channels;
+pub mod gateway;
 pub mod messages;
 pub mod relationships;
 pub mod servers;

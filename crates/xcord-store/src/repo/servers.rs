@@ -409,6 +409,7 @@ pub trait ServerRepository: Send + Sync {
 
     /// Bans `user`, removes them if a member, and soft-deletes their messages in the server
     /// since `delete_messages_since`; all in one transaction. Returns whether they were a member.
+    #[allow(clippy::too_many_arguments)]
     async fn ban(
         &self,
         server: Snowflake,
@@ -1313,6 +1314,7 @@ impl ServerRepository for Store {
             == 1)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn ban(
         &self,
         server: Snowflake,

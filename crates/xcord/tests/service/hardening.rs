@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 use xcord_permissions::bits::{MANAGE_CHANNELS, VIEW_CHANNELS};
-use xcord_testkit::{Backend, on_both_backends, room, say, spawn_app};
+use xcord_testkit::ws::{GatewayClient, Incoming};
+use xcord_testkit::{Backend, TestAppBuilder, on_both_backends, room, say, spawn_app};
 
 on_both_backends!(
     nul_characters_are_refused_the_same_way_everywhere,
@@ -14,6 +15,9 @@ on_both_backends!(
     messages_carry_a_version_and_stale_edits_conflict,
     a_kick_or_ban_whose_audit_row_fails_changes_nothing,
     private_channels_are_private_from_their_first_moment,
+    a_session_survives_a_graceful_restart,
+    a_second_resume_replays_events_not_the_old_resumed,
+    a_flooding_client_that_does_not_read_is_closed_with_4008,
 );
 
 const NUL: &str = "a\u{0}b";
@@ -441,4 +445,201 @@ async fn private_channels_are_private_from_their_first_moment(backend: Backend) 
         !names.contains(&"x") && !names.contains(&"mine"),
         "{names:?}"
     );
+}
+
+/// Reads frames until the server closes; returns the close code and whether op 7 came.
+async fn until_closed(c: &mut GatewayClient) -> (Option<u16>, bool) {
+    let mut reconnect = false;
+    for _ in 0..1000 {
+        match c.next_within(Duration::from_secs(10)).await {
+            Some(Incoming::Frame(f)) => reconnect |= f["op"] == 7,
+            Some(Incoming::Closed(code)) => return (code, reconnect),
+            None => panic!("the server did not close the connection"),
+        }
+    }
+    panic!("no close after 1000 frames");
+}
+
+/// Sends RESUME and reads everything up to RESUMED: the replayed dispatches and RESUMED.
+async fn resume(
+    c: &mut GatewayClient,
+    token: &str,
+    session: &str,
+    seq: u64,
+) -> (Vec<serde_json::Value>, serde_json::Value) {
+    c.send(json!({"op": 6, "d": {"token": token, "sessionId": session, "seq": seq}}))
+        .await;
+    let mut replayed = Vec::new();
+    for _ in 0..1000 {
+        let f = c.frame().await;
+        if f["t"] == "RESUMED" {
+            return (replayed, f);
+        }
+        assert_ne!(f["op"], 9, "the session was not resumable: {replayed:?}");
+        replayed.push(f);
+    }
+    panic!("no RESUMED after 1000 frames");
+}
+
+async fn a_session_survives_a_graceful_restart(backend: Backend) {
+    let mut a = spawn_app(backend).await;
+    let r = room(&a, "restart").await;
+    let s = &r.server;
+    // A channel the member cannot see, to show the replay stays permission-aware.
+    let hidden = a
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{s}/channels"),
+            &json!({"name": "hidden", "permissionOverwrites": [{"id": s, "type": "role", "allow": 0, "deny": VIEW_CHANNELS}]}),
+        )
+        .await;
+    let hidden = hidden.body["id"].as_str().unwrap_or_default().to_owned();
+    let (mut m, _) = a.gateway_as(&r.member).await;
+    say(&a, &r.owner, &r.channel, "before").await;
+    assert_eq!(m.dispatch("MESSAGE_CREATE").await["content"], "before");
+    let session = m.session_id.clone().expect("session id");
+    let seq = m.last_seq;
+
+    // SIGTERM: op 7, then close 1012.
+    a.shut_down().await.expect("clean shutdown");
+    assert_eq!(until_closed(&mut m).await, (Some(1012), true));
+
+    // The restarted node: the gap's messages are posted through it.
+    let b = TestAppBuilder::new(backend).joining(&a).spawn().await;
+    let mut posted = Vec::new();
+    for n in 0..3 {
+        posted.push(say(&b, &r.owner, &r.channel, &format!("gap {n}")).await["id"].clone());
+    }
+    say(&b, &r.owner, &hidden, "not for the member").await;
+
+    // Somebody else's token cannot take the session, nor spoil it.
+    let (mut thief, _) = GatewayClient::open(b.addr, "/api/ws").await;
+    thief
+        .send(json!({"op": 6, "d": {"token": r.owner.token, "sessionId": session, "seq": seq}}))
+        .await;
+    let refused = thief.frame().await;
+    assert_eq!(refused, json!({"op": 9, "d": {"resumable": false}}));
+
+    let (mut back, _) = GatewayClient::open(b.addr, "/api/ws").await;
+    let (replayed, resumed) = resume(&mut back, &r.member.token, &session, seq).await;
+    let got: Vec<(u64, serde_json::Value)> = replayed
+        .iter()
+        .filter(|f| f["t"] == "MESSAGE_CREATE")
+        .map(|f| (f["s"].as_u64().unwrap_or(0), f["d"]["id"].clone()))
+        .collect();
+    assert_eq!(
+        got.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>(),
+        posted,
+        "every message of the gap, once, in order, and nothing hidden: {replayed:?}"
+    );
+    // Numbered on from what the client had, without a gap.
+    let seqs: Vec<u64> = replayed
+        .iter()
+        .map(|f| f["s"].as_u64().unwrap_or(0))
+        .collect();
+    let expected: Vec<u64> = (seq + 1..=seq + replayed.len() as u64).collect();
+    assert_eq!(seqs, expected);
+    assert_eq!(resumed["op"], 10);
+    assert_eq!(resumed["s"].as_u64(), Some(seq + replayed.len() as u64 + 1));
+    assert_eq!(resumed["d"]["sessionId"], session.as_str());
+    assert_eq!(resumed["d"]["replayed"], replayed.len());
+    // Live again: the next message follows at once, numbered next.
+    say(&b, &r.owner, &r.channel, "after").await;
+    let live = back.dispatch_frame("MESSAGE_CREATE").await;
+    assert_eq!(live["d"]["content"], "after");
+    assert!(live["s"].as_u64() > resumed["s"].as_u64(), "{live}");
+    // A saved session is taken once: the same RESUME elsewhere is refused.
+    let (mut again, _) = GatewayClient::open(b.addr, "/api/ws").await;
+    back.drop_connection().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, resumed2) = resume(&mut again, &r.member.token, &session, seq).await;
+    assert_eq!(
+        resumed2["t"], "RESUMED",
+        "the node holding it resumes it in memory"
+    );
+}
+
+async fn a_second_resume_replays_events_not_the_old_resumed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let r = room(&app, "resume2").await;
+    let (mut m, _) = app.gateway_as(&r.member).await;
+    let session = m.session_id.clone().expect("session id");
+    say(&app, &r.owner, &r.channel, "one").await;
+    m.dispatch("MESSAGE_CREATE").await;
+    let seq = m.last_seq;
+    m.drop_connection().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Ids are random, not time-ordered numbers.
+    assert!(
+        session.len() == 32 && session.chars().all(|c| c.is_ascii_hexdigit()),
+        "{session}"
+    );
+    // Another user's RESUME with this id is refused and spoils nothing.
+    let (mut thief, _) = GatewayClient::open(app.addr, "/api/ws").await;
+    thief
+        .send(json!({"op": 6, "d": {"token": r.owner.token, "sessionId": session, "seq": seq}}))
+        .await;
+    assert_eq!(
+        thief.frame().await,
+        json!({"op": 9, "d": {"resumable": false}})
+    );
+    let (mut c1, _) = GatewayClient::open(app.addr, "/api/ws").await;
+    let (replayed, first) = resume(&mut c1, &r.member.token, &session, seq).await;
+    assert!(
+        !replayed.iter().any(|f| f["t"] == "MESSAGE_CREATE"),
+        "{replayed:?}"
+    );
+    say(&app, &r.owner, &r.channel, "two").await;
+    c1.dispatch("MESSAGE_CREATE").await;
+    c1.drop_connection().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Resuming from before the first RESUMED: the message, not that RESUMED again.
+    let (mut c2, _) = GatewayClient::open(app.addr, "/api/ws").await;
+    let (replayed, second) = resume(&mut c2, &r.member.token, &session, seq).await;
+    let messages: Vec<&serde_json::Value> = replayed
+        .iter()
+        .filter(|f| f["t"] == "MESSAGE_CREATE")
+        .collect();
+    assert_eq!(messages.len(), 1, "{replayed:?}");
+    assert_eq!(messages[0]["d"]["content"], "two");
+    assert!(second["s"].as_u64() > first["s"].as_u64());
+}
+
+async fn a_flooding_client_that_does_not_read_is_closed_with_4008(backend: Backend) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let app = spawn_app(backend).await;
+    let (c, _) = GatewayClient::open(app.addr, "/api/ws").await;
+    let mut ws = c.into_inner();
+    // Two seconds of heartbeats as fast as the socket takes them, reading nothing.
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    let frame = json!({"op": 1, "d": {"seq": null}}).to_string();
+    let mut sent = 0u32;
+    while tokio::time::Instant::now() < until && sent < 2_000_000 {
+        // Mostly pings: each asks the server to write a pong nobody reads.
+        let m = if sent % 4_000 == 3_999 {
+            Message::Text(frame.clone().into())
+        } else {
+            Message::Ping(vec![0u8; 120].into())
+        };
+        if ws.send(m).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent > 121, "the flood did not get going ({sent} frames)");
+    let mut code = None;
+    for _ in 0..100_000 {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Close(f)))) => {
+                code = f.map(|f| u16::from(f.code));
+                break;
+            }
+            Ok(Some(Ok(_))) => continue,
+            // Reset or ended without a close frame: what a client sees as 1006.
+            Ok(Some(Err(_)) | None) => break,
+            Err(_) => panic!("the server neither closed nor answered"),
+        }
+    }
+    assert_eq!(code, Some(4008), "after {sent} frames");
 }

@@ -223,3 +223,57 @@ async fn health_reports_a_redis_outage_and_recovers() {
     again.wait_ready().await;
     wait_until(|| async { app.get("/health").await.status == 200 }).await;
 }
+
+#[tokio::test]
+async fn a_session_of_a_stopped_node_resumes_on_another() {
+    use xcord_testkit::ws::{GatewayClient, Incoming};
+    let prefix = format!("xcord-test-{}", rand_suffix());
+    let mut a = node(&prefix, 1, None).await;
+    let b = node(&prefix, 2, Some(&a)).await;
+    let r = room(&a, "handover").await;
+    let (mut m, _) = a.gateway_as(&r.member).await;
+    say(&b, &r.owner, &r.channel, "before").await;
+    assert_eq!(m.dispatch("MESSAGE_CREATE").await["content"], "before");
+    let session = m.session_id.clone().expect("session id");
+    let seq = m.last_seq;
+
+    // Node A stops (SIGTERM); the service goes on through B meanwhile.
+    a.shut_down().await.expect("clean shutdown");
+    let mut closed = None;
+    for _ in 0..100 {
+        if let Some(Incoming::Closed(code)) = m.next_within(Duration::from_secs(10)).await {
+            closed = code;
+            break;
+        }
+    }
+    assert_eq!(closed, Some(1012));
+    let mut posted = Vec::new();
+    for n in 0..5 {
+        posted.push(say(&b, &r.owner, &r.channel, &format!("gap {n}")).await["id"].clone());
+    }
+
+    let (mut c, _) = GatewayClient::open(b.addr, "/api/ws").await;
+    c.send(json!({"op": 6, "d": {"token": r.member.token, "sessionId": session, "seq": seq}}))
+        .await;
+    let mut messages = Vec::new();
+    let mut last = seq;
+    for _ in 0..200 {
+        let f = c.frame().await;
+        assert_ne!(f["op"], 9, "not resumable on B");
+        let s = f["s"].as_u64().expect("numbered");
+        assert_eq!(s, last + 1, "gap-free numbering: {f}");
+        last = s;
+        if f["t"] == "RESUMED" {
+            break;
+        }
+        if f["t"] == "MESSAGE_CREATE" {
+            messages.push(f["d"]["id"].clone());
+        }
+    }
+    assert_eq!(
+        messages, posted,
+        "every message posted while A was down, once, in order"
+    );
+    say(&b, &r.owner, &r.channel, "live").await;
+    assert_eq!(c.dispatch("MESSAGE_CREATE").await["content"], "live");
+}
