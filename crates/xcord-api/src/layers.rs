@@ -1,10 +1,15 @@
 //! Middleware applied to every response: request ids, security headers, metrics, and the
 //! rewrite of any non-JSON error (from a layer rather than a handler) into the SPEC body.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::header::{CONTENT_TYPE, HeaderName};
+use axum::http::header::{CONNECTION, CONTENT_TYPE, HeaderName};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -89,19 +94,19 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
 }
 
 /// Rewrites error responses that are not JSON (made by axum or a tower layer: 405, 408,
-/// 413, a caught panic) into the SPEC error body, keeping status and headers.
+/// 413, a caught panic) into the SPEC error body, keeping status and headers. The HTML
+/// account pages answer their errors as pages, for a person, and are left alone.
 pub async fn json_errors(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
     }
-    let is_json = res
+    let is_page = res
         .headers()
         .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/html"));
+    if is_json(&res) || is_page {
         return res;
     }
     let (mut parts, _) = res.into_parts();
@@ -112,6 +117,107 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
         .headers
         .insert(CONTENT_TYPE, fresh_parts.headers[CONTENT_TYPE].clone());
     Response::from_parts(parts, body)
+}
+
+/// Longest request target (path and query) accepted; longer ones get 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Largest request head (request line and header lines) accepted; larger ones get 431.
+/// Below the HTTP server's own buffer, so these answers carry the JSON body.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// Refuses request targets and heads over the limits with the SPEC error body. hyper
+/// refuses larger ones itself, with no body (docs/architecture.md).
+pub async fn head_limits(req: Request, next: Next) -> Response {
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > MAX_URI_BYTES {
+        return error_response(
+            StatusCode::URI_TOO_LONG,
+            format!("The request target is longer than {MAX_URI_BYTES} bytes."),
+            None,
+        );
+    }
+    // Each header line costs its name, value, ": " and CRLF, as on the wire.
+    let head = target
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > MAX_HEAD_BYTES {
+        return error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("The request headers are larger than {MAX_HEAD_BYTES} bytes."),
+            None,
+        );
+    }
+    next.run(req).await
+}
+
+/// Whether a request's handler is waiting for body data from the client right now.
+#[derive(Debug, Default)]
+struct BodyWait(AtomicBool);
+
+/// A request body that records when its reader waits on the client.
+struct WatchedBody {
+    body: Body,
+    wait: Arc<BodyWait>,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let r = Pin::new(&mut self.body).poll_frame(cx);
+        self.wait.0.store(r.is_pending(), Ordering::Relaxed);
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Sits outside the request timeout and tells a client's fault from ours: when the
+/// timeout fires while the handler is waiting for body bytes that the client announced and
+/// does not send, the answer is 408 (and the connection closes), not 503.
+pub async fn body_stalls_are_408(req: Request, next: Next) -> Response {
+    let wait = Arc::new(BodyWait::default());
+    let watched = wait.clone();
+    let req = req.map(|body| {
+        Body::new(WatchedBody {
+            body,
+            wait: watched,
+        })
+    });
+    let res = next.run(req).await;
+    let timed_out = res.status() == StatusCode::SERVICE_UNAVAILABLE && !is_json(&res);
+    if timed_out && wait.0.load(Ordering::Relaxed) {
+        let mut res = error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "The request body did not arrive in time.".into(),
+            None,
+        );
+        // The rest of the body may still come; the connection cannot be reused.
+        res.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return res;
+    }
+    res
+}
+
+fn is_json(res: &Response) -> bool {
+    res.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"))
 }
 
 /// Counts requests and times them by method, matched route and status.

@@ -8,11 +8,11 @@
 //! | --- | --- |
 //! | behind `require_auth` | bearer security, 401, 429 (per-user limit) |
 //! | behind a per-address limit | 429 |
-//! | a request body (JSON or multipart) | 400, 413, 415, 422 |
+//! | a request body (JSON or multipart) | 400, 408 (the body stalled), 413, 415, 422 |
 //! | path parameters (a malformed or unknown id names nothing) | 404 |
 //! | query parameters | 422 |
 //! | an `If-Match` header | 400, 409 |
-//! | any operation (request timeout, database down) | 503 |
+//! | any operation: target or head too long, request timeout, database down | 414, 431, 503 |
 //!
 //! Every error response then gets the body it really has: [`ErrorBody`] (whose `details`
 //! is the list of failed rules), with `details` required on a 422, and `{retryAfter}` with
@@ -80,6 +80,11 @@ const UNAUTHORIZED: Shared = Shared {
     name: "Unauthorized",
     description: "Missing, invalid, expired or revoked access token",
 };
+const REQUEST_TIMEOUT: Shared = Shared {
+    status: "408",
+    name: "RequestTimeout",
+    description: "The announced body did not arrive within the request timeout",
+};
 const NOT_FOUND: Shared = Shared {
     status: "404",
     name: "NotFound",
@@ -100,6 +105,16 @@ const UNSUPPORTED_MEDIA_TYPE: Shared = Shared {
     name: "UnsupportedMediaType",
     description: "The body's `Content-Type` is not one this route takes",
 };
+const URI_TOO_LONG: Shared = Shared {
+    status: "414",
+    name: "UriTooLong",
+    description: "The request target is over 8 KiB",
+};
+const HEADERS_TOO_LARGE: Shared = Shared {
+    status: "431",
+    name: "HeadersTooLarge",
+    description: "The request line and headers are over 32 KiB",
+};
 const VALIDATION_FAILED: Shared = Shared {
     status: "422",
     name: "ValidationFailed",
@@ -117,15 +132,18 @@ const UNAVAILABLE: Shared = Shared {
     description: "A dependency is down, or the request took longer than the configured timeout",
 };
 
-const SHARED: [Shared; 9] = [
+const SHARED: [Shared; 12] = [
     BAD_REQUEST,
     UNAUTHORIZED,
     NOT_FOUND,
+    REQUEST_TIMEOUT,
     CONFLICT,
     PAYLOAD_TOO_LARGE,
+    URI_TOO_LONG,
     UNSUPPORTED_MEDIA_TYPE,
     VALIDATION_FAILED,
     RATE_LIMITED,
+    HEADERS_TOO_LARGE,
     UNAVAILABLE,
 ];
 
@@ -281,6 +299,7 @@ pub fn complete_error_responses(doc: &mut Document) {
         if op.request_body.is_some() {
             for shared in [
                 &BAD_REQUEST,
+                &REQUEST_TIMEOUT,
                 &PAYLOAD_TOO_LARGE,
                 &UNSUPPORTED_MEDIA_TYPE,
                 &VALIDATION_FAILED,
@@ -301,7 +320,9 @@ pub fn complete_error_responses(doc: &mut Document) {
             add(op, &BAD_REQUEST);
             add(op, &CONFLICT);
         }
-        add(op, &UNAVAILABLE);
+        for shared in [&URI_TOO_LONG, &HEADERS_TOO_LARGE, &UNAVAILABLE] {
+            add(op, shared);
+        }
         for (status, response) in op.responses.responses.iter_mut() {
             if let RefOr::T(response) = response {
                 normalize_error_body(status, response);

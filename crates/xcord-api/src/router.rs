@@ -190,6 +190,20 @@ fn cdn_routes() -> Router<AppState> {
     Router::new().route("/cdn/{*key}", get(crate::routes::cdn::get_file))
 }
 
+/// The pages the account e-mails link to (HTML, so not in the OpenAPI document).
+fn page_routes() -> Router<AppState> {
+    use crate::routes::pages;
+    Router::new()
+        .route(
+            "/verify-email",
+            get(pages::verify_email_page).post(pages::verify_email_submit),
+        )
+        .route(
+            "/reset-password",
+            get(pages::reset_password_page).post(pages::reset_password_submit),
+        )
+}
+
 /// The OpenAPI document of every route this build serves. Each group's layers decide what
 /// its operations can answer besides their own results (see [`crate::openapi`]).
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -223,7 +237,8 @@ pub fn build_router(state: AppState, settings: &HttpSettings) -> anyhow::Result<
         app = app
             .nest("/api/v1", rest.clone())
             .nest("/api/rest", rest)
-            .merge(cdn);
+            .merge(cdn)
+            .merge(page_routes());
     }
     let app = app
         .merge(ops)
@@ -247,8 +262,8 @@ pub fn build_router(state: AppState, settings: &HttpSettings) -> anyhow::Result<
 }
 
 /// Wraps `app` in the stack every response passes through, outermost first: request id,
-/// metrics, trace span, security headers, JSON error bodies, CORS, panic catching, the
-/// request timeout and the body limit.
+/// metrics, trace span, security headers, head limits (414/431), JSON error bodies, CORS,
+/// panic catching, the body-stall check (408), the request timeout and the body limit.
 pub fn apply_layers(app: Router, settings: &HttpSettings) -> anyhow::Result<Router> {
     let mut app = app
         .layer(DefaultBodyLimit::max(settings.body_limit))
@@ -256,12 +271,14 @@ pub fn apply_layers(app: Router, settings: &HttpSettings) -> anyhow::Result<Rout
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout,
         ))
+        .layer(from_fn(layers::body_stalls_are_408))
         .layer(CatchPanicLayer::custom(layers::panic_response));
     if let Some(cors) = cors_layer(&settings.cors_origins)? {
         app = app.layer(cors);
     }
     Ok(app
         .layer(from_fn(layers::json_errors))
+        .layer(from_fn(layers::head_limits))
         .layer(from_fn(layers::security_headers))
         .layer(
             TraceLayer::new_for_http()

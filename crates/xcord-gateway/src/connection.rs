@@ -149,11 +149,17 @@ impl Connection {
         // shutdown token for every frame would cost 1,000 registrations per message.
         let shutdown = self.gw.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
+        // The identify deadline shares the heartbeat's timer: no second timer per socket.
+        let identify_by = Instant::now() + Duration::from_secs(self.gw.settings.identify_secs);
         let heartbeat = tokio::time::sleep_until(self.heartbeat_deadline);
         tokio::pin!(heartbeat);
         loop {
-            if heartbeat.deadline() != self.heartbeat_deadline {
-                heartbeat.as_mut().reset(self.heartbeat_deadline);
+            let deadline = match self.session {
+                None => self.heartbeat_deadline.min(identify_by),
+                Some(_) => self.heartbeat_deadline,
+            };
+            if heartbeat.deadline() != deadline {
+                heartbeat.as_mut().reset(deadline);
             }
             let session = self.session.clone();
             let kicked = async {
@@ -219,6 +225,9 @@ impl Connection {
                     }
                 }
                 () = &mut heartbeat => {
+                    if self.session.is_none() && Instant::now() >= identify_by {
+                        return End::Close(close::NOT_AUTHENTICATED, "identify or resume in time");
+                    }
                     return End::Close(close::SESSION_TIMED_OUT, "no heartbeat");
                 }
             }

@@ -58,6 +58,9 @@ pub struct GatewaySettings {
     pub replay_limit: usize,
     /// Frames a client may send per minute before it is closed with 4008.
     pub frames_per_minute: u32,
+    /// Time a connection has to IDENTIFY or RESUME before it is closed with 4003
+    /// (`XCORD_GATEWAY_IDENTIFY_SECS`); heartbeats do not extend it.
+    pub identify_secs: u64,
 }
 
 impl Default for GatewaySettings {
@@ -68,6 +71,7 @@ impl Default for GatewaySettings {
             send_queue: 1024,
             replay_limit: 1024,
             frames_per_minute: 120,
+            identify_secs: 10,
         }
     }
 }

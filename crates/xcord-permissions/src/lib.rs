@@ -10,7 +10,7 @@ pub mod bits {
     pub const VIEW_CHANNELS: u64 = 1 << 0;
     /// Post messages.
     pub const SEND_MESSAGES: u64 = 1 << 1;
-    /// Links unfurl into embeds.
+    /// Reserved for link previews: links are not unfurled yet, `embeds` is always empty.
     pub const EMBED_LINKS: u64 = 1 << 2;
     /// Upload files.
     pub const ATTACH_FILES: u64 = 1 << 3;
@@ -269,6 +269,37 @@ mod tests {
             everyone,
             roles,
         }
+    }
+
+    /// docs/permissions.md states the default `@everyone` permissions in words and as a
+    /// number; both must be what new servers actually get.
+    #[test]
+    fn documented_everyone_default_is_the_constant() {
+        let doc = include_str!("../../../docs/permissions.md");
+        let start = doc
+            .find("A new server's `@everyone` gets ")
+            .expect("the docs describe @everyone's defaults");
+        let sentence = &doc[start..];
+        let sentence = &sentence[..sentence.find(").").expect("sentence end") + 2];
+        let number: String = sentence[sentence.find("EVERYONE_DEFAULT` =").expect("number")..]
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        assert_eq!(
+            number.parse::<u64>().ok(),
+            Some(EVERYONE_DEFAULT),
+            "{sentence}"
+        );
+        let named: u64 = NAMES
+            .iter()
+            .filter(|(name, _)| {
+                sentence
+                    .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+                    .any(|word| word == *name)
+            })
+            .map(|(_, bit)| bit)
+            .sum();
+        assert_eq!(named, EVERYONE_DEFAULT, "{sentence}");
     }
 
     #[test]

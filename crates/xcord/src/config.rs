@@ -123,6 +123,17 @@ pub struct Config {
     pub gateway_send_queue: usize,
     /// Events a gateway session keeps for resume (`XCORD_GATEWAY_REPLAY_EVENTS`).
     pub gateway_replay_events: usize,
+    /// Time a gateway connection has to IDENTIFY or RESUME (`XCORD_GATEWAY_IDENTIFY_SECS`).
+    pub gateway_identify_secs: u64,
+    /// Time from accept (or from the first byte after an idle period) to a complete
+    /// request head (`XCORD_HEADER_READ_TIMEOUT_SECS`).
+    pub header_read_timeout_secs: u64,
+    /// Time a keep-alive connection may wait for its next request, or a response for the
+    /// client to read it (`XCORD_KEEPALIVE_IDLE_SECS`).
+    pub keepalive_idle_secs: u64,
+    /// Open HTTP connections at most (`XCORD_MAX_CONNECTIONS`); `None`: as many as the
+    /// descriptor limit allows after a reserve.
+    pub max_connections: Option<usize>,
     /// CORS origins (`XCORD_CORS_ORIGINS`, comma-separated; `*` for any; empty for none).
     pub cors_origins: Vec<String>,
     /// Largest JSON request body in bytes (`XCORD_BODY_LIMIT_BYTES`).
@@ -168,6 +179,10 @@ impl Default for Config {
             gateway_resume_secs: 120,
             gateway_send_queue: 1024,
             gateway_replay_events: 1024,
+            gateway_identify_secs: 10,
+            header_read_timeout_secs: 10,
+            keepalive_idle_secs: 75,
+            max_connections: None,
             cors_origins: vec!["*".into()],
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
@@ -206,6 +221,10 @@ struct FileConfig {
     gateway_resume_secs: Option<u64>,
     gateway_send_queue: Option<usize>,
     gateway_replay_events: Option<usize>,
+    gateway_identify_secs: Option<u64>,
+    header_read_timeout_secs: Option<u64>,
+    keepalive_idle_secs: Option<u64>,
+    max_connections: Option<usize>,
     cors_origins: Option<Vec<String>>,
     body_limit_bytes: Option<usize>,
     request_timeout_secs: Option<u64>,
@@ -311,6 +330,13 @@ impl Config {
         set(&mut self.gateway_resume_secs, f.gateway_resume_secs);
         set(&mut self.gateway_send_queue, f.gateway_send_queue);
         set(&mut self.gateway_replay_events, f.gateway_replay_events);
+        set(&mut self.gateway_identify_secs, f.gateway_identify_secs);
+        set(
+            &mut self.header_read_timeout_secs,
+            f.header_read_timeout_secs,
+        );
+        set(&mut self.keepalive_idle_secs, f.keepalive_idle_secs);
+        set_opt(&mut self.max_connections, f.max_connections);
         set(&mut self.cors_origins, f.cors_origins);
         set(&mut self.body_limit_bytes, f.body_limit_bytes);
         set(&mut self.request_timeout_secs, f.request_timeout_secs);
@@ -412,6 +438,24 @@ impl Config {
             self.gateway_replay_events,
             parse_num
         );
+        parsed!(
+            "XCORD_GATEWAY_IDENTIFY_SECS",
+            self.gateway_identify_secs,
+            parse_num
+        );
+        parsed!(
+            "XCORD_HEADER_READ_TIMEOUT_SECS",
+            self.header_read_timeout_secs,
+            parse_num
+        );
+        parsed!(
+            "XCORD_KEEPALIVE_IDLE_SECS",
+            self.keepalive_idle_secs,
+            parse_num
+        );
+        parsed!("XCORD_MAX_CONNECTIONS", self.max_connections, |v: &str| {
+            parse_num(v).map(Some)
+        });
         parsed!("XCORD_CORS_ORIGINS", self.cors_origins, |v: &str| {
             anyhow::Ok(
                 v.split(',')
@@ -443,6 +487,19 @@ impl Config {
         parsed!("XCORD_MAIL_FROM", self.mail_from, |v: &str| anyhow::Ok(
             v.to_owned()
         ));
+        parsed!(
+            "XCORD_ATTACHMENT_MAX_BYTES",
+            self.attachment_max_bytes,
+            parse_num
+        );
+        parsed!(
+            "XCORD_DEFAULT_SERVER_ID",
+            self.default_server_id,
+            |v: &str| v
+                .parse::<xcord_types::Snowflake>()
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("expected a server id: {e}"))
+        );
         for tier in Tier::ALL {
             let key = format!("XCORD_RATE_LIMIT_{}", tier.name().to_ascii_uppercase());
             if let Some(v) = var(&key) {
@@ -501,6 +558,17 @@ impl Config {
         }
         if self.attachment_max_bytes == 0 || self.attachment_max_bytes > 1 << 30 {
             bail!("XCORD_ATTACHMENT_MAX_BYTES must be 1 byte to 1 GiB");
+        }
+        if self.gateway_identify_secs == 0 {
+            bail!("XCORD_GATEWAY_IDENTIFY_SECS must be at least 1");
+        }
+        if self.header_read_timeout_secs == 0 || self.keepalive_idle_secs == 0 {
+            bail!(
+                "XCORD_HEADER_READ_TIMEOUT_SECS and XCORD_KEEPALIVE_IDLE_SECS must be at least 1"
+            );
+        }
+        if self.max_connections == Some(0) {
+            bail!("XCORD_MAX_CONNECTIONS must be at least 1");
         }
         if self.request_timeout_secs == 0 {
             bail!("XCORD_REQUEST_TIMEOUT_SECS must be at least 1");
@@ -669,6 +737,205 @@ mod tests {
         Ok(())
     }
 
+    /// A documented variable, a value other than its default, and how its effect shows.
+    type Effect = (&'static str, &'static str, fn(&Config) -> bool);
+
+    /// Every variable the README, docs/ or SPEC §2 tell operators to set.
+    const DOCUMENTED: &[Effect] = &[
+        ("XCORD_LISTEN", "127.0.0.1:4001", |c| {
+            c.listen.port() == 4001
+        }),
+        ("XCORD_DATA_DIR", "/srv/x", |c| {
+            c.data_dir == Path::new("/srv/x")
+        }),
+        ("XCORD_DATABASE_URL", "postgres://u@h/db", |c| {
+            c.effective_database_url() == "postgres://u@h/db"
+        }),
+        ("XCORD_DATABASE_MAX_CONNECTIONS", "3", |c| {
+            c.database_max_connections == 3
+        }),
+        ("XCORD_REDIS_URL", "redis://127.0.0.1:6379", |c| {
+            c.redis_url.as_deref() == Some("redis://127.0.0.1:6379")
+        }),
+        ("XCORD_REDIS_PREFIX", "blue", |c| c.redis_prefix == "blue"),
+        ("XCORD_NODE_ID", "17", |c| c.node_id == 17),
+        (
+            "XCORD_JWT_SECRET",
+            "0123456789abcdef0123456789abcdefXY",
+            |c| c.jwt_secret.as_deref() == Some("0123456789abcdef0123456789abcdefXY"),
+        ),
+        ("XCORD_RATE_LIMITS", "off", |c| !c.rate_limits),
+        ("XCORD_RATE_LIMIT_LOGIN", "9/60", |c| {
+            c.rate_limit_overrides.get(&Tier::Login)
+                == Some(&Limit {
+                    max: 9,
+                    window_secs: 60,
+                })
+        }),
+        ("XCORD_REQUIRE_EMAIL_VERIFICATION", "on", |c| {
+            c.require_email_verification
+        }),
+        ("XCORD_PASSWORD_HASH", "argon2id", |c| {
+            c.password_hash == PasswordHash::Argon2id
+        }),
+        ("XCORD_SMTP_URL", "smtp://127.0.0.1:2525", |c| {
+            c.smtp_url.as_deref() == Some("smtp://127.0.0.1:2525")
+        }),
+        ("XCORD_LOG", "warn,xcord=debug", |c| {
+            c.log == "warn,xcord=debug"
+        }),
+        ("XCORD_LOG_FORMAT", "json", |c| {
+            c.log_format == Some(LogFormat::Json)
+        }),
+        ("XCORD_GATEWAY_HEARTBEAT_MS", "5000", |c| {
+            c.gateway_heartbeat_ms == 5000
+        }),
+        ("XCORD_GATEWAY_RESUME_SECS", "30", |c| {
+            c.gateway_resume_secs == 30
+        }),
+        ("XCORD_GATEWAY_SEND_QUEUE", "64", |c| {
+            c.gateway_send_queue == 64
+        }),
+        ("XCORD_GATEWAY_REPLAY_EVENTS", "65", |c| {
+            c.gateway_replay_events == 65
+        }),
+        ("XCORD_GATEWAY_IDENTIFY_SECS", "4", |c| {
+            c.gateway_identify_secs == 4
+        }),
+        ("XCORD_HEADER_READ_TIMEOUT_SECS", "3", |c| {
+            c.header_read_timeout_secs == 3
+        }),
+        ("XCORD_KEEPALIVE_IDLE_SECS", "20", |c| {
+            c.keepalive_idle_secs == 20
+        }),
+        ("XCORD_MAX_CONNECTIONS", "500", |c| {
+            c.max_connections == Some(500)
+        }),
+        (
+            "XCORD_CORS_ORIGINS",
+            "https://a.example, https://b.example",
+            |c| c.cors_origins == ["https://a.example", "https://b.example"],
+        ),
+        ("XCORD_BODY_LIMIT_BYTES", "4096", |c| {
+            c.body_limit_bytes == 4096
+        }),
+        ("XCORD_REQUEST_TIMEOUT_SECS", "7", |c| {
+            c.request_timeout_secs == 7
+        }),
+        ("XCORD_ACCESS_TOKEN_TTL_SECS", "60", |c| {
+            c.access_token_ttl_secs == 60
+        }),
+        ("XCORD_REFRESH_TOKEN_TTL_SECS", "3600", |c| {
+            c.refresh_token_ttl_secs == 3600
+        }),
+        ("XCORD_ROLES", "api,jobs", |c| {
+            c.roles == [Role::Api, Role::Jobs]
+        }),
+        ("XCORD_PUBLIC_URL", "https://chat.example.org", |c| {
+            c.effective_public_url() == "https://chat.example.org"
+        }),
+        ("XCORD_MAIL_FROM", "Chat <chat@example.org>", |c| {
+            c.mail_from == "Chat <chat@example.org>"
+        }),
+        ("XCORD_ATTACHMENT_MAX_BYTES", "1000", |c| {
+            c.attachment_max_bytes == 1000
+        }),
+        ("XCORD_DEFAULT_SERVER_ID", "4242424242", |c| {
+            c.default_server_id == Some(xcord_types::Snowflake::from_i64(4_242_424_242))
+        }),
+    ];
+
+    /// SPEC §2's table: the variables external suites drive the server with.
+    const SPEC_VARIABLES: &[&str] = &[
+        "XCORD_LISTEN",
+        "XCORD_DATA_DIR",
+        "XCORD_DATABASE_URL",
+        "XCORD_REDIS_URL",
+        "XCORD_NODE_ID",
+        "XCORD_JWT_SECRET",
+        "XCORD_RATE_LIMITS",
+        "XCORD_REQUIRE_EMAIL_VERIFICATION",
+        "XCORD_PASSWORD_HASH",
+        "XCORD_SMTP_URL",
+        "XCORD_LOG",
+        "XCORD_LOG_FORMAT",
+        "XCORD_GATEWAY_HEARTBEAT_MS",
+        "XCORD_GATEWAY_RESUME_SECS",
+        "XCORD_GATEWAY_IDENTIFY_SECS",
+    ];
+
+    /// `XCORD_*` names in the README and docs/, less the test suite's own variables.
+    fn documented_names() -> anyhow::Result<std::collections::BTreeSet<String>> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = vec![root.join("README.md")];
+        for entry in std::fs::read_dir(root.join("docs"))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "md") {
+                files.push(path);
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file)?;
+            for (at, _) in text.match_indices("XCORD_") {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                let name = name.trim_end_matches('_');
+                // `XCORD_RATE_LIMIT_<TIER>` is a family; the test sets one member.
+                let name = if text[at + name.len()..].starts_with("_<TIER>") {
+                    "XCORD_RATE_LIMIT_LOGIN"
+                } else {
+                    name
+                };
+                // `XCORD_*` speaks of them all; the test suite's own variables and the
+                // file path (tested below) are not settings.
+                if name != "XCORD" && !name.starts_with("XCORD_TEST_") && name != "XCORD_CONFIG" {
+                    names.insert(name.to_owned());
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    #[test]
+    fn every_documented_variable_is_read_from_the_environment() -> anyhow::Result<()> {
+        let tested: Vec<&str> = DOCUMENTED.iter().map(|(k, _, _)| *k).collect();
+        for name in documented_names()? {
+            assert!(
+                tested.contains(&name.as_str()),
+                "{name} is documented but not tested here"
+            );
+        }
+        for name in SPEC_VARIABLES {
+            assert!(tested.contains(name), "SPEC's {name} is not tested here");
+        }
+        let defaults = load(None, &[])?;
+        let env: Vec<(&str, &str)> = DOCUMENTED.iter().map(|(k, v, _)| (*k, *v)).collect();
+        let c = load(None, &env)?;
+        for (name, value, holds) in DOCUMENTED {
+            assert!(!holds(&defaults), "{name}: the test value is the default");
+            assert!(holds(&c), "{name}={value} had no effect");
+        }
+        // And each one alone, so no variable's effect hides behind another's.
+        for (name, value, holds) in DOCUMENTED {
+            let c = load(None, &[(name, value)])?;
+            assert!(holds(&c), "{name}={value} alone had no effect");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_config_variable_names_the_file() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("elsewhere.toml");
+        std::fs::write(&path, "node_id = 12\nattachment_max_bytes = 2048")?;
+        let c = load(None, &[("XCORD_CONFIG", &path.display().to_string())])?;
+        assert_eq!((c.node_id, c.attachment_max_bytes), (12, 2048));
+        Ok(())
+    }
+
     #[test]
     fn data_dir_moves_the_default_database() -> anyhow::Result<()> {
         let c = load(None, &[("XCORD_DATA_DIR", "/srv/xcord")])?;
@@ -695,6 +962,32 @@ mod tests {
             ("XCORD_LOG_FORMAT", "xml", "XCORD_LOG_FORMAT"),
             ("XCORD_GATEWAY_HEARTBEAT_MS", "10", "at least 50"),
             ("XCORD_ROLES", "api,web", "unknown role"),
+            (
+                "XCORD_DEFAULT_SERVER_ID",
+                "general",
+                "XCORD_DEFAULT_SERVER_ID",
+            ),
+            (
+                "XCORD_ATTACHMENT_MAX_BYTES",
+                "lots",
+                "XCORD_ATTACHMENT_MAX_BYTES",
+            ),
+            (
+                "XCORD_ATTACHMENT_MAX_BYTES",
+                "0",
+                "XCORD_ATTACHMENT_MAX_BYTES",
+            ),
+            ("XCORD_MAX_CONNECTIONS", "0", "XCORD_MAX_CONNECTIONS"),
+            (
+                "XCORD_GATEWAY_IDENTIFY_SECS",
+                "0",
+                "XCORD_GATEWAY_IDENTIFY_SECS",
+            ),
+            (
+                "XCORD_HEADER_READ_TIMEOUT_SECS",
+                "0",
+                "XCORD_HEADER_READ_TIMEOUT_SECS",
+            ),
         ] {
             let err = load(None, &[(k, v)]).expect_err(k);
             let text = format!("{err:#}");

@@ -5,6 +5,7 @@ pub mod config;
 pub mod secrets;
 pub mod startup;
 pub mod telemetry;
+pub mod transport;
 
 pub use config::{Config, Role};
 pub use startup::Application;

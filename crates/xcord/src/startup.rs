@@ -21,6 +21,7 @@ use xcord_store::{Store, StoreOptions};
 
 use crate::config::{Config, Role};
 use crate::secrets;
+use crate::transport::{self, ConnectionLimits};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -32,6 +33,7 @@ pub struct Application {
     state: AppState,
     gateway: Option<Arc<Gateway>>,
     addr: SocketAddr,
+    limits: ConnectionLimits,
 }
 
 impl Application {
@@ -150,6 +152,7 @@ impl Application {
                     resume_secs: config.gateway_resume_secs,
                     send_queue: config.gateway_send_queue,
                     replay_limit: config.gateway_replay_events,
+                    identify_secs: config.gateway_identify_secs,
                     ..GatewaySettings::default()
                 },
             );
@@ -163,12 +166,27 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let descriptors = transport::descriptor_limit();
+        let max_connections = transport::connection_cap(config.max_connections, descriptors);
+        if config.max_connections.is_some_and(|c| c > max_connections) {
+            tracing::warn!(
+                max_connections,
+                descriptors,
+                "XCORD_MAX_CONNECTIONS is above what the descriptor limit allows; lowered"
+            );
+        }
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+            keepalive_idle: Duration::from_secs(config.keepalive_idle_secs),
+            max_connections,
+        };
         Ok(Self {
             listener,
             router,
             state,
             gateway,
             addr,
+            limits,
         })
     }
 
@@ -187,6 +205,11 @@ impl Application {
         self.gateway.as_ref()
     }
 
+    /// The connection limits in force (the cap after the descriptor limit is applied).
+    pub fn connection_limits(&self) -> &ConnectionLimits {
+        &self.limits
+    }
+
     /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests
     /// finish (up to a deadline), and closes the database.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -196,9 +219,8 @@ impl Application {
             state,
             gateway,
             addr: _,
+            limits,
         } = self;
-        let drain_state = state.clone();
-        let stop = shutdown.clone();
         // Gateway sessions hear op 7 and close as soon as shutdown begins; upgraded
         // connections are not part of the HTTP server's own drain. The sessions are saved
         // for resume before the database closes.
@@ -209,37 +231,19 @@ impl Application {
                 gw.shutdown(Duration::from_secs(5)).await;
             })
         });
-        // Gateway frames and small responses go out at once: no Nagle delay waiting for the
-        // peer's (delayed) ACK.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            stop.cancelled().await;
+        let drain_state = state.clone();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            signal.cancelled().await;
             drain_state.begin_shutdown();
         });
-        let served = tokio::select! {
-            r = server => r.context("HTTP server failed"),
-            () = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(DRAIN_DEADLINE).await;
-            } => {
-                tracing::warn!("in-flight requests did not finish within {DRAIN_DEADLINE:?}; stopping anyway");
-                Ok(())
-            }
-        };
+        transport::serve(listener, router, limits, shutdown, DRAIN_DEADLINE).await;
         if let Some(stopped) = gateway_stopped {
             let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
         }
         state.core.drain_background(Duration::from_secs(5)).await;
         state.core.store.close().await;
-        served
+        Ok(())
     }
 }
 

@@ -3,5 +3,6 @@
 pub mod auth;
 pub mod cdn;
 pub mod messages;
+pub mod pages;
 pub mod servers;
 pub mod users;

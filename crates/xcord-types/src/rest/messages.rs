@@ -93,7 +93,7 @@ pub struct Message {
     pub edited_at: Option<Timestamp>,
     /// Files.
     pub attachments: Vec<Attachment>,
-    /// Link previews (none yet).
+    /// Link previews: always empty, links are not unfurled yet.
     #[schema(value_type = Vec<Object>)]
     pub embeds: Vec<serde_json::Value>,
     /// Reactions.

@@ -45,7 +45,7 @@ async fn smtp_sink() -> SmtpSink {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("python3 must be installed (with aiosmtpd from PyPI: pip install aiosmtpd)");
+        .expect("python3 must be installed (with aiosmtpd from PyPI; ./scripts/test installs it)");
     let mut sink = SmtpSink {
         child,
         maildir,
@@ -63,7 +63,9 @@ async fn smtp_sink() -> SmtpSink {
             if let Some(mut e) = sink.child.stderr.take() {
                 let _ = std::io::Read::read_to_string(&mut e, &mut err);
             }
-            panic!("aiosmtpd exited ({status}): {err}\nInstall it with: pip install aiosmtpd");
+            panic!(
+                "aiosmtpd exited ({status}): {err}\n./scripts/test installs it (or: pip install aiosmtpd)"
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -33,9 +33,14 @@ fn command(dir: &Path) -> Command {
 /// Starts `xcord serve` and waits for its `listening on ADDR` line.
 fn start(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Running {
     let mut cmd = command(dir);
-    cmd.arg("serve")
-        .args(args)
-        .env("XCORD_LISTEN", "127.0.0.1:0");
+    cmd.arg("serve").args(args);
+    launch(cmd, env)
+}
+
+/// Runs `cmd` (an `xcord serve` however wrapped) on a free port with `env` and waits for
+/// its `listening on ADDR` line.
+fn launch(mut cmd: Command, env: &[(&str, &str)]) -> Running {
+    cmd.env("XCORD_LISTEN", "127.0.0.1:0");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -339,4 +344,270 @@ fn the_listening_line_is_recognised() {
         Some(SocketAddr::from(([127, 0, 0, 1], 80)))
     );
     assert_eq!(listening_addr("starting"), None);
+}
+
+xcord_store::on_both_backends!(
+    settings_from_the_environment_take_effect,
+    a_low_descriptor_limit_caps_connections_and_health_still_answers,
+    a_gateway_session_survives_sigterm_and_a_restart,
+);
+
+/// Two settings the README documented were once read only from the file; started as an
+/// operator starts it, with nothing but environment variables, the binary honours both.
+async fn settings_from_the_environment_take_effect(backend: Backend) {
+    use serde_json::json;
+    let db = xcord_store::testing::TestDatabase::new(backend)
+        .await
+        .expect("test database");
+    let dir = tempfile::tempdir().expect("dir");
+    let base = [
+        ("XCORD_DATABASE_URL", db.url()),
+        ("XCORD_PASSWORD_HASH", "bcrypt:4"),
+        ("XCORD_RATE_LIMITS", "off"),
+    ];
+    let client = reqwest::Client::new();
+    let post = |addr: SocketAddr, path: &str, token: Option<&str>, body: serde_json::Value| {
+        let mut req = client
+            .post(format!("http://{addr}/api/v1{path}"))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let res = req.send().await.expect("request");
+            let status = res.status().as_u16();
+            (
+                status,
+                res.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let register = |addr: SocketAddr, name: &'static str| {
+        let post = &post;
+        async move {
+            let (status, body) = post(
+                addr,
+                "/auth/register",
+                None,
+                json!({"email": format!("{name}@example.com"), "username": name, "password": "Secret123"}),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+            body["accessToken"].as_str().expect("token").to_owned()
+        }
+    };
+
+    // First run: an owner makes the community server.
+    let mut first = start(dir.path(), &base, &[]);
+    let owner = register(first.addr, "envowner").await;
+    let (status, server) = post(
+        first.addr,
+        "/servers",
+        Some(&owner),
+        json!({"name": "Hype Community"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{server}");
+    let server_id = server["id"].as_str().expect("id").to_owned();
+    let channel = server["channels"][0]["id"]
+        .as_str()
+        .expect("channel")
+        .to_owned();
+    signal(&first.child, "TERM");
+    assert_eq!(wait_exit(&mut first.child, Duration::from_secs(20)), 0);
+
+    // Second run: the server is the default one and attachments are capped at 1000 bytes.
+    let mut env = base.to_vec();
+    env.push(("XCORD_DEFAULT_SERVER_ID", &server_id));
+    env.push(("XCORD_ATTACHMENT_MAX_BYTES", "1000"));
+    let mut second = start(dir.path(), &env, &[]);
+    let newcomer = register(second.addr, "envnewcomer").await;
+    let mine: serde_json::Value = client
+        .get(format!("http://{}/api/v1/servers", second.addr))
+        .bearer_auth(&newcomer)
+        .send()
+        .await
+        .expect("servers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(mine["servers"][0]["id"], server_id.as_str(), "{mine}");
+    let upload = |size: usize| {
+        let part = reqwest::multipart::Part::bytes(vec![b'x'; size])
+            .file_name("notes.txt")
+            .mime_str("text/plain")
+            .expect("mime");
+        client
+            .post(format!(
+                "http://{}/api/v1/channels/{channel}/attachments",
+                second.addr
+            ))
+            .bearer_auth(&newcomer)
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+            .send()
+    };
+    let small = upload(900).await.expect("upload");
+    assert_eq!(small.status().as_u16(), 201);
+    let big = upload(2000).await.expect("upload");
+    assert_eq!(big.status().as_u16(), 413);
+    let body: serde_json::Value = big.json().await.expect("json");
+    assert_eq!(body["error"], "Payload Too Large", "{body}");
+    signal(&second.child, "TERM");
+    assert_eq!(wait_exit(&mut second.child, Duration::from_secs(20)), 0);
+}
+
+/// Started under a soft limit of 256 descriptors, the server caps its connections below it
+/// (256 less a reserve of 64): a flood of 400 idle sockets neither starves it of
+/// descriptors (EMFILE) nor keeps `/health` out, and it still shuts down cleanly.
+async fn a_low_descriptor_limit_caps_connections_and_health_still_answers(backend: Backend) {
+    use tokio::io::AsyncWriteExt as _;
+    let db = xcord_store::testing::TestDatabase::new(backend)
+        .await
+        .expect("test database");
+    let dir = tempfile::tempdir().expect("dir");
+    // A shell lowers the limit, then becomes the server.
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(dir.path()).env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd.arg("-c")
+        .arg("ulimit -n 256 && exec \"$0\" serve")
+        .arg(BIN)
+        .env("XCORD_DATABASE_URL", db.url())
+        .env("XCORD_DATABASE_MAX_CONNECTIONS", "4");
+    let mut server = launch(cmd, &[]);
+    let mut flood = Vec::new();
+    for i in 0..400 {
+        let Ok(mut s) = tokio::net::TcpStream::connect(server.addr).await else {
+            break;
+        };
+        if i % 2 == 0 {
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\n").await;
+        }
+        flood.push(s);
+    }
+    let (status, body) =
+        tokio::time::timeout(Duration::from_secs(5), get_json(server.addr, "/health"))
+            .await
+            .expect("/health answered within 5 s");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("OK")),
+        "{body}"
+    );
+    drop(flood);
+    signal(&server.child, "TERM");
+    assert_eq!(wait_exit(&mut server.child, Duration::from_secs(20)), 0);
+    let log: Vec<String> = server.lines.try_iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains("connection cap")),
+        "no word of the cap in the log: {log:#?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("cannot accept")),
+        "the server ran out of descriptors: {log:#?}"
+    );
+}
+
+/// SIGTERM with a client connected, messages posted after the restart, RESUME on the
+/// restarted process: every message of the gap arrives once, in order, numbered on.
+async fn a_gateway_session_survives_sigterm_and_a_restart(backend: Backend) {
+    use serde_json::{Value, json};
+    use xcord_testkit::ws::{GatewayClient, Incoming};
+    let db = xcord_store::testing::TestDatabase::new(backend)
+        .await
+        .expect("test database");
+    let dir = tempfile::tempdir().expect("dir");
+    let env = [
+        ("XCORD_DATABASE_URL", db.url()),
+        ("XCORD_PASSWORD_HASH", "bcrypt:4"),
+        ("XCORD_RATE_LIMITS", "off"),
+    ];
+    let client = reqwest::Client::new();
+    let call = |addr: SocketAddr, path: String, token: Option<String>, body: Value| {
+        let mut req = client
+            .post(format!("http://{addr}/api/v1{path}"))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let res = req.send().await.expect("request");
+            assert!(res.status().is_success(), "{path}: {}", res.status());
+            res.json::<Value>().await.expect("json")
+        }
+    };
+    let mut first = start(dir.path(), &env, &[]);
+    let addr = first.addr;
+    let mut users = Vec::new();
+    for name in ["sig_ann", "sig_bob"] {
+        let r = call(
+            addr,
+            "/auth/register".into(),
+            None,
+            json!({"email": format!("{name}@example.com"), "username": name, "password": "Secret123"}),
+        )
+        .await;
+        users.push((
+            r["userId"].as_str().expect("id").to_owned(),
+            r["accessToken"].as_str().expect("token").to_owned(),
+        ));
+    }
+    let (ann, bob) = (&users[0], &users[1]);
+    let dm = call(
+        addr,
+        "/users/@me/dm-channels".into(),
+        Some(ann.1.clone()),
+        json!({"recipientId": bob.0}),
+    )
+    .await["id"]
+        .as_str()
+        .expect("dm")
+        .to_owned();
+    let (mut bob_ws, _) = GatewayClient::connect(addr, &bob.1).await;
+    let say = |addr: SocketAddr, text: String| {
+        call(
+            addr,
+            format!("/channels/{dm}/messages"),
+            Some(ann.1.clone()),
+            json!({"content": text}),
+        )
+    };
+    say(addr, "before".into()).await;
+    assert_eq!(bob_ws.dispatch("MESSAGE_CREATE").await["content"], "before");
+    let (session, seq) = (bob_ws.session_id.clone().expect("session"), bob_ws.last_seq);
+
+    signal(&first.child, "TERM");
+    let mut code = None;
+    for _ in 0..100 {
+        if let Some(Incoming::Closed(c)) = bob_ws.next_within(Duration::from_secs(10)).await {
+            code = c;
+            break;
+        }
+    }
+    assert_eq!(code, Some(1012), "op 7 then 1012 on SIGTERM");
+    assert_eq!(wait_exit(&mut first.child, Duration::from_secs(20)), 0);
+
+    let second = start(dir.path(), &env, &[]);
+    let mut posted = Vec::new();
+    for n in 0..3 {
+        posted.push(say(second.addr, format!("gap {n}")).await["id"].clone());
+    }
+    let (mut back, _) = GatewayClient::open(second.addr, "/api/ws").await;
+    back.send(json!({"op": 6, "d": {"token": bob.1, "sessionId": session, "seq": seq}}))
+        .await;
+    let mut got = Vec::new();
+    for expected in seq + 1..seq + 100 {
+        let f = back.frame().await;
+        assert_ne!(f["op"], 9, "not resumed after the restart");
+        assert_eq!(f["s"].as_u64(), Some(expected), "numbered on: {f}");
+        if f["t"] == "RESUMED" {
+            break;
+        }
+        if f["t"] == "MESSAGE_CREATE" {
+            got.push(f["d"]["id"].clone());
+        }
+    }
+    assert_eq!(got, posted);
 }
