@@ -4,7 +4,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use xcord_core::Error;
-use xcord_types::ErrorBody;
+use xcord_types::{ErrorBody, RetryAfter};
 
 /// A failed request. Wraps a domain [`Error`]; its `IntoResponse` is the single place that
 /// decides status codes and bodies.
@@ -101,7 +101,10 @@ impl IntoResponse for ApiError {
                 let mut res = error_response(
                     StatusCode::TOO_MANY_REQUESTS,
                     format!("You are being rate limited; retry in {retry_after_secs} s."),
-                    Some(serde_json::json!({ "retryAfter": retry_after_secs })),
+                    serde_json::to_value(RetryAfter {
+                        retry_after: retry_after_secs,
+                    })
+                    .ok(),
                 );
                 let h = res.headers_mut();
                 h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));

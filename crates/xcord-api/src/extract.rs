@@ -42,6 +42,40 @@ where
     }
 }
 
+/// An optional JSON body: an empty (or all-whitespace) body is `T::default()`; anything else
+/// must be JSON like [`Json`]'s, with the same 415, 413, 400 and 422.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OptionalJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = is_json_content_type(req.headers());
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge("The request body is too large.".into())
+            } else {
+                Error::BadRequest("The request body could not be read.".into())
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        if !is_json {
+            return Err(Error::UnsupportedMediaType(
+                "Expected no body, or a JSON body with `Content-Type: application/json`.".into(),
+            )
+            .into());
+        }
+        parse_json(&bytes).map(OptionalJson).map_err(ApiError)
+    }
+}
+
 fn is_json_content_type(headers: &HeaderMap) -> bool {
     let Some(ct) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;

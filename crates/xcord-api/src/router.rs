@@ -204,20 +204,23 @@ fn page_routes() -> Router<AppState> {
         )
 }
 
-/// The OpenAPI document of every route this build serves.
+/// The OpenAPI document of every route this build serves. Each group's layers decide what
+/// its operations can answer besides their own results (see [`crate::openapi`]).
 pub fn openapi() -> utoipa::openapi::OpenApi {
+    use crate::openapi::{authenticated, complete_error_responses, limited_per_address};
     let g = rest_groups();
-    let rest = g
-        .register
-        .merge(g.login)
-        .merge(g.open)
-        .merge(g.authed)
-        .merge(g.uploads)
-        .merge(g.attachments);
-    let (_, rest) = rest.split_for_parts();
+    let doc_of = |group: OpenApiRouter<AppState>| group.split_for_parts().1;
+    let mut per_address = doc_of(g.register.merge(g.login));
+    limited_per_address(&mut per_address);
+    let mut authed = doc_of(g.authed.merge(g.uploads).merge(g.attachments));
+    authenticated(&mut authed);
+    let mut rest = doc_of(g.open);
+    rest.merge(per_address);
+    rest.merge(authed);
     let (_, ops) = operations_routes().split_for_parts();
     let mut doc = ApiDoc::openapi().nest("/api/v1", rest);
     doc.merge(ops);
+    complete_error_responses(&mut doc);
     doc
 }
 

@@ -10,10 +10,19 @@ pub struct ErrorBody {
     pub error: String,
     /// A sentence a person can read.
     pub message: String,
-    /// Per-field validation failures (422) or other structured detail.
+    /// Every failed rule, one entry per field and rule: always on a 422, absent otherwise.
+    /// (A 429 carries `{retryAfter}` here instead; it is documented as its own body.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Vec<FieldError>)]
     pub details: Option<serde_json::Value>,
+}
+
+/// `details` of a 429: how long to wait, the same number as the `Retry-After` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryAfter {
+    /// Seconds until a retry can succeed.
+    pub retry_after: u64,
 }
 
 /// One failed validation rule on one field, listed in a 422's `details`.

@@ -9,6 +9,6 @@ pub mod rest;
 pub mod snowflake;
 pub mod timestamp;
 
-pub use error::{ErrorBody, FieldError};
+pub use error::{ErrorBody, FieldError, RetryAfter};
 pub use snowflake::{Snowflake, SnowflakeGenerator};
 pub use timestamp::Timestamp;

@@ -88,7 +88,7 @@ pub async fn refresh(
 }
 
 /// End this session: its refresh token dies and its access tokens are refused at once.
-#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])), responses(
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses(
     (status = 204, description = "Logged out"), (status = 401, description = "Not signed in", body = ErrorBody)))]
 pub async fn logout(State(s): State<AppState>, auth: Auth) -> ApiResult<StatusCode> {
     s.core.logout(&auth.0).await?;
@@ -96,7 +96,7 @@ pub async fn logout(State(s): State<AppState>, auth: Auth) -> ApiResult<StatusCo
 }
 
 /// The signed-in user.
-#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/auth/me", tag = "auth", responses(
     (status = 200, description = "The user", body = SelfUser), (status = 401, description = "Not signed in", body = ErrorBody)))]
 pub async fn auth_me(State(s): State<AppState>, auth: Auth) -> ApiResult<JsonResponse<SelfUser>> {
     Ok(JsonResponse(s.core.me(auth.caller()).await?))
@@ -114,9 +114,10 @@ pub async fn verify_email(
 }
 
 /// Mail a new verification link.
-#[utoipa::path(post, path = "/auth/resend-verification", tag = "auth", security(("bearer" = [])), responses(
+#[utoipa::path(post, path = "/auth/resend-verification", tag = "auth", responses(
     (status = 200, description = "Sent", body = MessageResponse),
-    (status = 409, description = "Already verified", body = ErrorBody)))]
+    (status = 409, description = "Already verified", body = ErrorBody),
+    (status = 400, description = "No e-mail address (a guest)")))]
 pub async fn resend_verification(
     State(s): State<AppState>,
     auth: Auth,
@@ -155,7 +156,7 @@ pub async fn reset_password(
 }
 
 /// Start enabling TOTP: a secret, its QR code and backup codes.
-#[utoipa::path(post, path = "/auth/enable-2fa", tag = "auth", security(("bearer" = [])), responses(
+#[utoipa::path(post, path = "/auth/enable-2fa", tag = "auth", responses(
     (status = 200, description = "Secret and backup codes", body = EnableMfaResponse),
     (status = 409, description = "Already enabled", body = ErrorBody)))]
 pub async fn enable_2fa(
@@ -166,9 +167,10 @@ pub async fn enable_2fa(
 }
 
 /// Turn TOTP on with a code from the new secret.
-#[utoipa::path(post, path = "/auth/verify-2fa", tag = "auth", security(("bearer" = [])), request_body = CodeRequest, responses(
+#[utoipa::path(post, path = "/auth/verify-2fa", tag = "auth", request_body = CodeRequest, responses(
     (status = 200, description = "Enabled", body = MfaState),
-    (status = 400, description = "Wrong code, or enable-2fa not called", body = ErrorBody)))]
+    (status = 400, description = "Wrong code, or enable-2fa not called", body = ErrorBody),
+    (status = 409, description = "Already enabled")))]
 pub async fn verify_2fa(
     State(s): State<AppState>,
     auth: Auth,
@@ -180,7 +182,7 @@ pub async fn verify_2fa(
 }
 
 /// Turn TOTP off with a TOTP or backup code.
-#[utoipa::path(post, path = "/auth/disable-2fa", tag = "auth", security(("bearer" = [])), request_body = CodeRequest, responses(
+#[utoipa::path(post, path = "/auth/disable-2fa", tag = "auth", request_body = CodeRequest, responses(
     (status = 200, description = "Disabled", body = MfaState),
     (status = 400, description = "Wrong code, or 2FA is off", body = ErrorBody)))]
 pub async fn disable_2fa(
@@ -194,7 +196,7 @@ pub async fn disable_2fa(
 }
 
 /// The caller's live sessions.
-#[utoipa::path(get, path = "/auth/sessions", tag = "auth", security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/auth/sessions", tag = "auth", responses(
     (status = 200, description = "Sessions", body = SessionList)))]
 pub async fn sessions(
     State(s): State<AppState>,
@@ -204,8 +206,8 @@ pub async fn sessions(
 }
 
 /// Revoke one of the caller's sessions.
-#[utoipa::path(delete, path = "/auth/sessions/{id}", tag = "auth", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Session id")), responses(
+#[utoipa::path(delete, path = "/auth/sessions/{id}", tag = "auth",
+    params(("id" = Snowflake, Path, description = "Session id")), responses(
     (status = 204, description = "Revoked"), (status = 404, description = "No such live session of yours", body = ErrorBody)))]
 pub async fn revoke_session(
     State(s): State<AppState>,

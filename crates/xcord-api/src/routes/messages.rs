@@ -9,8 +9,8 @@ use xcord_core::Error;
 use xcord_core::messages::SearchScope;
 use xcord_core::ratelimit::Tier;
 use xcord_types::rest::messages::{
-    Attachment, BulkDeleteRequest, CreateMessageRequest, EditMessageRequest, HistoryQuery, Message,
-    MessageList, ReactionUsersQuery, ReadStateList, SearchParams,
+    Attachment, BulkDeleteRequest, CreateMessageRequest, EditMessageRequest, FileUpload,
+    HistoryQuery, Message, MessageList, ReactionUsersQuery, ReadStateList, SearchParams,
 };
 use xcord_types::rest::users::UserList;
 use xcord_types::{ErrorBody, Snowflake};
@@ -23,7 +23,7 @@ use crate::extract::{Json, Path, Query};
 type ApiResult<T> = Result<T, ApiError>;
 
 /// History, newest first; at most one of `before`, `after`, `around`.
-#[utoipa::path(get, path = "/channels/{id}/messages", tag = "messages", security(("bearer" = [])), params(("id" = String, Path), HistoryQuery),
+#[utoipa::path(get, path = "/channels/{id}/messages", tag = "messages", params(("id" = Snowflake, Path), HistoryQuery),
     responses((status = 200, description = "Messages", body = MessageList), (status = 403, description = "No READ_MESSAGE_HISTORY", body = ErrorBody),
         (status = 404, description = "No such channel, or hidden", body = ErrorBody)))]
 pub async fn history(
@@ -36,7 +36,7 @@ pub async fn history(
 }
 
 /// Post a message (SEND_MESSAGES; slowmode; `nonce` makes retries safe).
-#[utoipa::path(post, path = "/channels/{id}/messages", tag = "messages", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(post, path = "/channels/{id}/messages", tag = "messages", params(("id" = Snowflake, Path)),
     request_body = CreateMessageRequest, responses(
     (status = 201, description = "Posted", body = Message), (status = 200, description = "The earlier message with this nonce", body = Message),
     (status = 403, description = "Not permitted", body = ErrorBody), (status = 422, description = "Invalid fields", body = ErrorBody),
@@ -61,9 +61,10 @@ pub async fn post(
 }
 
 /// One message.
-#[utoipa::path(get, path = "/channels/{id}/messages/{messageId}", tag = "messages", security(("bearer" = [])),
-    params(("id" = String, Path), ("messageId" = String, Path)), responses(
-    (status = 200, description = "Message", body = Message), (status = 404, description = "Unknown or deleted", body = ErrorBody)))]
+#[utoipa::path(get, path = "/channels/{id}/messages/{messageId}", tag = "messages",
+    params(("id" = Snowflake, Path), ("messageId" = Snowflake, Path)), responses(
+    (status = 200, description = "Message", body = Message), (status = 404, description = "Unknown or deleted", body = ErrorBody),
+    (status = 403, description = "No READ_MESSAGE_HISTORY")))]
 pub async fn get_message(
     State(s): State<AppState>,
     auth: Auth,
@@ -75,10 +76,13 @@ pub async fn get_message(
 }
 
 /// Edit one's own message.
-#[utoipa::path(patch, path = "/channels/{id}/messages/{messageId}", tag = "messages", security(("bearer" = [])),
-    params(("id" = String, Path), ("messageId" = String, Path)), request_body = EditMessageRequest, responses(
+#[utoipa::path(patch, path = "/channels/{id}/messages/{messageId}", tag = "messages",
+    params(("id" = Snowflake, Path), ("messageId" = Snowflake, Path),
+        ("If-Match" = Option<u64>, Header, description = "The `version` the edit is based on; a stale one is refused with 409")),
+    request_body = EditMessageRequest, responses(
     (status = 200, description = "Edited", body = Message), (status = 403, description = "Not the author", body = ErrorBody),
-    (status = 409, description = "Stale If-Match", body = ErrorBody)))]
+    (status = 409, description = "Stale If-Match", body = ErrorBody),
+    (status = 429, description = "Rate limited (message edits)")))]
 pub async fn edit(
     State(s): State<AppState>,
     auth: Auth,
@@ -98,8 +102,8 @@ pub async fn edit(
 }
 
 /// Delete a message (the author, or MANAGE_MESSAGES).
-#[utoipa::path(delete, path = "/channels/{id}/messages/{messageId}", tag = "messages", security(("bearer" = [])),
-    params(("id" = String, Path), ("messageId" = String, Path)), responses(
+#[utoipa::path(delete, path = "/channels/{id}/messages/{messageId}", tag = "messages",
+    params(("id" = Snowflake, Path), ("messageId" = Snowflake, Path)), responses(
     (status = 204, description = "Deleted"), (status = 403, description = "Not permitted", body = ErrorBody)))]
 pub async fn delete(
     State(s): State<AppState>,
@@ -111,7 +115,7 @@ pub async fn delete(
 }
 
 /// Delete 2–100 messages (MANAGE_MESSAGES).
-#[utoipa::path(post, path = "/channels/{id}/messages/bulk-delete", tag = "messages", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(post, path = "/channels/{id}/messages/bulk-delete", tag = "messages", params(("id" = Snowflake, Path)),
     request_body = BulkDeleteRequest, responses((status = 204, description = "Deleted"), (status = 403, description = "Not permitted", body = ErrorBody)))]
 pub async fn bulk_delete(
     State(s): State<AppState>,
@@ -124,9 +128,10 @@ pub async fn bulk_delete(
 }
 
 /// React (a new emoji needs ADD_REACTIONS). `POST` does the same.
-#[utoipa::path(put, path = "/channels/{id}/messages/{messageId}/reactions/{emoji}", tag = "messages", security(("bearer" = [])),
-    params(("id" = String, Path), ("messageId" = String, Path), ("emoji" = String, Path, description = "URL-encoded emoji or name:id")),
-    responses((status = 204, description = "Reacted"), (status = 403, description = "Not permitted", body = ErrorBody)))]
+#[utoipa::path(put, path = "/channels/{id}/messages/{messageId}/reactions/{emoji}", tag = "messages",
+    params(("id" = Snowflake, Path), ("messageId" = Snowflake, Path), ("emoji" = String, Path, description = "URL-encoded emoji or name:id")),
+    responses((status = 204, description = "Reacted"), (status = 403, description = "Not permitted", body = ErrorBody),
+    (status = 422, description = "The emoji is neither an emoji nor `name:id` of at most 64 characters")))]
 pub async fn put_reaction(
     State(s): State<AppState>,
     auth: Auth,
@@ -137,9 +142,11 @@ pub async fn put_reaction(
 }
 
 /// React (as seed 000 writes it).
-#[utoipa::path(post, path = "/channels/{id}/messages/{messageId}/reactions/{emoji}", tag = "messages", security(("bearer" = [])),
-    params(("id" = String, Path), ("messageId" = String, Path), ("emoji" = String, Path)),
-    responses((status = 204, description = "Reacted")))]
+#[utoipa::path(post, path = "/channels/{id}/messages/{messageId}/reactions/{emoji}", tag = "messages",
+    params(("id" = Snowflake, Path), ("messageId" = Snowflake, Path), ("emoji" = String, Path)),
+    responses((status = 204, description = "Reacted"),
+    (status = 403, description = "Not permitted, or blocked in a DM"),
+    (status = 422, description = "The emoji is neither an emoji nor `name:id` of at most 64 characters")))]
 pub async fn post_reaction(
     s: State<AppState>,
     auth: Auth,
@@ -149,8 +156,10 @@ pub async fn post_reaction(
 }
 
 /// Remove one's own reaction.
-#[utoipa::path(delete, path = "/channels/{id}/messages/{messageId}/reactions/{emoji}", tag = "messages", security(("bearer" = [])),
-    params(("id" = String, Path), ("messageId" = String, Path), ("emoji" = String, Path)), responses((status = 204, description = "Removed")))]
+#[utoipa::path(delete, path = "/channels/{id}/messages/{messageId}/reactions/{emoji}", tag = "messages",
+    params(("id" = Snowflake, Path), ("messageId" = Snowflake, Path), ("emoji" = String, Path)), responses((status = 204, description = "Removed"),
+    (status = 403, description = "No READ_MESSAGE_HISTORY"),
+    (status = 422, description = "The emoji is neither an emoji nor `name:id` of at most 64 characters")))]
 pub async fn delete_reaction(
     State(s): State<AppState>,
     auth: Auth,
@@ -163,9 +172,11 @@ pub async fn delete_reaction(
 }
 
 /// Who reacted with an emoji.
-#[utoipa::path(get, path = "/channels/{id}/messages/{messageId}/reactions/{emoji}", tag = "messages", security(("bearer" = [])),
-    params(("id" = String, Path), ("messageId" = String, Path), ("emoji" = String, Path), ReactionUsersQuery),
-    responses((status = 200, description = "Users", body = UserList)))]
+#[utoipa::path(get, path = "/channels/{id}/messages/{messageId}/reactions/{emoji}", tag = "messages",
+    params(("id" = Snowflake, Path), ("messageId" = Snowflake, Path), ("emoji" = String, Path), ReactionUsersQuery),
+    responses((status = 200, description = "Users", body = UserList),
+    (status = 403, description = "No READ_MESSAGE_HISTORY"),
+    (status = 422, description = "The emoji is neither an emoji nor `name:id` of at most 64 characters")))]
 pub async fn reaction_users(
     State(s): State<AppState>,
     auth: Auth,
@@ -180,8 +191,9 @@ pub async fn reaction_users(
 }
 
 /// Pinned messages, newest pin first.
-#[utoipa::path(get, path = "/channels/{id}/pins", tag = "messages", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, description = "Pinned messages", body = MessageList)))]
+#[utoipa::path(get, path = "/channels/{id}/pins", tag = "messages", params(("id" = Snowflake, Path)),
+    responses((status = 200, description = "Pinned messages", body = MessageList),
+    (status = 403, description = "No READ_MESSAGE_HISTORY")))]
 pub async fn pins(
     State(s): State<AppState>,
     auth: Auth,
@@ -191,8 +203,8 @@ pub async fn pins(
 }
 
 /// Pin (MANAGE_MESSAGES; any member in DMs).
-#[utoipa::path(put, path = "/channels/{id}/pins/{messageId}", tag = "messages", security(("bearer" = [])),
-    params(("id" = String, Path), ("messageId" = String, Path)), responses((status = 204, description = "Pinned"),
+#[utoipa::path(put, path = "/channels/{id}/pins/{messageId}", tag = "messages",
+    params(("id" = Snowflake, Path), ("messageId" = Snowflake, Path)), responses((status = 204, description = "Pinned"),
     (status = 403, description = "Not permitted", body = ErrorBody)))]
 pub async fn pin(
     State(s): State<AppState>,
@@ -204,8 +216,9 @@ pub async fn pin(
 }
 
 /// Unpin.
-#[utoipa::path(delete, path = "/channels/{id}/pins/{messageId}", tag = "messages", security(("bearer" = [])),
-    params(("id" = String, Path), ("messageId" = String, Path)), responses((status = 204, description = "Unpinned")))]
+#[utoipa::path(delete, path = "/channels/{id}/pins/{messageId}", tag = "messages",
+    params(("id" = Snowflake, Path), ("messageId" = Snowflake, Path)), responses((status = 204, description = "Unpinned"),
+    (status = 403, description = "Not permitted")))]
 pub async fn unpin(
     State(s): State<AppState>,
     auth: Auth,
@@ -216,8 +229,9 @@ pub async fn unpin(
 }
 
 /// Show that the caller is typing (TYPING_START for 10 s).
-#[utoipa::path(post, path = "/channels/{id}/typing", tag = "messages", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 204, description = "Announced")))]
+#[utoipa::path(post, path = "/channels/{id}/typing", tag = "messages", params(("id" = Snowflake, Path)),
+    responses((status = 204, description = "Announced"),
+    (status = 403, description = "No SEND_MESSAGES")))]
 pub async fn typing(
     State(s): State<AppState>,
     auth: Auth,
@@ -228,9 +242,10 @@ pub async fn typing(
 }
 
 /// Upload a file for a later message (multipart field `file`; ATTACH_FILES).
-#[utoipa::path(post, path = "/channels/{id}/attachments", tag = "messages", security(("bearer" = [])), params(("id" = String, Path)),
-    request_body(content_type = "multipart/form-data", description = "A file part named `file`"), responses(
-    (status = 201, description = "Stored", body = Attachment), (status = 413, description = "Too large", body = ErrorBody)))]
+#[utoipa::path(post, path = "/channels/{id}/attachments", tag = "messages", params(("id" = Snowflake, Path)),
+    request_body(content = FileUpload, content_type = "multipart/form-data", description = "The file as a part named `file`"), responses(
+    (status = 201, description = "Stored", body = Attachment), (status = 413, description = "Too large", body = ErrorBody),
+    (status = 403, description = "No SEND_MESSAGES or ATTACH_FILES")))]
 pub async fn upload(
     State(s): State<AppState>,
     auth: Auth,
@@ -254,8 +269,9 @@ pub async fn upload(
 }
 
 /// Mark a channel read up to a message (MESSAGE_ACK; read receipts in DMs).
-#[utoipa::path(post, path = "/channels/{id}/messages/{messageId}/ack", tag = "messages", security(("bearer" = [])),
-    params(("id" = String, Path), ("messageId" = String, Path)), responses((status = 204, description = "Recorded")))]
+#[utoipa::path(post, path = "/channels/{id}/messages/{messageId}/ack", tag = "messages",
+    params(("id" = Snowflake, Path), ("messageId" = Snowflake, Path)), responses((status = 204, description = "Recorded"),
+    (status = 403, description = "No READ_MESSAGE_HISTORY")))]
 pub async fn ack(
     State(s): State<AppState>,
     auth: Auth,
@@ -266,7 +282,7 @@ pub async fn ack(
 }
 
 /// The caller's read states with unread and mention counts.
-#[utoipa::path(get, path = "/users/@me/read-states", tag = "messages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/users/@me/read-states", tag = "messages",
     responses((status = 200, description = "Read states", body = ReadStateList)))]
 pub async fn read_states(
     State(s): State<AppState>,
@@ -276,8 +292,9 @@ pub async fn read_states(
 }
 
 /// Search one channel.
-#[utoipa::path(get, path = "/channels/{id}/messages/search", tag = "messages", security(("bearer" = [])), params(("id" = String, Path), SearchParams),
-    responses((status = 200, description = "Matches, newest first", body = MessageList)))]
+#[utoipa::path(get, path = "/channels/{id}/messages/search", tag = "messages", params(("id" = Snowflake, Path), SearchParams),
+    responses((status = 200, description = "Matches, newest first", body = MessageList),
+    (status = 403, description = "No READ_MESSAGE_HISTORY")))]
 pub async fn search_channel(
     State(s): State<AppState>,
     auth: Auth,
@@ -292,7 +309,7 @@ pub async fn search_channel(
 }
 
 /// Search every channel of a server the caller can read.
-#[utoipa::path(get, path = "/servers/{id}/messages/search", tag = "messages", security(("bearer" = [])), params(("id" = String, Path), SearchParams),
+#[utoipa::path(get, path = "/servers/{id}/messages/search", tag = "messages", params(("id" = Snowflake, Path), SearchParams),
     responses((status = 200, description = "Matches, newest first", body = MessageList)))]
 pub async fn search_server(
     State(s): State<AppState>,

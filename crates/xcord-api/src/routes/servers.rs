@@ -17,7 +17,7 @@ use xcord_types::{ErrorBody, Snowflake};
 use crate::AppState;
 use crate::auth::{Auth, IfMatch, UserRef};
 use crate::error::ApiError;
-use crate::extract::{Json, Path, Query};
+use crate::extract::{Json, OptionalJson, Path, Query};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -26,7 +26,7 @@ fn created<T: serde::Serialize>(v: T) -> Response {
 }
 
 /// The caller's servers.
-#[utoipa::path(get, path = "/servers", tag = "servers", security(("bearer" = [])), responses((status = 200, description = "Servers", body = ServerList)))]
+#[utoipa::path(get, path = "/servers", tag = "servers", responses((status = 200, description = "Servers", body = ServerList)))]
 pub async fn list_servers(
     State(s): State<AppState>,
     auth: Auth,
@@ -35,7 +35,7 @@ pub async fn list_servers(
 }
 
 /// Create a server with `@everyone`, `general` and `General`.
-#[utoipa::path(post, path = "/servers", tag = "servers", security(("bearer" = [])), request_body = CreateServerRequest, responses(
+#[utoipa::path(post, path = "/servers", tag = "servers", request_body = CreateServerRequest, responses(
     (status = 201, description = "Created", body = Server), (status = 422, description = "Invalid name or icon", body = ErrorBody)))]
 pub async fn create_server(
     State(s): State<AppState>,
@@ -46,7 +46,7 @@ pub async fn create_server(
 }
 
 /// A server with the channels the caller can see and its roles.
-#[utoipa::path(get, path = "/servers/{id}", tag = "servers", security(("bearer" = [])), params(("id" = String, Path)), responses(
+#[utoipa::path(get, path = "/servers/{id}", tag = "servers", params(("id" = Snowflake, Path)), responses(
     (status = 200, description = "Server", body = Server), (status = 404, description = "No such server, or not a member", body = ErrorBody)))]
 pub async fn get_server(
     State(s): State<AppState>,
@@ -57,7 +57,8 @@ pub async fn get_server(
 }
 
 /// Change a server (MANAGE_SERVER; `ownerId` by the owner). `If-Match: <version>` guards against lost updates.
-#[utoipa::path(patch, path = "/servers/{id}", tag = "servers", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(patch, path = "/servers/{id}", tag = "servers",
+    params(("id" = Snowflake, Path), ("If-Match" = Option<u64>, Header, description = "The `version` the change is based on; a stale one is refused with 409")),
     request_body = UpdateServerRequest, responses(
     (status = 200, description = "Updated", body = Server), (status = 403, description = "Not permitted", body = ErrorBody),
     (status = 409, description = "Stale If-Match or vanity URL taken", body = ErrorBody)))]
@@ -74,7 +75,7 @@ pub async fn patch_server(
 }
 
 /// Delete a server (owner only).
-#[utoipa::path(delete, path = "/servers/{id}", tag = "servers", security(("bearer" = [])), params(("id" = String, Path)), responses(
+#[utoipa::path(delete, path = "/servers/{id}", tag = "servers", params(("id" = Snowflake, Path)), responses(
     (status = 204, description = "Deleted"), (status = 403, description = "Not the owner", body = ErrorBody)))]
 pub async fn delete_server(
     State(s): State<AppState>,
@@ -86,7 +87,7 @@ pub async fn delete_server(
 }
 
 /// Member count, online count, channel count and messages per day (30 days).
-#[utoipa::path(get, path = "/servers/{id}/stats", tag = "servers", security(("bearer" = [])), params(("id" = String, Path)), responses(
+#[utoipa::path(get, path = "/servers/{id}/stats", tag = "servers", params(("id" = Snowflake, Path)), responses(
     (status = 200, description = "Statistics", body = ServerStats)))]
 pub async fn server_stats(
     State(s): State<AppState>,
@@ -97,7 +98,7 @@ pub async fn server_stats(
 }
 
 /// Channels of a server the caller can see.
-#[utoipa::path(get, path = "/servers/{id}/channels", tag = "channels", security(("bearer" = [])), params(("id" = String, Path)), responses(
+#[utoipa::path(get, path = "/servers/{id}/channels", tag = "channels", params(("id" = Snowflake, Path)), responses(
     (status = 200, description = "Channels", body = ChannelList)))]
 pub async fn list_channels(
     State(s): State<AppState>,
@@ -110,7 +111,7 @@ pub async fn list_channels(
 }
 
 /// Create a text, voice or category channel (MANAGE_CHANNELS).
-#[utoipa::path(post, path = "/servers/{id}/channels", tag = "channels", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(post, path = "/servers/{id}/channels", tag = "channels", params(("id" = Snowflake, Path)),
     request_body = CreateChannelRequest, responses(
     (status = 201, description = "Created", body = Channel), (status = 403, description = "Not permitted", body = ErrorBody),
     (status = 422, description = "Invalid fields", body = ErrorBody)))]
@@ -126,7 +127,7 @@ pub async fn create_channel(
 }
 
 /// A channel (server channels the caller can see; private channels they are in).
-#[utoipa::path(get, path = "/channels/{id}", tag = "channels", security(("bearer" = [])), params(("id" = String, Path)), responses(
+#[utoipa::path(get, path = "/channels/{id}", tag = "channels", params(("id" = Snowflake, Path)), responses(
     (status = 200, description = "Channel", body = Channel), (status = 404, description = "No such channel, or hidden", body = ErrorBody)))]
 pub async fn get_channel(
     State(s): State<AppState>,
@@ -137,7 +138,8 @@ pub async fn get_channel(
 }
 
 /// Change a channel (MANAGE_CHANNELS in it). `If-Match: <version>` guards against lost updates.
-#[utoipa::path(patch, path = "/channels/{id}", tag = "channels", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(patch, path = "/channels/{id}", tag = "channels",
+    params(("id" = Snowflake, Path), ("If-Match" = Option<u64>, Header, description = "The `version` the change is based on; a stale one is refused with 409")),
     request_body = UpdateChannelRequest, responses(
     (status = 200, description = "Updated", body = Channel), (status = 403, description = "Not permitted", body = ErrorBody),
     (status = 409, description = "Stale If-Match", body = ErrorBody)))]
@@ -154,7 +156,7 @@ pub async fn patch_channel(
 }
 
 /// Delete a channel (MANAGE_CHANNELS in it).
-#[utoipa::path(delete, path = "/channels/{id}", tag = "channels", security(("bearer" = [])), params(("id" = String, Path)), responses(
+#[utoipa::path(delete, path = "/channels/{id}", tag = "channels", params(("id" = Snowflake, Path)), responses(
     (status = 204, description = "Deleted"), (status = 403, description = "Not permitted", body = ErrorBody)))]
 pub async fn delete_channel(
     State(s): State<AppState>,
@@ -166,8 +168,8 @@ pub async fn delete_channel(
 }
 
 /// Set a channel's overwrite for a role or member (MANAGE_ROLES in the channel).
-#[utoipa::path(put, path = "/channels/{id}/permissions/{targetId}", tag = "channels", security(("bearer" = [])),
-    params(("id" = String, Path), ("targetId" = String, Path, description = "Role id (server id for @everyone) or user id")),
+#[utoipa::path(put, path = "/channels/{id}/permissions/{targetId}", tag = "channels",
+    params(("id" = Snowflake, Path), ("targetId" = Snowflake, Path, description = "Role id (server id for @everyone) or user id")),
     request_body = PutOverwriteRequest, responses(
     (status = 204, description = "Set"), (status = 403, description = "Not permitted", body = ErrorBody),
     (status = 404, description = "No such channel, role or member", body = ErrorBody)))]
@@ -182,9 +184,10 @@ pub async fn put_overwrite(
 }
 
 /// Remove a channel's overwrite.
-#[utoipa::path(delete, path = "/channels/{id}/permissions/{targetId}", tag = "channels", security(("bearer" = [])),
-    params(("id" = String, Path), ("targetId" = String, Path)), responses(
-    (status = 204, description = "Removed"), (status = 404, description = "No such overwrite", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/channels/{id}/permissions/{targetId}", tag = "channels",
+    params(("id" = Snowflake, Path), ("targetId" = Snowflake, Path)), responses(
+    (status = 204, description = "Removed"), (status = 404, description = "No such overwrite", body = ErrorBody),
+    (status = 403, description = "Not permitted")))]
 pub async fn delete_overwrite(
     State(s): State<AppState>,
     auth: Auth,
@@ -195,7 +198,7 @@ pub async fn delete_overwrite(
 }
 
 /// Roles of a server, lowest first.
-#[utoipa::path(get, path = "/servers/{id}/roles", tag = "roles", security(("bearer" = [])), params(("id" = String, Path)), responses(
+#[utoipa::path(get, path = "/servers/{id}/roles", tag = "roles", params(("id" = Snowflake, Path)), responses(
     (status = 200, description = "Roles", body = RoleList)))]
 pub async fn list_roles(
     State(s): State<AppState>,
@@ -206,7 +209,7 @@ pub async fn list_roles(
 }
 
 /// Create a role (MANAGE_ROLES; only permissions the caller has).
-#[utoipa::path(post, path = "/servers/{id}/roles", tag = "roles", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(post, path = "/servers/{id}/roles", tag = "roles", params(("id" = Snowflake, Path)),
     request_body = RoleRequest, responses(
     (status = 201, description = "Created", body = Role), (status = 403, description = "Not permitted", body = ErrorBody)))]
 pub async fn create_role(
@@ -219,8 +222,8 @@ pub async fn create_role(
 }
 
 /// Change a role below the caller's highest role. `If-Match: <version>` guards against lost updates.
-#[utoipa::path(patch, path = "/servers/{id}/roles/{roleId}", tag = "roles", security(("bearer" = [])),
-    params(("id" = String, Path), ("roleId" = String, Path)), request_body = RoleRequest, responses(
+#[utoipa::path(patch, path = "/servers/{id}/roles/{roleId}", tag = "roles",
+    params(("id" = Snowflake, Path), ("roleId" = Snowflake, Path), ("If-Match" = Option<u64>, Header, description = "The `version` the change is based on; a stale one is refused with 409")), request_body = RoleRequest, responses(
     (status = 200, description = "Updated", body = Role), (status = 403, description = "Not permitted", body = ErrorBody),
     (status = 409, description = "Stale If-Match", body = ErrorBody)))]
 pub async fn patch_role(
@@ -236,9 +239,10 @@ pub async fn patch_role(
 }
 
 /// Delete a role below the caller's highest role.
-#[utoipa::path(delete, path = "/servers/{id}/roles/{roleId}", tag = "roles", security(("bearer" = [])),
-    params(("id" = String, Path), ("roleId" = String, Path)), responses(
-    (status = 204, description = "Deleted"), (status = 403, description = "Not permitted", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/servers/{id}/roles/{roleId}", tag = "roles",
+    params(("id" = Snowflake, Path), ("roleId" = Snowflake, Path)), responses(
+    (status = 204, description = "Deleted"), (status = 403, description = "Not permitted", body = ErrorBody),
+    (status = 400, description = "`@everyone` cannot be deleted")))]
 pub async fn delete_role(
     State(s): State<AppState>,
     auth: Auth,
@@ -249,7 +253,7 @@ pub async fn delete_role(
 }
 
 /// Members by user id, paged with `after`.
-#[utoipa::path(get, path = "/servers/{id}/members", tag = "members", security(("bearer" = [])), params(("id" = String, Path), MemberQuery),
+#[utoipa::path(get, path = "/servers/{id}/members", tag = "members", params(("id" = Snowflake, Path), MemberQuery),
     responses((status = 200, description = "Members", body = MemberList)))]
 pub async fn list_members(
     State(s): State<AppState>,
@@ -263,8 +267,8 @@ pub async fn list_members(
 }
 
 /// One member (`@me` for the caller).
-#[utoipa::path(get, path = "/servers/{id}/members/{userId}", tag = "members", security(("bearer" = [])),
-    params(("id" = String, Path), ("userId" = String, Path)), responses(
+#[utoipa::path(get, path = "/servers/{id}/members/{userId}", tag = "members",
+    params(("id" = Snowflake, Path), ("userId" = String, Path, description = "User id or `@me`")), responses(
     (status = 200, description = "Member", body = Member), (status = 404, description = "Not a member", body = ErrorBody)))]
 pub async fn get_member(
     State(s): State<AppState>,
@@ -279,8 +283,8 @@ pub async fn get_member(
 }
 
 /// Change a member's nickname or roles.
-#[utoipa::path(patch, path = "/servers/{id}/members/{userId}", tag = "members", security(("bearer" = [])),
-    params(("id" = String, Path), ("userId" = String, Path)), request_body = UpdateMemberRequest, responses(
+#[utoipa::path(patch, path = "/servers/{id}/members/{userId}", tag = "members",
+    params(("id" = Snowflake, Path), ("userId" = String, Path, description = "User id or `@me`")), request_body = UpdateMemberRequest, responses(
     (status = 200, description = "Updated", body = Member), (status = 403, description = "Not permitted or outranked", body = ErrorBody)))]
 pub async fn patch_member(
     State(s): State<AppState>,
@@ -296,9 +300,10 @@ pub async fn patch_member(
 }
 
 /// `@me`: leave the server (the owner must transfer it first). Another user: kick them.
-#[utoipa::path(delete, path = "/servers/{id}/members/{userId}", tag = "members", security(("bearer" = [])),
-    params(("id" = String, Path), ("userId" = String, Path, description = "`@me` to leave")), responses(
-    (status = 204, description = "Left / kicked"), (status = 400, description = "The owner cannot leave", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/servers/{id}/members/{userId}", tag = "members",
+    params(("id" = Snowflake, Path), ("userId" = String, Path, description = "`@me` to leave")), responses(
+    (status = 204, description = "Left / kicked"), (status = 400, description = "The owner cannot leave", body = ErrorBody),
+    (status = 403, description = "Not permitted or outranked")))]
 pub async fn delete_member(
     State(s): State<AppState>,
     auth: Auth,
@@ -315,8 +320,8 @@ pub async fn delete_member(
 }
 
 /// Give a member a role.
-#[utoipa::path(put, path = "/servers/{id}/members/{userId}/roles/{roleId}", tag = "members", security(("bearer" = [])),
-    params(("id" = String, Path), ("userId" = String, Path), ("roleId" = String, Path)), responses(
+#[utoipa::path(put, path = "/servers/{id}/members/{userId}/roles/{roleId}", tag = "members",
+    params(("id" = Snowflake, Path), ("userId" = String, Path, description = "User id or `@me`"), ("roleId" = Snowflake, Path)), responses(
     (status = 204, description = "Given"), (status = 403, description = "Not permitted or outranked", body = ErrorBody)))]
 pub async fn put_member_role(
     State(s): State<AppState>,
@@ -330,8 +335,8 @@ pub async fn put_member_role(
 }
 
 /// Take a role from a member.
-#[utoipa::path(delete, path = "/servers/{id}/members/{userId}/roles/{roleId}", tag = "members", security(("bearer" = [])),
-    params(("id" = String, Path), ("userId" = String, Path), ("roleId" = String, Path)), responses(
+#[utoipa::path(delete, path = "/servers/{id}/members/{userId}/roles/{roleId}", tag = "members",
+    params(("id" = Snowflake, Path), ("userId" = String, Path, description = "User id or `@me`"), ("roleId" = Snowflake, Path)), responses(
     (status = 204, description = "Taken"), (status = 403, description = "Not permitted or outranked", body = ErrorBody)))]
 pub async fn delete_member_role(
     State(s): State<AppState>,
@@ -345,28 +350,25 @@ pub async fn delete_member_role(
 }
 
 /// Kick a member (KICK_MEMBERS, hierarchy).
-#[utoipa::path(post, path = "/servers/{id}/members/{userId}/kick", tag = "moderation", security(("bearer" = [])),
-    params(("id" = String, Path), ("userId" = String, Path)), request_body(content = Option<ReasonRequest>), responses(
-    (status = 204, description = "Kicked"), (status = 403, description = "Not permitted or outranked", body = ErrorBody)))]
+#[utoipa::path(post, path = "/servers/{id}/members/{userId}/kick", tag = "moderation",
+    params(("id" = Snowflake, Path), ("userId" = Snowflake, Path)), request_body(content = Option<ReasonRequest>), responses(
+    (status = 204, description = "Kicked"), (status = 403, description = "Not permitted or outranked", body = ErrorBody),
+    (status = 400, description = "You cannot kick yourself or the owner")))]
 pub async fn kick(
     State(s): State<AppState>,
     auth: Auth,
     Path((id, user)): Path<(Snowflake, Snowflake)>,
-    body: axum::body::Bytes,
+    OptionalJson(req): OptionalJson<ReasonRequest>,
 ) -> ApiResult<StatusCode> {
-    let req: ReasonRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ReasonRequest::default()
-    } else {
-        crate::extract::parse_json(&body)?
-    };
     s.core.kick(auth.caller(), id, user, req.reason).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Ban a user, optionally deleting their messages of the last 0–7 days (BAN_MEMBERS, hierarchy).
-#[utoipa::path(post, path = "/servers/{id}/bans", tag = "moderation", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(post, path = "/servers/{id}/bans", tag = "moderation", params(("id" = Snowflake, Path)),
     request_body = BanRequest, responses(
-    (status = 204, description = "Banned"), (status = 403, description = "Not permitted or outranked", body = ErrorBody)))]
+    (status = 204, description = "Banned"), (status = 403, description = "Not permitted or outranked", body = ErrorBody),
+    (status = 400, description = "You cannot ban yourself")))]
 pub async fn ban(
     State(s): State<AppState>,
     auth: Auth,
@@ -378,8 +380,9 @@ pub async fn ban(
 }
 
 /// Bans of a server (BAN_MEMBERS).
-#[utoipa::path(get, path = "/servers/{id}/bans", tag = "moderation", security(("bearer" = [])), params(("id" = String, Path)), responses(
-    (status = 200, description = "Bans", body = BanList)))]
+#[utoipa::path(get, path = "/servers/{id}/bans", tag = "moderation", params(("id" = Snowflake, Path)), responses(
+    (status = 200, description = "Bans", body = BanList),
+    (status = 403, description = "Not permitted")))]
 pub async fn list_bans(
     State(s): State<AppState>,
     auth: Auth,
@@ -389,9 +392,10 @@ pub async fn list_bans(
 }
 
 /// Lift a ban (BAN_MEMBERS).
-#[utoipa::path(delete, path = "/servers/{id}/bans/{userId}", tag = "moderation", security(("bearer" = [])),
-    params(("id" = String, Path), ("userId" = String, Path)), responses(
-    (status = 204, description = "Lifted"), (status = 404, description = "No such ban", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/servers/{id}/bans/{userId}", tag = "moderation",
+    params(("id" = Snowflake, Path), ("userId" = Snowflake, Path)), responses(
+    (status = 204, description = "Lifted"), (status = 404, description = "No such ban", body = ErrorBody),
+    (status = 403, description = "Not permitted")))]
 pub async fn unban(
     State(s): State<AppState>,
     auth: Auth,
@@ -402,26 +406,22 @@ pub async fn unban(
 }
 
 /// Create an invite (CREATE_INVITE).
-#[utoipa::path(post, path = "/servers/{id}/invites", tag = "invites", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(post, path = "/servers/{id}/invites", tag = "invites", params(("id" = Snowflake, Path)),
     request_body(content = Option<CreateInviteRequest>), responses(
     (status = 201, description = "Created", body = Invite), (status = 403, description = "Not permitted", body = ErrorBody)))]
 pub async fn create_invite(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<Snowflake>,
-    body: axum::body::Bytes,
+    OptionalJson(req): OptionalJson<CreateInviteRequest>,
 ) -> ApiResult<Response> {
-    let req: CreateInviteRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateInviteRequest::default()
-    } else {
-        crate::extract::parse_json(&body)?
-    };
     Ok(created(s.core.create_invite(auth.caller(), id, req).await?))
 }
 
 /// Invites of a server (MANAGE_SERVER).
-#[utoipa::path(get, path = "/servers/{id}/invites", tag = "invites", security(("bearer" = [])), params(("id" = String, Path)), responses(
-    (status = 200, description = "Invites", body = InviteList)))]
+#[utoipa::path(get, path = "/servers/{id}/invites", tag = "invites", params(("id" = Snowflake, Path)), responses(
+    (status = 200, description = "Invites", body = InviteList),
+    (status = 403, description = "Not permitted")))]
 pub async fn list_invites(
     State(s): State<AppState>,
     auth: Auth,
@@ -441,7 +441,7 @@ pub async fn preview_invite(
 }
 
 /// Join through an invite (or vanity code); banned users are refused.
-#[utoipa::path(post, path = "/invites/{code}", tag = "invites", security(("bearer" = [])), params(("code" = String, Path)), responses(
+#[utoipa::path(post, path = "/invites/{code}", tag = "invites", params(("code" = String, Path)), responses(
     (status = 200, description = "Joined; the server", body = Server), (status = 403, description = "Banned", body = ErrorBody),
     (status = 404, description = "Unknown, expired or used up", body = ErrorBody)))]
 pub async fn accept_invite(
@@ -455,8 +455,9 @@ pub async fn accept_invite(
 }
 
 /// Delete an invite (its creator or MANAGE_SERVER).
-#[utoipa::path(delete, path = "/invites/{code}", tag = "invites", security(("bearer" = [])), params(("code" = String, Path)), responses(
-    (status = 204, description = "Deleted"), (status = 404, description = "Unknown", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/invites/{code}", tag = "invites", params(("code" = String, Path)), responses(
+    (status = 204, description = "Deleted"), (status = 404, description = "Unknown", body = ErrorBody),
+    (status = 403, description = "Neither its creator nor MANAGE_SERVER")))]
 pub async fn delete_invite(
     State(s): State<AppState>,
     auth: Auth,
@@ -467,7 +468,7 @@ pub async fn delete_invite(
 }
 
 /// The audit log, newest first (VIEW_AUDIT_LOG).
-#[utoipa::path(get, path = "/servers/{id}/audit-log", tag = "moderation", security(("bearer" = [])), params(("id" = String, Path), AuditQuery),
+#[utoipa::path(get, path = "/servers/{id}/audit-log", tag = "moderation", params(("id" = Snowflake, Path), AuditQuery),
     responses((status = 200, description = "Entries", body = AuditLog), (status = 403, description = "Not permitted", body = ErrorBody)))]
 pub async fn audit_log(
     State(s): State<AppState>,

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use xcord_core::Error;
 use xcord_core::media::MAX_PROFILE_IMAGE_BYTES;
 use xcord_types::rest::channels::{Channel, ChannelList, CreateDmRequest};
+use xcord_types::rest::messages::FileUpload;
 use xcord_types::rest::users::{
     AvatarResponse, BannerResponse, OnlineCount, OnlineList, Presence, PublicKey, PublicKeyRequest,
     PublicUser, RelationshipAction, RelationshipList, RelationshipRequest, SelfUser, Settings,
@@ -19,19 +20,19 @@ use xcord_types::{ErrorBody, Snowflake};
 use crate::AppState;
 use crate::auth::{Auth, UserRef};
 use crate::error::ApiError;
-use crate::extract::{Json, Path, Query};
+use crate::extract::{Json, OptionalJson, Path, Query};
 
 type ApiResult<T> = Result<T, ApiError>;
 
 /// The signed-in user.
-#[utoipa::path(get, path = "/users/@me", tag = "users", security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/users/@me", tag = "users", responses(
     (status = 200, description = "The user, with e-mail", body = SelfUser)))]
 pub async fn get_me(State(s): State<AppState>, auth: Auth) -> ApiResult<JsonResponse<SelfUser>> {
     Ok(JsonResponse(s.core.me(auth.caller()).await?))
 }
 
 /// Change the profile; e-mail and password need `currentPassword` (a guest sets both to upgrade).
-#[utoipa::path(patch, path = "/users/@me", tag = "users", security(("bearer" = [])), request_body = UpdateSelfRequest, responses(
+#[utoipa::path(patch, path = "/users/@me", tag = "users", request_body = UpdateSelfRequest, responses(
     (status = 200, description = "Updated", body = SelfUser),
     (status = 403, description = "Wrong current password", body = ErrorBody),
     (status = 409, description = "Username or e-mail taken", body = ErrorBody),
@@ -45,7 +46,7 @@ pub async fn patch_me(
 }
 
 /// A user's public profile (never an e-mail).
-#[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/users/{id}", tag = "users",
     params(("id" = String, Path, description = "User id or `@me`")), responses(
     (status = 200, description = "Profile", body = PublicUser), (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn get_user(
@@ -59,9 +60,10 @@ pub async fn get_user(
 }
 
 /// Change a profile: only one's own.
-#[utoipa::path(patch, path = "/users/{id}", tag = "users", security(("bearer" = [])), request_body = UpdateSelfRequest,
+#[utoipa::path(patch, path = "/users/{id}", tag = "users", request_body = UpdateSelfRequest,
     params(("id" = String, Path, description = "Must be the caller's id or `@me`")), responses(
-    (status = 200, description = "Updated", body = SelfUser), (status = 403, description = "Not yourself", body = ErrorBody)))]
+    (status = 200, description = "Updated", body = SelfUser), (status = 403, description = "Not yourself", body = ErrorBody),
+    (status = 409, description = "Username or e-mail taken")))]
 pub async fn patch_user(
     State(s): State<AppState>,
     auth: Auth,
@@ -75,7 +77,7 @@ pub async fn patch_user(
 }
 
 /// The caller's settings.
-#[utoipa::path(get, path = "/users/@me/settings", tag = "users", security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/users/@me/settings", tag = "users", responses(
     (status = 200, description = "Settings", body = Settings)))]
 pub async fn get_settings(
     State(s): State<AppState>,
@@ -85,7 +87,7 @@ pub async fn get_settings(
 }
 
 /// Change some settings.
-#[utoipa::path(patch, path = "/users/@me/settings", tag = "users", security(("bearer" = [])), request_body = SettingsPatch, responses(
+#[utoipa::path(patch, path = "/users/@me/settings", tag = "users", request_body = SettingsPatch, responses(
     (status = 200, description = "Settings after the change", body = Settings),
     (status = 422, description = "Invalid value", body = ErrorBody)))]
 pub async fn patch_settings(
@@ -99,7 +101,7 @@ pub async fn patch_settings(
 }
 
 /// Find users by username prefix.
-#[utoipa::path(get, path = "/users/search", tag = "users", security(("bearer" = [])), params(UserSearchQuery), responses(
+#[utoipa::path(get, path = "/users/search", tag = "users", params(UserSearchQuery), responses(
     (status = 200, description = "Matches", body = UserList), (status = 422, description = "Bad `q` or `limit`", body = ErrorBody)))]
 pub async fn search(
     State(s): State<AppState>,
@@ -114,7 +116,7 @@ pub async fn search(
 }
 
 /// Set presence status and custom status.
-#[utoipa::path(put, path = "/users/@me/status", tag = "users", security(("bearer" = [])), request_body = StatusRequest, responses(
+#[utoipa::path(put, path = "/users/@me/status", tag = "users", request_body = StatusRequest, responses(
     (status = 200, description = "The caller's status", body = Presence), (status = 422, description = "Invalid status", body = ErrorBody)))]
 pub async fn put_status(
     State(s): State<AppState>,
@@ -125,7 +127,7 @@ pub async fn put_status(
 }
 
 /// How many users are online.
-#[utoipa::path(get, path = "/users/online/count", tag = "users", security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/users/online/count", tag = "users", responses(
     (status = 200, description = "Count", body = OnlineCount)))]
 pub async fn online_count(
     State(s): State<AppState>,
@@ -135,7 +137,7 @@ pub async fn online_count(
 }
 
 /// Online users the caller shares a server, DM or friendship with.
-#[utoipa::path(get, path = "/users/online/list", tag = "users", security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/users/online/list", tag = "users", responses(
     (status = 200, description = "Users", body = OnlineList)))]
 pub async fn online_list(
     State(s): State<AppState>,
@@ -145,7 +147,7 @@ pub async fn online_list(
 }
 
 /// A user's presence, for users the caller shares something with.
-#[utoipa::path(get, path = "/users/{id}/presence", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/users/{id}/presence", tag = "users",
     params(("id" = String, Path, description = "User id or `@me`")), responses(
     (status = 200, description = "Presence", body = Presence),
     (status = 403, description = "Nothing shared with this user", body = ErrorBody),
@@ -163,7 +165,7 @@ pub async fn presence(
 }
 
 /// The caller's friends, requests and blocks.
-#[utoipa::path(get, path = "/users/@me/relationships", tag = "users", security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/users/@me/relationships", tag = "users", responses(
     (status = 200, description = "Relationships", body = RelationshipList)))]
 pub async fn relationships(
     State(s): State<AppState>,
@@ -173,9 +175,9 @@ pub async fn relationships(
 }
 
 /// Send or accept a friend request (`{}` or `{type: "friend"}`), or block (`{type: "block"}`).
-#[utoipa::path(put, path = "/users/@me/relationships/{userId}", tag = "users", security(("bearer" = [])),
+#[utoipa::path(put, path = "/users/@me/relationships/{userId}", tag = "users",
     request_body(content = Option<RelationshipRequest>, description = "Optional; defaults to a friend request"),
-    params(("userId" = String, Path, description = "The other user")), responses(
+    params(("userId" = Snowflake, Path, description = "The other user")), responses(
     (status = 204, description = "Done"),
     (status = 403, description = "Blocked", body = ErrorBody),
     (status = 404, description = "No such user", body = ErrorBody)))]
@@ -183,14 +185,9 @@ pub async fn put_relationship(
     State(s): State<AppState>,
     auth: Auth,
     Path(other): Path<Snowflake>,
-    body: axum::body::Bytes,
-) -> ApiResult<StatusCode> {
     // The body is optional: an empty PUT is a friend request.
-    let req: RelationshipRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RelationshipRequest::default()
-    } else {
-        crate::extract::parse_json(&body)?
-    };
+    OptionalJson(req): OptionalJson<RelationshipRequest>,
+) -> ApiResult<StatusCode> {
     s.core
         .put_relationship(
             auth.caller(),
@@ -202,8 +199,8 @@ pub async fn put_relationship(
 }
 
 /// Remove a friend, cancel or decline a request, or unblock.
-#[utoipa::path(delete, path = "/users/@me/relationships/{userId}", tag = "users", security(("bearer" = [])),
-    params(("userId" = String, Path, description = "The other user")), responses(
+#[utoipa::path(delete, path = "/users/@me/relationships/{userId}", tag = "users",
+    params(("userId" = Snowflake, Path, description = "The other user")), responses(
     (status = 204, description = "Removed"), (status = 404, description = "No relationship", body = ErrorBody)))]
 pub async fn delete_relationship(
     State(s): State<AppState>,
@@ -215,7 +212,7 @@ pub async fn delete_relationship(
 }
 
 /// Publish the caller's E2E public key.
-#[utoipa::path(put, path = "/users/@me/keys", tag = "users", security(("bearer" = [])), request_body = PublicKeyRequest, responses(
+#[utoipa::path(put, path = "/users/@me/keys", tag = "users", request_body = PublicKeyRequest, responses(
     (status = 200, description = "Stored", body = PublicKey), (status = 422, description = "Empty or too long", body = ErrorBody)))]
 pub async fn put_keys(
     State(s): State<AppState>,
@@ -230,7 +227,7 @@ pub async fn put_keys(
 }
 
 /// The caller's E2E public key.
-#[utoipa::path(get, path = "/users/@me/keys", tag = "users", security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/users/@me/keys", tag = "users", responses(
     (status = 200, description = "Key (null when none)", body = PublicKey)))]
 pub async fn get_my_keys(
     State(s): State<AppState>,
@@ -242,7 +239,7 @@ pub async fn get_my_keys(
 }
 
 /// A user's E2E public key.
-#[utoipa::path(get, path = "/users/{id}/keys", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/users/{id}/keys", tag = "users",
     params(("id" = String, Path, description = "User id or `@me`")), responses(
     (status = 200, description = "Key (null when none)", body = PublicKey), (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn get_keys(
@@ -278,8 +275,8 @@ async fn read_image(multipart: Result<Multipart, MultipartRejection>) -> Result<
 }
 
 /// Upload an avatar (PNG, JPEG, GIF or WebP, ≤ 5 MB, multipart field `avatar`).
-#[utoipa::path(post, path = "/users/@me/avatar", tag = "users", security(("bearer" = [])),
-    request_body(content_type = "multipart/form-data", description = "A file part named `avatar`"), responses(
+#[utoipa::path(post, path = "/users/@me/avatar", tag = "users",
+    request_body(content = FileUpload, content_type = "multipart/form-data", description = "The image as a file part (named `avatar`, `file` or `image`)"), responses(
     (status = 200, description = "Stored", body = AvatarResponse),
     (status = 413, description = "Over 5 MB", body = ErrorBody),
     (status = 415, description = "Not an accepted image type", body = ErrorBody),
@@ -298,8 +295,8 @@ pub async fn post_avatar(
 }
 
 /// Upload a banner (same rules as avatars, multipart field `banner`).
-#[utoipa::path(post, path = "/users/@me/banner", tag = "users", security(("bearer" = [])),
-    request_body(content_type = "multipart/form-data", description = "A file part named `banner`"), responses(
+#[utoipa::path(post, path = "/users/@me/banner", tag = "users",
+    request_body(content = FileUpload, content_type = "multipart/form-data", description = "The image as a file part (named `banner`, `file` or `image`)"), responses(
     (status = 200, description = "Stored", body = BannerResponse),
     (status = 413, description = "Over 5 MB", body = ErrorBody),
     (status = 415, description = "Not an accepted image type", body = ErrorBody),
@@ -315,7 +312,7 @@ pub async fn post_banner(
 }
 
 /// The caller's DM and group DM channels.
-#[utoipa::path(get, path = "/users/{id}/dm-channels", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/users/{id}/dm-channels", tag = "users",
     params(("id" = String, Path, description = "The caller's id or `@me`")), responses(
     (status = 200, description = "Channels", body = ChannelList), (status = 403, description = "Not yourself", body = ErrorBody)))]
 pub async fn list_dms(
@@ -331,7 +328,7 @@ pub async fn list_dms(
 }
 
 /// Open (or get) a DM with `recipientId`, or create a group DM with `recipients`.
-#[utoipa::path(post, path = "/users/{id}/dm-channels", tag = "users", security(("bearer" = [])), request_body = CreateDmRequest,
+#[utoipa::path(post, path = "/users/{id}/dm-channels", tag = "users", request_body = CreateDmRequest,
     params(("id" = String, Path, description = "The caller's id or `@me`")), responses(
     (status = 201, description = "Created", body = Channel),
     (status = 200, description = "The existing 1:1 DM", body = Channel),

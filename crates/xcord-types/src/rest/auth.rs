@@ -11,10 +11,13 @@ use crate::{Snowflake, Timestamp};
 #[serde(rename_all = "camelCase")]
 pub struct RegisterRequest {
     /// E-mail address.
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// 3–32 of `[A-Za-z0-9_.-]`, unique regardless of case.
+    #[schema(min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_.-]+$")]
     pub username: String,
     /// 8–128 characters with an upper-case letter, a lower-case letter and a digit.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
     /// `YYYY-MM-DD` (or an RFC 3339 time); under 13 is refused.
     pub date_of_birth: Option<String>,
@@ -102,6 +105,7 @@ pub struct MfaLoginRequest {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct GuestRequest {
     /// Same rules as a registered username.
+    #[schema(min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_.-]+$")]
     pub username: String,
 }
 
@@ -144,6 +148,7 @@ pub struct ResetPasswordRequest {
     /// The token from the e-mail.
     pub token: String,
     /// The new password (same policy as registration).
+    #[schema(min_length = 8, max_length = 128)]
     pub new_password: String,
 }
 
@@ -199,10 +204,13 @@ pub struct Session {
     /// Session id.
     pub id: Snowflake,
     /// Device description from the user agent, e.g. `Firefox on Linux`.
+    #[schema(required = true)]
     pub device: Option<String>,
     /// The User-Agent at login.
+    #[schema(required = true)]
     pub user_agent: Option<String>,
     /// The address at login.
+    #[schema(required = true)]
     pub ip: Option<String>,
     /// Login time.
     pub created_at: Timestamp,

@@ -19,6 +19,7 @@ pub struct Channel {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_id: Option<Snowflake>,
     /// Name (`null` for a 1:1 DM).
+    #[schema(required = true)]
     pub name: Option<String>,
     /// Topic (server text channels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,6 +52,7 @@ pub struct Channel {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recipients: Option<Vec<UserSummary>>,
     /// Newest message.
+    #[schema(required = true)]
     pub last_message_id: Option<Snowflake>,
     /// Optimistic-concurrency version.
     pub version: i64,
@@ -68,6 +70,7 @@ pub struct CreateDmRequest {
     /// The other members of a group DM.
     pub recipients: Option<Vec<Snowflake>>,
     /// Group DM name, ≤ 100 characters.
+    #[schema(max_length = 100)]
     pub name: Option<String>,
 }
 
@@ -101,23 +104,30 @@ pub const MAX_POSITION: i64 = 100_000;
 #[serde(rename_all = "camelCase")]
 pub struct CreateChannelRequest {
     /// 1–100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// `text` (default), `voice` or `category`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^(text|voice|category)$")]
     pub kind: Option<String>,
     /// A category of the same server.
     pub parent_id: Option<Snowflake>,
     /// ≤ 1024 characters (text).
+    #[schema(max_length = 1024)]
     pub topic: Option<String>,
     /// Age-restricted.
     pub nsfw: Option<bool>,
     /// Voice: 0–99 (0: no limit).
+    #[schema(minimum = 0, maximum = 99)]
     pub user_limit: Option<i64>,
     /// Voice: 8–384 kbps (default 64).
+    #[schema(minimum = 8, maximum = 384)]
     pub bitrate: Option<i64>,
     /// Position (default: after the last).
+    #[schema(minimum = 0, maximum = 100_000)]
     pub position: Option<i64>,
     /// Slowmode seconds, 0–21600.
+    #[schema(minimum = 0, maximum = 21_600)]
     pub rate_limit_per_user: Option<i64>,
     /// Overwrites the channel starts with, so a private channel is private from its
     /// first moment (needs MANAGE_ROLES; at most 100).
@@ -129,14 +139,16 @@ pub struct CreateChannelRequest {
 #[serde(rename_all = "camelCase")]
 pub struct UpdateChannelRequest {
     /// Name.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// Topic, or `null`.
     #[serde(default, deserialize_with = "super::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 1024)]
     pub topic: Option<Option<String>>,
     /// Age-restricted.
     pub nsfw: Option<bool>,
     /// Position.
+    #[schema(minimum = 0, maximum = 100_000)]
     pub position: Option<i64>,
     /// Category, or `null` for none.
     #[serde(default, deserialize_with = "super::double_option")]
@@ -144,11 +156,13 @@ pub struct UpdateChannelRequest {
     pub parent_id: Option<Option<Snowflake>>,
     /// Voice limit, or `null`.
     #[serde(default, deserialize_with = "super::double_option")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 99)]
     pub user_limit: Option<Option<i64>>,
     /// Voice bitrate.
+    #[schema(minimum = 8, maximum = 384)]
     pub bitrate: Option<i64>,
     /// Slowmode seconds.
+    #[schema(minimum = 0, maximum = 21_600)]
     pub rate_limit_per_user: Option<i64>,
 }
 
@@ -158,6 +172,7 @@ pub struct UpdateChannelRequest {
 pub struct PutOverwriteRequest {
     /// `role` or `user` (`member` accepted; `type` accepted for `targetType`).
     #[serde(alias = "type")]
+    #[schema(pattern = "^(role|user|member)$")]
     pub target_type: String,
     /// Granted bits.
     #[serde(default)]

@@ -15,6 +15,7 @@ pub struct MessageAuthor {
     /// Username.
     pub username: String,
     /// Avatar URL.
+    #[schema(required = true)]
     pub avatar: Option<String>,
 }
 
@@ -88,6 +89,7 @@ pub struct Message {
     /// Whether it was edited.
     pub edited: bool,
     /// Last edit.
+    #[schema(required = true)]
     pub edited_at: Option<Timestamp>,
     /// Files.
     pub attachments: Vec<Attachment>,
@@ -99,6 +101,7 @@ pub struct Message {
     /// Mentions.
     pub mentions: Mentions,
     /// The message replied to.
+    #[schema(required = true)]
     pub reply_to: Option<Snowflake>,
     /// Pinned.
     pub pinned: bool,
@@ -130,10 +133,12 @@ pub struct CreateMessageRequest {
     /// 1–2000 characters (may be empty with attachments; ciphertext up to 8192).
     pub content: Option<String>,
     /// Idempotency key: the same nonce from the same author here returns the first message.
+    #[schema(min_length = 1, max_length = 64)]
     pub nonce: Option<String>,
     /// A live message of the same channel.
     pub reply_to: Option<Snowflake>,
     /// Uploads from `POST /channels/{id}/attachments` (at most 10).
+    #[schema(max_items = 10)]
     pub attachment_ids: Option<Vec<Snowflake>>,
     /// End-to-end encrypted (DM channels only).
     pub encrypted: Option<bool>,
@@ -145,6 +150,7 @@ pub struct CreateMessageRequest {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct EditMessageRequest {
     /// New text, 1–2000 characters.
+    #[schema(min_length = 1, max_length = 2000)]
     pub content: String,
 }
 
@@ -153,6 +159,7 @@ pub struct EditMessageRequest {
 #[serde(rename_all = "camelCase")]
 pub struct BulkDeleteRequest {
     /// 2–100 message ids.
+    #[schema(min_items = 2, max_items = 100)]
     pub message_ids: Vec<Snowflake>,
 }
 
@@ -161,6 +168,7 @@ pub struct BulkDeleteRequest {
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// 1–100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// Older than this id.
     pub before: Option<Snowflake>,
@@ -175,6 +183,7 @@ pub struct HistoryQuery {
 #[into_params(parameter_in = Query)]
 pub struct ReactionUsersQuery {
     /// 1–100, default 25.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// Users with a higher id than this.
     pub after: Option<Snowflake>,
@@ -186,6 +195,7 @@ pub struct ReactionUsersQuery {
 #[serde(rename_all = "camelCase")]
 pub struct SearchParams {
     /// Words that must all appear.
+    #[param(required = true, min_length = 1, max_length = 200)]
     pub q: Option<String>,
     /// Only this author.
     pub author_id: Option<Snowflake>,
@@ -196,6 +206,7 @@ pub struct SearchParams {
     /// Newer than this message id.
     pub after: Option<Snowflake>,
     /// 1–100, default 25.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 
@@ -219,4 +230,14 @@ pub struct ReadState {
 pub struct ReadStateList {
     /// Per channel.
     pub read_states: Vec<ReadState>,
+}
+
+/// A multipart upload (`POST /channels/{id}/attachments`, `/users/@me/avatar`, `/banner`):
+/// the first part that carries a file name, or is named `file` (or, for profile images,
+/// `avatar`, `banner` or `image`), is the file.
+#[derive(Debug, Clone, ToSchema)]
+pub struct FileUpload {
+    /// The file's bytes.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
 }

@@ -17,14 +17,18 @@ pub struct Server {
     /// Name.
     pub name: String,
     /// Icon.
+    #[schema(required = true)]
     pub icon: Option<String>,
     /// Banner.
+    #[schema(required = true)]
     pub banner: Option<String>,
     /// Description.
+    #[schema(required = true)]
     pub description: Option<String>,
     /// Owner.
     pub owner_id: Snowflake,
     /// Vanity invite code.
+    #[schema(required = true)]
     pub vanity_url: Option<String>,
     /// Members.
     pub member_count: i64,
@@ -44,6 +48,7 @@ pub struct Server {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct CreateServerRequest {
     /// 2–100 characters.
+    #[schema(min_length = 2, max_length = 100)]
     pub name: String,
     /// Icon as base64 or a data URL (≤ 5 MB decoded).
     pub icon: Option<String>,
@@ -113,8 +118,10 @@ pub struct Role {
 #[serde(rename_all = "camelCase")]
 pub struct RoleRequest {
     /// 1–100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// `#rrggbb`.
+    #[schema(pattern = "^#[0-9A-Fa-f]{6}$")]
     pub color: Option<String>,
     /// Permission bits.
     pub permissions: Option<u64>,
@@ -123,6 +130,7 @@ pub struct RoleRequest {
     /// Shown apart.
     pub hoisted: Option<bool>,
     /// Position (≥ 1, below the caller's highest role).
+    #[schema(minimum = 1, maximum = 100_000)]
     pub position: Option<i64>,
 }
 
@@ -141,6 +149,7 @@ pub struct MemberUser {
     /// Username.
     pub username: String,
     /// Avatar URL.
+    #[schema(required = true)]
     pub avatar: Option<String>,
 }
 
@@ -151,6 +160,7 @@ pub struct Member {
     /// Who.
     pub user: MemberUser,
     /// Server nickname.
+    #[schema(required = true)]
     pub nickname: Option<String>,
     /// Role ids (not `@everyone`), highest first.
     pub roles: Vec<Snowflake>,
@@ -170,6 +180,7 @@ pub struct MemberList {
 #[into_params(parameter_in = Query)]
 pub struct MemberQuery {
     /// 1–1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Members with a user id above this one.
     pub after: Option<Snowflake>,
@@ -190,6 +201,7 @@ pub struct UpdateMemberRequest {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct ReasonRequest {
     /// Recorded in the audit log, ≤ 512 characters.
+    #[schema(max_length = 512)]
     pub reason: Option<String>,
 }
 
@@ -200,8 +212,10 @@ pub struct BanRequest {
     /// Who.
     pub user_id: Snowflake,
     /// Why (≤ 512 characters).
+    #[schema(max_length = 512)]
     pub reason: Option<String>,
     /// Delete their messages of this many days, 0–7.
+    #[schema(minimum = 0, maximum = 7)]
     pub delete_message_days: Option<i64>,
 }
 
@@ -212,6 +226,7 @@ pub struct Ban {
     /// The banned user.
     pub user: MemberUser,
     /// Why.
+    #[schema(required = true)]
     pub reason: Option<String>,
     /// When.
     pub created_at: Timestamp,
@@ -229,8 +244,10 @@ pub struct BanList {
 #[serde(rename_all = "camelCase")]
 pub struct CreateInviteRequest {
     /// Seconds it lasts, 0 (never expires) to 604800; default 86400.
+    #[schema(minimum = 0, maximum = 604_800)]
     pub max_age_seconds: Option<i64>,
     /// Uses allowed, 0 (unlimited) to 100; default 0.
+    #[schema(minimum = 0, maximum = 100)]
     pub max_uses: Option<i64>,
     /// A channel of the server to land in (default: the first text channel).
     pub channel_id: Option<Snowflake>,
@@ -245,8 +262,10 @@ pub struct InviteServer {
     /// Name.
     pub name: String,
     /// Icon.
+    #[schema(required = true)]
     pub icon: Option<String>,
     /// Description.
+    #[schema(required = true)]
     pub description: Option<String>,
     /// Members.
     pub member_count: i64,
@@ -261,8 +280,10 @@ pub struct Invite {
     /// Server.
     pub server_id: Snowflake,
     /// Channel.
+    #[schema(required = true)]
     pub channel_id: Option<Snowflake>,
     /// Creator.
+    #[schema(required = true)]
     pub inviter_id: Option<Snowflake>,
     /// 0: never expires.
     pub max_age_seconds: i64,
@@ -271,6 +292,7 @@ pub struct Invite {
     /// Times used.
     pub uses: i64,
     /// When it stops working.
+    #[schema(required = true)]
     pub expires_at: Option<Timestamp>,
     /// Creation time.
     pub created_at: Timestamp,
@@ -296,6 +318,7 @@ pub struct AuditEntry {
     /// Who acted.
     pub actor_id: Snowflake,
     /// What was acted on.
+    #[schema(required = true)]
     pub target_id: Option<Snowflake>,
     /// Why.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -321,6 +344,7 @@ pub struct AuditLog {
 #[serde(rename_all = "camelCase")]
 pub struct AuditQuery {
     /// 1–100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// Entries older than this id.
     pub before: Option<Snowflake>,

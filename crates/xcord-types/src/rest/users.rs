@@ -17,18 +17,24 @@ pub struct SelfUser {
     /// Four digits.
     pub discriminator: String,
     /// Name shown instead of the username.
+    #[schema(required = true)]
     pub display_name: Option<String>,
     /// E-mail (`null` for guests).
+    #[schema(required = true)]
     pub email: Option<String>,
     /// Whether the e-mail was confirmed.
     pub email_verified: bool,
     /// Avatar URL (`/cdn/…`).
+    #[schema(required = true)]
     pub avatar: Option<String>,
     /// Banner URL (`/cdn/…`).
+    #[schema(required = true)]
     pub banner: Option<String>,
     /// Profile text.
+    #[schema(required = true)]
     pub bio: Option<String>,
     /// Status text.
+    #[schema(required = true)]
     pub custom_status: Option<String>,
     /// Chosen presence: online, idle, dnd or invisible.
     pub status: String,
@@ -51,14 +57,19 @@ pub struct PublicUser {
     /// Four digits.
     pub discriminator: String,
     /// Name shown instead of the username.
+    #[schema(required = true)]
     pub display_name: Option<String>,
     /// Avatar URL.
+    #[schema(required = true)]
     pub avatar: Option<String>,
     /// Banner URL.
+    #[schema(required = true)]
     pub banner: Option<String>,
     /// Profile text.
+    #[schema(required = true)]
     pub bio: Option<String>,
     /// Status text.
+    #[schema(required = true)]
     pub custom_status: Option<String>,
     /// Guest account.
     pub is_guest: bool,
@@ -77,6 +88,7 @@ pub struct UserSummary {
     /// Four digits.
     pub discriminator: String,
     /// Avatar URL.
+    #[schema(required = true)]
     pub avatar: Option<String>,
     /// Name shown instead of the username.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,22 +100,24 @@ pub struct UserSummary {
 #[serde(rename_all = "camelCase")]
 pub struct UpdateSelfRequest {
     /// New username.
+    #[schema(min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_.-]+$")]
     pub username: Option<String>,
     /// New display name (1–32), or `null` to clear.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 32)]
     pub display_name: Option<Option<String>>,
     /// ≤ 190 characters, or `null` to clear.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 190)]
     pub bio: Option<Option<String>>,
     /// ≤ 128 characters, or `null` to clear.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 128)]
     pub custom_status: Option<Option<String>>,
     /// New e-mail (needs `currentPassword`, or upgrades a guest together with `newPassword`).
     pub email: Option<String>,
     /// New password (needs `currentPassword`, except for a guest's first password).
+    #[schema(min_length = 8, max_length = 128)]
     pub new_password: Option<String>,
     /// The current password, for e-mail and password changes.
     pub current_password: Option<String>,
@@ -216,6 +230,7 @@ pub struct SettingsPatch {
     /// Theme.
     pub theme: Option<Theme>,
     /// Language tag.
+    #[schema(min_length = 2, max_length = 16, pattern = "^[A-Za-z0-9-]+$")]
     pub language: Option<String>,
     /// Notifications.
     pub notifications: Option<NotificationPatch>,
@@ -228,8 +243,10 @@ pub struct SettingsPatch {
 #[into_params(parameter_in = Query)]
 pub struct UserSearchQuery {
     /// Username prefix, 1–32 characters.
+    #[param(min_length = 1, max_length = 32)]
     pub q: Option<String>,
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 
@@ -289,7 +306,7 @@ pub struct StatusRequest {
     pub status: Status,
     /// ≤ 128 characters; `null` clears; absent leaves it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 128)]
     pub custom_status: Option<Option<String>>,
 }
 
@@ -302,6 +319,7 @@ pub struct Presence {
     /// online, idle, dnd or offline (invisible shows as offline).
     pub status: Status,
     /// Status text.
+    #[schema(required = true)]
     pub custom_status: Option<String>,
 }
 
@@ -332,6 +350,7 @@ pub struct OnlineUser {
     /// online, idle or dnd.
     pub status: Status,
     /// Status text.
+    #[schema(required = true)]
     pub custom_status: Option<String>,
 }
 
@@ -394,6 +413,7 @@ pub struct RelationshipRequest {
 #[serde(rename_all = "camelCase")]
 pub struct PublicKeyRequest {
     /// The public key (PEM, JWK or base64), ≤ 8192 characters; stored as given.
+    #[schema(min_length = 1, max_length = 8192)]
     pub public_key: String,
 }
 
@@ -404,6 +424,7 @@ pub struct PublicKey {
     /// Whose.
     pub user_id: Snowflake,
     /// The key, or `null` when none is published.
+    #[schema(required = true)]
     pub public_key: Option<String>,
 }
 

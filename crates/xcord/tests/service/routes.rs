@@ -1,4 +1,5 @@
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{Value, json};
 use xcord_testkit::{Backend, on_both_backends, spawn_app};
 
 on_both_backends!(
@@ -9,6 +10,8 @@ on_both_backends!(
     metrics_count_requests_by_route_and_status,
     responses_carry_request_ids_and_security_headers,
     every_route_is_in_the_openapi_document,
+    the_documented_security_is_what_the_server_enforces,
+    optional_bodies_are_empty_or_json,
 );
 
 async fn every_route_is_in_the_openapi_document(backend: Backend) {
@@ -295,4 +298,81 @@ async fn responses_carry_request_ids_and_security_headers(backend: Backend) {
     assert_eq!(res.header("x-frame-options"), Some("DENY"));
     assert!(res.header("content-security-policy").is_some());
     assert!(matches!(res.body, Value::Object(_)));
+}
+
+/// Every operation the document marks as authenticated answers 401 without a token, and
+/// none of the others does: the document's `security` is the server's, not an annotation's.
+async fn the_documented_security_is_what_the_server_enforces(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let doc = app.get("/api/v1/openapi.json").await.body;
+    let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+    let mut wrong = Vec::new();
+    for (template, item) in &paths {
+        // Placeholder ids: the token is checked before anything in the path.
+        let path = template
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "1" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        for (method, op) in item.as_object().into_iter().flatten() {
+            let Ok(m) = Method::from_bytes(method.to_uppercase().as_bytes()) else {
+                continue;
+            };
+            let secured = op["security"].is_array();
+            let res = app.request(m, &path, None, None).await;
+            if secured != (res.status == 401) {
+                wrong.push(format!(
+                    "{method} {template}: documented secured={secured}, answered {}",
+                    res.status
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Routes whose JSON body is optional (kick, invite creation, friend requests) take no body
+/// or a JSON one; anything else is 415, as on every other JSON route.
+async fn optional_bodies_are_empty_or_json(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let owner = app.register("optbody_owner").await;
+    let srv = app
+        .post_as(
+            &owner.token,
+            "/servers",
+            &json!({"name": "optional bodies"}),
+        )
+        .await;
+    let id = srv.body["id"].as_str().unwrap_or_default().to_owned();
+    let url = app.url(&format!("/api/v1/servers/{id}/invites"));
+    let send = |body: &'static str, ct: Option<&'static str>| {
+        let mut req = app
+            .client
+            .post(url.clone())
+            .bearer_auth(&owner.token)
+            .body(body);
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        async move { req.send().await.map(|r| r.status().as_u16()).ok() }
+    };
+    assert_eq!(send("", None).await, Some(201));
+    assert_eq!(send("  \n", Some("text/plain")).await, Some(201));
+    assert_eq!(
+        send("{\"maxUses\": 5}", Some("application/json")).await,
+        Some(201)
+    );
+    assert_eq!(
+        send("{\"maxUses\": 5}", Some("text/plain")).await,
+        Some(415)
+    );
+    assert_eq!(send("{\"maxUses\": 5}", None).await, Some(415));
+    assert_eq!(
+        send("{\"maxUses\":", Some("application/json")).await,
+        Some(400)
+    );
+    assert_eq!(
+        send("{\"maxUses\": \"x\"}", Some("application/json")).await,
+        Some(422)
+    );
 }
