@@ -513,21 +513,34 @@ impl Connection {
         let Ok((missed, (rseq, rd), generation)) = resumed else {
             return self.invalid_session().await;
         };
+        let mut frames = missed;
+        frames.push((rseq, rd));
+        self.resumed(handle, generation, rx, &frames, &caller).await
+    }
+
+    /// The session is this connection's now: the replayed frames and RESUMED go out (in
+    /// batches, each under the send timeout, as live frames do), then live events follow.
+    async fn resumed(
+        &mut self,
+        handle: Arc<SessionHandle>,
+        generation: u64,
+        rx: mpsc::Receiver<Sequenced>,
+        frames: &[Sequenced],
+        caller: &xcord_core::Caller,
+    ) -> Result<(), End> {
         self.generation = generation;
         self.session = Some(handle);
         self.vouch();
         self.rx = Some(rx);
-        // In batches, each under the send timeout, as live frames are.
-        let resumed = [(rseq, rd)];
-        for chunk in missed.chunks(MAX_BATCH).chain([&resumed[..]]) {
-            let frames = chunk
+        for chunk in frames.chunks(MAX_BATCH) {
+            let batch = chunk
                 .iter()
                 .map(|(seq, d)| Message::Text(d.frame(*seq).into()))
                 .collect();
-            self.write_frames(frames).await?;
+            self.write_frames(batch).await?;
         }
         metrics::counter!("gateway_resumes_total").increment(1);
-        log_refusal(core.gateway_connected(&caller, None).await);
+        log_refusal(self.gw.core.gateway_connected(caller, None).await);
         Ok(())
     }
 
@@ -620,20 +633,8 @@ impl Connection {
             }
             return self.invalid_session().await;
         };
-        self.generation = handle.generation();
-        self.session = Some(handle);
-        self.vouch();
-        self.rx = Some(rx);
-        for chunk in frames.chunks(MAX_BATCH) {
-            let batch = chunk
-                .iter()
-                .map(|(seq, d)| Message::Text(d.frame(*seq).into()))
-                .collect();
-            self.write_frames(batch).await?;
-        }
-        metrics::counter!("gateway_resumes_total").increment(1);
-        log_refusal(core.gateway_connected(&caller, None).await);
-        Ok(())
+        let generation = handle.generation();
+        self.resumed(handle, generation, rx, &frames, &caller).await
     }
 
     async fn close(&mut self, code: u16, reason: &'static str) {

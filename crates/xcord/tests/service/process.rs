@@ -138,6 +138,26 @@ fn wait_exit(child: &mut Child, within: Duration) -> i32 {
     }
 }
 
+/// `POST /api/v1{path}` with a JSON body (and a bearer token): the status and the JSON
+/// answer (null when there is none).
+async fn post_json(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut req = client
+        .post(format!("http://{addr}/api/v1{path}"))
+        .json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or_default())
+}
+
 async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     let res = reqwest::get(format!("http://{addr}{path}"))
         .await
@@ -366,26 +386,11 @@ async fn settings_from_the_environment_take_effect(backend: Backend) {
         ("XCORD_RATE_LIMITS", "off"),
     ];
     let client = reqwest::Client::new();
-    let post = |addr: SocketAddr, path: &str, token: Option<&str>, body: serde_json::Value| {
-        let mut req = client
-            .post(format!("http://{addr}/api/v1{path}"))
-            .json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        async move {
-            let res = req.send().await.expect("request");
-            let status = res.status().as_u16();
-            (
-                status,
-                res.json::<serde_json::Value>().await.unwrap_or_default(),
-            )
-        }
-    };
     let register = |addr: SocketAddr, name: &'static str| {
-        let post = &post;
+        let client = &client;
         async move {
-            let (status, body) = post(
+            let (status, body) = post_json(
+                client,
                 addr,
                 "/auth/register",
                 None,
@@ -400,7 +405,8 @@ async fn settings_from_the_environment_take_effect(backend: Backend) {
     // First run: an owner makes the community server.
     let mut first = start(dir.path(), &base, &[]);
     let owner = register(first.addr, "envowner").await;
-    let (status, server) = post(
+    let (status, server) = post_json(
+        &client,
         first.addr,
         "/servers",
         Some(&owner),
@@ -526,16 +532,11 @@ async fn a_gateway_session_survives_sigterm_and_a_restart(backend: Backend) {
     ];
     let client = reqwest::Client::new();
     let call = |addr: SocketAddr, path: String, token: Option<String>, body: Value| {
-        let mut req = client
-            .post(format!("http://{addr}/api/v1{path}"))
-            .json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
+        let client = &client;
         async move {
-            let res = req.send().await.expect("request");
-            assert!(res.status().is_success(), "{path}: {}", res.status());
-            res.json::<Value>().await.expect("json")
+            let (status, v) = post_json(client, addr, &path, token.as_deref(), body).await;
+            assert!((200..300).contains(&status), "{path}: {status} {v}");
+            v
         }
     };
     let mut first = start(dir.path(), &env, &[]);
