@@ -140,12 +140,11 @@ impl Core {
                 if let Topic::Channel(channel) = ev.topic
                     && self.activity.typing_in(channel)
                     && let Ok(m) = serde_json::from_str::<MessageAuthor>(&ev.data)
+                    && let Some(server) = self.activity.stop_typing(channel, m.author.id)
                 {
-                    if let Some(server) = self.activity.stop_typing(channel, m.author.id) {
-                        let now = self.clock.now();
-                        self.publish_typing_stop(channel, m.author.id, server, now)
-                            .await;
-                    }
+                    let now = self.clock.now();
+                    self.publish_typing_stop(channel, m.author.id, server, now)
+                        .await;
                 }
             }
             _ => {}
@@ -231,7 +230,7 @@ async fn housekeeping(core: Weak<Core>, stop: CancellationToken) {
         };
         core.expire_typing().await;
         core.activity.prune_slowmode(core.clock.now().as_millis());
-        if rounds % PRUNE_LOG_EVERY == 0 {
+        if rounds.is_multiple_of(PRUNE_LOG_EVERY) {
             // Pruning a long log takes many batches; a shutdown does not wait for them.
             // Each batch is its own transaction: stopping rolls back at most the one under
             // way, which the next start prunes again.

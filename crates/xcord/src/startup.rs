@@ -256,16 +256,15 @@ impl Application {
         let on_signal = async {
             shutdown.cancelled().await;
             state.begin_shutdown();
-            if let Some(gw) = gateway {
-                if tokio::time::timeout(
+            if let Some(gw) = gateway
+                && tokio::time::timeout(
                     GATEWAY_SHUTDOWN_DEADLINE,
                     gw.shutdown(GATEWAY_CLOSE_DEADLINE),
                 )
                 .await
                 .is_err()
-                {
-                    tracing::warn!("the gateway did not shut down in time");
-                }
+            {
+                tracing::warn!("the gateway did not shut down in time");
             }
         };
         let ((), ()) = tokio::join!(
