@@ -33,7 +33,8 @@ const GATEWAY_CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 const GATEWAY_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// How long the tasks of one group (the roles', then the core's) get to end once told.
 const TASKS_DEADLINE: Duration = Duration::from_secs(5);
-/// How long queued posts, mail and event-log writes get before the database closes.
+/// How long background work (mail) gets, and then the event log's last writes, before
+/// the database closes.
 const BACKGROUND_DEADLINE: Duration = Duration::from_secs(5);
 /// How long the store gets to write the posts queued for it and close its connections.
 const STORE_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
@@ -222,11 +223,6 @@ impl Application {
     /// The gateway, when this node runs that role.
     pub fn gateway(&self) -> Option<&Arc<Gateway>> {
         self.roles.iter().find_map(|r| r.gateway.as_ref())
-    }
-
-    /// The roles this node started, in the order configured.
-    pub fn roles(&self) -> impl Iterator<Item = Role> + '_ {
-        self.roles.iter().map(|r| r.role)
     }
 
     /// The connection limits in force (the cap after the descriptor limit is applied).
