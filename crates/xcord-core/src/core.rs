@@ -42,6 +42,9 @@ pub struct CoreSettings {
     pub default_server: Option<xcord_types::Snowflake>,
     /// Largest attachment, in bytes.
     pub attachment_max_bytes: usize,
+    /// How long a closed gateway session can be resumed (`XCORD_GATEWAY_RESUME_SECS`); the
+    /// event log keeps events that long and a margin. Every node prunes the log by it.
+    pub resume_secs: u64,
 }
 
 /// What the core is built from.
@@ -100,7 +103,8 @@ pub struct Core {
     tasks: TaskTracker,
     pub(crate) files: Arc<dyn crate::storage::FileStore>,
     pub(crate) cdn_mac: hmac::Hmac<sha2::Sha256>,
-    pub(crate) activity: crate::messages::ChannelActivity,
+    /// Slowmode posts and typing indicators this node holds.
+    pub activity: crate::messages::ChannelActivity,
     /// Voice states of connected users.
     pub voice: crate::realtime::VoiceStates,
     /// Channel contexts and self views, dropped by events.
@@ -121,7 +125,8 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
-    /// Builds the core: loads revocations still in force and prepares the decoy hash.
+    /// Builds the core: loads revocations still in force and prepares the decoy hash. Its
+    /// per-node tasks start with [`Core::start_node_tasks`].
     pub async fn new(deps: CoreDeps, settings: CoreSettings) -> anyhow::Result<Self> {
         let now = deps.clock.now();
         let revocations = Revocations::load(&deps.store, now)
@@ -134,7 +139,6 @@ impl Core {
         )
         .await?;
         let caches = Arc::new(crate::context_cache::Caches::default());
-        follow_bus(&deps.bus, &revocations, &caches);
         let cdn_mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&deps.cdn_key)
             .map_err(|_| anyhow::anyhow!("the attachment signing key is unusable"))?;
         Ok(Self {
@@ -230,13 +234,15 @@ impl Core {
         self.tasks.spawn(fut);
     }
 
-    /// Waits (up to `limit`) for background work such as mail to finish; used at shutdown.
+    /// Waits (up to `limit`) for background work such as mail to finish, then writes what
+    /// the event log holds and ends its writer; used at shutdown, after the node's tasks
+    /// ended and before the database closes.
     pub async fn drain_background(&self, limit: std::time::Duration) {
         self.tasks.close();
         let _ = tokio::time::timeout(limit, self.tasks.wait()).await;
         // What this node published last is in the log before the database closes, whatever
         // the other tasks did.
-        if tokio::time::timeout(limit, self.event_log.flush())
+        if tokio::time::timeout(limit, self.event_log.close())
             .await
             .is_err()
         {
@@ -297,33 +303,4 @@ impl Core {
             display_name: u.display_name.clone(),
         }
     }
-}
-
-/// The core's one bus subscriber: applies every event, other nodes' included, to the
-/// revocation list and the caches, for as long as they live.
-fn follow_bus(
-    bus: &Arc<dyn EventBus>,
-    revocations: &Arc<Revocations>,
-    caches: &Arc<crate::context_cache::Caches>,
-) {
-    let mut sub = bus.subscribe(xcord_bus::TopicFilter::All);
-    let (revocations, caches) = (Arc::downgrade(revocations), Arc::downgrade(caches));
-    tokio::spawn(async move {
-        loop {
-            let ev = sub.recv().await;
-            let (Some(revocations), Some(caches)) = (revocations.upgrade(), caches.upgrade())
-            else {
-                return;
-            };
-            match ev {
-                Ok(ev) => {
-                    revocations.apply_event(&ev);
-                    caches.on_event(&ev.topic, &ev.name, &ev.data);
-                }
-                // Lost invalidations: start the caches afresh.
-                Err(xcord_bus::RecvError::Lagged(_)) => caches.clear(),
-                Err(xcord_bus::RecvError::Closed) => return,
-            }
-        }
-    });
 }

@@ -8,9 +8,13 @@
 //!
 //! Writes are batched: one writer task takes whatever is queued and writes it in one
 //! transaction, so a busy node pays one transaction per batch, not one per event. At
-//! shutdown [`EventLog::flush`] waits until everything queued is written.
+//! shutdown [`EventLog::close`] waits until everything queued is written and the writer
+//! has ended; events published after that still go out live but are not logged.
+
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use xcord_store::{LoggedEvent, Store};
 
 /// Events waiting for the writer; a full queue makes publishers wait (backpressure).
@@ -22,20 +26,28 @@ enum Entry {
     Event(LoggedEvent),
     /// Answered once everything queued before it is written.
     Flush(oneshot::Sender<()>),
+    /// Ends the writer once everything queued before it is written.
+    Close,
 }
 
 /// The handle publishers write through.
 #[derive(Debug, Clone)]
 pub struct EventLog {
     tx: mpsc::Sender<Entry>,
+    // Taken once by `close`; no await while it is locked, so a std Mutex is right.
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl EventLog {
-    /// Starts the writer; it ends when the last handle is dropped.
+    /// Starts the writer. It ends after [`EventLog::close`], or when the last handle is
+    /// dropped.
     pub fn start(store: Store) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(store, rx));
-        Self { tx }
+        let writer = tokio::spawn(write_batches(store, rx));
+        Self {
+            tx,
+            writer: Arc::new(Mutex::new(Some(writer))),
+        }
     }
 
     /// Queues `event` for the writer; waits only when the queue is full (backpressure).
@@ -52,19 +64,36 @@ impl EventLog {
             let _ = written.await;
         }
     }
+
+    /// Writes every event queued so far, then ends the writer and waits for it; used at
+    /// shutdown, before the database closes. Later appends are dropped (they are still
+    /// published live). A second call returns at once.
+    pub async fn close(&self) {
+        let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) else {
+            return;
+        };
+        // A send error means the writer is already gone; awaiting it is all that is left.
+        let _ = self.tx.send(Entry::Close).await;
+        if let Err(e) = writer.await {
+            tracing::warn!(error = %e, "the event log writer ended abnormally");
+        }
+    }
 }
 
 async fn write_batches(store: Store, mut rx: mpsc::Receiver<Entry>) {
     let mut events = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
-    while let Some(first) = rx.recv().await {
+    let mut closing = false;
+    while !closing && let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(entry) = next.take() {
             match entry {
                 Entry::Event(e) => events.push(e),
                 Entry::Flush(done) => flushes.push(done),
+                // Nothing queued after it is taken: this batch is the last.
+                Entry::Close => closing = true,
             }
-            if events.len() < BATCH {
+            if events.len() < BATCH && !closing {
                 next = rx.try_recv().ok();
             }
         }
@@ -79,5 +108,46 @@ async fn write_batches(store: Store, mut rx: mpsc::Receiver<Entry>) {
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use xcord_store::testing::TestDatabase;
+    use xcord_store::{Backend, StoreOptions};
+
+    use super::*;
+
+    fn event(id: i64) -> LoggedEvent {
+        LoggedEvent {
+            id,
+            topic: "g".into(),
+            name: "MESSAGE_CREATE".into(),
+            data: "{}".into(),
+        }
+    }
+
+    /// At shutdown the last events reach the log (a resume elsewhere needs them), the
+    /// writer ends, and nothing published afterwards can hang on it.
+    #[tokio::test]
+    async fn closing_writes_what_was_queued_and_ends_the_writer() -> anyhow::Result<()> {
+        let db = TestDatabase::new(Backend::Sqlite).await?;
+        let store = Store::connect(db.url(), &StoreOptions::default()).await?;
+        store.migrate().await?;
+        let log = EventLog::start(store.clone());
+        for id in 1..=1_000 {
+            log.append(event(id)).await;
+        }
+        tokio::time::timeout(Duration::from_secs(30), log.close()).await?;
+        assert_eq!(store.events_after(0, 5_000).await?.len(), 1_000);
+        // Once closed: another close returns at once, a late event is dropped at once.
+        tokio::time::timeout(Duration::from_secs(1), log.close()).await?;
+        tokio::time::timeout(Duration::from_secs(1), log.append(event(1_001))).await?;
+        tokio::time::timeout(Duration::from_secs(1), log.flush()).await?;
+        assert_eq!(store.events_after(0, 5_000).await?.len(), 1_000);
+        store.close().await;
+        Ok(())
     }
 }

@@ -1,9 +1,9 @@
 //! What the gateway needs from the core: the state a session starts from, presence on
-//! connect and disconnect, typing expiry, and voice states.
+//! connect and disconnect, and voice states. Typing expiry and the mirror of other nodes'
+//! voice states are the core's own per-node work (`node`), run whatever the roles.
 
 use std::collections::HashMap;
 
-use serde_json::json;
 use xcord_bus::Topic;
 use xcord_permissions::{MemberView, bits, compute_channel_permissions};
 use xcord_store::{
@@ -17,7 +17,6 @@ use xcord_types::rest::messages::ReadStateList;
 use xcord_types::rest::servers::Server;
 use xcord_types::rest::users::{Presence, Status, StatusRequest};
 
-use crate::messages::TYPING_MS;
 use crate::servers::{
     channel_kind, channel_to_wire, overwrite_to_wire, role_to_wire, to_overwrites,
 };
@@ -325,32 +324,6 @@ impl Core {
         )
         .await
         .map(|_| ())
-    }
-
-    /// Ends typing indicators older than ten seconds with TYPING_STOP.
-    pub async fn expire_typing(&self) {
-        let now = self.clock.now();
-        let expired: Vec<((Snowflake, Snowflake), Option<Snowflake>)> =
-            match self.activity.typing.lock() {
-                Ok(mut t) => {
-                    let mut out = Vec::new();
-                    t.retain(|k, (since, server)| {
-                        let live = now.as_millis() - *since < TYPING_MS;
-                        if !live {
-                            out.push((*k, *server));
-                        }
-                        live
-                    });
-                    out
-                }
-                Err(_) => return,
-            };
-        for ((channel, user), server) in expired {
-            let ev =
-                json!({"channelId": channel, "userId": user, "serverId": server, "timestamp": now});
-            self.publish(Topic::Channel(channel), "TYPING_STOP", &ev)
-                .await;
-        }
     }
 
     /// Op 8 VOICE_STATE_SET: joins, moves within or leaves a server's voice channels

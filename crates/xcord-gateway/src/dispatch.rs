@@ -1,23 +1,26 @@
 //! The node's dispatcher: one bus subscription, one task. Each event is rendered once and
 //! appended to the sessions the index names; the index is updated from the event first.
-//! Housekeeping (expired sessions, replay age, typing expiry) runs beside it.
+//! The gateway's housekeeping (expired sessions, replay age) runs beside it. Work every node
+//! needs whatever its roles (typing expiry, other nodes' voice states, the event log's
+//! pruning) is the core's (`xcord_core::node`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use xcord_bus::{BusEvent, RecvError, Topic, TopicFilter};
-use xcord_types::gateway::{VoiceState, close, dispatch_op};
+use xcord_core::NodeTask;
+use xcord_types::gateway::{close, dispatch_op};
 
 use crate::Gateway;
 use crate::index::{FollowUp, Index};
 use crate::session::{Dispatch, SessionHandle};
 
-/// Starts the dispatcher and the housekeeping task.
-pub(crate) fn spawn(gw: Arc<Gateway>) {
+/// Starts the dispatcher and the housekeeping task; both end when the gateway shuts down.
+pub(crate) fn spawn(gw: &Arc<Gateway>) -> Vec<NodeTask> {
     // Subscribe now, not inside the task, so no event published after start() is missed.
     let mut sub = gw.core.bus.subscribe(TopicFilter::All);
     let d = gw.clone();
-    tokio::spawn(async move {
+    let dispatcher = NodeTask::spawn("gateway dispatcher", async move {
         loop {
             tokio::select! {
                 () = d.shutdown.cancelled() => break,
@@ -29,23 +32,18 @@ pub(crate) fn spawn(gw: Arc<Gateway>) {
             }
         }
     });
-    tokio::spawn(async move {
+    let gw = gw.clone();
+    let housekeeper = NodeTask::spawn("gateway housekeeping", async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 () = gw.shutdown.cancelled() => break,
-                _ = tick.tick() => {
-                    housekeeping(&gw).await;
-                    ticks += 1;
-                    if ticks % PRUNE_EVERY_TICKS == 1 {
-                        prune_event_log(&gw).await;
-                    }
-                }
+                _ = tick.tick() => housekeeping(&gw),
             }
         }
     });
+    vec![dispatcher, housekeeper]
 }
 
 /// What one event becomes on this node: the event's own audience, other frames it causes
@@ -85,12 +83,6 @@ pub(crate) fn audience(index: &mut Index, topic: Topic, name: &str, data: &str) 
 
 /// Routes one event to the sessions that may receive it.
 pub async fn route(gw: &Gateway, ev: &Arc<BusEvent>) {
-    if ev.name == "VOICE_STATE_UPDATE"
-        && ev.origin_node != gw.core.settings.node_id
-        && let Ok(state) = serde_json::from_str::<VoiceState>(&ev.data)
-    {
-        gw.core.voice.apply(&state);
-    }
     if ev.name == "TOKEN_REVOKED" {
         end_revoked_sessions(gw, &ev.data);
         return;
@@ -178,27 +170,8 @@ fn lost_events(gw: &Gateway, n: u64) {
     }
 }
 
-/// The event log and saved sessions are pruned once a minute.
-const PRUNE_EVERY_TICKS: u64 = 60;
-
-/// Forgets logged events no resume can need any more (older than the resume window and a
-/// margin) and saved sessions past their window.
-async fn prune_event_log(gw: &Gateway) {
-    let now = gw.core.clock.now().as_millis();
-    let keep_ms = i64::try_from(gw.settings.resume_secs)
-        .unwrap_or(i64::MAX / 4_000)
-        .saturating_mul(1000)
-        .saturating_add(300_000);
-    let before = (now - keep_ms - xcord_types::snowflake::EPOCH_MS).max(0) << 22;
-    if let Err(e) = gw.core.store.prune_gateway_log(before, now).await {
-        tracing::warn!(
-            error = format!("{e:#}"),
-            "cannot prune the gateway event log"
-        );
-    }
-}
-
-async fn housekeeping(gw: &Gateway) {
+/// Forgets sessions whose resume window passed and trims what the others keep for replay.
+fn housekeeping(gw: &Gateway) {
     let window = gw.settings.resume_window();
     if let Ok(mut index) = gw.index.lock() {
         let expired: Vec<Arc<str>> = index
@@ -214,5 +187,4 @@ async fn housekeeping(gw: &Gateway) {
         }
         metrics::gauge!("gateway_sessions").set(index.len() as f64);
     }
-    gw.core.expire_typing().await;
 }

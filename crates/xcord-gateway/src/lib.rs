@@ -21,7 +21,7 @@ use axum::Router;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use xcord_core::Core;
+use xcord_core::{Core, NodeTask};
 
 use crate::index::Index;
 use crate::session::SessionHandle;
@@ -124,8 +124,9 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Starts the node's gateway: its bus subscription, dispatcher and housekeeping.
-    pub fn start(core: Arc<Core>, settings: GatewaySettings) -> Arc<Self> {
+    /// Starts the node's gateway: its bus subscription, dispatcher and housekeeping. The
+    /// tasks returned end once [`Gateway::shutdown`] began; the caller awaits them.
+    pub fn start(core: Arc<Core>, settings: GatewaySettings) -> (Arc<Self>, Vec<NodeTask>) {
         let gw = Arc::new(Self {
             core,
             settings,
@@ -134,8 +135,8 @@ impl Gateway {
             connections: TaskTracker::new(),
             catch_ups: tokio::sync::Semaphore::new(CONCURRENT_CATCH_UPS),
         });
-        dispatch::spawn(gw.clone());
-        gw
+        let tasks = dispatch::spawn(&gw);
+        (gw, tasks)
     }
 
     /// The routes: `GET /api/ws` and `GET /gateway`.
@@ -160,7 +161,8 @@ impl Gateway {
     /// Saves the sessions so that any node can resume them within the window (routing
     /// stops at that instant), then asks every connection to reconnect elsewhere (op 7,
     /// then close) and waits up to `limit` for them to finish. Saving comes first because
-    /// a client told to reconnect may be on another node a moment later.
+    /// a client told to reconnect may be on another node a moment later. The dispatcher and
+    /// housekeeping end from here on.
     pub async fn shutdown(&self, limit: Duration) {
         if let Err(e) = catch_up::save_sessions(self).await {
             tracing::warn!(

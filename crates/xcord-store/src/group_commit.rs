@@ -6,10 +6,17 @@
 //!
 //! Messages with attachments take the one-by-one path, as do all of a batch's messages when
 //! the batch fails as a whole (so one bad message never fails the others).
+//!
+//! The committer ends when [`Store::close`] asks it to: it takes no new posts from then on
+//! (a post that comes too late is written on its own, or fails with the closing pool),
+//! writes every post already queued, and only then lets the pool close. Without the ask it
+//! could never end, since it holds a clone of the store that holds its queue.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
 use xcord_types::Snowflake;
 
 use crate::repo::messages::{MessageRecord, NewMessage, PostOutcome};
@@ -26,35 +33,81 @@ pub(crate) struct Job {
     pub(crate) reply: oneshot::Sender<StoreResult<PostOutcome>>,
 }
 
-/// Starts the committer of `store` and returns its queue.
-pub(crate) fn start(store: Store) -> mpsc::Sender<Job> {
-    let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
-    tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(j) => batch.push(j),
-                    Err(_) => break,
-                }
+/// The committer of one store, shared by the store's clones: started on first use, ended
+/// by [`Committer::stop`].
+#[derive(Debug, Default)]
+pub(crate) struct Committer {
+    queue: OnceLock<mpsc::Sender<Job>>,
+    // Taken once by `stop`; no await while it is locked, so a std Mutex is right.
+    task: Mutex<Option<JoinHandle<()>>>,
+    // `notify_one` keeps the request when the task is busy writing, so it is never lost.
+    stop: Arc<Notify>,
+}
+
+impl Committer {
+    /// The queue, starting the committer task on first use.
+    pub(crate) fn queue(&self, store: &Store) -> &mpsc::Sender<Job> {
+        self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Job>(QUEUE);
+            let handle = tokio::spawn(run(store.clone(), rx, self.stop.clone()));
+            if let Ok(mut task) = self.task.lock() {
+                *task = Some(handle);
             }
-            metrics::histogram!("store_post_batch_size").record(batch.len() as f64);
-            if batch.len() > 1 {
-                let messages: Vec<&NewMessage> = batch.iter().map(|j| &j.message).collect();
-                if let Ok(outcomes) = store.post_batch(&messages).await {
-                    for (job, outcome) in batch.into_iter().zip(outcomes) {
-                        let _ = job.reply.send(Ok(outcome));
-                    }
-                    continue;
-                }
+            tx
+        })
+    }
+
+    /// Asks the committer to end and waits until it has written every queued post. Returns
+    /// at once when it never started.
+    pub(crate) async fn stop(&self) {
+        self.stop.notify_one();
+        let handle = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(handle) = handle
+            && let Err(e) = handle.await
+        {
+            tracing::warn!(error = %e, "the message committer ended abnormally");
+        }
+    }
+}
+
+/// Takes posts off `rx` and writes them in batches until asked to stop and drained.
+async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stop: Arc<Notify>) {
+    let mut stopping = false;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = stop.notified(), if !stopping => {
+                // Senders now fail and fall back to writing alone; what is buffered stays
+                // readable, so the loop goes on until the buffer is empty.
+                rx.close();
+                stopping = true;
+                continue;
             }
-            for job in batch {
-                let r = store.post_one(&job.message).await;
-                let _ = job.reply.send(r);
+            job = rx.recv() => job,
+        };
+        let Some(first) = next else { break };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
             }
         }
-    });
-    tx
+        metrics::histogram!("store_post_batch_size").record(batch.len() as f64);
+        if batch.len() > 1 {
+            let messages: Vec<&NewMessage> = batch.iter().map(|j| &j.message).collect();
+            if let Ok(outcomes) = store.post_batch(&messages).await {
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+                continue;
+            }
+        }
+        for job in batch {
+            let r = store.post_one(&job.message).await;
+            let _ = job.reply.send(r);
+        }
+    }
 }
 
 /// The stored form of a new message.

@@ -77,8 +77,8 @@ pub struct Store {
     /// instead of in SQLite's busy handler, which sleeps in growing steps (up to 100 ms)
     /// between retries and so turns contention into long tail latency.
     write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
-    /// The group committer of new messages, started on first use.
-    posts: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::group_commit::Job>>>,
+    /// The group committer of new messages, started on first use, ended by [`Store::close`].
+    posts: Arc<crate::group_commit::Committer>,
 }
 
 /// A write transaction. Dereferences to the connection (use `&mut *tx` as the executor);
@@ -169,8 +169,7 @@ impl Store {
 
     /// The queue of the message group committer (started on first use).
     pub(crate) fn post_queue(&self) -> &tokio::sync::mpsc::Sender<crate::group_commit::Job> {
-        self.posts
-            .get_or_init(|| crate::group_commit::start(self.clone()))
+        self.posts.queue(self)
     }
 
     /// Applies every embedded migration not yet applied.
@@ -252,8 +251,10 @@ impl Store {
         })
     }
 
-    /// Closes every connection; pending work finishes first.
+    /// Ends the message committer once it has written every queued post, then closes every
+    /// connection (pending work finishes first). Posts that come after this fail.
     pub async fn close(&self) {
+        self.posts.stop().await;
         self.pool.close().await;
     }
 }

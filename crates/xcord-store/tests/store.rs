@@ -39,6 +39,7 @@ xcord_store::on_both_backends!(
     deleting_a_server_cascades_to_its_rows,
     message_nonce_is_unique_per_author_and_channel,
     concurrent_posts_are_committed_together_and_each_answered,
+    closing_the_store_writes_the_posts_still_queued,
 );
 
 async fn migrations_apply_every_embedded_version_once(backend: Backend) {
@@ -381,4 +382,78 @@ async fn concurrent_posts_are_committed_together_and_each_answered(backend: Back
     let last = count("SELECT last_message_id FROM channels WHERE id = $1").await;
     let max_stored = count("SELECT MAX(id) FROM messages WHERE channel_id = $1").await;
     assert_eq!(last, max_stored, "the channel points at its newest message");
+}
+
+/// A shutdown closes the store while posts still wait for the committer: each of them is
+/// written and answered, `close` returns once they are, and a post that comes after the
+/// close fails instead of hanging.
+async fn closing_the_store_writes_the_posts_still_queued(backend: Backend) {
+    let (db, store) = open(backend).await;
+    let ids = SnowflakeGenerator::new(2);
+    let a = store
+        .create_user(&new_user(&ids, "closer", Some("c@x.io")))
+        .await
+        .expect("user");
+    let channel = ids.next_id();
+    sqlx::query("INSERT INTO channels (id, type, dm_key, created_at, updated_at) VALUES ($1, 'dm', 'k', 0, 0)")
+        .bind(channel.get())
+        .execute(store.pool())
+        .await
+        .expect("dm");
+    let post = |i: usize| NewMessage {
+        id: ids.next_id(),
+        channel_id: channel,
+        author_id: a.id,
+        content: format!("queued {i}"),
+        nonce: None,
+        reply_to: None,
+        mention_everyone: false,
+        mentions: "{}".into(),
+        mentioned_users: Vec::new(),
+        encrypted: false,
+        encrypted_keys: None,
+        attachment_ids: Vec::new(),
+        now: Timestamp::now(),
+    };
+    let posts: Vec<NewMessage> = (0..150).map(post).collect();
+    // Every post is queued before the close is asked for (the test runs on one thread and
+    // the posts are polled first); the committer writes at most 64 of them per batch, so
+    // most are still queued when the close arrives.
+    let posting = futures_util::future::join_all(posts.iter().map(|m| store.post_message(m)));
+    let closing = async {
+        tokio::task::yield_now().await;
+        store.close().await;
+    };
+    let (outcomes, ()) = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        futures_util::future::join(posting, closing),
+    )
+    .await
+    .expect("the close and every post finish");
+    for (m, o) in posts.iter().zip(outcomes) {
+        match o.expect("a queued post is written") {
+            PostOutcome::Created(r) => assert_eq!(r.id, m.id),
+            other => panic!("{other:?}"),
+        }
+    }
+    let late = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        store.post_message(&post(150)),
+    )
+    .await
+    .expect("a late post answers");
+    assert!(late.is_err(), "the store is closed: {late:?}");
+
+    let reopened = Store::connect(db.url(), &StoreOptions::default())
+        .await
+        .expect("reopen");
+    let stored: i64 = sqlx::query("SELECT COUNT(*) FROM messages WHERE channel_id = $1")
+        .bind(channel.get())
+        .fetch_one(reopened.pool())
+        .await
+        .expect("count")
+        .try_get(0)
+        .expect("int");
+    assert_eq!(stored, 150);
+    reopened.close().await;
 }

@@ -27,7 +27,7 @@ pub struct TestApp {
     pub state: AppState,
     /// The configuration it runs with.
     pub config: Config,
-    /// The gateway (all roles run in tests).
+    /// The gateway, when the node runs that role (every role runs unless configured).
     pub gateway: Option<Arc<xcord_gateway::Gateway>>,
     /// The database this app created (`None` for a node joined to another's).
     _db: Option<TestDatabase>,

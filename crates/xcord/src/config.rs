@@ -516,6 +516,23 @@ impl Config {
         Ok(())
     }
 
+    /// Refuses to run a subset of the roles without Redis (SPEC §1): the other roles then
+    /// run in other processes, and processes share events, presence, rate limits and token
+    /// revocations only through Redis. Checked when the node starts, once `--roles` has
+    /// had its say; every value on its own was checked by [`Config::load`].
+    pub fn check_roles(&self) -> anyhow::Result<()> {
+        if self.redis_url.is_some() || Role::ALL.iter().all(|r| self.runs(*r)) {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.roles.iter().map(|r| r.name()).collect();
+        bail!(
+            "the roles {} are only some of api, gateway, voice, jobs; roles split over \
+             several processes need Redis to share events, presence and rate limits: set \
+             XCORD_REDIS_URL, or run every role in one process (no --roles or XCORD_ROLES)",
+            names.join(",")
+        )
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         if self.node_id > xcord_types::snowflake::MAX_NODE_ID {
             bail!("XCORD_NODE_ID must be 0–1023, got {}", self.node_id);
@@ -1010,6 +1027,35 @@ mod tests {
         assert!(Role::parse_list(" , ").is_err());
         let c = load(Some("roles = [\"jobs\"]"), &[])?;
         assert_eq!(c.roles, vec![Role::Jobs]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_role_subset_needs_redis() -> anyhow::Result<()> {
+        // Every role in one process needs nothing else; so does a subset with Redis.
+        load(None, &[])?.check_roles()?;
+        load(None, &[("XCORD_ROLES", "jobs,voice,gateway,api")])?.check_roles()?;
+        load(
+            None,
+            &[
+                ("XCORD_ROLES", "api"),
+                ("XCORD_REDIS_URL", "redis://127.0.0.1:6379"),
+            ],
+        )?
+        .check_roles()?;
+        // A subset alone is refused, whether it came from the environment, the file or
+        // the command line, and the message says what to do.
+        let mut from_flag = load(None, &[])?;
+        from_flag.set_roles("gateway")?;
+        for c in [
+            load(None, &[("XCORD_ROLES", "api,gateway")])?,
+            load(Some("roles = [\"voice\"]"), &[])?,
+            from_flag,
+        ] {
+            let err = format!("{:#}", c.check_roles().expect_err("a subset without Redis"));
+            assert!(err.contains("XCORD_REDIS_URL"), "{err}");
+            assert!(err.contains("Redis"), "{err}");
+        }
         Ok(())
     }
 

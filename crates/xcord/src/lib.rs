@@ -2,6 +2,7 @@
 //! `xcord` binary is a thin CLI over it, and tests build the same [`Application`].
 
 pub mod config;
+pub mod roles;
 pub mod secrets;
 pub mod startup;
 pub mod telemetry;

@@ -52,6 +52,13 @@ fn main() -> ExitCode {
         eprintln!("xcord: {e:#}");
         return ExitCode::from(2);
     }
+    // Only serving cares which roles run; `migrate` works whatever XCORD_ROLES says.
+    if let Command::Serve { .. } = &command
+        && let Err(e) = config.check_roles()
+    {
+        eprintln!("xcord: configuration error: {e:#}");
+        return ExitCode::from(2);
+    }
     if let Err(e) = telemetry::init(&config.log, config.log_format) {
         eprintln!("xcord: {e:#}");
         return ExitCode::from(2);

@@ -1,4 +1,5 @@
-//! Building and running the service: storage, bus, HTTP, and an orderly shutdown.
+//! Building and running the service: storage, bus, the core's per-node tasks, the roles,
+//! HTTP, and an orderly shutdown that awaits every task it started.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,23 +16,37 @@ use xcord_core::mail::{Mailer, OutboxMailer, SmtpMailer};
 use xcord_core::presence::{PresenceRegistry, PresenceStore};
 use xcord_core::ratelimit::{InMemoryRateLimiter, RateLimitSettings, RateLimiter};
 use xcord_core::storage::LocalFileStore;
-use xcord_core::{Clock, Core, CoreDeps, CoreSettings, SystemClock};
-use xcord_gateway::{Gateway, GatewaySettings};
+use xcord_core::{Clock, Core, CoreDeps, CoreSettings, NodeTask, SystemClock};
+use xcord_gateway::Gateway;
 use xcord_store::{Store, StoreOptions};
 
 use crate::config::{Config, Role};
+use crate::roles::{self, RunningRole};
 use crate::secrets;
 use crate::transport::{self, ConnectionLimits};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long gateway connections get to close after op 7.
+const GATEWAY_CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the gateway's shutdown may take in all (saving sessions, then closing).
+const GATEWAY_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the tasks of one group (the roles', then the core's) get to end once told.
+const TASKS_DEADLINE: Duration = Duration::from_secs(5);
+/// How long background work (mail) gets, and then the event log's last writes, before
+/// the database closes.
+const BACKGROUND_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the store gets to write the posts queued for it and close its connections.
+const STORE_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A built service, bound to its address and ready to run.
 pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
-    gateway: Option<Arc<Gateway>>,
+    roles: Vec<RunningRole>,
+    core_tasks: Vec<NodeTask>,
+    core_stop: CancellationToken,
     addr: SocketAddr,
     limits: ConnectionLimits,
 }
@@ -45,6 +60,7 @@ impl Application {
 
     /// As [`Application::build`] with a chosen clock (tests move time with it).
     pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        config.check_roles()?;
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
                 "cannot create the data directory {}",
@@ -126,13 +142,15 @@ impl Application {
                 },
                 default_server: config.default_server_id,
                 attachment_max_bytes: config.attachment_max_bytes,
+                resume_secs: config.gateway_resume_secs,
             },
         )
         .await?;
+        let core = Arc::new(core);
 
         let metrics = xcord_api::metrics::prometheus()?;
         let state = AppState::new(AppStateInner {
-            core: Arc::new(core),
+            core: core.clone(),
             metrics,
             shutting_down: AtomicBool::new(false),
             started_at: Instant::now(),
@@ -144,28 +162,28 @@ impl Application {
             serve_rest: config.runs(Role::Api),
         };
         let mut router = xcord_api::build_router(state.clone(), &settings)?;
-        let gateway = if config.runs(Role::Gateway) {
-            let gw = Gateway::start(
-                state.core.clone(),
-                GatewaySettings {
-                    heartbeat_ms: config.gateway_heartbeat_ms,
-                    resume_secs: config.gateway_resume_secs,
-                    send_queue: config.gateway_send_queue,
-                    replay_limit: config.gateway_replay_events,
-                    identify_secs: config.gateway_identify_secs,
-                    ..GatewaySettings::default()
-                },
-            );
-            router = router.merge(gw.router());
-            Some(gw)
-        } else {
-            None
-        };
 
+        // Bound before any task starts, so a taken port fails the start with nothing left
+        // running.
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+
+        // Every node runs the core's tasks, whatever its roles; then each role its own.
+        let core_stop = CancellationToken::new();
+        let core_tasks = core.start_node_tasks(&core_stop);
+        let roles: Vec<RunningRole> = config
+            .roles
+            .iter()
+            .map(|role| roles::start(*role, &core, config))
+            .collect();
+        for role in &roles {
+            if let Some(routes) = &role.routes {
+                router = router.merge(routes.clone());
+            }
+        }
+
         let descriptors = transport::descriptor_limit();
         let max_connections = transport::connection_cap(config.max_connections, descriptors);
         if config.max_connections.is_some_and(|c| c > max_connections) {
@@ -184,7 +202,9 @@ impl Application {
             listener,
             router,
             state,
-            gateway,
+            roles,
+            core_tasks,
+            core_stop,
             addr,
             limits,
         })
@@ -202,7 +222,7 @@ impl Application {
 
     /// The gateway, when this node runs that role.
     pub fn gateway(&self) -> Option<&Arc<Gateway>> {
-        self.gateway.as_ref()
+        self.roles.iter().find_map(|r| r.gateway.as_ref())
     }
 
     /// The connection limits in force (the cap after the descriptor limit is applied).
@@ -210,40 +230,71 @@ impl Application {
         &self.limits
     }
 
-    /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests
-    /// finish (up to a deadline), and closes the database.
+    /// Serves until `shutdown` is cancelled, then winds down in order: stop accepting, let
+    /// in-flight requests finish and gateway sessions move on (op 7), await the roles'
+    /// tasks, then the core's, then background work and the event log, and finally close
+    /// the database once the message committer has written what it holds. Every step has a
+    /// deadline, so a stuck task delays the exit but never prevents it.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
             listener,
             router,
             state,
-            gateway,
+            roles,
+            core_tasks,
+            core_stop,
             addr: _,
             limits,
         } = self;
-        // Gateway sessions hear op 7 and close as soon as shutdown begins; upgraded
-        // connections are not part of the HTTP server's own drain. The sessions are saved
-        // for resume before the database closes.
-        let gateway_stopped = gateway.map(|gw| {
-            let signal = shutdown.clone();
-            tokio::spawn(async move {
-                signal.cancelled().await;
-                gw.shutdown(Duration::from_secs(5)).await;
-            })
-        });
-        let drain_state = state.clone();
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            signal.cancelled().await;
-            drain_state.begin_shutdown();
-        });
-        transport::serve(listener, router, limits, shutdown, DRAIN_DEADLINE).await;
-        if let Some(stopped) = gateway_stopped {
-            let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
+        let gateway = roles.iter().find_map(|r| r.gateway.clone());
+        // On the signal: readiness turns 503 at once; gateway sessions are saved for resume,
+        // hear op 7 and close (upgraded connections are not part of the HTTP drain).
+        let on_signal = async {
+            shutdown.cancelled().await;
+            state.begin_shutdown();
+            if let Some(gw) = gateway
+                && tokio::time::timeout(
+                    GATEWAY_SHUTDOWN_DEADLINE,
+                    gw.shutdown(GATEWAY_CLOSE_DEADLINE),
+                )
+                .await
+                .is_err()
+            {
+                tracing::warn!("the gateway did not shut down in time");
+            }
+        };
+        let ((), ()) = tokio::join!(
+            transport::serve(listener, router, limits, shutdown.clone(), DRAIN_DEADLINE),
+            on_signal,
+        );
+        // The roles' tasks were told to end when the shutdown began.
+        join_tasks(roles.into_iter().flat_map(|r| r.tasks)).await;
+        // The core's tasks last: until the requests and sessions above had finished, they
+        // could still start typing indicators, publish, or need the caches kept current.
+        core_stop.cancel();
+        join_tasks(core_tasks).await;
+        state.core.drain_background(BACKGROUND_DEADLINE).await;
+        if tokio::time::timeout(STORE_CLOSE_DEADLINE, state.core.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the database did not close in time");
         }
-        state.core.drain_background(Duration::from_secs(5)).await;
-        state.core.store.close().await;
         Ok(())
+    }
+}
+
+/// Awaits `tasks`, all within [`TASKS_DEADLINE`]; those still running then are aborted.
+async fn join_tasks(tasks: impl IntoIterator<Item = NodeTask>) {
+    let deadline = tokio::time::Instant::now() + TASKS_DEADLINE;
+    for task in tasks {
+        let name = task.name();
+        if task
+            .join(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        {
+            tracing::debug!(task = name, "ended");
+        }
     }
 }
 

@@ -450,7 +450,8 @@ impl MessageRepository for Store {
             reply,
         };
         if self.post_queue().send(job).await.is_err() {
-            // The committer is gone (its runtime ended): write directly.
+            // The committer is gone (the store is closing, or its runtime ended): write
+            // directly.
             return self.post_one(m).await;
         }
         match answer.await {

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use xcord_core::ManualClock;
 use xcord_permissions::bits::*;
 use xcord_testkit::{
-    Backend, TestApp, TestAppBuilder, TestUser, on_both_backends, room, say, spawn_app,
+    Backend, TestApp, TestAppBuilder, TestUser, on_both_backends, room, say, spawn_app, wait_until,
 };
+use xcord_types::Timestamp;
 
 on_both_backends!(
     history_pages_are_exact_in_every_direction,
@@ -18,6 +20,7 @@ on_both_backends!(
     edits_and_deletes_follow_authorship_and_permission,
     permissions_guard_every_message_route,
     slowmode_holds_even_with_rate_limits_off,
+    slowmode_posts_are_forgotten_once_past_yet_still_count,
     reactions_count_and_list,
     pins_need_manage_messages,
     attachments_are_sniffed_signed_and_ranged,
@@ -670,6 +673,56 @@ async fn slowmode_holds_even_with_rate_limits_off(backend: Backend) {
     // Moderators and the owner are exempt.
     say(&app, &r.owner, &r.channel, "owner one").await;
     say(&app, &r.owner, &r.channel, "owner two").await;
+}
+
+/// A node keeps a slowmode post in memory only while its slowmode lasts, so memory stays
+/// bounded however many people post; the poster may then post again, and a slowmode
+/// lengthened afterwards still counts the forgotten post (the database answers for it).
+async fn slowmode_posts_are_forgotten_once_past_yet_still_count(backend: Backend) {
+    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let app = TestAppBuilder::new(backend)
+        .clock(clock.clone())
+        .spawn()
+        .await;
+    let r = room(&app, "slowprune").await;
+    let set_slowmode = |secs: u64| {
+        let (app, r) = (&app, &r);
+        async move {
+            let res = app
+                .patch_as(
+                    &r.owner.token,
+                    &format!("/channels/{}", r.channel),
+                    &json!({"rateLimitPerUser": secs}),
+                )
+                .await;
+            assert_eq!(res.status, 200, "{}", res.text);
+        }
+    };
+    let path = format!("/channels/{}/messages", r.channel);
+    let body = json!({"content": "again"});
+    let post = || app.post_as(&r.member.token, &path, &body);
+    set_slowmode(30).await;
+    say(&app, &r.member, &r.channel, "first").await;
+    post().await.assert_error(429, "Too Many Requests");
+    assert_eq!(app.state.core.activity.held().1, 1, "the post is held");
+
+    // Past the 30 s, the node's housekeeping forgets the post.
+    clock.advance_millis(31_000);
+    wait_until(|| async { app.state.core.activity.held().1 == 0 }).await;
+
+    // An hour of slowmode now: the post made 31 s ago still counts.
+    set_slowmode(3600).await;
+    let refused = post().await;
+    refused.assert_error(429, "Too Many Requests");
+    let retry: u64 = refused
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((3568..=3570).contains(&retry), "{retry}");
+
+    // Back to 30 s, which have passed: the member posts.
+    set_slowmode(30).await;
+    assert_eq!(post().await.status, 201);
 }
 
 #[tokio::test]

@@ -2,11 +2,15 @@
 //! service (SPEC §1, §4). Redis at `XCORD_TEST_REDIS_URL` (default 127.0.0.1:6379); every
 //! run uses its own key prefix.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use xcord::Role;
+use xcord_core::ManualClock;
 use xcord_permissions::bits::VIEW_CHANNELS;
 use xcord_testkit::{Backend, TestApp, TestAppBuilder, room, say, wait_until};
+use xcord_types::Timestamp;
 
 async fn node(prefix: &str, node_id: u16, join: Option<&TestApp>) -> TestApp {
     let url =
@@ -153,6 +157,112 @@ async fn two_nodes_over_redis_behave_as_one() {
     assert_eq!(b.get_as(&r.member.token, "/auth/me").await.status, 200);
     a.post_as(&r.member.token, "/auth/logout", &json!({})).await;
     wait_until(|| async { b.get_as(&r.member.token, "/auth/me").await.status == 401 }).await;
+}
+
+/// A node of the deployment `prefix` that runs only `role`, on `clock`.
+async fn split_node(
+    prefix: &str,
+    node_id: u16,
+    role: Role,
+    clock: Arc<ManualClock>,
+    join: Option<&TestApp>,
+) -> TestApp {
+    let url =
+        std::env::var("XCORD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = prefix.to_owned();
+    let mut b = TestAppBuilder::new(Backend::Postgres)
+        .clock(clock)
+        .configure(move |c| {
+            c.redis_url = Some(url);
+            c.redis_prefix = prefix;
+            c.node_id = node_id;
+            c.roles = vec![role];
+        });
+    if let Some(first) = join {
+        b = b.joining(first);
+    }
+    b.spawn().await
+}
+
+/// A node started with only `api` and one with only `gateway` share the work over Redis:
+/// the api node's posts and typing reach the gateway node's clients, the api node ends the
+/// typing it started ten seconds later (it runs the core's housekeeping though it has no
+/// gateway), and typing over the gateway node stops when the message is posted through the
+/// api node. Each TYPING_STOP comes once.
+#[tokio::test]
+async fn an_api_node_and_a_gateway_node_split_the_work() {
+    let prefix = format!("xcord-test-{}", rand_suffix());
+    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let api = split_node(&prefix, 11, Role::Api, clock.clone(), None).await;
+    let gw = split_node(&prefix, 12, Role::Gateway, clock.clone(), Some(&api)).await;
+    // Each serves its role only: no WebSocket on the api node, no REST on the gateway node.
+    assert!(api.gateway.is_none() && gw.gateway.is_some());
+    assert_eq!(api.get("/api/ws").await.status, 404);
+    assert_eq!(gw.get("/api/v1/users/@me").await.status, 404);
+    for n in [&api, &gw] {
+        assert_eq!(n.get("/health").await.status, 200);
+    }
+    let r = room(&api, "split").await;
+    let (mut owner, _) = gw.gateway_as(&r.owner).await;
+    let (mut member, _) = gw.gateway_as(&r.member).await;
+    let channel = r.channel.as_str();
+
+    // Typing through the api node, which ends it by its own clock.
+    let typing = api
+        .post_as(
+            &r.member.token,
+            &format!("/channels/{channel}/typing"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(typing.status, 204, "{}", typing.text);
+    assert_eq!(
+        owner.dispatch("TYPING_START").await["userId"],
+        r.member.id.as_str()
+    );
+    owner
+        .assert_no_dispatch("TYPING_STOP", Duration::from_millis(1_500))
+        .await;
+    clock.advance_millis(10_500);
+    let stop = owner.dispatch("TYPING_STOP").await;
+    assert_eq!(stop["userId"], r.member.id.as_str(), "{stop}");
+    assert_eq!(stop["channelId"], channel, "{stop}");
+    owner
+        .assert_no_dispatch("TYPING_STOP", Duration::from_millis(1_500))
+        .await;
+
+    // A post through the api node reaches a client of the gateway node.
+    say(&api, &r.owner, channel, "through the api node").await;
+    assert_eq!(
+        member.dispatch("MESSAGE_CREATE").await["content"],
+        "through the api node"
+    );
+
+    // Typing over the gateway node, then posting through the api node: the gateway node,
+    // which started the indicator, stops it when it hears of the message.
+    member
+        .send(json!({"op": 5, "d": {"channelId": channel}}))
+        .await;
+    owner.dispatch("TYPING_START").await;
+    say(&api, &r.member, channel, "typed over the gateway").await;
+    assert_eq!(
+        owner.dispatch("MESSAGE_CREATE").await["content"],
+        "typed over the gateway"
+    );
+    assert_eq!(
+        owner.dispatch("TYPING_STOP").await["userId"],
+        r.member.id.as_str()
+    );
+    // Not a second time when its ten seconds are up.
+    clock.advance_millis(10_500);
+    owner
+        .assert_no_dispatch("TYPING_STOP", Duration::from_millis(1_500))
+        .await;
+
+    // Both stop cleanly, each awaiting its own tasks.
+    drop((owner, member));
+    gw.stop().await.expect("the gateway node stops");
+    api.stop().await.expect("the api node stops");
 }
 
 fn rand_suffix() -> String {

@@ -240,11 +240,15 @@ async fn serve_runs_on_postgres_when_the_url_says_so() {
         .await
         .expect("pg");
     let dir = tempfile::tempdir().expect("dir");
+    // A subset of the roles needs Redis (SPEC §1).
+    let (redis, prefix) = (test_redis_url(), unique_prefix("pg"));
     let mut run = start(
         dir.path(),
         &[
             ("XCORD_DATABASE_URL", db.url()),
             ("XCORD_LOG_FORMAT", "json"),
+            ("XCORD_REDIS_URL", &redis),
+            ("XCORD_REDIS_PREFIX", &prefix),
         ],
         &["--roles", "api,gateway"],
     );
@@ -321,6 +325,13 @@ fn bad_configuration_exits_2_and_names_the_problem() {
         ),
         (vec![("XCORD_LOG", "info,[")], vec!["serve"], "XCORD_LOG"),
         (vec![], vec!["serve", "--roles", "api,web"], "unknown role"),
+        // Some of the roles and no Redis, from the flag or the environment (SPEC §1).
+        (vec![], vec!["serve", "--roles", "api"], "XCORD_REDIS_URL"),
+        (
+            vec![("XCORD_ROLES", "gateway,voice")],
+            vec!["serve"],
+            "XCORD_REDIS_URL",
+        ),
         (
             vec![],
             vec!["--config", "missing.toml", "serve"],
@@ -336,6 +347,211 @@ fn bad_configuration_exits_2_and_names_the_problem() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{env:?} {args:?}: {stderr}");
         assert!(stderr.contains(needle), "{env:?} {args:?}: {stderr}");
+    }
+}
+
+/// The Redis the tests share (`XCORD_TEST_REDIS_URL`, default the local one).
+fn test_redis_url() -> String {
+    std::env::var("XCORD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A Redis key prefix no other run uses.
+fn unique_prefix(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("xcord-test-{what}-{}-{nanos}", std::process::id())
+}
+
+/// Two real processes on one PostgreSQL database and one Redis, one started with
+/// `--roles api` and one with `--roles gateway`: each serves only its role, a client of the
+/// gateway process receives what is posted through the api process, and its typing
+/// indicator stops when the message is posted, whether the typing went to the api process
+/// or over the gateway. SIGTERM stops both with 0, with no task left to abort.
+#[tokio::test]
+async fn an_api_process_and_a_gateway_process_work_together() {
+    use serde_json::{Value, json};
+    use xcord_testkit::ws::GatewayClient;
+
+    /// `POST /api/v1{path}`: the status and the JSON answer (null when there is none).
+    async fn post(
+        client: &reqwest::Client,
+        addr: SocketAddr,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (u16, Value) {
+        let mut req = client
+            .post(format!("http://{addr}/api/v1{path}"))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or_default())
+    }
+
+    let db = xcord_store::testing::TestDatabase::new(Backend::Postgres)
+        .await
+        .expect("test database");
+    let (redis, prefix) = (test_redis_url(), unique_prefix("split"));
+    let env = |node: &'static str| {
+        vec![
+            ("XCORD_DATABASE_URL", db.url()),
+            ("XCORD_REDIS_URL", redis.as_str()),
+            ("XCORD_REDIS_PREFIX", prefix.as_str()),
+            // Shared by the nodes, as docs/gateway.md asks: tokens from one work on the other.
+            (
+                "XCORD_JWT_SECRET",
+                "split-roles-test-secret-0123456789abcdef",
+            ),
+            ("XCORD_PASSWORD_HASH", "bcrypt:4"),
+            ("XCORD_RATE_LIMITS", "off"),
+            ("XCORD_NODE_ID", node),
+        ]
+    };
+    let (api_dir, gw_dir) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let mut api = start(api_dir.path(), &env("1"), &["--roles", "api"]);
+    let mut gw = start(gw_dir.path(), &env("2"), &["--roles", "gateway"]);
+
+    // Each serves its own role; both answer health.
+    assert_eq!(get_json(gw.addr, "/api/v1/servers").await.0, 404);
+    assert_eq!(get_json(api.addr, "/api/ws").await.0, 404);
+    for node in [&api, &gw] {
+        let (status, body) = get_json(node.addr, "/health").await;
+        assert_eq!((status, &body["services"]["redis"]), (200, &json!("up")));
+    }
+
+    let client = reqwest::Client::new();
+    let mut users = Vec::new();
+    for name in ["split_ann", "split_bob"] {
+        let (status, r) = post(
+            &client,
+            api.addr,
+            "/auth/register",
+            None,
+            json!({"email": format!("{name}@example.com"), "username": name, "password": "Secret123"}),
+        )
+        .await;
+        assert_eq!(status, 201, "{r}");
+        users.push((
+            r["userId"].as_str().expect("id").to_owned(),
+            r["accessToken"].as_str().expect("token").to_owned(),
+        ));
+    }
+    let ((ann_id, ann), (_, bob)) = (&users[0], &users[1]);
+    let (status, server) = post(
+        &client,
+        api.addr,
+        "/servers",
+        Some(ann),
+        json!({"name": "Split"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{server}");
+    let server_id = server["id"].as_str().expect("server");
+    let channel = server["channels"][0]["id"].as_str().expect("channel");
+    let (status, invite) = post(
+        &client,
+        api.addr,
+        &format!("/servers/{server_id}/invites"),
+        Some(ann),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 201, "{invite}");
+    let code = invite["code"].as_str().expect("code");
+    let (status, joined) = post(
+        &client,
+        api.addr,
+        &format!("/invites/{code}"),
+        Some(bob),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{joined}");
+
+    let (mut ann_ws, _) = GatewayClient::connect(gw.addr, ann).await;
+    let (mut bob_ws, _) = GatewayClient::connect(gw.addr, bob).await;
+    let say = |text: &'static str| {
+        let client = &client;
+        let addr = api.addr;
+        async move {
+            let (status, m) = post(
+                client,
+                addr,
+                &format!("/channels/{channel}/messages"),
+                Some(ann),
+                json!({"content": text}),
+            )
+            .await;
+            assert_eq!(status, 201, "{m}");
+        }
+    };
+
+    // A post through the api process reaches the gateway process's client.
+    say("hello across").await;
+    assert_eq!(
+        bob_ws.dispatch("MESSAGE_CREATE").await["content"],
+        "hello across"
+    );
+
+    // Typing sent to the api process stops with the next message posted there.
+    let (status, _) = post(
+        &client,
+        api.addr,
+        &format!("/channels/{channel}/typing"),
+        Some(ann),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        bob_ws.dispatch("TYPING_START").await["userId"],
+        ann_id.as_str()
+    );
+    say("typed through the api").await;
+    assert_eq!(
+        bob_ws.dispatch("MESSAGE_CREATE").await["content"],
+        "typed through the api"
+    );
+    assert_eq!(
+        bob_ws.dispatch("TYPING_STOP").await["userId"],
+        ann_id.as_str()
+    );
+
+    // Typing over the gateway process stops when the message goes through the api process.
+    ann_ws
+        .send(json!({"op": 5, "d": {"channelId": channel}}))
+        .await;
+    assert_eq!(
+        bob_ws.dispatch("TYPING_START").await["userId"],
+        ann_id.as_str()
+    );
+    say("typed over the gateway").await;
+    assert_eq!(
+        bob_ws.dispatch("MESSAGE_CREATE").await["content"],
+        "typed over the gateway"
+    );
+    assert_eq!(
+        bob_ws.dispatch("TYPING_STOP").await["userId"],
+        ann_id.as_str()
+    );
+
+    for node in [&mut gw, &mut api] {
+        signal(&node.child, "TERM");
+        assert_eq!(wait_exit(&mut node.child, Duration::from_secs(30)), 0);
+        let log: Vec<String> = node.lines.try_iter().collect();
+        assert!(
+            !log.iter()
+                .any(|l| l.contains("in time") || l.contains("abnormally")),
+            "a task had to be abandoned at shutdown: {log:#?}"
+        );
     }
 }
 
