@@ -371,27 +371,8 @@ fn unique_prefix(what: &str) -> String {
 /// or over the gateway. SIGTERM stops both with 0, with no task left to abort.
 #[tokio::test]
 async fn an_api_process_and_a_gateway_process_work_together() {
-    use serde_json::{Value, json};
+    use serde_json::json;
     use xcord_testkit::ws::GatewayClient;
-
-    /// `POST /api/v1{path}`: the status and the JSON answer (null when there is none).
-    async fn post(
-        client: &reqwest::Client,
-        addr: SocketAddr,
-        path: &str,
-        token: Option<&str>,
-        body: Value,
-    ) -> (u16, Value) {
-        let mut req = client
-            .post(format!("http://{addr}/api/v1{path}"))
-            .json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or_default())
-    }
 
     let db = xcord_store::testing::TestDatabase::new(Backend::Postgres)
         .await
@@ -430,7 +411,7 @@ async fn an_api_process_and_a_gateway_process_work_together() {
     let client = reqwest::Client::new();
     let mut users = Vec::new();
     for name in ["split_ann", "split_bob"] {
-        let (status, r) = post(
+        let (status, r) = post_json(
             &client,
             api.addr,
             "/auth/register",
@@ -445,7 +426,7 @@ async fn an_api_process_and_a_gateway_process_work_together() {
         ));
     }
     let ((ann_id, ann), (_, bob)) = (&users[0], &users[1]);
-    let (status, server) = post(
+    let (status, server) = post_json(
         &client,
         api.addr,
         "/servers",
@@ -456,7 +437,7 @@ async fn an_api_process_and_a_gateway_process_work_together() {
     assert_eq!(status, 201, "{server}");
     let server_id = server["id"].as_str().expect("server");
     let channel = server["channels"][0]["id"].as_str().expect("channel");
-    let (status, invite) = post(
+    let (status, invite) = post_json(
         &client,
         api.addr,
         &format!("/servers/{server_id}/invites"),
@@ -466,7 +447,7 @@ async fn an_api_process_and_a_gateway_process_work_together() {
     .await;
     assert_eq!(status, 201, "{invite}");
     let code = invite["code"].as_str().expect("code");
-    let (status, joined) = post(
+    let (status, joined) = post_json(
         &client,
         api.addr,
         &format!("/invites/{code}"),
@@ -482,7 +463,7 @@ async fn an_api_process_and_a_gateway_process_work_together() {
         let client = &client;
         let addr = api.addr;
         async move {
-            let (status, m) = post(
+            let (status, m) = post_json(
                 client,
                 addr,
                 &format!("/channels/{channel}/messages"),
@@ -502,7 +483,7 @@ async fn an_api_process_and_a_gateway_process_work_together() {
     );
 
     // Typing sent to the api process stops with the next message posted there.
-    let (status, _) = post(
+    let (status, _) = post_json(
         &client,
         api.addr,
         &format!("/channels/{channel}/typing"),
