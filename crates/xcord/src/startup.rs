@@ -109,7 +109,7 @@ impl Application {
                 jwt_secret: jwt_secret.into_bytes(),
                 sealing_key,
                 cdn_key,
-                files: Arc::new(LocalFileStore::new(config.data_dir.join("attachments"))),
+                files: Arc::new(LocalFileStore::new(config.data_dir.clone())),
                 presence,
             },
             CoreSettings {
@@ -119,7 +119,6 @@ impl Application {
                 require_email_verification: config.require_email_verification,
                 password_algorithm: config.password_hash,
                 public_url: config.effective_public_url(),
-                cdn_dir: config.data_dir.join("cdn"),
                 rate_limits: RateLimitSettings {
                     enabled: config.rate_limits,
                     limits: config.rate_limit_overrides.clone(),

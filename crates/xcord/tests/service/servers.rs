@@ -9,6 +9,8 @@ on_both_backends!(
     creating_a_server_makes_its_defaults,
     server_changes_need_permission_and_a_current_version,
     channels_are_created_checked_and_versioned,
+    channel_types_keep_their_names_and_their_refusals,
+    server_icons_are_stored_served_and_replaced,
     hidden_channels_do_not_exist_for_the_caller,
     overwrites_are_checked,
     roles_are_ordered_and_guarded,
@@ -424,6 +426,85 @@ async fn creating_a_server_makes_its_defaults(backend: Backend) {
         .assert_error(404, "Not Found");
 }
 
+fn png_of(w: u32, h: u32, shade: u8) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(w, h, image::Rgb([shade, 40, 90]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .expect("encode a PNG");
+    out.into_inner()
+}
+
+fn data_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+/// `GET url`: the status and the body's bytes.
+async fn fetch(app: &TestApp, url: &str) -> (u16, Vec<u8>) {
+    let res = app.client.get(app.url(url)).send().await.expect("cdn");
+    let status = res.status().as_u16();
+    (status, res.bytes().await.expect("cdn body").to_vec())
+}
+
+/// Server icons go through the same file store as avatars: stored on creation, served from
+/// `/cdn/icons/…`, replaced and removed by PATCH; bad input changes nothing.
+async fn server_icons_are_stored_served_and_replaced(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let owner = app.register("iconowner").await;
+    let first = png_of(6, 6, 10);
+    let created = app
+        .post_as(
+            &owner.token,
+            "/servers",
+            &json!({"name": "Icons", "icon": data_url(&first)}),
+        )
+        .await;
+    created.expect_status(201, "create a server with an icon");
+    let id = created.str_at("/id");
+    let url = created.str_at("/icon");
+    assert!(url.starts_with(&format!("/cdn/icons/{id}/")), "{url}");
+    assert_eq!(fetch(&app, &url).await, (200, first));
+    // Under its key, where earlier versions kept icons too.
+    let key = url.trim_start_matches("/cdn/");
+    assert!(app.data_dir().join("cdn").join(key).is_file(), "{key}");
+
+    let path = format!("/servers/{id}");
+    let second = png_of(9, 5, 200);
+    let patched = app
+        .patch_as(&owner.token, &path, &json!({"icon": data_url(&second)}))
+        .await;
+    patched.expect_status(200, "replace the icon");
+    let new_url = patched.str_at("/icon");
+    assert_ne!(new_url, url);
+    assert_eq!(fetch(&app, &new_url).await, (200, second));
+    assert_eq!(
+        app.get_as(&owner.token, &path).await.body["icon"],
+        new_url.as_str()
+    );
+
+    for (bad, status) in [
+        (json!({"icon": "%%%"}), 422),
+        (json!({"icon": data_url(b"not an image at all")}), 415),
+    ] {
+        let res = app.patch_as(&owner.token, &path, &bad).await;
+        assert_eq!(res.status, status, "{bad}: {}", res.text);
+    }
+    assert_eq!(
+        app.get_as(&owner.token, &path).await.body["icon"],
+        new_url.as_str(),
+        "refused icons change nothing"
+    );
+    let cleared = app
+        .patch_as(&owner.token, &path, &json!({"icon": null}))
+        .await;
+    cleared.expect_status(200, "remove the icon");
+    assert_eq!(cleared.body["icon"], Value::Null);
+}
+
 async fn server_changes_need_permission_and_a_current_version(backend: Backend) {
     let app = spawn_app(backend).await;
     let owner = app.register("boss").await;
@@ -651,6 +732,97 @@ async fn channels_are_created_checked_and_versioned(backend: Backend) {
             .await
             .status,
         204
+    );
+}
+
+/// Channel types are an enum inside; outside they are the same strings, and a type no
+/// server channel can have is refused with the same detail as before, together with the
+/// request's other failures.
+async fn channel_types_keep_their_names_and_their_refusals(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let owner = app.register("typeowner").await;
+    let srv = server(&app, &owner, "Types").await;
+    let base = format!("/servers/{}/channels", srv.id);
+    let mut made = Vec::new();
+    for (asked, answered) in [
+        (json!(null), "text"),
+        (json!("text"), "text"),
+        (json!("voice"), "voice"),
+        (json!("category"), "category"),
+    ] {
+        let res = app
+            .post_as(&owner.token, &base, &json!({"name": "c", "type": asked}))
+            .await;
+        res.expect_status(201, "create a channel");
+        assert_eq!(res.body["type"], answered, "{}", res.text);
+        made.push((res.str_at("/id"), answered));
+    }
+    let listed = app.get_as(&owner.token, &base).await;
+    for (id, kind) in &made {
+        let found = listed.body["channels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["id"] == id.as_str());
+        assert_eq!(found.map(|c| c["type"].clone()), Some(json!(kind)));
+    }
+    let audit = app
+        .get_as(&owner.token, &format!("/servers/{}/audit-log", srv.id))
+        .await;
+    let logged: Vec<Value> = audit.body["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["action"] == "channel_create")
+        .map(|e| e["changes"]["type"].clone())
+        .collect();
+    assert!(
+        logged.contains(&json!("voice")) && logged.contains(&json!("category")),
+        "{}",
+        audit.text
+    );
+    let refused =
+        json!([{"field": "type", "rule": "enum", "message": "must be text, voice or category"}]);
+    for asked in ["forum", "dm", "group_dm", "TEXT", ""] {
+        let res = app
+            .post_as(&owner.token, &base, &json!({"name": "x", "type": asked}))
+            .await;
+        res.assert_error(422, "Validation Error");
+        assert_eq!(res.body["details"], refused, "{asked}: {}", res.text);
+    }
+    let several = app
+        .post_as(
+            &owner.token,
+            &base,
+            &json!({"name": "", "type": "forum", "bitrate": 64}),
+        )
+        .await;
+    several.assert_error(422, "Validation Error");
+    let fields: Vec<&str> = several.body["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["field"].as_str())
+        .collect();
+    assert_eq!(fields, ["type", "name", "bitrate"], "{}", several.text);
+    // Not a string at all stays a type error of the field.
+    let number = app
+        .post_as(&owner.token, &base, &json!({"name": "x", "type": 2}))
+        .await;
+    number.assert_error(422, "Validation Error");
+    assert_eq!(
+        (
+            &number.body["details"][0]["field"],
+            &number.body["details"][0]["rule"]
+        ),
+        (&json!("type"), &json!("type")),
+        "{}",
+        number.text
+    );
+    assert_eq!(
+        visible_channels(&app, &owner.token, &srv.id).await.len(),
+        2 + made.len(),
+        "nothing refused was created"
     );
 }
 
