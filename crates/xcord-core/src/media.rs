@@ -155,8 +155,8 @@ mod tests {
         let mut out = std::io::Cursor::new(Vec::new());
         image::DynamicImage::ImageRgb8(img)
             .write_to(&mut out, ImageFormat::Png)
-            .map(|()| out.into_inner())
-            .unwrap_or_default()
+            .expect("encode a PNG");
+        out.into_inner()
     }
 
     #[tokio::test]

@@ -252,6 +252,16 @@ impl TestUser {
     }
 }
 
+/// The string at the JSON pointer `pointer` of `value` (a message [`say`] returned, an
+/// element of a list); panics with the value when it is missing or not a string.
+#[track_caller]
+pub fn string_at(value: &Value, pointer: &str) -> String {
+    match value.pointer(pointer).and_then(Value::as_str) {
+        Some(s) => s.to_owned(),
+        None => panic!("no string at {pointer} in {value}"),
+    }
+}
+
 /// The token a mail carries after `label: `.
 pub fn token_in_mail(mail: &str, label: &str) -> String {
     let start = mail

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use xcord_permissions::bits::*;
-use xcord_testkit::{Backend, TestApp, TestUser, on_both_backends, spawn_app};
+use xcord_testkit::{Backend, TestApp, TestUser, on_both_backends, spawn_app, string_at};
 
 on_both_backends!(
     creating_a_server_makes_its_defaults,
@@ -42,10 +42,7 @@ async fn outsiders_get_404_and_plain_members_403_everywhere(backend: Backend) {
             &json!({"name": "R"}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     let (s, c, m, o) = (&srv.id, &srv.text, &member.id, &owner.id);
     // (method, path, body, answer for a plain member; outsiders always get 404)
     let routes: Vec<(Method, String, Value, u16)> = vec![
@@ -257,11 +254,11 @@ async fn server(app: &TestApp, owner: &TestUser, name: &str) -> Srv {
             .flatten()
             .find(|c| c["type"] == kind)
             .and_then(|c| c["id"].as_str())
-            .unwrap_or_default()
+            .unwrap_or_else(|| panic!("no {kind} channel in the new server: {}", res.text))
             .to_owned()
     };
     Srv {
-        id: res.body["id"].as_str().unwrap_or_default().to_owned(),
+        id: res.str_at("/id"),
         text: ch("text"),
         voice: ch("voice"),
     }
@@ -276,7 +273,7 @@ async fn invite_and_join(app: &TestApp, owner: &TestUser, srv: &Srv, who: &TestU
         )
         .await;
     assert_eq!(inv.status, 201, "{}", inv.text);
-    let code = inv.body["code"].as_str().unwrap_or_default();
+    let code = inv.str_at("/code");
     let res = app
         .post_as(&who.token, &format!("/invites/{code}"), &json!({}))
         .await;
@@ -300,7 +297,7 @@ async fn role_for(
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    let rid = r.body["id"].as_str().unwrap_or_default().to_owned();
+    let rid = r.str_at("/id");
     let res = app
         .put_as(
             &owner.token,
@@ -375,10 +372,7 @@ async fn creating_a_server_makes_its_defaults(backend: Backend) {
         ]
     );
     let mine = app.get_as(&owner.token, "/servers").await;
-    assert_eq!(
-        ids(&mine.body, "servers"),
-        vec![b["id"].as_str().unwrap_or_default().to_owned()]
-    );
+    assert_eq!(ids(&mine.body, "servers"), vec![string_at(b, "/id")]);
     for bad in [
         json!({"name": "x"}),
         json!({"name": "y".repeat(101)}),
@@ -407,14 +401,14 @@ async fn creating_a_server_makes_its_defaults(backend: Backend) {
         )
         .await;
     assert_eq!(with_icon.status, 201, "{}", with_icon.text);
-    let url = with_icon.body["icon"].as_str().unwrap_or_default();
+    let url = with_icon.str_at("/icon");
     assert!(url.starts_with("/cdn/icons/"), "{url}");
-    assert_eq!(app.get(url).await.status, 200);
+    assert_eq!(app.get(&url).await.status, 200);
     // Outsiders cannot see it.
     let stranger = app.register("stranger").await;
     app.get_as(
         &stranger.token,
-        &format!("/servers/{}", b["id"].as_str().unwrap_or_default()),
+        &format!("/servers/{}", string_at(b, "/id")),
     )
     .await
     .assert_error(404, "Not Found");
@@ -519,9 +513,11 @@ async fn server_changes_need_permission_and_a_current_version(backend: Backend) 
     app.patch_as(&member.token, &path, &json!({"name": "Mine"}))
         .await
         .assert_error(403, "Forbidden");
-    let v1 = app.get_as(&owner.token, &path).await.body["version"]
-        .as_i64()
-        .unwrap_or_default();
+    let v1 = app
+        .get_as(&owner.token, &path)
+        .await
+        .expect_status(200, "read the server")
+        .i64_at("/version");
     let ok = app
         .request(
             reqwest::Method::PATCH,
@@ -615,7 +611,7 @@ async fn channels_are_created_checked_and_versioned(backend: Backend) {
         )
         .await;
     assert_eq!(cat.status, 201, "{}", cat.text);
-    let cat_id = cat.body["id"].as_str().unwrap_or_default().to_owned();
+    let cat_id = cat.str_at("/id");
     let text = app.post_as(&owner.token, &base, &json!({"name": "rules", "parentId": cat_id, "topic": "read me", "nsfw": true, "rateLimitPerUser": 30})).await;
     assert_eq!(text.status, 201, "{}", text.text);
     assert_eq!(
@@ -676,7 +672,7 @@ async fn channels_are_created_checked_and_versioned(backend: Backend) {
     app.post_as(&member.token, &base, &json!({"name": "mine"}))
         .await
         .assert_error(403, "Forbidden");
-    let id = text.body["id"].as_str().unwrap_or_default().to_owned();
+    let id = text.str_at("/id");
     let path = format!("/channels/{id}");
     app.patch_as(&member.token, &path, &json!({"name": "x"}))
         .await
@@ -697,7 +693,7 @@ async fn channels_are_created_checked_and_versioned(backend: Backend) {
         ),
         (Value::Null, Value::Null, Some(9))
     );
-    let version = patched.body["version"].as_i64().unwrap_or_default();
+    let version = patched.i64_at("/version");
     let stale = app
         .client
         .patch(app.url(&format!("/api/v1{path}")))
@@ -839,10 +835,7 @@ async fn hidden_channels_do_not_exist_for_the_caller(backend: Backend) {
             &json!({"name": "Staff"}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     let secret = app
         .post_as(
             &owner.token,
@@ -850,10 +843,7 @@ async fn hidden_channels_do_not_exist_for_the_caller(backend: Backend) {
             &json!({"name": "staff-only"}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     let ow = |target: &str| format!("/channels/{secret}/permissions/{target}");
     assert_eq!(
         app.put_as(
@@ -1085,7 +1075,7 @@ async fn roles_are_ordered_and_guarded(backend: Backend) {
         names(&app.get_as(&member.token, &base).await.body),
         vec!["@everyone", "B", "A"]
     );
-    let a_id = a.body["id"].as_str().unwrap_or_default().to_owned();
+    let a_id = a.str_at("/id");
     let moved = app
         .patch_as(
             &owner.token,
@@ -1116,7 +1106,7 @@ async fn roles_are_ordered_and_guarded(backend: Backend) {
     app.post_as(&member.token, &base, &json!({"name": "Mine"}))
         .await
         .assert_error(403, "Forbidden");
-    let v = moved.body["version"].as_i64().unwrap_or_default();
+    let v = moved.i64_at("/version");
     let stale = app
         .client
         .patch(app.url(&format!("/api/v1{base}/{a_id}")))
@@ -1220,7 +1210,7 @@ async fn hierarchy_matrix(backend: Backend) {
         .flatten()
         .find(|r| r["name"] == "Admin")
         .and_then(|r| r["id"].as_str().map(str::to_owned))
-        .unwrap_or_default();
+        .expect("the Admin role is listed");
     // Put Admin above Mod explicitly.
     assert_eq!(
         app.patch_as(
@@ -1296,7 +1286,7 @@ async fn hierarchy_matrix(backend: Backend) {
         )
         .await;
     assert_eq!(low.status, 201, "{}", low.text);
-    let low_id = low.body["id"].as_str().unwrap_or_default();
+    let low_id = low.str_at("/id");
     assert_eq!(
         app.put_as(
             &mod_a.token,
@@ -1339,7 +1329,7 @@ async fn members_are_paged_and_editable(backend: Backend) {
         invite_and_join(&app, &owner, &srv, &u).await;
         joined.push(u.id.clone());
     }
-    joined.sort_by_key(|id| id.parse::<i64>().unwrap_or_default());
+    joined.sort_by_key(|id| id.parse::<i64>().expect("a user id"));
     let page = |after: Option<&str>| {
         let path = match after {
             Some(a) => format!("/servers/{}/members?limit=3&after={a}", srv.id),
@@ -1408,8 +1398,8 @@ async fn members_are_paged_and_editable(backend: Backend) {
             &json!({"name": "R1"}),
         )
         .await
-        .body["id"]
-        .clone();
+        .expect_status(201, "create role R1")
+        .str_at("/id");
     let r2 = app
         .post_as(
             &owner.token,
@@ -1417,8 +1407,8 @@ async fn members_are_paged_and_editable(backend: Backend) {
             &json!({"name": "R2"}),
         )
         .await
-        .body["id"]
-        .clone();
+        .expect_status(201, "create role R2")
+        .str_at("/id");
     let set = app
         .patch_as(
             &owner.token,
@@ -1449,12 +1439,7 @@ async fn members_are_paged_and_editable(backend: Backend) {
     assert_eq!(
         app.delete_as(
             &owner.token,
-            &format!(
-                "/servers/{}/members/{}/roles/{}",
-                srv.id,
-                someone.id,
-                r2.as_str().unwrap_or_default()
-            )
+            &format!("/servers/{}/members/{}/roles/{}", srv.id, someone.id, r2)
         )
         .await
         .status,
@@ -1547,7 +1532,7 @@ async fn invites_limits_expiry_vanity_and_bans(backend: Backend) {
         "{}",
         once.text
     );
-    let code = once.body["code"].as_str().unwrap_or_default().to_owned();
+    let code = once.str_at("/code");
     let preview = app.get(&format!("/api/v1/invites/{code}")).await;
     assert_eq!(
         (preview.status, preview.body["server"]["name"].as_str()),
@@ -1578,10 +1563,7 @@ async fn invites_limits_expiry_vanity_and_bans(backend: Backend) {
             &json!({"maxUses": 2}),
         )
         .await
-        .body["code"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/code");
     assert_eq!(
         app.post_as(&a.token, &format!("/invites/{twice}"), &json!({}))
             .await
@@ -1600,7 +1582,7 @@ async fn invites_limits_expiry_vanity_and_bans(backend: Backend) {
             &json!({"maxAgeSeconds": 60}),
         )
         .await;
-    let short_code = short.body["code"].as_str().unwrap_or_default().to_owned();
+    let short_code = short.str_at("/code");
     clock.advance_millis(61_000);
     assert!(clock.now().as_millis() > 0);
     app.post_as(&b.token, &format!("/invites/{short_code}"), &json!({}))
@@ -1632,10 +1614,7 @@ async fn invites_limits_expiry_vanity_and_bans(backend: Backend) {
             &json!({}),
         )
         .await
-        .body["code"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/code");
     app.delete_as(&a.token, &format!("/invites/{short_code}"))
         .await
         .assert_error(403, "Forbidden");
@@ -1712,12 +1691,12 @@ async fn bans_remove_members_and_their_recent_messages(backend: Backend) {
     role_for(&app, &owner, &srv, &modr, "Mod", BAN_MEMBERS).await;
     // Messages of the troll: one old (3 days), one recent; and one by the mod.
     let now = xcord_types::Timestamp::now().as_millis();
-    let text: i64 = srv.text.parse().unwrap_or_default();
+    let text: i64 = srv.text.parse().expect("a channel id");
     for (id, author, age_days) in [(1_i64, &troll, 3_i64), (2, &troll, 0), (3, &modr, 0)] {
         sqlx::query("INSERT INTO messages (id, channel_id, author_id, content, created_at) VALUES ($1, $2, $3, 'hi', $4)")
             .bind(id)
             .bind(text)
-            .bind(author.id.parse::<i64>().unwrap_or_default())
+            .bind(author.id.parse::<i64>().expect("a user id"))
             .bind(now - age_days * 86_400_000)
             .execute(app.state.core.store.pool())
             .await
@@ -1823,10 +1802,7 @@ async fn audit_log_records_and_filters(backend: Backend) {
             &json!({"name": "Temp"}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     app.patch_as(
         &owner.token,
         &format!("/servers/{}/roles/{role}", srv.id),
@@ -1887,10 +1863,7 @@ async fn audit_log_records_and_filters(backend: Backend) {
             &format!("/servers/{}/audit-log?limit=2", srv.id),
         )
         .await;
-    let before = two.body["entries"][1]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let before = two.str_at("/entries/1/id");
     let rest = app
         .get_as(
             &owner.token,
@@ -1922,13 +1895,13 @@ async fn stats_count_members_channels_and_days(backend: Backend) {
     let app = spawn_app(backend).await;
     let owner = app.register("s_owner").await;
     let srv = server(&app, &owner, "Stats").await;
-    let text: i64 = srv.text.parse().unwrap_or_default();
+    let text: i64 = srv.text.parse().expect("a channel id");
     let now = xcord_types::Timestamp::now().as_millis();
     for (id, age) in [(10_i64, 0_i64), (11, 0), (12, 2), (13, 40)] {
         sqlx::query("INSERT INTO messages (id, channel_id, author_id, content, created_at) VALUES ($1, $2, $3, 'x', $4)")
             .bind(id)
             .bind(text)
-            .bind(owner.id.parse::<i64>().unwrap_or_default())
+            .bind(owner.id.parse::<i64>().expect("a user id"))
             .bind(now - age * 86_400_000)
             .execute(app.state.core.store.pool())
             .await
@@ -2028,10 +2001,7 @@ async fn private_channels_through_the_channel_routes(backend: Backend) {
             &json!({"recipientId": b.id}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     assert_eq!(
         app.get_as(&b.token, &format!("/channels/{dm}")).await.body["type"],
         "dm"
@@ -2052,10 +2022,7 @@ async fn private_channels_through_the_channel_routes(backend: Backend) {
             &json!({"recipients": [b.id, c.id]}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     let renamed = app
         .patch_as(
             &c.token,
