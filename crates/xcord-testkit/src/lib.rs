@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use xcord::{Application, Config};
 use xcord_api::AppState;
+use xcord_core::storage::FileStore;
 use xcord_core::{Clock, SystemClock};
 pub use xcord_store::Backend;
 pub use xcord_store::on_both_backends;
@@ -52,6 +53,7 @@ pub struct TestAppBuilder {
     configure: Vec<ConfigEdit>,
     shared_database: Option<String>,
     secrets_from: Option<std::path::PathBuf>,
+    files: Option<Arc<dyn FileStore>>,
 }
 
 impl TestAppBuilder {
@@ -63,6 +65,7 @@ impl TestAppBuilder {
             configure: Vec::new(),
             shared_database: None,
             secrets_from: None,
+            files: None,
         }
     }
 
@@ -78,6 +81,12 @@ impl TestAppBuilder {
     pub fn joining(mut self, app: &TestApp) -> Self {
         self.shared_database = app.config.database_url.clone();
         self.secrets_from = Some(app.data_dir().to_path_buf());
+        self
+    }
+
+    /// Keeps uploaded files in `files` instead of the data directory.
+    pub fn files(mut self, files: Arc<dyn FileStore>) -> Self {
+        self.files = Some(files);
         self
     }
 
@@ -122,9 +131,11 @@ impl TestAppBuilder {
         for f in self.configure {
             f(&mut config);
         }
-        let app = Application::build_with_clock(&config, self.clock)
-            .await
-            .unwrap_or_else(|e| panic!("the server did not start: {e:#}"));
+        let app = match self.files {
+            Some(files) => Application::build_with(&config, self.clock, files).await,
+            None => Application::build_with_clock(&config, self.clock).await,
+        }
+        .unwrap_or_else(|e| panic!("the server did not start: {e:#}"));
         let addr = app.local_addr();
         let state = app.state().clone();
         let gateway = app.gateway().cloned();

@@ -14,7 +14,7 @@ use xcord_bus::{EventBus, InProcessBus};
 use xcord_core::mail::{Mailer, OutboxMailer, SmtpMailer};
 use xcord_core::presence::{PresenceRegistry, PresenceStore};
 use xcord_core::ratelimit::{InMemoryRateLimiter, RateLimitSettings, RateLimiter};
-use xcord_core::storage::LocalFileStore;
+use xcord_core::storage::{FileStore, LocalFileStore};
 use xcord_core::{Clock, Core, CoreDeps, CoreSettings, SystemClock};
 use xcord_gateway::{Gateway, GatewaySettings};
 use xcord_store::{Store, StoreOptions};
@@ -45,6 +45,17 @@ impl Application {
 
     /// As [`Application::build`] with a chosen clock (tests move time with it).
     pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let files = Arc::new(LocalFileStore::new(config.data_dir.clone()));
+        Self::build_with(config, clock, files).await
+    }
+
+    /// As [`Application::build`] with a chosen clock and the store every uploaded file goes
+    /// to (the data directory's `cdn/` and `attachments/` folders otherwise).
+    pub async fn build_with(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        files: Arc<dyn FileStore>,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
                 "cannot create the data directory {}",
@@ -109,7 +120,7 @@ impl Application {
                 jwt_secret: jwt_secret.into_bytes(),
                 sealing_key,
                 cdn_key,
-                files: Arc::new(LocalFileStore::new(config.data_dir.clone())),
+                files,
                 presence,
             },
             CoreSettings {
