@@ -276,3 +276,35 @@ fn print_document() {
         serde_json::to_string_pretty(&document()).expect("json")
     );
 }
+
+#[test]
+fn channel_kinds_are_enums_of_their_wire_names() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    let values = |schema: &Value| -> Vec<String> {
+        schema["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not an enum: {schema}"))
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).expect("a string value"))
+            .collect()
+    };
+    let referenced = |property: &Value| -> String {
+        property
+            .to_string()
+            .split("#/components/schemas/")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no schema reference in {property}"))
+    };
+    // What a client may ask for, so generated clients and fuzzers send only these.
+    let asked = referenced(&schemas["CreateChannelRequest"]["properties"]["type"]);
+    assert_eq!(values(&schemas[&asked]), ["text", "voice", "category"]);
+    // What a channel can be, as every channel in a response says.
+    let answered = referenced(&schemas["Channel"]["properties"]["type"]);
+    assert_eq!(
+        values(&schemas[&answered]),
+        ["text", "voice", "category", "dm", "group_dm"]
+    );
+}

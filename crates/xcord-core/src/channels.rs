@@ -10,8 +10,8 @@ use xcord_store::{
 use xcord_types::Snowflake;
 use xcord_types::rest::channels::MAX_POSITION;
 use xcord_types::rest::channels::{
-    Channel, ChannelList, CreateChannelRequest, PermissionOverwrite, PutOverwriteRequest,
-    UpdateChannelRequest,
+    Channel, ChannelKind, ChannelList, CreateChannelRequest, NewChannelKind, PermissionOverwrite,
+    PutOverwriteRequest, UpdateChannelRequest,
 };
 
 use crate::servers::{channel_to_wire, require_bits};
@@ -45,10 +45,16 @@ pub(crate) fn check_position(
     }
 }
 
-/// What may be set on a channel of `kind`, checked field by field.
+/// The failure of a `type` that no server channel can have.
+fn unsupported_kind() -> xcord_types::FieldError {
+    xcord_types::FieldError::new("type", "enum", "must be text, voice or category")
+}
+
+/// What may be set on a channel of `kind`, checked field by field. `None` is a kind the
+/// request got wrong (already reported): it has none of the kind-specific fields.
 fn check_channel_fields(
     v: &mut Violations,
-    kind: &str,
+    kind: Option<ChannelKind>,
     name: Option<&str>,
     topic: Option<&str>,
     user_limit: Option<i64>,
@@ -64,14 +70,14 @@ fn check_channel_fields(
         v.check(validate::max_chars("topic", t, 1024));
     }
     if let Some(l) = user_limit {
-        if kind != "voice" {
+        if kind != Some(ChannelKind::Voice) {
             v.push("userLimit", "type", "only voice channels have a user limit");
         } else if !(0..=99).contains(&l) {
             v.push("userLimit", "range", "must be 0–99");
         }
     }
     if let Some(b) = bitrate {
-        if kind != "voice" {
+        if kind != Some(ChannelKind::Voice) {
             v.push("bitrate", "type", "only voice channels have a bitrate");
         } else if !(8..=384).contains(&b) {
             v.push("bitrate", "range", "must be 8–384 kbps");
@@ -163,8 +169,13 @@ impl Core {
         Ok(out)
     }
 
-    async fn check_parent(&self, server: Snowflake, parent: Snowflake, kind: &str) -> Result<()> {
-        if kind == "category" {
+    async fn check_parent(
+        &self,
+        server: Snowflake,
+        parent: Snowflake,
+        kind: ChannelKind,
+    ) -> Result<()> {
+        if kind == ChannelKind::Category {
             return Err(Error::invalid(
                 "parentId",
                 "type",
@@ -172,7 +183,7 @@ impl Core {
             ));
         }
         match self.store.channel(parent).await? {
-            Some(p) if p.server_id == Some(server) && p.kind == "category" => Ok(()),
+            Some(p) if p.server_id == Some(server) && p.kind == ChannelKind::Category => Ok(()),
             _ => Err(Error::invalid(
                 "parentId",
                 "category",
@@ -204,14 +215,16 @@ impl Core {
         req: CreateChannelRequest,
     ) -> Result<Channel> {
         let access = self.server_access(caller, server).await?;
-        let kind = req.kind.clone().unwrap_or_else(|| "text".into());
         let mut v = Violations::default();
-        if !matches!(kind.as_str(), "text" | "voice" | "category") {
-            v.push("type", "enum", "must be text, voice or category");
-        }
+        let kind = v.check(
+            req.kind
+                .unwrap_or(NewChannelKind::Text)
+                .kind()
+                .ok_or_else(unsupported_kind),
+        );
         check_channel_fields(
             &mut v,
-            &kind,
+            kind,
             Some(&req.name),
             req.topic.as_deref(),
             req.user_limit,
@@ -221,15 +234,17 @@ impl Core {
         if let Some(p) = req.position {
             v.check(check_position("position", p));
         }
-        if req.topic.is_some() && kind != "text" {
+        if req.topic.is_some() && kind != Some(ChannelKind::Text) {
             v.push("topic", "type", "only text channels have a topic");
         }
         let initial = req.permission_overwrites.clone().unwrap_or_default();
         check_initial_overwrites(&mut v, &initial);
         v.finish()?;
+        // Reported above already; this only turns the checked value into a kind.
+        let kind = kind.ok_or_else(|| Error::Validation(vec![unsupported_kind()]))?;
         access.require(bits::MANAGE_CHANNELS)?;
         if let Some(p) = req.parent_id {
-            self.check_parent(server, p, &kind).await?;
+            self.check_parent(server, p, kind).await?;
         }
         let overwrites = self.initial_overwrites(&access, server, initial).await?;
         let id = self.ids.next_id();
@@ -251,12 +266,12 @@ impl Core {
                 position: req.position,
                 parent_id: req.parent_id,
                 nsfw: req.nsfw.unwrap_or(false),
-                user_limit: if kind == "voice" {
+                user_limit: if kind == ChannelKind::Voice {
                     Some(req.user_limit.unwrap_or(0))
                 } else {
                     None
                 },
-                bitrate: if kind == "voice" {
+                bitrate: if kind == ChannelKind::Voice {
                     Some(req.bitrate.unwrap_or(64))
                 } else {
                     None
@@ -337,7 +352,7 @@ impl Core {
         let mut v = Violations::default();
         check_channel_fields(
             &mut v,
-            &c.kind,
+            Some(c.kind),
             req.name.as_deref(),
             req.topic.as_ref().and_then(|t| t.as_deref()),
             req.user_limit.flatten(),
@@ -347,10 +362,10 @@ impl Core {
         if let Some(p) = req.position {
             v.check(check_position("position", p));
         }
-        if req.topic.is_some() && c.kind != "text" {
+        if req.topic.is_some() && c.kind != ChannelKind::Text {
             v.push("topic", "type", "only text channels have a topic");
         }
-        if req.rate_limit_per_user.is_some() && c.kind != "text" {
+        if req.rate_limit_per_user.is_some() && c.kind != ChannelKind::Text {
             v.push(
                 "rateLimitPerUser",
                 "type",
@@ -360,7 +375,7 @@ impl Core {
         v.finish()?;
         require_bits(perms, bits::MANAGE_CHANNELS)?;
         if let Some(Some(p)) = req.parent_id {
-            self.check_parent(server, p, &c.kind).await?;
+            self.check_parent(server, p, c.kind).await?;
         }
         let patch = ChannelPatch {
             name: req.name.map(|n| n.trim().to_owned()),
@@ -401,7 +416,7 @@ impl Core {
         if !members.contains(&caller.user_id) {
             return Err(Error::NotFound("channel"));
         }
-        if c.kind != "group_dm" {
+        if c.kind != ChannelKind::GroupDm {
             return Err(Error::Forbidden(
                 "A direct message channel has nothing to edit.".into(),
             ));

@@ -1,6 +1,5 @@
 //! The [`Core`]: every service a use-case needs, built once at start-up.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -34,8 +33,6 @@ pub struct CoreSettings {
     pub password_algorithm: PasswordAlgorithm,
     /// Base URL put into e-mailed links.
     pub public_url: String,
-    /// Where uploaded profile images live (served under `/cdn/`).
-    pub cdn_dir: PathBuf,
     /// Rate limits.
     pub rate_limits: RateLimitSettings,
     /// A server every new user joins (seed 002's "Hype Community").

@@ -1,12 +1,13 @@
-//! Uploaded images (avatars, banners): size-checked, sniffed, fully decoded, then stored by
-//! content hash under the data directory's `cdn` folder.
+//! Uploaded images (avatars, banners, server icons): size-checked, sniffed, fully decoded,
+//! then stored by content hash in the public space of the [`FileStore`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use image::ImageFormat;
 use sha2::{Digest, Sha256};
 
-use crate::Error;
+use crate::storage::{FileSpace, FileStore, StoredFile, is_valid_key};
+use crate::{Core, Error, Result};
 
 /// Largest accepted profile image (SPEC: 5 MB).
 pub const MAX_PROFILE_IMAGE_BYTES: usize = 5 * 1024 * 1024;
@@ -40,7 +41,7 @@ pub fn sniff(bytes: &[u8]) -> Option<(ImageFormat, &'static str)> {
 /// Checks an upload: 413 when over `max_bytes`, 415 when not PNG/JPEG/GIF/WebP, 422 when it
 /// claims a format but does not decode (a forged or truncated file). Decoding runs on the
 /// blocking pool with size limits, so a hostile file cannot exhaust memory.
-pub async fn check_image(bytes: Vec<u8>, max_bytes: usize) -> Result<CheckedImage, Error> {
+pub async fn check_image(bytes: Vec<u8>, max_bytes: usize) -> Result<CheckedImage> {
     if bytes.len() > max_bytes {
         return Err(Error::PayloadTooLarge(format!(
             "The image is larger than {} MB.",
@@ -79,33 +80,59 @@ pub async fn check_image(bytes: Vec<u8>, max_bytes: usize) -> Result<CheckedImag
     }
 }
 
-/// Stores `img` under `root/<kind>/<owner>/<hash>.<ext>` and returns the key after `root`.
+/// What a public image is of; the first segment of its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageUse {
+    /// A user's avatar.
+    Avatar,
+    /// A user's banner.
+    Banner,
+    /// A server's icon or banner.
+    ServerIcon,
+}
+
+impl ImageUse {
+    fn folder(self) -> &'static str {
+        match self {
+            ImageUse::Avatar => "avatars",
+            ImageUse::Banner => "banners",
+            ImageUse::ServerIcon => "icons",
+        }
+    }
+}
+
+/// The key of `img` as `usage` of `owner`: `<folder>/<owner>/<hash>.<ext>`, the hash being
+/// the first 16 bytes of the SHA-256 of the bytes, so one image is stored once per owner
+/// and its URL can be cached for ever.
+fn image_key(usage: ImageUse, owner: xcord_types::Snowflake, img: &CheckedImage) -> String {
+    let hash = hex::encode(&Sha256::digest(&img.bytes)[..16]);
+    format!("{}/{owner}/{hash}.{}", usage.folder(), img.extension)
+}
+
+/// Stores `img` in the public space and returns its key.
 pub async fn store_image(
-    root: &Path,
-    kind: &str,
-    owner: &str,
+    files: &dyn FileStore,
+    usage: ImageUse,
+    owner: xcord_types::Snowflake,
     img: &CheckedImage,
 ) -> anyhow::Result<String> {
-    let hash = hex::encode(&Sha256::digest(&img.bytes)[..16]);
-    let key = format!("{kind}/{owner}/{hash}.{}", img.extension);
-    crate::storage::write_file_atomically(&root.join(&key), &img.bytes).await?;
+    let key = image_key(usage, owner, img);
+    files.put(FileSpace::Public, &key, &img.bytes).await?;
     Ok(key)
 }
 
-/// Resolves a `/cdn/` key to a file under `root`, refusing anything that could leave it.
-pub fn resolve_cdn_path(root: &Path, key: &str) -> Option<PathBuf> {
-    let segments: Vec<&str> = key.split('/').collect();
-    let sane = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 128
-            && !s.starts_with('.')
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    };
-    if segments.is_empty() || segments.len() > 4 || !segments.iter().all(|s| sane(s)) {
-        return None;
+impl Core {
+    /// Opens the public file `key` (`/cdn/<key>`); `None` when there is none, or when the
+    /// key could not name a stored file at all.
+    pub async fn open_public_file(&self, key: &str) -> Result<Option<StoredFile>> {
+        if !is_valid_key(key) {
+            return Ok(None);
+        }
+        self.files
+            .open(FileSpace::Public, key)
+            .await
+            .map_err(Error::Internal)
     }
-    Some(segments.iter().fold(root.to_path_buf(), |p, s| p.join(s)))
 }
 
 /// The content type of a stored image by its extension.
@@ -128,8 +155,8 @@ mod tests {
         let mut out = std::io::Cursor::new(Vec::new());
         image::DynamicImage::ImageRgb8(img)
             .write_to(&mut out, ImageFormat::Png)
-            .map(|()| out.into_inner())
-            .unwrap_or_default()
+            .expect("encode a PNG");
+        out.into_inner()
     }
 
     #[tokio::test]
@@ -156,26 +183,5 @@ mod tests {
             check_image(png(3, 2), 10).await,
             Err(Error::PayloadTooLarge(_))
         ));
-    }
-
-    #[test]
-    fn cdn_paths_cannot_escape() {
-        let root = Path::new("/srv/cdn");
-        assert_eq!(
-            resolve_cdn_path(root, "avatars/1/ab.png"),
-            Some(PathBuf::from("/srv/cdn/avatars/1/ab.png"))
-        );
-        for bad in [
-            "../etc/passwd",
-            "avatars/../../x",
-            "avatars//x",
-            ".hidden",
-            "a/b/c/d/e",
-            "a\\b",
-            "",
-            "avatars/1/%2e%2e",
-        ] {
-            assert_eq!(resolve_cdn_path(root, bad), None, "{bad}");
-        }
     }
 }

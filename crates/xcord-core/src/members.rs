@@ -8,6 +8,7 @@ use xcord_bus::Topic;
 use xcord_permissions::bits;
 use xcord_store::{InviteRecord, MemberRecord, RolePatch, ServerRepository, Versioned};
 use xcord_types::Snowflake;
+use xcord_types::rest::channels::ChannelKind;
 use xcord_types::rest::servers::{
     AuditEntry, AuditLog, Ban, BanList, BanRequest, CreateInviteRequest, Invite, InviteList,
     InviteServer, Member, MemberList, MemberUser, Role, RoleList, RoleRequest, Server,
@@ -678,7 +679,7 @@ impl Core {
                 .ok_or(Error::NotFound("channel"))?,
             None => channels
                 .iter()
-                .find(|c| c.kind == "text")
+                .find(|c| c.kind == ChannelKind::Text)
                 .or(channels.first())
                 .ok_or(Error::NotFound("channel"))?,
         };

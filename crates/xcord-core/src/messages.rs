@@ -16,6 +16,7 @@ use xcord_store::{
     ServerRepository, UserRepository, Versioned,
 };
 use xcord_types::Snowflake;
+use xcord_types::rest::channels::ChannelKind;
 use xcord_types::rest::messages::{
     Attachment, BulkDeleteRequest, CreateMessageRequest, EditMessageRequest, HistoryQuery,
     Mentions, Message, MessageAuthor, MessageList, Reaction, ReadState, ReadStateList,
@@ -25,7 +26,7 @@ use xcord_types::rest::users::UserList;
 
 use crate::mentions::parse_mentions;
 use crate::servers::require_bits;
-use crate::storage::{sanitize_filename, sniff_content_type};
+use crate::storage::{FileSpace, sanitize_filename, sniff_content_type};
 use crate::{Caller, Core, Error, Result};
 
 /// How long a signed attachment URL works.
@@ -341,7 +342,7 @@ impl Core {
         let files = self.files.clone();
         self.spawn_background(async move {
             for key in keys {
-                if let Err(e) = files.delete(&key).await {
+                if let Err(e) = files.delete(FileSpace::Attachments, &key).await {
                     tracing::warn!(error = format!("{e:#}"), "attachment file not removed");
                 }
             }
@@ -354,7 +355,7 @@ impl Core {
         a: &AttachmentRecord,
     ) -> Result<Option<crate::storage::StoredFile>> {
         self.files
-            .open(&a.storage_key)
+            .open(FileSpace::Attachments, &a.storage_key)
             .await
             .map_err(Error::Internal)
     }
@@ -611,7 +612,7 @@ impl Core {
 
     /// Blocks stop 1:1 DMs in both directions.
     async fn check_dm_block(&self, ctx: &ChannelContext, user: Snowflake) -> Result<()> {
-        if ctx.channel.kind == "dm"
+        if ctx.channel.kind == ChannelKind::Dm
             && let Some(other) = ctx.recipients.iter().copied().find(|r| *r != user)
         {
             let (mine, theirs) = self.store.relationship_pair(user, other).await?;
@@ -631,7 +632,12 @@ impl Core {
         req: CreateMessageRequest,
     ) -> Result<(Message, bool)> {
         let ctx = self.channel_context(caller, channel_id).await?;
-        if ctx.channel.kind == "category" || ctx.channel.kind == "voice" {
+        // Exhaustive, so a new kind has to say whether it holds messages.
+        let holds_messages = match ctx.channel.kind {
+            ChannelKind::Text | ChannelKind::Dm | ChannelKind::GroupDm => true,
+            ChannelKind::Voice | ChannelKind::Category => false,
+        };
+        if !holds_messages {
             return Err(Error::invalid(
                 "channelId",
                 "type",
@@ -1166,7 +1172,7 @@ impl Core {
         let filename = sanitize_filename(filename);
         let key = format!("{channel_id}/{id}");
         self.files
-            .put(&key, &bytes)
+            .put(FileSpace::Attachments, &key, &bytes)
             .await
             .map_err(Error::Internal)?;
         let rec = AttachmentRecord {

@@ -12,7 +12,7 @@ use xcord_store::{
 };
 use xcord_types::Snowflake;
 use xcord_types::gateway::{PresenceSet, VoiceState, VoiceStateSet};
-use xcord_types::rest::channels::Channel;
+use xcord_types::rest::channels::{Channel, ChannelKind};
 use xcord_types::rest::messages::ReadStateList;
 use xcord_types::rest::servers::Server;
 use xcord_types::rest::users::{Presence, Status, StatusRequest};
@@ -77,7 +77,7 @@ impl ServerSnapshot {
             .channels
             .iter()
             .filter(|(c, ow)| {
-                compute_channel_permissions(&view, channel_kind(&c.kind), &to_overwrites(ow))
+                compute_channel_permissions(&view, channel_kind(c.kind), &to_overwrites(ow))
                     & bits::VIEW_CHANNELS
                     != 0
             })
@@ -338,7 +338,7 @@ impl Core {
         let previous = self.voice.of_user(caller.user_id);
         if let Some(channel) = req.channel_id {
             let (c, _, perms, _) = self.channel_access(caller, channel).await?;
-            if c.server_id != Some(access.server.id) || c.kind != "voice" {
+            if c.server_id != Some(access.server.id) || c.kind != ChannelKind::Voice {
                 return Err(Error::invalid(
                     "channelId",
                     "voice",

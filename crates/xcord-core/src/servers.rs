@@ -13,7 +13,7 @@ use xcord_store::{
     AuditRecord, ChannelRecord, ChannelRepository, MemberRecord, NewServer, OverwriteRecord,
     RoleRecord, ServerPatch, ServerRecord, ServerRepository, Versioned,
 };
-use xcord_types::rest::channels::{Channel, PermissionOverwrite};
+use xcord_types::rest::channels::{Channel, ChannelKind as Kind, PermissionOverwrite};
 use xcord_types::rest::servers::{
     CreateServerRequest, DayCount, Role, Server, ServerList, ServerStats, UpdateServerRequest,
 };
@@ -30,10 +30,10 @@ pub fn channel_to_wire(
     overwrites: Option<Vec<PermissionOverwrite>>,
 ) -> Channel {
     let server = c.server_id.is_some();
-    let voice = c.kind == "voice";
+    let voice = c.kind == Kind::Voice;
     Channel {
         id: c.id,
-        kind: c.kind.clone(),
+        kind: c.kind,
         server_id: c.server_id,
         name: c.name.clone(),
         topic: c.topic.clone(),
@@ -46,7 +46,7 @@ pub fn channel_to_wire(
             None
         },
         bitrate: if voice { c.bitrate } else { None },
-        rate_limit_per_user: (server && c.kind == "text").then_some(c.rate_limit_per_user),
+        rate_limit_per_user: (server && c.kind == Kind::Text).then_some(c.rate_limit_per_user),
         permission_overwrites: overwrites,
         owner_id: c.owner_id,
         recipients,
@@ -81,11 +81,13 @@ pub(crate) fn role_to_wire(r: &RoleRecord) -> Role {
     }
 }
 
-pub fn channel_kind(kind: &str) -> ChannelKind {
+/// Which permission rules apply to a channel of `kind`. Private channels post messages like
+/// text channels do. Exhaustive on purpose: a new kind must decide here.
+pub fn channel_kind(kind: Kind) -> ChannelKind {
     match kind {
-        "voice" => ChannelKind::Voice,
-        "category" => ChannelKind::Category,
-        _ => ChannelKind::Text,
+        Kind::Text | Kind::Dm | Kind::GroupDm => ChannelKind::Text,
+        Kind::Voice => ChannelKind::Voice,
+        Kind::Category => ChannelKind::Category,
     }
 }
 
@@ -150,7 +152,7 @@ impl ServerAccess {
     pub fn in_channel(&self, channel: &ChannelRecord, overwrites: &[OverwriteRecord]) -> u64 {
         compute_channel_permissions(
             &self.view(),
-            channel_kind(&channel.kind),
+            channel_kind(channel.kind),
             &to_overwrites(overwrites),
         )
     }
@@ -375,10 +377,14 @@ impl Core {
                 Error::invalid("icon", "base64", "must be a base64 image or a data URL")
             })?;
         let img = crate::media::check_image(bytes, crate::media::MAX_PROFILE_IMAGE_BYTES).await?;
-        let key =
-            crate::media::store_image(&self.settings.cdn_dir, "icons", &owner.to_string(), &img)
-                .await
-                .map_err(Error::Internal)?;
+        let key = crate::media::store_image(
+            self.files.as_ref(),
+            crate::media::ImageUse::ServerIcon,
+            owner,
+            &img,
+        )
+        .await
+        .map_err(Error::Internal)?;
         Ok(Self::cdn_url(&key))
     }
 

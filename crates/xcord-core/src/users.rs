@@ -409,15 +409,14 @@ impl Core {
         bytes: Vec<u8>,
     ) -> Result<String> {
         let img = media::check_image(bytes, MAX_PROFILE_IMAGE_BYTES).await?;
-        let kind = if banner { "banners" } else { "avatars" };
-        let key = media::store_image(
-            &self.settings.cdn_dir,
-            kind,
-            &caller.user_id.to_string(),
-            &img,
-        )
-        .await
-        .map_err(Error::Internal)?;
+        let usage = if banner {
+            media::ImageUse::Banner
+        } else {
+            media::ImageUse::Avatar
+        };
+        let key = media::store_image(self.files.as_ref(), usage, caller.user_id, &img)
+            .await
+            .map_err(Error::Internal)?;
         self.store
             .set_image(caller.user_id, banner, Some(&key), self.clock.now())
             .await?;

@@ -13,6 +13,7 @@ use xcord_permissions::{
     ChannelKind, MemberView, Overwrite, OverwriteTarget, bits, compute_channel_permissions,
 };
 use xcord_types::Snowflake;
+use xcord_types::rest::channels::ChannelKind as WireKind;
 
 use crate::session::{Dispatch, SessionHandle};
 
@@ -39,7 +40,7 @@ struct ServerState {
     visible: HashMap<Snowflake, Sessions>,
 }
 
-fn kind_of(kind: &str) -> ChannelKind {
+fn kind_of(kind: WireKind) -> ChannelKind {
     xcord_core::servers::channel_kind(kind)
 }
 
@@ -59,7 +60,7 @@ impl ServerState {
                     (
                         c.id,
                         ChannelState {
-                            kind: kind_of(&c.kind),
+                            kind: kind_of(c.kind),
                             overwrites: xcord_core::servers::to_overwrites(ow),
                             wire: serde_json::to_string(&ServerSnapshot::channel_view(c, ow))
                                 .map_or_else(|_| Arc::from("null"), Arc::from),
@@ -134,7 +135,7 @@ struct WireOverwrite {
 struct WireChannel {
     id: Snowflake,
     #[serde(rename = "type")]
-    kind: String,
+    kind: WireKind,
     server_id: Option<Snowflake>,
     #[serde(default)]
     permission_overwrites: Option<Vec<WireOverwrite>>,
@@ -596,8 +597,11 @@ impl Index {
         }
         self.recent.push_back((self.generation, server));
         if matches!(name, "CHANNEL_CREATE" | "CHANNEL_UPDATE" | "CHANNEL_DELETE") {
-            if let Ok(c) = serde_json::from_str::<WireChannel>(data) {
-                self.channel_event(server, name, data, c, &mut routed);
+            match serde_json::from_str::<WireChannel>(data) {
+                Ok(c) => self.channel_event(server, name, data, c, &mut routed),
+                // Only another version's node can publish a channel this one cannot read (a
+                // kind it does not know): better no one receives it than the wrong people.
+                Err(e) => tracing::warn!(event = name, error = %e, "channel event not routed"),
             }
             return routed;
         }
@@ -777,7 +781,7 @@ impl Index {
                 s.channels.insert(
                     c.id,
                     ChannelState {
-                        kind: kind_of(&c.kind),
+                        kind: kind_of(c.kind),
                         overwrites,
                         wire: Arc::from(data),
                     },

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use xcord::{Application, Config};
 use xcord_api::AppState;
+use xcord_core::storage::FileStore;
 use xcord_core::{Clock, SystemClock};
 pub use xcord_store::Backend;
 pub use xcord_store::on_both_backends;
@@ -52,6 +53,7 @@ pub struct TestAppBuilder {
     configure: Vec<ConfigEdit>,
     shared_database: Option<String>,
     secrets_from: Option<std::path::PathBuf>,
+    files: Option<Arc<dyn FileStore>>,
 }
 
 impl TestAppBuilder {
@@ -63,6 +65,7 @@ impl TestAppBuilder {
             configure: Vec::new(),
             shared_database: None,
             secrets_from: None,
+            files: None,
         }
     }
 
@@ -78,6 +81,12 @@ impl TestAppBuilder {
     pub fn joining(mut self, app: &TestApp) -> Self {
         self.shared_database = app.config.database_url.clone();
         self.secrets_from = Some(app.data_dir().to_path_buf());
+        self
+    }
+
+    /// Keeps uploaded files in `files` instead of the data directory.
+    pub fn files(mut self, files: Arc<dyn FileStore>) -> Self {
+        self.files = Some(files);
         self
     }
 
@@ -122,9 +131,11 @@ impl TestAppBuilder {
         for f in self.configure {
             f(&mut config);
         }
-        let app = Application::build_with_clock(&config, self.clock)
-            .await
-            .unwrap_or_else(|e| panic!("the server did not start: {e:#}"));
+        let app = match self.files {
+            Some(files) => Application::build_with(&config, self.clock, files).await,
+            None => Application::build_with_clock(&config, self.clock).await,
+        }
+        .unwrap_or_else(|e| panic!("the server did not start: {e:#}"));
         let addr = app.local_addr();
         let state = app.state().clone();
         let gateway = app.gateway().cloned();
@@ -168,6 +179,45 @@ impl TestResponse {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// Asserts that a fixture step (`what`) answered `status`, panicking with the status and
+    /// the body otherwise, so a test that builds on a failed step says why at once instead
+    /// of failing later on an empty id. Returns the response for reading.
+    #[track_caller]
+    pub fn expect_status(&self, status: u16, what: &str) -> &Self {
+        assert_eq!(
+            self.status, status,
+            "{what}: expected {status}, got {} with {}",
+            self.status, self.text
+        );
+        self
+    }
+
+    /// The string at the JSON pointer `pointer` (`/id`, `/channels/0/id`); panics with the
+    /// status and the body when it is missing or not a string.
+    #[track_caller]
+    pub fn str_at(&self, pointer: &str) -> String {
+        match self.body.pointer(pointer).and_then(Value::as_str) {
+            Some(s) => s.to_owned(),
+            None => panic!(
+                "no string at {pointer} in the {} response: {}",
+                self.status, self.text
+            ),
+        }
+    }
+
+    /// The integer at the JSON pointer `pointer`; panics with the status and the body when
+    /// it is missing or not an integer.
+    #[track_caller]
+    pub fn i64_at(&self, pointer: &str) -> i64 {
+        match self.body.pointer(pointer).and_then(Value::as_i64) {
+            Some(n) => n,
+            None => panic!(
+                "no integer at {pointer} in the {} response: {}",
+                self.status, self.text
+            ),
+        }
+    }
+
     /// Asserts the SPEC §3 error shape with this short name.
     pub fn assert_error(&self, status: u16, error: &str) {
         assert_eq!(self.status, status, "body: {}", self.text);
@@ -192,7 +242,8 @@ pub struct TestUser {
 }
 
 impl TestUser {
-    /// From a login or register answer.
+    /// From a login or register answer; panics naming the missing field and the body.
+    #[track_caller]
     pub fn from_login(body: &Value) -> Self {
         let field = |k: &str| {
             body[k]
@@ -209,6 +260,16 @@ impl TestUser {
             token: field("accessToken"),
             refresh: field("refreshToken"),
         }
+    }
+}
+
+/// The string at the JSON pointer `pointer` of `value` (a message [`say`] returned, an
+/// element of a list); panics with the value when it is missing or not a string.
+#[track_caller]
+pub fn string_at(value: &Value, pointer: &str) -> String {
+    match value.pointer(pointer).and_then(Value::as_str) {
+        Some(s) => s.to_owned(),
+        None => panic!("no string at {pointer} in {value}"),
     }
 }
 
@@ -355,21 +416,28 @@ impl TestApp {
         TestUser::from_login(&res.body)
     }
 
-    /// The messages in the mail outbox, oldest first.
+    /// The messages in the mail outbox, oldest first (none before the first is written).
     pub fn outbox(&self) -> Vec<String> {
         let dir = self.data_dir().join("outbox");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-                    .collect()
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => panic!("cannot list {}: {e}", dir.display()),
+        };
+        let mut files: Vec<_> = entries
+            .map(|e| {
+                e.unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+                    .path()
             })
-            .unwrap_or_default();
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
         files.sort();
         files
             .iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
+            })
             .collect()
     }
 
@@ -396,7 +464,10 @@ impl TestApp {
     pub async fn read(res: reqwest::Response) -> TestResponse {
         let status = res.status().as_u16();
         let headers = res.headers().clone();
-        let text = res.text().await.unwrap_or_default();
+        let text = res
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("the {status} response body could not be read: {e}"));
         let body = if text.is_empty() {
             Value::Null
         } else {
@@ -479,11 +550,9 @@ pub async fn room(app: &TestApp, prefix: &str) -> Room {
             &json!({"name": format!("{prefix} room")}),
         )
         .await;
-    let server = s.body["id"].as_str().unwrap_or_default().to_owned();
-    let channel = s.body["channels"][0]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    s.expect_status(201, "create the room's server");
+    let server = s.str_at("/id");
+    let channel = s.str_at("/channels/0/id");
     let code = app
         .post_as(
             &owner.token,
@@ -491,16 +560,11 @@ pub async fn room(app: &TestApp, prefix: &str) -> Room {
             &json!({}),
         )
         .await
-        .body["code"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(
-        app.post_as(&member.token, &format!("/invites/{code}"), &json!({}))
-            .await
-            .status,
-        200
-    );
+        .expect_status(201, "create an invite to the room")
+        .str_at("/code");
+    app.post_as(&member.token, &format!("/invites/{code}"), &json!({}))
+        .await
+        .expect_status(200, "join the room");
     Room {
         owner,
         member,

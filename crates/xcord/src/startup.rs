@@ -15,7 +15,7 @@ use xcord_bus::{EventBus, InProcessBus};
 use xcord_core::mail::{Mailer, OutboxMailer, SmtpMailer};
 use xcord_core::presence::{PresenceRegistry, PresenceStore};
 use xcord_core::ratelimit::{InMemoryRateLimiter, RateLimitSettings, RateLimiter};
-use xcord_core::storage::LocalFileStore;
+use xcord_core::storage::{FileStore, LocalFileStore};
 use xcord_core::{Clock, Core, CoreDeps, CoreSettings, NodeTask, SystemClock};
 use xcord_gateway::Gateway;
 use xcord_store::{Store, StoreOptions};
@@ -60,6 +60,17 @@ impl Application {
 
     /// As [`Application::build`] with a chosen clock (tests move time with it).
     pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let files = Arc::new(LocalFileStore::new(config.data_dir.clone()));
+        Self::build_with(config, clock, files).await
+    }
+
+    /// As [`Application::build`] with a chosen clock and the store every uploaded file goes
+    /// to (the data directory's `cdn/` and `attachments/` folders otherwise).
+    pub async fn build_with(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        files: Arc<dyn FileStore>,
+    ) -> anyhow::Result<Self> {
         config.check_roles()?;
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
@@ -125,7 +136,7 @@ impl Application {
                 jwt_secret: jwt_secret.into_bytes(),
                 sealing_key,
                 cdn_key,
-                files: Arc::new(LocalFileStore::new(config.data_dir.join("attachments"))),
+                files,
                 presence,
             },
             CoreSettings {
@@ -135,7 +146,6 @@ impl Application {
                 require_email_verification: config.require_email_verification,
                 password_algorithm: config.password_hash,
                 public_url: config.effective_public_url(),
-                cdn_dir: config.data_dir.join("cdn"),
                 rate_limits: RateLimitSettings {
                     enabled: config.rate_limits,
                     limits: config.rate_limit_overrides.clone(),

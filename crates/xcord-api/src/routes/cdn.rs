@@ -14,7 +14,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use xcord_core::Error;
-use xcord_core::media::{content_type_for, resolve_cdn_path};
+use xcord_core::media::content_type_for;
+use xcord_core::storage::is_valid_key;
 use xcord_types::Snowflake;
 
 use crate::AppState;
@@ -36,7 +37,11 @@ pub async fn get_file(
     if let Some(rest) = key.strip_prefix("attachments/") {
         return attachment(&s, rest, &q, &headers).await;
     }
-    let path = resolve_cdn_path(&s.core.settings.cdn_dir, &key).ok_or(Error::NotFound("file"))?;
+    // A key that cannot name a stored file is 404 before anything else, as it always was.
+    if !is_valid_key(&key) {
+        return Err(Error::NotFound("file").into());
+    }
+    let path = std::path::Path::new(&key);
     let etag = path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -49,19 +54,19 @@ pub async fn get_file(
     {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
-    let bytes = match tokio::fs::read(&path).await {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotFound("file").into());
-        }
-        Err(e) => return Err(Error::Internal(e.into()).into()),
+    let Some(stored) = s.core.open_public_file(&key).await? else {
+        return Err(Error::NotFound("file").into());
     };
-    let mut res = Response::new(Body::from(bytes));
+    let len = stored.len;
+    let mut res = Response::new(Body::from_stream(tokio_util::io::ReaderStream::new(
+        stored.reader,
+    )));
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type_for(&path)),
+        HeaderValue::from_static(content_type_for(path)),
     );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000, immutable"),
@@ -148,11 +153,11 @@ async fn attachment(
     };
     let count = if len == 0 { 0 } else { end - start + 1 };
     stored
-        .file
+        .reader
         .seek(std::io::SeekFrom::Start(start))
         .await
         .map_err(|e| Error::Internal(e.into()))?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(stored.file.take(count)));
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(stored.reader.take(count)));
     let mut res = Response::new(body);
     *res.status_mut() = status;
     let h = res.headers_mut();

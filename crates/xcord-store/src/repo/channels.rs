@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
+use xcord_types::rest::channels::ChannelKind;
 use xcord_types::{Snowflake, Timestamp};
 
 use crate::{Store, StoreError, StoreResult};
@@ -15,8 +16,8 @@ pub struct ChannelRecord {
     pub id: Snowflake,
     /// The server, for server channels.
     pub server_id: Option<Snowflake>,
-    /// `text`, `voice`, `category`, `dm` or `group_dm`.
-    pub kind: String,
+    /// Text, voice, category, DM or group DM.
+    pub kind: ChannelKind,
     /// Name (server channels and named group DMs).
     pub name: Option<String>,
     /// Topic.
@@ -100,6 +101,19 @@ fn id_opt(v: Option<i64>) -> Option<Snowflake> {
     v.map(Snowflake::from_i64)
 }
 
+/// The kind stored in a channel row's `type`. A name this version does not know is a
+/// corrupt (or newer) row and fails the read: treating it as some other kind would compute
+/// the wrong permissions for it.
+pub(crate) fn kind_from_row(row: &AnyRow) -> StoreResult<ChannelKind> {
+    let name: String = row.try_get("type")?;
+    ChannelKind::parse(&name).ok_or_else(|| {
+        StoreError::Other(sqlx::Error::ColumnDecode {
+            index: "type".into(),
+            source: format!("unknown channel kind {name:?}").into(),
+        })
+    })
+}
+
 /// The key that makes a 1:1 DM unique: both user ids, lower first.
 pub fn dm_key(a: Snowflake, b: Snowflake) -> String {
     let (lo, hi) = if a < b { (a, b) } else { (b, a) };
@@ -111,7 +125,7 @@ impl Store {
         Ok(ChannelRecord {
             id: Snowflake::from_i64(row.try_get("id")?),
             server_id: id_opt(row.try_get("server_id")?),
-            kind: row.try_get("type")?,
+            kind: kind_from_row(row)?,
             name: row.try_get("name")?,
             topic: row.try_get("topic")?,
             position: row.try_get("position")?,
@@ -178,10 +192,11 @@ impl ChannelRepository for Store {
         }
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
-            "INSERT INTO channels (id, type, dm_key, created_at, updated_at) VALUES ($1, 'dm', $2, $3, $3) \
+            "INSERT INTO channels (id, type, dm_key, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
              ON CONFLICT (dm_key) DO NOTHING",
         )
         .bind(id.get())
+        .bind(ChannelKind::Dm.as_str())
         .bind(key.clone())
         .bind(now.as_millis())
         .execute(&mut *tx)
@@ -216,9 +231,10 @@ impl ChannelRepository for Store {
     ) -> StoreResult<PrivateChannel> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO channels (id, type, name, owner_id, created_at, updated_at) VALUES ($1, 'group_dm', $2, $3, $4, $4)",
+            "INSERT INTO channels (id, type, name, owner_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
         )
         .bind(id.get())
+        .bind(ChannelKind::GroupDm.as_str())
         .bind(name.map(str::to_owned))
         .bind(owner.get())
         .bind(now.as_millis())

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
-use xcord_types::rest::channels::MAX_POSITION;
+use xcord_types::rest::channels::{ChannelKind, MAX_POSITION};
 use xcord_types::{Snowflake, Timestamp};
 
 use crate::store::ids_json;
@@ -209,8 +209,8 @@ pub struct NewChannel {
     pub id: Snowflake,
     /// Server.
     pub server_id: Snowflake,
-    /// `text`, `voice` or `category`.
-    pub kind: String,
+    /// Text, voice or category.
+    pub kind: ChannelKind,
     /// Name.
     pub name: String,
     /// Topic.
@@ -609,15 +609,21 @@ impl ServerRepository for Store {
             .execute(&mut *tx)
             .await?;
         for (id, kind, name, pos, bitrate) in [
-            (s.text_channel_id, "text", "general", 0, None),
-            (s.voice_channel_id, "voice", "General", 1, Some(64_i64)),
+            (s.text_channel_id, ChannelKind::Text, "general", 0, None),
+            (
+                s.voice_channel_id,
+                ChannelKind::Voice,
+                "General",
+                1,
+                Some(64_i64),
+            ),
         ] {
             sqlx::query(
                 "INSERT INTO channels (id, server_id, type, name, position, bitrate, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
             )
             .bind(id.get())
             .bind(s.id.get())
-            .bind(kind)
+            .bind(kind.as_str())
             .bind(name)
             .bind(pos)
             .bind(bitrate)
@@ -1099,7 +1105,7 @@ impl ServerRepository for Store {
         )
         .bind(c.id.get())
         .bind(c.server_id.get())
-        .bind(c.kind.clone())
+        .bind(c.kind.as_str())
         .bind(c.name.clone())
         .bind(c.topic.clone())
         .bind(position)

@@ -6,6 +6,107 @@ use utoipa::ToSchema;
 use super::users::UserSummary;
 use crate::{Snowflake, Timestamp};
 
+/// What a channel is: its `type`.
+// The wire and the stored spelling are the same. Every layer holds this enum, so a kind
+// nobody handles is a compile error rather than a string that falls through to text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// A server text channel.
+    Text,
+    /// A server voice channel.
+    Voice,
+    /// A server category that groups other channels.
+    Category,
+    /// A 1:1 direct-message channel.
+    Dm,
+    /// A group direct-message channel.
+    GroupDm,
+}
+
+impl ChannelKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ChannelKind; 5] = [
+        ChannelKind::Text,
+        ChannelKind::Voice,
+        ChannelKind::Category,
+        ChannelKind::Dm,
+        ChannelKind::GroupDm,
+    ];
+
+    /// The wire (and stored) name: `text`, `voice`, `category`, `dm` or `group_dm`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Text => "text",
+            ChannelKind::Voice => "voice",
+            ChannelKind::Category => "category",
+            ChannelKind::Dm => "dm",
+            ChannelKind::GroupDm => "group_dm",
+        }
+    }
+
+    /// The kind named `name` exactly (as [`ChannelKind::as_str`] spells it); `None` for
+    /// anything else.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// Whether channels of this kind belong to a server (rather than to their recipients).
+    pub const fn is_server_channel(self) -> bool {
+        matches!(
+            self,
+            ChannelKind::Text | ChannelKind::Voice | ChannelKind::Category
+        )
+    }
+}
+
+impl std::fmt::Display for ChannelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kinds a server channel can be created as.
+// Read from any string, so that another value reaches the use-case, which refuses it with
+// the request's other failures in one 422 (`type`, rule `enum`), as it always did, rather
+// than the extractor's generic type error for the field alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(from = "String", rename_all = "lowercase")]
+pub enum NewChannelKind {
+    /// A text channel (the default).
+    Text,
+    /// A voice channel.
+    Voice,
+    /// A category.
+    Category,
+    /// Any other value; never valid, so it is left out of the schema.
+    #[serde(skip)]
+    Unsupported,
+}
+
+impl NewChannelKind {
+    /// The channel kind asked for, `None` for a value that is not one of the three.
+    pub const fn kind(self) -> Option<ChannelKind> {
+        match self {
+            NewChannelKind::Text => Some(ChannelKind::Text),
+            NewChannelKind::Voice => Some(ChannelKind::Voice),
+            NewChannelKind::Category => Some(ChannelKind::Category),
+            NewChannelKind::Unsupported => None,
+        }
+    }
+}
+
+impl From<String> for NewChannelKind {
+    fn from(name: String) -> Self {
+        match ChannelKind::parse(&name) {
+            Some(ChannelKind::Text) => NewChannelKind::Text,
+            Some(ChannelKind::Voice) => NewChannelKind::Voice,
+            Some(ChannelKind::Category) => NewChannelKind::Category,
+            Some(ChannelKind::Dm | ChannelKind::GroupDm) | None => NewChannelKind::Unsupported,
+        }
+    }
+}
+
 /// A channel. Fields that do not apply to its type are left out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -14,7 +115,7 @@ pub struct Channel {
     pub id: Snowflake,
     /// `text`, `voice`, `category`, `dm` or `group_dm`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: ChannelKind,
     /// The server, for server channels.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_id: Option<Snowflake>,
@@ -108,8 +209,7 @@ pub struct CreateChannelRequest {
     pub name: String,
     /// `text` (default), `voice` or `category`.
     #[serde(rename = "type")]
-    #[schema(pattern = "^(text|voice|category)$")]
-    pub kind: Option<String>,
+    pub kind: Option<NewChannelKind>,
     /// A category of the same server.
     pub parent_id: Option<Snowflake>,
     /// ≤ 1024 characters (text).
@@ -180,4 +280,53 @@ pub struct PutOverwriteRequest {
     /// Taken bits.
     #[serde(default)]
     pub deny: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_keep_their_wire_names() {
+        for (kind, name) in [
+            (ChannelKind::Text, "text"),
+            (ChannelKind::Voice, "voice"),
+            (ChannelKind::Category, "category"),
+            (ChannelKind::Dm, "dm"),
+            (ChannelKind::GroupDm, "group_dm"),
+        ] {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(ChannelKind::parse(name), Some(kind));
+            assert_eq!(serde_json::to_value(kind).ok(), Some(name.into()));
+            assert_eq!(
+                serde_json::from_value::<ChannelKind>(name.into()).ok(),
+                Some(kind)
+            );
+        }
+        for other in ["forum", "Text", "group-dm", ""] {
+            assert_eq!(ChannelKind::parse(other), None, "{other}");
+            assert!(serde_json::from_value::<ChannelKind>(other.into()).is_err());
+        }
+    }
+
+    #[test]
+    fn a_new_channel_takes_only_server_kinds() {
+        let kind_of = |v: serde_json::Value| {
+            serde_json::from_value::<CreateChannelRequest>(
+                serde_json::json!({"name": "x", "type": v}),
+            )
+            .map(|r| r.kind.and_then(NewChannelKind::kind))
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(kind_of("text".into()), Ok(Some(ChannelKind::Text)));
+        assert_eq!(kind_of("voice".into()), Ok(Some(ChannelKind::Voice)));
+        assert_eq!(kind_of("category".into()), Ok(Some(ChannelKind::Category)));
+        for refused in ["dm", "group_dm", "forum", "VOICE"] {
+            assert_eq!(kind_of(refused.into()), Ok(None), "{refused}");
+        }
+        // Not a string at all is still a type error, as before.
+        assert!(kind_of(5.into()).is_err());
+        assert!(kind_of(serde_json::json!({"text": null})).is_err());
+    }
 }

@@ -65,16 +65,7 @@ async fn register_login_me_refresh_logout(backend: Backend) {
         .post_api("/auth/refresh", &json!({"refreshToken": first.refresh}))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let (access2, refresh2) = (
-        r.body["accessToken"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        r.body["refreshToken"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    );
+    let (access2, refresh2) = (r.str_at("/accessToken"), r.str_at("/refreshToken"));
     assert_ne!(refresh2, first.refresh);
     assert_eq!(app.get_as(&access2, "/users/@me").await.status, 200);
 
@@ -278,7 +269,7 @@ async fn tokens_expire_by_the_clock(backend: Backend) {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     clock.advance_millis(7 * 24 * 3600 * 1000 + 1000);
-    let stale = r.body["refreshToken"].as_str().unwrap_or_default();
+    let stale = r.str_at("/refreshToken");
     app.post_api("/auth/refresh", &json!({"refreshToken": stale}))
         .await
         .assert_error(401, "Unauthorized");
@@ -301,7 +292,7 @@ async fn missing_malformed_and_foreign_tokens_are_401(backend: Backend) {
             900,
         )
         .map(|(t, _)| t)
-        .unwrap_or_default();
+        .expect("a token signed with another key");
     app.get_as(&foreign, "/users/@me")
         .await
         .assert_error(401, "Unauthorized");
@@ -538,7 +529,7 @@ async fn password_reset_flow_revokes_every_session(backend: Backend) {
 fn totp_code(secret: &str, at: Timestamp) -> String {
     let bytes = totp_rs::Secret::try_from_base32(secret)
         .map(|s| s.as_bytes().to_vec())
-        .unwrap_or_default();
+        .unwrap_or_else(|e| panic!("the TOTP secret {secret:?} is not base32: {e:?}"));
     let totp = totp_rs::Builder::new()
         .with_secret(bytes)
         .with_account_name("x".to_owned())
@@ -552,7 +543,7 @@ async fn two_factor_login_with_totp_and_backup_codes(backend: Backend) {
     let u = app.register("hana").await;
     let en = app.post_as(&u.token, "/auth/enable-2fa", &json!({})).await;
     assert_eq!(en.status, 200, "{}", en.text);
-    let secret = en.body["secret"].as_str().unwrap_or_default().to_owned();
+    let secret = en.str_at("/secret");
     use base64::Engine as _;
     let png = base64::engine::general_purpose::STANDARD
         .decode(en.body["qrCode"].as_str().unwrap_or_default())
@@ -577,8 +568,7 @@ async fn two_factor_login_with_totp_and_backup_codes(backend: Backend) {
         .store
         .user_by_username("hana")
         .await
-        .ok()
-        .flatten()
+        .expect("read hana's row")
         .and_then(|u| u.mfa_secret)
         .unwrap_or_default();
     assert!(!stored.is_empty() && !stored.contains(&secret));
@@ -620,7 +610,7 @@ async fn two_factor_login_with_totp_and_backup_codes(backend: Backend) {
         first.text
     );
     assert!(first.body.get("accessToken").is_none());
-    let ticket = first.body["ticket"].as_str().unwrap_or_default().to_owned();
+    let ticket = first.str_at("/ticket");
     app.post_api(
         "/auth/login/mfa",
         &json!({"ticket": ticket, "code": "123456"}),
@@ -658,8 +648,7 @@ async fn two_factor_login_with_totp_and_backup_codes(backend: Backend) {
             &json!({"username": "hana", "password": "Secret123"}),
         )
         .await
-        .body["ticket"]
-        .clone();
+        .str_at("/ticket");
     let with_backup = app
         .post_api(
             "/auth/login/mfa",
@@ -673,8 +662,7 @@ async fn two_factor_login_with_totp_and_backup_codes(backend: Backend) {
             &json!({"username": "hana", "password": "Secret123"}),
         )
         .await
-        .body["ticket"]
-        .clone();
+        .str_at("/ticket");
     app.post_api("/auth/login/mfa", &json!({"ticket": t3, "code": codes[0]}))
         .await
         .assert_error(401, "Unauthorized");
@@ -686,8 +674,7 @@ async fn two_factor_login_with_totp_and_backup_codes(backend: Backend) {
             &json!({"username": "hana", "password": "Secret123"}),
         )
         .await
-        .body["ticket"]
-        .clone();
+        .str_at("/ticket");
     for _ in 0..5 {
         app.post_api("/auth/login/mfa", &json!({"ticket": t4, "code": "999999"}))
             .await
@@ -748,7 +735,10 @@ async fn sessions_are_listed_and_revocable(backend: Backend) {
         .expect("device from user agent");
     assert_eq!(firefox["ip"], "127.0.0.1");
     assert_eq!(firefox["current"], false);
-    let fid = firefox["id"].as_str().unwrap_or_default().to_owned();
+    let fid = firefox["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a session without an id: {}", list.text))
+        .to_owned();
 
     assert_eq!(
         app.delete_as(&a.token, &format!("/auth/sessions/{fid}"))
@@ -764,10 +754,11 @@ async fn sessions_are_listed_and_revocable(backend: Backend) {
         .assert_error(404, "Not Found");
     // Another user's session is not yours to see or end.
     let other = app.register("jon").await;
-    let theirs = app.get_as(&other.token, "/auth/sessions").await.body["sessions"][0]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let theirs = app
+        .get_as(&other.token, "/auth/sessions")
+        .await
+        .expect_status(200, "list jon's sessions")
+        .str_at("/sessions/0/id");
     app.delete_as(&a.token, &format!("/auth/sessions/{theirs}"))
         .await
         .assert_error(404, "Not Found");
@@ -786,7 +777,7 @@ async fn login_rehashes_passwords_made_with_another_algorithm(backend: Backend) 
         .spawn()
         .await;
     let u = app.register("kim").await;
-    let old = bcrypt::hash("Secret123", 4).unwrap_or_default();
+    let old = bcrypt::hash("Secret123", 4).expect("a bcrypt hash");
     let id = u.id.parse().expect("id");
     app.state
         .core
@@ -803,8 +794,7 @@ async fn login_rehashes_passwords_made_with_another_algorithm(backend: Backend) 
             .store
             .user_by_id(id)
             .await
-            .ok()
-            .flatten()
+            .expect("read kim's row")
             .and_then(|u| u.password_hash)
             .unwrap_or_default();
         if h.starts_with("$argon2id$") {

@@ -371,7 +371,7 @@ async fn permission_changes_apply_to_live_sessions(backend: Backend) {
             &json!({"name": "insiders"}),
         )
         .await;
-    let role_id = role.body["id"].as_str().expect("role").to_owned();
+    let role_id = role.str_at("/id");
     app.put_as(
         &r.owner.token,
         &format!("/channels/{}/permissions/{role_id}", r.channel),
@@ -435,10 +435,7 @@ async fn permission_changes_apply_to_live_sessions(backend: Backend) {
             &json!({}),
         )
         .await
-        .body["code"]
-        .as_str()
-        .expect("code")
-        .to_owned();
+        .str_at("/code");
     app.post_as(&r.member.token, &format!("/invites/{code}"), &json!({}))
         .await;
     let joined = m.dispatch("SERVER_CREATE").await;
@@ -452,11 +449,8 @@ async fn permission_changes_apply_to_live_sessions(backend: Backend) {
     let other = app
         .post_as(&r.owner.token, "/servers", &json!({"name": "second"}))
         .await;
-    let sid = other.body["id"].as_str().expect("id").to_owned();
-    let ch2 = other.body["channels"][0]["id"]
-        .as_str()
-        .expect("ch")
-        .to_owned();
+    let sid = other.str_at("/id");
+    let ch2 = other.str_at("/channels/0/id");
     o.dispatch("SERVER_CREATE").await;
     let code = app
         .post_as(
@@ -465,10 +459,7 @@ async fn permission_changes_apply_to_live_sessions(backend: Backend) {
             &json!({}),
         )
         .await
-        .body["code"]
-        .as_str()
-        .expect("code")
-        .to_owned();
+        .str_at("/code");
     app.post_as(&r.member.token, &format!("/invites/{code}"), &json!({}))
         .await;
     m.dispatch("SERVER_CREATE").await;
@@ -482,7 +473,7 @@ async fn permission_changes_apply_to_live_sessions(backend: Backend) {
             &json!({"name": "temp"}),
         )
         .await;
-    let news_id = news.body["id"].as_str().expect("channel").to_owned();
+    let news_id = news.str_at("/id");
     assert_eq!(m.dispatch("CHANNEL_CREATE").await["id"], news_id.as_str());
     app.delete_as(&r.owner.token, &format!("/channels/{news_id}"))
         .await;
@@ -774,7 +765,7 @@ async fn direct_messages_reach_only_their_recipients(backend: Backend) {
         )
         .await;
     assert!(dm.status < 300, "{}", dm.text);
-    let channel = dm.body["id"].as_str().expect("id").to_owned();
+    let channel = dm.str_at("/id");
     assert_eq!(cb.dispatch("CHANNEL_CREATE").await["id"], channel.as_str());
     assert_eq!(ca.dispatch("CHANNEL_CREATE").await["id"], channel.as_str());
     say(&app, &a, &channel, "psst").await;

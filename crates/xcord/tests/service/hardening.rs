@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use xcord_permissions::bits::{MANAGE_CHANNELS, VIEW_CHANNELS};
 use xcord_testkit::ws::{GatewayClient, Incoming};
-use xcord_testkit::{Backend, TestAppBuilder, on_both_backends, room, say, spawn_app};
+use xcord_testkit::{Backend, TestAppBuilder, on_both_backends, room, say, spawn_app, string_at};
 
 on_both_backends!(
     nul_characters_are_refused_the_same_way_everywhere,
@@ -28,7 +28,7 @@ async fn nul_characters_are_refused_the_same_way_everywhere(backend: Backend) {
     let r = room(&app, "nul").await;
     let (s, c) = (&r.server, &r.channel);
     let first = say(&app, &r.owner, c, "before").await;
-    let mid = first["id"].as_str().unwrap_or_default();
+    let mid = string_at(&first, "/id");
     // (method, path, body, field named in the 422)
     let cases: Vec<(Method, String, Value, &str)> = vec![
         (
@@ -236,7 +236,7 @@ async fn messages_carry_a_version_and_stale_edits_conflict(backend: Backend) {
     let r = room(&app, "mver").await;
     let c = &r.channel;
     let m = say(&app, &r.owner, c, "one").await;
-    let id = m["id"].as_str().unwrap_or_default().to_owned();
+    let id = string_at(&m, "/id");
     let v1 = m["version"].as_i64().expect("a new message has a version");
     let edit = |content: &'static str, version: Option<i64>| {
         let app = &app;
@@ -365,7 +365,7 @@ async fn private_channels_are_private_from_their_first_moment(backend: Backend) 
         )
         .await;
     assert_eq!(private.status, 201, "{}", private.text);
-    let cid = private.body["id"].as_str().unwrap_or_default().to_owned();
+    let cid = private.str_at("/id");
     assert_eq!(
         private.body["permissionOverwrites"],
         json!([{"id": s, "type": "role", "allow": 0, "deny": VIEW_CHANNELS}])
@@ -418,7 +418,7 @@ async fn private_channels_are_private_from_their_first_moment(backend: Backend) 
             &json!({"name": "builders", "permissions": MANAGE_CHANNELS | VIEW_CHANNELS}),
         )
         .await;
-    let role_id = role.body["id"].as_str().unwrap_or_default();
+    let role_id = role.expect_status(201, "create a role").str_at("/id");
     app.put_as(
         &r.owner.token,
         &format!("/servers/{s}/members/{}/roles/{role_id}", r.member.id),
@@ -494,7 +494,9 @@ async fn a_session_survives_a_graceful_restart(backend: Backend) {
             &json!({"name": "hidden", "permissionOverwrites": [{"id": s, "type": "role", "allow": 0, "deny": VIEW_CHANNELS}]}),
         )
         .await;
-    let hidden = hidden.body["id"].as_str().unwrap_or_default().to_owned();
+    let hidden = hidden
+        .expect_status(201, "create a hidden channel")
+        .str_at("/id");
     let (mut m, _) = a.gateway_as(&r.member).await;
     say(&a, &r.owner, &r.channel, "before").await;
     assert_eq!(m.dispatch("MESSAGE_CREATE").await["content"], "before");
@@ -514,7 +516,7 @@ async fn a_session_survives_a_graceful_restart(backend: Backend) {
     say(&b, &r.owner, &hidden, "not for the member").await;
     // Posted and deleted within the gap: never shown.
     let gone = say(&b, &r.owner, &r.channel, "regretted").await;
-    let gone = gone["id"].as_str().unwrap_or_default().to_owned();
+    let gone = string_at(&gone, "/id");
     let del = b
         .delete_as(
             &r.owner.token,

@@ -74,13 +74,21 @@ async fn smtp_sink() -> SmtpSink {
 
 fn delivered(sink: &SmtpSink) -> Vec<String> {
     let new = sink.maildir.path().join("Maildir").join("new");
-    std::fs::read_dir(new)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                .collect()
+    // The sink creates the folder with its first mail; until then nothing was delivered.
+    let entries = match std::fs::read_dir(&new) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("cannot list {}: {e}", new.display()),
+    };
+    entries
+        .map(|e| {
+            let path = e
+                .unwrap_or_else(|e| panic!("cannot list {}: {e}", new.display()))
+                .path();
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 #[tokio::test]

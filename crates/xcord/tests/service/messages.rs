@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use xcord_core::ManualClock;
 use xcord_permissions::bits::*;
 use xcord_testkit::{
-    Backend, TestApp, TestAppBuilder, TestUser, on_both_backends, room, say, spawn_app, wait_until,
+    Backend, TestApp, TestAppBuilder, TestUser, on_both_backends, room, say, spawn_app, string_at,
+    wait_until,
 };
 use xcord_types::Timestamp;
 
@@ -53,12 +54,10 @@ async fn history_pages_are_exact_in_every_direction(backend: Backend) {
     let r = room(&app, "hist").await;
     let mut posted = Vec::new();
     for i in 0..230 {
-        posted.push(
-            say(&app, &r.owner, &r.channel, &format!("m{i:03}")).await["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
+        posted.push(string_at(
+            &say(&app, &r.owner, &r.channel, &format!("m{i:03}")).await,
+            "/id",
+        ));
     }
     // Backwards from the newest, 100 at a time: every message exactly once, newest first.
     let mut seen = Vec::new();
@@ -210,10 +209,7 @@ async fn posting_rules_and_replies(backend: Backend) {
             &json!({"name": "other"}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     let elsewhere = say(&app, &r.owner, &other, "in another channel").await;
     let res = app
         .post_as(
@@ -234,10 +230,7 @@ async fn posting_rules_and_replies(backend: Backend) {
     let voice = app
         .get_as(&r.owner.token, &format!("/servers/{}", r.server))
         .await
-        .body["channels"][1]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/channels/1/id");
     app.post_as(
         &r.member.token,
         &format!("/channels/{voice}/messages"),
@@ -298,7 +291,7 @@ async fn nonces_make_retries_safe_even_concurrently(backend: Backend) {
         let res = t.await.expect("join");
         assert!(res.status == 201 || res.status == 200, "{}", res.text);
         created += usize::from(res.status == 201);
-        ids.insert(res.body["id"].as_str().unwrap_or_default().to_owned());
+        ids.insert(res.str_at("/id"));
     }
     assert_eq!((created, ids.len()), (1, 1));
     let history = contents(
@@ -320,10 +313,7 @@ async fn mentions_take_effect_only_where_they_may(backend: Backend) {
             &json!({"name": "Team", "mentionable": true}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     let text = format!(
         "hi <@{}> <@!{}> <@&{role}> <#{}> <@&999>",
         r.member.id, outsider.id, r.channel
@@ -369,10 +359,7 @@ async fn mentions_take_effect_only_where_they_may(backend: Backend) {
             &json!({"name": "Quiet"}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     for rid in [&role, &quiet] {
         assert_eq!(
             app.put_as(
@@ -391,7 +378,7 @@ async fn mentions_take_effect_only_where_they_may(backend: Backend) {
         &format!(
             "/channels/{}/messages/{}/ack",
             r.channel,
-            last["id"].as_str().unwrap_or_default()
+            string_at(&last, "/id")
         ),
         &json!({}),
     )
@@ -420,11 +407,7 @@ async fn edits_and_deletes_follow_authorship_and_permission(backend: Backend) {
     let app = spawn_app(backend).await;
     let r = room(&app, "edit").await;
     let m = say(&app, &r.member, &r.channel, "first draft").await;
-    let path = format!(
-        "/channels/{}/messages/{}",
-        r.channel,
-        m["id"].as_str().unwrap_or_default()
-    );
+    let path = format!("/channels/{}/messages/{}", r.channel, string_at(&m, "/id"));
     app.patch_as(&r.owner.token, &path, &json!({"content": "hijack"}))
         .await
         .assert_error(403, "Forbidden");
@@ -460,10 +443,7 @@ async fn edits_and_deletes_follow_authorship_and_permission(backend: Backend) {
             &json!({}),
         )
         .await
-        .body["code"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/code");
     app.post_as(&third.token, &format!("/invites/{code}"), &json!({}))
         .await;
     app.delete_as(&third.token, &path)
@@ -490,7 +470,7 @@ async fn edits_and_deletes_follow_authorship_and_permission(backend: Backend) {
             &format!(
                 "/channels/{}/messages/{}",
                 r.channel,
-                own["id"].as_str().unwrap_or_default()
+                string_at(&own, "/id")
             )
         )
         .await
@@ -535,7 +515,7 @@ async fn permissions_guard_every_message_route(backend: Backend) {
     let r = room(&app, "perm").await;
     let outsider = app.register("perm_outsider").await;
     let m = say(&app, &r.owner, &r.channel, "hello").await;
-    let mid = m["id"].as_str().unwrap_or_default().to_owned();
+    let mid = string_at(&m, "/id");
     let c = &r.channel;
     for path in [
         format!("/channels/{c}/messages"),
@@ -787,7 +767,7 @@ async fn reactions_count_and_list(backend: Backend) {
     let base = format!(
         "/channels/{}/messages/{}/reactions",
         r.channel,
-        m["id"].as_str().unwrap_or_default()
+        string_at(&m, "/id")
     );
     let thumbs = "%F0%9F%91%8D"; // 👍
     assert_eq!(
@@ -819,11 +799,7 @@ async fn reactions_count_and_list(backend: Backend) {
     let got = app
         .get_as(
             &r.member.token,
-            &format!(
-                "/channels/{}/messages/{}",
-                r.channel,
-                m["id"].as_str().unwrap_or_default()
-            ),
+            &format!("/channels/{}/messages/{}", r.channel, string_at(&m, "/id")),
         )
         .await;
     assert_eq!(
@@ -849,11 +825,7 @@ async fn reactions_count_and_list(backend: Backend) {
     let after = app
         .get_as(
             &r.owner.token,
-            &format!(
-                "/channels/{}/messages/{}",
-                r.channel,
-                m["id"].as_str().unwrap_or_default()
-            ),
+            &format!("/channels/{}/messages/{}", r.channel, string_at(&m, "/id")),
         )
         .await;
     assert_eq!(
@@ -897,7 +869,7 @@ async fn pins_need_manage_messages(backend: Backend) {
     let app = spawn_app(backend).await;
     let r = room(&app, "pin").await;
     let m = say(&app, &r.member, &r.channel, "pin me").await;
-    let mid = m["id"].as_str().unwrap_or_default();
+    let mid = string_at(&m, "/id");
     let path = format!("/channels/{}/pins/{mid}", r.channel);
     app.put_as(&r.member.token, &path, &json!({}))
         .await
@@ -993,15 +965,9 @@ async fn attachments_are_sniffed_signed_and_ranged(backend: Backend) {
         "a message may be just a file: {}",
         msg.text
     );
-    let url = msg.body["attachments"][0]["url"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let url = msg.str_at("/attachments/0/url");
     assert!(
-        url.starts_with(&format!(
-            "/cdn/attachments/{}/",
-            up.body["id"].as_str().unwrap_or_default()
-        )) && url.contains("sig="),
+        url.starts_with(&format!("/cdn/attachments/{}/", up.str_at("/id"))) && url.contains("sig="),
         "{url}"
     );
     // No Authorization header needed: the link is the credential.
@@ -1057,10 +1023,7 @@ async fn attachments_are_sniffed_signed_and_ranged(backend: Backend) {
             &format!("/channels/{}/messages?limit=1", r.channel),
         )
         .await
-        .body["messages"][0]["attachments"][0]["url"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/messages/0/attachments/0/url");
     assert!(fresh.contains("sig="), "{fresh}");
     assert_eq!(app.get(&fresh).await.status, 200);
     // Someone else's upload, or a used one, cannot be attached.
@@ -1128,10 +1091,7 @@ async fn search_finds_only_readable_live_plain_messages(backend: Backend) {
             &json!({"name": "secret"}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     assert_eq!(
         app.put_as(
             &r.owner.token,
@@ -1152,7 +1112,7 @@ async fn search_finds_only_readable_live_plain_messages(backend: Backend) {
         &format!(
             "/channels/{}/messages/{}",
             r.channel,
-            gone["id"].as_str().unwrap_or_default()
+            string_at(&gone, "/id")
         ),
     )
     .await;
@@ -1161,7 +1121,7 @@ async fn search_finds_only_readable_live_plain_messages(backend: Backend) {
         &format!(
             "/channels/{}/messages/{}",
             r.channel,
-            edited["id"].as_str().unwrap_or_default()
+            string_at(&edited, "/id")
         ),
         &json!({"content": "wolf after edit"}),
     )
@@ -1239,7 +1199,7 @@ async fn read_states_count_unread_and_mentions(backend: Backend) {
             &format!(
                 "/channels/{}/messages/{}/ack",
                 r.channel,
-                first["id"].as_str().unwrap_or_default()
+                string_at(&first, "/id")
             ),
             &json!({})
         )
@@ -1302,10 +1262,7 @@ async fn direct_messages_and_encrypted_payloads(backend: Backend) {
             &json!({"recipientId": b.id}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     let plain = say(&app, &a, &dm, "hi b").await;
     assert!(plain.get("serverId").is_none());
     let keys = json!({a.id.clone(): "k-for-a==", b.id.clone(): "k-for-b=="});
@@ -1357,10 +1314,7 @@ async fn direct_messages_and_encrypted_payloads(backend: Backend) {
     let srv = app
         .post_as(&a.token, "/servers", &json!({"name": "Plain"}))
         .await
-        .body["channels"][0]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/channels/0/id");
     app.post_as(
         &a.token,
         &format!("/channels/{srv}/messages"),
@@ -1380,10 +1334,7 @@ async fn direct_messages_and_encrypted_payloads(backend: Backend) {
     assert_eq!(
         app.post_as(
             &b.token,
-            &format!(
-                "/channels/{dm}/messages/{}/ack",
-                plain["id"].as_str().unwrap_or_default()
-            ),
+            &format!("/channels/{dm}/messages/{}/ack", string_at(&plain, "/id")),
             &json!({})
         )
         .await
@@ -1407,10 +1358,7 @@ async fn direct_messages_and_encrypted_payloads(backend: Backend) {
     assert_eq!(
         app.put_as(
             &b.token,
-            &format!(
-                "/channels/{dm}/pins/{}",
-                plain["id"].as_str().unwrap_or_default()
-            ),
+            &format!("/channels/{dm}/pins/{}", string_at(&plain, "/id")),
             &json!({})
         )
         .await
@@ -1457,7 +1405,7 @@ async fn message_events_carry_full_objects(backend: Backend) {
         204
     );
     let m = say(&app, &r.member, &c, "event me").await;
-    let mid = m["id"].as_str().unwrap_or_default().to_owned();
+    let mid = string_at(&m, "/id");
     app.patch_as(
         &r.member.token,
         &format!("/channels/{c}/messages/{mid}"),

@@ -343,7 +343,7 @@ async fn optional_bodies_are_empty_or_json(backend: Backend) {
             &json!({"name": "optional bodies"}),
         )
         .await;
-    let id = srv.body["id"].as_str().unwrap_or_default().to_owned();
+    let id = srv.str_at("/id");
     let url = app.url(&format!("/api/v1/servers/{id}/invites"));
     let send = |body: &'static str, ct: Option<&'static str>| {
         let mut req = app

@@ -3,12 +3,14 @@
 
 use serde_json::{Value, json};
 use xcord_permissions::bits::*;
-use xcord_testkit::{Backend, TestApp, TestUser, on_both_backends, spawn_app};
+use xcord_testkit::{Backend, TestApp, TestUser, on_both_backends, spawn_app, string_at};
 
 on_both_backends!(
     creating_a_server_makes_its_defaults,
     server_changes_need_permission_and_a_current_version,
     channels_are_created_checked_and_versioned,
+    channel_types_keep_their_names_and_their_refusals,
+    server_icons_are_stored_served_and_replaced,
     hidden_channels_do_not_exist_for_the_caller,
     overwrites_are_checked,
     roles_are_ordered_and_guarded,
@@ -40,10 +42,7 @@ async fn outsiders_get_404_and_plain_members_403_everywhere(backend: Backend) {
             &json!({"name": "R"}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     let (s, c, m, o) = (&srv.id, &srv.text, &member.id, &owner.id);
     // (method, path, body, answer for a plain member; outsiders always get 404)
     let routes: Vec<(Method, String, Value, u16)> = vec![
@@ -255,11 +254,11 @@ async fn server(app: &TestApp, owner: &TestUser, name: &str) -> Srv {
             .flatten()
             .find(|c| c["type"] == kind)
             .and_then(|c| c["id"].as_str())
-            .unwrap_or_default()
+            .unwrap_or_else(|| panic!("no {kind} channel in the new server: {}", res.text))
             .to_owned()
     };
     Srv {
-        id: res.body["id"].as_str().unwrap_or_default().to_owned(),
+        id: res.str_at("/id"),
         text: ch("text"),
         voice: ch("voice"),
     }
@@ -274,7 +273,7 @@ async fn invite_and_join(app: &TestApp, owner: &TestUser, srv: &Srv, who: &TestU
         )
         .await;
     assert_eq!(inv.status, 201, "{}", inv.text);
-    let code = inv.body["code"].as_str().unwrap_or_default();
+    let code = inv.str_at("/code");
     let res = app
         .post_as(&who.token, &format!("/invites/{code}"), &json!({}))
         .await;
@@ -298,7 +297,7 @@ async fn role_for(
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    let rid = r.body["id"].as_str().unwrap_or_default().to_owned();
+    let rid = r.str_at("/id");
     let res = app
         .put_as(
             &owner.token,
@@ -373,10 +372,7 @@ async fn creating_a_server_makes_its_defaults(backend: Backend) {
         ]
     );
     let mine = app.get_as(&owner.token, "/servers").await;
-    assert_eq!(
-        ids(&mine.body, "servers"),
-        vec![b["id"].as_str().unwrap_or_default().to_owned()]
-    );
+    assert_eq!(ids(&mine.body, "servers"), vec![string_at(b, "/id")]);
     for bad in [
         json!({"name": "x"}),
         json!({"name": "y".repeat(101)}),
@@ -405,14 +401,14 @@ async fn creating_a_server_makes_its_defaults(backend: Backend) {
         )
         .await;
     assert_eq!(with_icon.status, 201, "{}", with_icon.text);
-    let url = with_icon.body["icon"].as_str().unwrap_or_default();
+    let url = with_icon.str_at("/icon");
     assert!(url.starts_with("/cdn/icons/"), "{url}");
-    assert_eq!(app.get(url).await.status, 200);
+    assert_eq!(app.get(&url).await.status, 200);
     // Outsiders cannot see it.
     let stranger = app.register("stranger").await;
     app.get_as(
         &stranger.token,
-        &format!("/servers/{}", b["id"].as_str().unwrap_or_default()),
+        &format!("/servers/{}", string_at(b, "/id")),
     )
     .await
     .assert_error(404, "Not Found");
@@ -422,6 +418,85 @@ async fn creating_a_server_makes_its_defaults(backend: Backend) {
     app.get_as(&stranger.token, "/servers/abc")
         .await
         .assert_error(404, "Not Found");
+}
+
+fn png_of(w: u32, h: u32, shade: u8) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(w, h, image::Rgb([shade, 40, 90]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .expect("encode a PNG");
+    out.into_inner()
+}
+
+fn data_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+/// `GET url`: the status and the body's bytes.
+async fn fetch(app: &TestApp, url: &str) -> (u16, Vec<u8>) {
+    let res = app.client.get(app.url(url)).send().await.expect("cdn");
+    let status = res.status().as_u16();
+    (status, res.bytes().await.expect("cdn body").to_vec())
+}
+
+/// Server icons go through the same file store as avatars: stored on creation, served from
+/// `/cdn/icons/…`, replaced and removed by PATCH; bad input changes nothing.
+async fn server_icons_are_stored_served_and_replaced(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let owner = app.register("iconowner").await;
+    let first = png_of(6, 6, 10);
+    let created = app
+        .post_as(
+            &owner.token,
+            "/servers",
+            &json!({"name": "Icons", "icon": data_url(&first)}),
+        )
+        .await;
+    created.expect_status(201, "create a server with an icon");
+    let id = created.str_at("/id");
+    let url = created.str_at("/icon");
+    assert!(url.starts_with(&format!("/cdn/icons/{id}/")), "{url}");
+    assert_eq!(fetch(&app, &url).await, (200, first));
+    // Under its key, where earlier versions kept icons too.
+    let key = url.trim_start_matches("/cdn/");
+    assert!(app.data_dir().join("cdn").join(key).is_file(), "{key}");
+
+    let path = format!("/servers/{id}");
+    let second = png_of(9, 5, 200);
+    let patched = app
+        .patch_as(&owner.token, &path, &json!({"icon": data_url(&second)}))
+        .await;
+    patched.expect_status(200, "replace the icon");
+    let new_url = patched.str_at("/icon");
+    assert_ne!(new_url, url);
+    assert_eq!(fetch(&app, &new_url).await, (200, second));
+    assert_eq!(
+        app.get_as(&owner.token, &path).await.body["icon"],
+        new_url.as_str()
+    );
+
+    for (bad, status) in [
+        (json!({"icon": "%%%"}), 422),
+        (json!({"icon": data_url(b"not an image at all")}), 415),
+    ] {
+        let res = app.patch_as(&owner.token, &path, &bad).await;
+        assert_eq!(res.status, status, "{bad}: {}", res.text);
+    }
+    assert_eq!(
+        app.get_as(&owner.token, &path).await.body["icon"],
+        new_url.as_str(),
+        "refused icons change nothing"
+    );
+    let cleared = app
+        .patch_as(&owner.token, &path, &json!({"icon": null}))
+        .await;
+    cleared.expect_status(200, "remove the icon");
+    assert_eq!(cleared.body["icon"], Value::Null);
 }
 
 async fn server_changes_need_permission_and_a_current_version(backend: Backend) {
@@ -438,9 +513,11 @@ async fn server_changes_need_permission_and_a_current_version(backend: Backend) 
     app.patch_as(&member.token, &path, &json!({"name": "Mine"}))
         .await
         .assert_error(403, "Forbidden");
-    let v1 = app.get_as(&owner.token, &path).await.body["version"]
-        .as_i64()
-        .unwrap_or_default();
+    let v1 = app
+        .get_as(&owner.token, &path)
+        .await
+        .expect_status(200, "read the server")
+        .i64_at("/version");
     let ok = app
         .request(
             reqwest::Method::PATCH,
@@ -534,7 +611,7 @@ async fn channels_are_created_checked_and_versioned(backend: Backend) {
         )
         .await;
     assert_eq!(cat.status, 201, "{}", cat.text);
-    let cat_id = cat.body["id"].as_str().unwrap_or_default().to_owned();
+    let cat_id = cat.str_at("/id");
     let text = app.post_as(&owner.token, &base, &json!({"name": "rules", "parentId": cat_id, "topic": "read me", "nsfw": true, "rateLimitPerUser": 30})).await;
     assert_eq!(text.status, 201, "{}", text.text);
     assert_eq!(
@@ -595,7 +672,7 @@ async fn channels_are_created_checked_and_versioned(backend: Backend) {
     app.post_as(&member.token, &base, &json!({"name": "mine"}))
         .await
         .assert_error(403, "Forbidden");
-    let id = text.body["id"].as_str().unwrap_or_default().to_owned();
+    let id = text.str_at("/id");
     let path = format!("/channels/{id}");
     app.patch_as(&member.token, &path, &json!({"name": "x"}))
         .await
@@ -616,7 +693,7 @@ async fn channels_are_created_checked_and_versioned(backend: Backend) {
         ),
         (Value::Null, Value::Null, Some(9))
     );
-    let version = patched.body["version"].as_i64().unwrap_or_default();
+    let version = patched.i64_at("/version");
     let stale = app
         .client
         .patch(app.url(&format!("/api/v1{path}")))
@@ -654,6 +731,97 @@ async fn channels_are_created_checked_and_versioned(backend: Backend) {
     );
 }
 
+/// Channel types are an enum inside; outside they are the same strings, and a type no
+/// server channel can have is refused with the same detail as before, together with the
+/// request's other failures.
+async fn channel_types_keep_their_names_and_their_refusals(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let owner = app.register("typeowner").await;
+    let srv = server(&app, &owner, "Types").await;
+    let base = format!("/servers/{}/channels", srv.id);
+    let mut made = Vec::new();
+    for (asked, answered) in [
+        (json!(null), "text"),
+        (json!("text"), "text"),
+        (json!("voice"), "voice"),
+        (json!("category"), "category"),
+    ] {
+        let res = app
+            .post_as(&owner.token, &base, &json!({"name": "c", "type": asked}))
+            .await;
+        res.expect_status(201, "create a channel");
+        assert_eq!(res.body["type"], answered, "{}", res.text);
+        made.push((res.str_at("/id"), answered));
+    }
+    let listed = app.get_as(&owner.token, &base).await;
+    for (id, kind) in &made {
+        let found = listed.body["channels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["id"] == id.as_str());
+        assert_eq!(found.map(|c| c["type"].clone()), Some(json!(kind)));
+    }
+    let audit = app
+        .get_as(&owner.token, &format!("/servers/{}/audit-log", srv.id))
+        .await;
+    let logged: Vec<Value> = audit.body["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["action"] == "channel_create")
+        .map(|e| e["changes"]["type"].clone())
+        .collect();
+    assert!(
+        logged.contains(&json!("voice")) && logged.contains(&json!("category")),
+        "{}",
+        audit.text
+    );
+    let refused =
+        json!([{"field": "type", "rule": "enum", "message": "must be text, voice or category"}]);
+    for asked in ["forum", "dm", "group_dm", "TEXT", ""] {
+        let res = app
+            .post_as(&owner.token, &base, &json!({"name": "x", "type": asked}))
+            .await;
+        res.assert_error(422, "Validation Error");
+        assert_eq!(res.body["details"], refused, "{asked}: {}", res.text);
+    }
+    let several = app
+        .post_as(
+            &owner.token,
+            &base,
+            &json!({"name": "", "type": "forum", "bitrate": 64}),
+        )
+        .await;
+    several.assert_error(422, "Validation Error");
+    let fields: Vec<&str> = several.body["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["field"].as_str())
+        .collect();
+    assert_eq!(fields, ["type", "name", "bitrate"], "{}", several.text);
+    // Not a string at all stays a type error of the field.
+    let number = app
+        .post_as(&owner.token, &base, &json!({"name": "x", "type": 2}))
+        .await;
+    number.assert_error(422, "Validation Error");
+    assert_eq!(
+        (
+            &number.body["details"][0]["field"],
+            &number.body["details"][0]["rule"]
+        ),
+        (&json!("type"), &json!("type")),
+        "{}",
+        number.text
+    );
+    assert_eq!(
+        visible_channels(&app, &owner.token, &srv.id).await.len(),
+        2 + made.len(),
+        "nothing refused was created"
+    );
+}
+
 async fn hidden_channels_do_not_exist_for_the_caller(backend: Backend) {
     let app = spawn_app(backend).await;
     let owner = app.register("hider").await;
@@ -667,10 +835,7 @@ async fn hidden_channels_do_not_exist_for_the_caller(backend: Backend) {
             &json!({"name": "Staff"}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     let secret = app
         .post_as(
             &owner.token,
@@ -678,10 +843,7 @@ async fn hidden_channels_do_not_exist_for_the_caller(backend: Backend) {
             &json!({"name": "staff-only"}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     let ow = |target: &str| format!("/channels/{secret}/permissions/{target}");
     assert_eq!(
         app.put_as(
@@ -913,7 +1075,7 @@ async fn roles_are_ordered_and_guarded(backend: Backend) {
         names(&app.get_as(&member.token, &base).await.body),
         vec!["@everyone", "B", "A"]
     );
-    let a_id = a.body["id"].as_str().unwrap_or_default().to_owned();
+    let a_id = a.str_at("/id");
     let moved = app
         .patch_as(
             &owner.token,
@@ -944,7 +1106,7 @@ async fn roles_are_ordered_and_guarded(backend: Backend) {
     app.post_as(&member.token, &base, &json!({"name": "Mine"}))
         .await
         .assert_error(403, "Forbidden");
-    let v = moved.body["version"].as_i64().unwrap_or_default();
+    let v = moved.i64_at("/version");
     let stale = app
         .client
         .patch(app.url(&format!("/api/v1{base}/{a_id}")))
@@ -1048,7 +1210,7 @@ async fn hierarchy_matrix(backend: Backend) {
         .flatten()
         .find(|r| r["name"] == "Admin")
         .and_then(|r| r["id"].as_str().map(str::to_owned))
-        .unwrap_or_default();
+        .expect("the Admin role is listed");
     // Put Admin above Mod explicitly.
     assert_eq!(
         app.patch_as(
@@ -1124,7 +1286,7 @@ async fn hierarchy_matrix(backend: Backend) {
         )
         .await;
     assert_eq!(low.status, 201, "{}", low.text);
-    let low_id = low.body["id"].as_str().unwrap_or_default();
+    let low_id = low.str_at("/id");
     assert_eq!(
         app.put_as(
             &mod_a.token,
@@ -1167,7 +1329,7 @@ async fn members_are_paged_and_editable(backend: Backend) {
         invite_and_join(&app, &owner, &srv, &u).await;
         joined.push(u.id.clone());
     }
-    joined.sort_by_key(|id| id.parse::<i64>().unwrap_or_default());
+    joined.sort_by_key(|id| id.parse::<i64>().expect("a user id"));
     let page = |after: Option<&str>| {
         let path = match after {
             Some(a) => format!("/servers/{}/members?limit=3&after={a}", srv.id),
@@ -1236,8 +1398,8 @@ async fn members_are_paged_and_editable(backend: Backend) {
             &json!({"name": "R1"}),
         )
         .await
-        .body["id"]
-        .clone();
+        .expect_status(201, "create role R1")
+        .str_at("/id");
     let r2 = app
         .post_as(
             &owner.token,
@@ -1245,8 +1407,8 @@ async fn members_are_paged_and_editable(backend: Backend) {
             &json!({"name": "R2"}),
         )
         .await
-        .body["id"]
-        .clone();
+        .expect_status(201, "create role R2")
+        .str_at("/id");
     let set = app
         .patch_as(
             &owner.token,
@@ -1277,12 +1439,7 @@ async fn members_are_paged_and_editable(backend: Backend) {
     assert_eq!(
         app.delete_as(
             &owner.token,
-            &format!(
-                "/servers/{}/members/{}/roles/{}",
-                srv.id,
-                someone.id,
-                r2.as_str().unwrap_or_default()
-            )
+            &format!("/servers/{}/members/{}/roles/{}", srv.id, someone.id, r2)
         )
         .await
         .status,
@@ -1375,7 +1532,7 @@ async fn invites_limits_expiry_vanity_and_bans(backend: Backend) {
         "{}",
         once.text
     );
-    let code = once.body["code"].as_str().unwrap_or_default().to_owned();
+    let code = once.str_at("/code");
     let preview = app.get(&format!("/api/v1/invites/{code}")).await;
     assert_eq!(
         (preview.status, preview.body["server"]["name"].as_str()),
@@ -1406,10 +1563,7 @@ async fn invites_limits_expiry_vanity_and_bans(backend: Backend) {
             &json!({"maxUses": 2}),
         )
         .await
-        .body["code"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/code");
     assert_eq!(
         app.post_as(&a.token, &format!("/invites/{twice}"), &json!({}))
             .await
@@ -1428,7 +1582,7 @@ async fn invites_limits_expiry_vanity_and_bans(backend: Backend) {
             &json!({"maxAgeSeconds": 60}),
         )
         .await;
-    let short_code = short.body["code"].as_str().unwrap_or_default().to_owned();
+    let short_code = short.str_at("/code");
     clock.advance_millis(61_000);
     assert!(clock.now().as_millis() > 0);
     app.post_as(&b.token, &format!("/invites/{short_code}"), &json!({}))
@@ -1460,10 +1614,7 @@ async fn invites_limits_expiry_vanity_and_bans(backend: Backend) {
             &json!({}),
         )
         .await
-        .body["code"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/code");
     app.delete_as(&a.token, &format!("/invites/{short_code}"))
         .await
         .assert_error(403, "Forbidden");
@@ -1540,12 +1691,12 @@ async fn bans_remove_members_and_their_recent_messages(backend: Backend) {
     role_for(&app, &owner, &srv, &modr, "Mod", BAN_MEMBERS).await;
     // Messages of the troll: one old (3 days), one recent; and one by the mod.
     let now = xcord_types::Timestamp::now().as_millis();
-    let text: i64 = srv.text.parse().unwrap_or_default();
+    let text: i64 = srv.text.parse().expect("a channel id");
     for (id, author, age_days) in [(1_i64, &troll, 3_i64), (2, &troll, 0), (3, &modr, 0)] {
         sqlx::query("INSERT INTO messages (id, channel_id, author_id, content, created_at) VALUES ($1, $2, $3, 'hi', $4)")
             .bind(id)
             .bind(text)
-            .bind(author.id.parse::<i64>().unwrap_or_default())
+            .bind(author.id.parse::<i64>().expect("a user id"))
             .bind(now - age_days * 86_400_000)
             .execute(app.state.core.store.pool())
             .await
@@ -1651,10 +1802,7 @@ async fn audit_log_records_and_filters(backend: Backend) {
             &json!({"name": "Temp"}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     app.patch_as(
         &owner.token,
         &format!("/servers/{}/roles/{role}", srv.id),
@@ -1715,10 +1863,7 @@ async fn audit_log_records_and_filters(backend: Backend) {
             &format!("/servers/{}/audit-log?limit=2", srv.id),
         )
         .await;
-    let before = two.body["entries"][1]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let before = two.str_at("/entries/1/id");
     let rest = app
         .get_as(
             &owner.token,
@@ -1750,13 +1895,13 @@ async fn stats_count_members_channels_and_days(backend: Backend) {
     let app = spawn_app(backend).await;
     let owner = app.register("s_owner").await;
     let srv = server(&app, &owner, "Stats").await;
-    let text: i64 = srv.text.parse().unwrap_or_default();
+    let text: i64 = srv.text.parse().expect("a channel id");
     let now = xcord_types::Timestamp::now().as_millis();
     for (id, age) in [(10_i64, 0_i64), (11, 0), (12, 2), (13, 40)] {
         sqlx::query("INSERT INTO messages (id, channel_id, author_id, content, created_at) VALUES ($1, $2, $3, 'x', $4)")
             .bind(id)
             .bind(text)
-            .bind(owner.id.parse::<i64>().unwrap_or_default())
+            .bind(owner.id.parse::<i64>().expect("a user id"))
             .bind(now - age * 86_400_000)
             .execute(app.state.core.store.pool())
             .await
@@ -1856,10 +2001,7 @@ async fn private_channels_through_the_channel_routes(backend: Backend) {
             &json!({"recipientId": b.id}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     assert_eq!(
         app.get_as(&b.token, &format!("/channels/{dm}")).await.body["type"],
         "dm"
@@ -1880,10 +2022,7 @@ async fn private_channels_through_the_channel_routes(backend: Backend) {
             &json!({"recipients": [b.id, c.id]}),
         )
         .await
-        .body["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .str_at("/id");
     let renamed = app
         .patch_as(
             &c.token,

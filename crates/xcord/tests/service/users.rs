@@ -11,6 +11,7 @@ on_both_backends!(
     settings_default_and_merge,
     search_by_prefix_with_limits_and_blocks,
     avatar_and_banner_uploads_are_checked_and_served,
+    profile_images_are_replaced_and_earlier_data_directories_still_serve,
     status_and_presence_respect_privacy,
     friends_requests_and_blocks,
     public_keys_are_stored_as_given,
@@ -284,8 +285,8 @@ fn png_bytes(w: u32, h: u32) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     image::DynamicImage::ImageRgb8(img)
         .write_to(&mut out, image::ImageFormat::Png)
-        .map(|()| out.into_inner())
-        .unwrap_or_default()
+        .expect("encode a PNG");
+    out.into_inner()
 }
 
 async fn upload(
@@ -326,10 +327,7 @@ async fn avatar_and_banner_uploads_are_checked_and_served(backend: Backend) {
     )
     .await;
     assert_eq!(res.status, 200, "{}", res.text);
-    let url = res.body["avatarUrl"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let url = res.str_at("/avatarUrl");
     assert!(
         url.starts_with(&format!("/cdn/avatars/{}/", a.id)) && url.ends_with(".png"),
         "{url}"
@@ -438,6 +436,96 @@ async fn avatar_and_banner_uploads_are_checked_and_served(backend: Backend) {
         "/cdn/avatars/none.png",
     ] {
         assert_eq!(app.get(bad).await.status, 404, "{bad}");
+    }
+}
+
+/// `GET url` on the CDN: the status, the content type and the body's bytes.
+async fn fetch(app: &TestApp, url: &str) -> (u16, String, Vec<u8>) {
+    let res = app.client.get(app.url(url)).send().await.expect("cdn");
+    let status = res.status().as_u16();
+    let kind = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_owned();
+    (status, kind, res.bytes().await.expect("cdn body").to_vec())
+}
+
+async fn profile_images_are_replaced_and_earlier_data_directories_still_serve(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let a = app.register("rhea").await;
+    let viewer = app.register("vera").await;
+    let profile = format!("/users/{}", a.id);
+    // A new avatar replaces the old one: the profile points at it and it is what is served.
+    let mut urls = Vec::new();
+    for (field, side) in [
+        ("avatar", 16),
+        ("avatar", 24),
+        ("banner", 30),
+        ("banner", 40),
+    ] {
+        let bytes = png_bytes(side, side);
+        let res = upload(
+            &app,
+            &a.token,
+            &format!("/users/@me/{field}"),
+            field,
+            bytes.clone(),
+            "image/png",
+        )
+        .await;
+        res.expect_status(200, "upload a profile image");
+        let url = res.str_at(&format!("/{field}Url"));
+        assert_eq!(
+            app.get_as(&viewer.token, &profile).await.body[field],
+            url.as_str(),
+            "{field}"
+        );
+        assert_eq!(
+            fetch(&app, &url).await,
+            (200, "image/png".to_owned(), bytes),
+            "{url}"
+        );
+        // Written where earlier versions wrote it, so going back a version loses nothing.
+        let key = url.trim_start_matches("/cdn/");
+        assert!(app.data_dir().join("cdn").join(key).is_file(), "{key}");
+        urls.push(url);
+    }
+    assert_ne!(urls[0], urls[1]);
+    assert_ne!(urls[2], urls[3]);
+
+    // An avatar stored by an earlier version: written straight into the data directory,
+    // with the user's row naming its key, as that version did. It is still served.
+    let old = png_bytes(12, 7);
+    let key = format!("avatars/{}/00112233445566778899aabbccddeeff.png", a.id);
+    let file = app.data_dir().join("cdn").join(&key);
+    std::fs::create_dir_all(file.parent().expect("a folder")).expect("mkdir");
+    std::fs::write(&file, &old).expect("write the old avatar");
+    use xcord_store::UserRepository as _;
+    app.state
+        .core
+        .store
+        .set_image(
+            a.id.parse().expect("a user id"),
+            false,
+            Some(&key),
+            xcord_types::Timestamp::from_millis(1),
+        )
+        .await
+        .expect("point the user at it");
+    let url = format!("/cdn/{key}");
+    assert_eq!(
+        app.get_as(&viewer.token, &profile).await.body["avatar"],
+        url.as_str()
+    );
+    assert_eq!(fetch(&app, &url).await, (200, "image/png".to_owned(), old));
+    // A key that names a folder, or nothing, is not a file.
+    for missing in [
+        format!("/cdn/avatars/{}", a.id),
+        format!("/cdn/avatars/{}/ffffffffffffffffffffffffffffffff.png", a.id),
+    ] {
+        assert_eq!(fetch(&app, &missing).await.0, 404, "{missing}");
     }
 }
 
