@@ -15,4 +15,5 @@ mod process;
 mod routes;
 mod servers;
 mod transport;
+mod usecases;
 mod users;
