@@ -143,20 +143,22 @@ impl Core {
             hoisted: req.hoisted,
             position: req.position,
         };
-        let role = self
-            .store
-            .create_role(self.ids.next_id(), server, &patch, self.clock.now())
-            .await?;
-        let out = role_to_wire(&role);
-        self.audit_entry(
+        let id = self.ids.next_id();
+        let audit = self.audit_record(
             server,
             caller.user_id,
             "role_create",
-            Some(role.id),
+            Some(id),
             None,
-            Some(json!({"name": role.name, "permissions": out.permissions})),
-        )
-        .await?;
+            Some(
+                json!({"name": patch.name.as_deref().unwrap_or("new role"), "permissions": perms}),
+            ),
+        );
+        let role = self
+            .store
+            .create_role(id, server, &patch, self.clock.now(), Some(&audit))
+            .await?;
+        let out = role_to_wire(&role);
         self.publish(
             Topic::Server(server),
             "ROLE_CREATE",
@@ -263,16 +265,15 @@ impl Core {
             ));
         }
         Self::can_manage_position(&access, role.position)?;
-        self.store.delete_role(role_id).await?;
-        self.audit_entry(
+        let audit = self.audit_record(
             server,
             caller.user_id,
             "role_delete",
             Some(role_id),
             None,
             Some(json!({"name": role.name})),
-        )
-        .await?;
+        );
+        self.store.delete_role(role_id, Some(&audit)).await?;
         self.publish(
             Topic::Server(server),
             "ROLE_DELETE",

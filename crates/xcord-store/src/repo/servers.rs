@@ -291,13 +291,15 @@ pub trait ServerRepository: Send + Sync {
 
     /// Roles of a server, lowest position first.
     async fn roles(&self, server: Snowflake) -> StoreResult<Vec<RoleRecord>>;
-    /// Creates a role at position 1 (just above `@everyone`), moving the others up.
+    /// Creates a role at position 1 (just above `@everyone`), moving the others up, with
+    /// its audit row in the same transaction.
     async fn create_role(
         &self,
         id: Snowflake,
         server: Snowflake,
         patch: &RolePatch,
         now: Timestamp,
+        audit: Option<&AuditRecord>,
     ) -> StoreResult<RoleRecord>;
     /// Applies `patch` (moving other roles when the position changes).
     async fn update_role(
@@ -307,8 +309,9 @@ pub trait ServerRepository: Send + Sync {
         expected_version: Option<i64>,
         now: Timestamp,
     ) -> StoreResult<Versioned<RoleRecord>>;
-    /// Deletes a role (never `@everyone`: callers check).
-    async fn delete_role(&self, id: Snowflake) -> StoreResult<bool>;
+    /// Deletes a role (never `@everyone`: callers check), with its audit row in the same
+    /// transaction.
+    async fn delete_role(&self, id: Snowflake, audit: Option<&AuditRecord>) -> StoreResult<bool>;
 
     /// One member.
     async fn member(&self, server: Snowflake, user: Snowflake)
@@ -731,6 +734,7 @@ impl ServerRepository for Store {
         server: Snowflake,
         p: &RolePatch,
         now: Timestamp,
+        audit: Option<&AuditRecord>,
     ) -> StoreResult<RoleRecord> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -753,6 +757,9 @@ impl ServerRepository for Store {
         .bind(now.as_millis())
         .execute(&mut *tx)
         .await?;
+        if let Some(e) = audit {
+            insert_audit(&mut tx, e).await?;
+        }
         tx.commit().await?;
         if let Some(pos) = p.position.filter(|&pos| pos != 1) {
             let moved = RolePatch {
@@ -839,7 +846,7 @@ impl ServerRepository for Store {
             .map_or(Versioned::Missing, Versioned::Updated))
     }
 
-    async fn delete_role(&self, id: Snowflake) -> StoreResult<bool> {
+    async fn delete_role(&self, id: Snowflake, audit: Option<&AuditRecord>) -> StoreResult<bool> {
         let Some(role) = self.role(id).await? else {
             return Ok(false);
         };
@@ -861,6 +868,9 @@ impl ServerRepository for Store {
         .bind(role.position)
         .execute(&mut *tx)
         .await?;
+        if let Some(e) = audit {
+            insert_audit(&mut tx, e).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }

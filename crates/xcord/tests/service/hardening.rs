@@ -14,6 +14,7 @@ on_both_backends!(
     channel_positions_are_bounded_and_cannot_overflow,
     messages_carry_a_version_and_stale_edits_conflict,
     a_kick_or_ban_whose_audit_row_fails_changes_nothing,
+    a_role_change_whose_audit_row_fails_changes_nothing,
     private_channels_are_private_from_their_first_moment,
     a_session_survives_a_graceful_restart,
     a_second_resume_replays_events_not_the_old_resumed,
@@ -692,4 +693,62 @@ async fn a_permission_change_during_the_gap_means_identify_anew(backend: Backend
         }
     }
     assert_eq!(answer, Some(json!({"op": 9, "d": {"resumable": false}})));
+}
+
+async fn a_role_change_whose_audit_row_fails_changes_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let r = room(&app, "rolefail").await;
+    let s = &r.server;
+    let keep = app
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{s}/roles"),
+            &json!({"name": "keeper"}),
+        )
+        .await;
+    assert_eq!(keep.status, 201, "{}", keep.text);
+    let keep_id = keep.body["id"].as_str().unwrap_or_default().to_owned();
+    let mut sub = app.state.core.bus.subscribe(xcord_bus::TopicFilter::All);
+    fail_audit_inserts(&app, "role_create").await;
+    fail_audit_inserts(&app, "role_delete").await;
+    app.post_as(
+        &r.owner.token,
+        &format!("/servers/{s}/roles"),
+        &json!({"name": "ghost"}),
+    )
+    .await
+    .assert_error(500, "Internal Server Error");
+    app.delete_as(&r.owner.token, &format!("/servers/{s}/roles/{keep_id}"))
+        .await
+        .assert_error(500, "Internal Server Error");
+    // No ghost role, the keeper is still there, and nobody was told otherwise.
+    let roles = app
+        .get_as(&r.owner.token, &format!("/servers/{s}/roles"))
+        .await;
+    let names: Vec<&str> = roles.body["roles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"keeper") && !names.contains(&"ghost"),
+        "{names:?}"
+    );
+    say(&app, &r.owner, &r.channel, "after").await;
+    for _ in 0..100 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .expect("the message's event")
+            .expect("bus open");
+        assert!(
+            ev.name != "ROLE_CREATE" && ev.name != "ROLE_DELETE",
+            "announced: {}",
+            ev.name
+        );
+        if ev.name == "MESSAGE_CREATE" {
+            return;
+        }
+    }
+    panic!("no MESSAGE_CREATE among 100 events");
 }
