@@ -296,8 +296,21 @@ impl Core {
         action: &str,
         c: &ChannelRecord,
     ) -> Result<()> {
+        let e = self.channel_audit(server, caller, action, c);
+        self.store.add_audit(&e).await?;
+        Ok(())
+    }
+
+    /// The audit row of a change to channel `c`.
+    fn channel_audit(
+        &self,
+        server: Snowflake,
+        caller: &Caller,
+        action: &str,
+        c: &ChannelRecord,
+    ) -> xcord_store::AuditRecord {
         let changes = json!({"name": c.name, "type": c.kind, "parentId": c.parent_id, "position": c.position});
-        self.audit_entry(
+        self.audit_record(
             server,
             caller.user_id,
             action,
@@ -305,7 +318,6 @@ impl Core {
             None,
             Some(changes),
         )
-        .await
     }
 
     /// `GET /channels/{id}`: a server channel the caller can see, or a private channel they are in.
@@ -467,10 +479,9 @@ impl Core {
         let (c, _, perms, overwrites) = self.channel_access(caller, id).await?;
         require_bits(perms, bits::MANAGE_CHANNELS)?;
         let files = self.attachment_files_of(&[id]).await?;
-        self.store.delete_channel(id).await?;
+        let audit = self.channel_audit(server, caller, "channel_delete", &c);
+        self.store.delete_channel(id, Some(&audit)).await?;
         self.delete_files_later(files);
-        self.audit_channel(server, caller, "channel_delete", &c)
-            .await?;
         self.publish(
             Topic::Server(server),
             "CHANNEL_DELETE",

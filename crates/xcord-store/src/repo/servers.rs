@@ -388,7 +388,8 @@ pub trait ServerRepository: Send + Sync {
         now: Timestamp,
     ) -> StoreResult<Versioned<ChannelRecord>>;
     /// Deletes a channel (its messages go with it).
-    async fn delete_channel(&self, id: Snowflake) -> StoreResult<bool>;
+    async fn delete_channel(&self, id: Snowflake, audit: Option<&AuditRecord>)
+    -> StoreResult<bool>;
 
     /// Overwrites of one channel.
     async fn overwrites(&self, channel: Snowflake) -> StoreResult<Vec<OverwriteRecord>>;
@@ -1194,13 +1195,23 @@ impl ServerRepository for Store {
         }
     }
 
-    async fn delete_channel(&self, id: Snowflake) -> StoreResult<bool> {
-        Ok(sqlx::query("DELETE FROM channels WHERE id = $1")
+    async fn delete_channel(
+        &self,
+        id: Snowflake,
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("DELETE FROM channels WHERE id = $1")
             .bind(id.get())
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?
-            .rows_affected()
-            == 1)
+            .rows_affected();
+        // The deletion and its audit row are one change: both or neither.
+        if let (1, Some(e)) = (n, audit) {
+            insert_audit(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
     }
 
     async fn overwrites(&self, channel: Snowflake) -> StoreResult<Vec<OverwriteRecord>> {

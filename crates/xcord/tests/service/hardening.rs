@@ -711,6 +711,10 @@ async fn a_role_change_whose_audit_row_fails_changes_nothing(backend: Backend) {
     let mut sub = app.state.core.bus.subscribe(xcord_bus::TopicFilter::All);
     fail_audit_inserts(&app, "role_create").await;
     fail_audit_inserts(&app, "role_delete").await;
+    fail_audit_inserts(&app, "channel_delete").await;
+    app.delete_as(&r.owner.token, &format!("/channels/{}", r.channel))
+        .await
+        .assert_error(500, "Internal Server Error");
     app.post_as(
         &r.owner.token,
         &format!("/servers/{s}/roles"),
@@ -721,7 +725,8 @@ async fn a_role_change_whose_audit_row_fails_changes_nothing(backend: Backend) {
     app.delete_as(&r.owner.token, &format!("/servers/{s}/roles/{keep_id}"))
         .await
         .assert_error(500, "Internal Server Error");
-    // No ghost role, the keeper is still there, and nobody was told otherwise.
+    // No ghost role, the keeper and the channel are still there, and nobody was told
+    // otherwise.
     let roles = app
         .get_as(&r.owner.token, &format!("/servers/{s}/roles"))
         .await;
@@ -742,7 +747,7 @@ async fn a_role_change_whose_audit_row_fails_changes_nothing(backend: Backend) {
             .expect("the message's event")
             .expect("bus open");
         assert!(
-            ev.name != "ROLE_CREATE" && ev.name != "ROLE_DELETE",
+            !matches!(&*ev.name, "ROLE_CREATE" | "ROLE_DELETE" | "CHANNEL_DELETE"),
             "announced: {}",
             ev.name
         );
