@@ -31,13 +31,7 @@ where
             )
             .into());
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
-            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Error::PayloadTooLarge("The request body is too large.".into())
-            } else {
-                Error::BadRequest("The request body could not be read.".into())
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         parse_json(&bytes).map(Json).map_err(ApiError)
     }
 }
@@ -56,13 +50,7 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let is_json = is_json_content_type(req.headers());
-        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
-            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Error::PayloadTooLarge("The request body is too large.".into())
-            } else {
-                Error::BadRequest("The request body could not be read.".into())
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
@@ -74,6 +62,17 @@ where
         }
         parse_json(&bytes).map(OptionalJson).map_err(ApiError)
     }
+}
+
+/// The whole body: 413 over the limit, 400 when it cannot be read.
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Error> {
+    Bytes::from_request(req, state).await.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge("The request body is too large.".into())
+        } else {
+            Error::BadRequest("The request body could not be read.".into())
+        }
+    })
 }
 
 fn is_json_content_type(headers: &HeaderMap) -> bool {
