@@ -203,7 +203,7 @@ impl Core {
                     id,
                     topic: topic.to_text(),
                     name: name.to_owned(),
-                    data: event.data.to_string(),
+                    data: event.data.clone(),
                 })
                 .await;
             event = event.with_id(id);

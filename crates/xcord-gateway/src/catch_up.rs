@@ -123,7 +123,7 @@ pub(crate) async fn missed_events(
     // The log and what this node routed lately, once each, in id order.
     let mut events: std::collections::BTreeMap<i64, (Topic, String, Arc<str>)> = logged
         .into_iter()
-        .filter_map(|e| Some((e.id, (Topic::parse(&e.topic)?, e.name, Arc::from(e.data)))))
+        .filter_map(|e| Some((e.id, (Topic::parse(&e.topic)?, e.name, e.data))))
         .collect();
     for e in recent.into_iter().filter(|e| e.id > floor) {
         events

@@ -15,8 +15,8 @@ pub struct LoggedEvent {
     pub topic: String,
     /// Dispatch name.
     pub name: String,
-    /// JSON payload.
-    pub data: String,
+    /// JSON payload, shared with the published event rather than copied.
+    pub data: std::sync::Arc<str>,
 }
 
 /// A session a stopped node left behind.
@@ -86,7 +86,7 @@ impl Store {
                     .bind(e.id)
                     .bind(e.topic.clone())
                     .bind(e.name.clone())
-                    .bind(e.data.clone());
+                    .bind(&*e.data);
             }
             q.execute(&mut *tx).await?;
         }
@@ -108,7 +108,7 @@ impl Store {
                     id: r.try_get("id")?,
                     topic: r.try_get("topic")?,
                     name: r.try_get("name")?,
-                    data: r.try_get("data")?,
+                    data: r.try_get::<String, _>("data")?.into(),
                 })
             })
             .collect()
