@@ -8,13 +8,13 @@
 //! resume-from-database semantics. The in-process bus is [`InProcessBus`]; the Redis bus for
 //! several nodes implements the same [`EventBus`] trait.
 
-use std::borrow::Cow;
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 use xcord_types::Snowflake;
+use xcord_types::events::Event;
 
 /// Where an event belongs: the audience a subscriber selects by.
 ///
@@ -56,19 +56,25 @@ impl Topic {
     }
 }
 
-/// One published event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One published event: the typed [`Event`] and its payload serialized once.
+///
+/// An event published on this node carries its typed form from the start; one that arrived
+/// from another node carries its name and JSON text, and is decoded the first time a
+/// consumer asks for it ([`BusEvent::event`]), so fan-out of a message to sessions never
+/// parses it.
+#[derive(Debug)]
 pub struct BusEvent {
     /// The audience.
     pub topic: Topic,
     /// The dispatch name, e.g. `MESSAGE_CREATE`.
-    pub name: Cow<'static, str>,
+    pub name: &'static str,
     /// The payload as JSON text, serialized once at publish time.
     pub data: Arc<str>,
     /// The node that published it.
     pub origin_node: u16,
     /// Its id in the gateway's event log (a snowflake), or 0 for an event not logged.
     pub id: i64,
+    event: OnceLock<Option<Event>>,
 }
 
 impl BusEvent {
@@ -79,22 +85,73 @@ impl BusEvent {
         self
     }
 
-    /// An event with `data` already serialized.
-    pub fn new(
+    /// A new event, its payload serialized here (the only time it is).
+    pub fn new(topic: Topic, event: Event, origin_node: u16) -> serde_json::Result<Self> {
+        let data: Arc<str> = event.payload_json()?.into();
+        Ok(Self {
+            topic,
+            name: event.name(),
+            data,
+            origin_node,
+            id: 0,
+            event: OnceLock::from(Some(event)),
+        })
+    }
+
+    /// An event read back from its parts (from another node, or from the event log); `None`
+    /// when no event has this name. The payload is decoded when it is first needed.
+    pub fn from_parts(
         topic: Topic,
-        name: impl Into<Cow<'static, str>>,
+        name: &str,
         data: impl Into<Arc<str>>,
         origin_node: u16,
-    ) -> Self {
-        Self {
+    ) -> Option<Self> {
+        Some(Self {
             topic,
-            name: name.into(),
+            name: Event::known_name(name)?,
             data: data.into(),
             origin_node,
             id: 0,
-        }
+            event: OnceLock::new(),
+        })
+    }
+
+    /// The typed event; `None` (logged once) when its payload does not have the event's
+    /// shape, which only a node of another version can publish.
+    pub fn event(&self) -> Option<&Event> {
+        self.event
+            .get_or_init(|| match Event::decode(self.name, &self.data) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "an event from another node cannot be read");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// The op code clients receive it with (`None`: between nodes only).
+    pub fn op(&self) -> Option<u8> {
+        xcord_types::gateway::dispatch_op(self.name)
     }
 }
+
+/// Two events are the same when they say the same thing to the same audience (the typed
+/// form is read from the payload, so it adds nothing to compare).
+impl PartialEq for BusEvent {
+    fn eq(&self, other: &Self) -> bool {
+        (self.topic, self.name, &self.data, self.origin_node, self.id)
+            == (
+                other.topic,
+                other.name,
+                &other.data,
+                other.origin_node,
+                other.id,
+            )
+    }
+}
+
+impl Eq for BusEvent {}
 
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
@@ -241,7 +298,14 @@ mod tests {
     use std::time::Duration;
 
     fn ev(topic: Topic, n: u32) -> BusEvent {
-        BusEvent::new(topic, "TEST", serde_json::json!({ "n": n }).to_string(), 0)
+        // Never decoded here: the bus carries the payload as it is.
+        BusEvent::from_parts(
+            topic,
+            "TYPING_START",
+            serde_json::json!({ "n": n }).to_string(),
+            0,
+        )
+        .expect("a known name")
     }
 
     async fn next(sub: &mut Subscription) -> Result<Arc<BusEvent>, RecvError> {

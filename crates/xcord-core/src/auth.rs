@@ -7,6 +7,7 @@ use xcord_store::{
     NewSession, NewUser, RefreshOutcome, SessionRepository, StoreError, TokenPurpose, UserRecord,
     UserRepository,
 };
+use xcord_types::events::Event;
 use xcord_types::rest::auth::{
     EnableMfaResponse, LoginRequest, LoginResponse, LoginSuccess, MessageResponse, MfaChallenge,
     MfaLoginRequest, MfaState, RegisterRequest, RegisterResponse, Session, SessionList,
@@ -544,7 +545,7 @@ impl Core {
     /// Tells the user's sessions (and caches) that their own view changed.
     async fn publish_user_update(&self, user: Snowflake) -> Result<()> {
         let u = self.user(user).await?;
-        self.publish(Topic::User(user), "USER_UPDATE", &Self::self_user(&u))
+        self.publish(Topic::User(user), Event::UserUpdate(Self::self_user(&u)))
             .await;
         Ok(())
     }
@@ -703,12 +704,7 @@ impl Core {
         let now = self.now();
         let sealed = user.mfa_secret.as_deref();
         self.store.set_mfa(user.id, sealed, true, now).await?;
-        self.publish(
-            Topic::User(user.id),
-            "USER_UPDATE",
-            &Self::self_user(&self.user(user.id).await?),
-        )
-        .await;
+        self.publish_user_update(user.id).await?;
         Ok(MfaState { enabled: true })
     }
 
@@ -725,12 +721,7 @@ impl Core {
         }
         self.store.set_mfa(user.id, None, false, self.now()).await?;
         self.store.replace_backup_codes(user.id, &[]).await?;
-        self.publish(
-            Topic::User(user.id),
-            "USER_UPDATE",
-            &Self::self_user(&self.user(user.id).await?),
-        )
-        .await;
+        self.publish_user_update(user.id).await?;
         Ok(MfaState { enabled: false })
     }
 

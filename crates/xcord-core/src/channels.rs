@@ -8,6 +8,7 @@ use xcord_store::{
     Versioned,
 };
 use xcord_types::Snowflake;
+use xcord_types::events::Event;
 use xcord_types::rest::channels::MAX_POSITION;
 use xcord_types::rest::channels::{
     Channel, ChannelKind, ChannelList, CreateChannelRequest, NewChannelKind, PermissionOverwrite,
@@ -284,7 +285,7 @@ impl Core {
             })
             .await?;
         let out = Self::server_channel_wire(&c, &overwrites);
-        self.publish(Topic::Server(server), "CHANNEL_CREATE", &out)
+        self.publish(Topic::Server(server), Event::ChannelCreate(out.clone()))
             .await;
         Ok(out)
     }
@@ -412,7 +413,7 @@ impl Core {
         self.audit_channel(server, caller, "channel_update", &updated)
             .await?;
         let out = Self::server_channel_wire(&updated, &overwrites);
-        self.publish(Topic::Server(server), "CHANNEL_UPDATE", &out)
+        self.publish(Topic::Server(server), Event::ChannelUpdate(out.clone()))
             .await;
         Ok(out)
     }
@@ -455,7 +456,7 @@ impl Core {
                 recipients: members.clone(),
             })
             .await?;
-        self.publish(Topic::Channel(c.id), "CHANNEL_UPDATE", &view)
+        self.publish(Topic::Channel(c.id), Event::ChannelUpdate(view.clone()))
             .await;
         Ok(view)
     }
@@ -484,8 +485,7 @@ impl Core {
         self.delete_files_later(files);
         self.publish(
             Topic::Server(server),
-            "CHANNEL_DELETE",
-            &Self::server_channel_wire(&c, &overwrites),
+            Event::ChannelDelete(Self::server_channel_wire(&c, &overwrites)),
         )
         .await;
         Ok(())
@@ -592,8 +592,7 @@ impl Core {
         let ow = self.store.overwrites(channel).await?;
         self.publish(
             Topic::Server(server),
-            "CHANNEL_UPDATE",
-            &Self::server_channel_wire(&c, &ow),
+            Event::ChannelUpdate(Self::server_channel_wire(&c, &ow)),
         )
         .await;
         Ok(())

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use xcord_bus::Topic;
 use xcord_types::Snowflake;
+use xcord_types::events::Event;
 use xcord_types::rest::users::SelfUser;
 
 use crate::messages::ChannelContext;
@@ -92,12 +92,6 @@ impl<K: Eq + Hash, V: Clone> EventCache<K, V> {
     }
 }
 
-#[derive(Deserialize)]
-struct IdOnly {
-    #[serde(default)]
-    id: Option<Snowflake>,
-}
-
 /// Every event-invalidated cache of the core.
 #[derive(Debug)]
 pub struct Caches {
@@ -120,28 +114,29 @@ impl Caches {
     /// Applies an event: structural changes of a server drop its channels' contexts; a
     /// channel's own change drops that channel's; anything on a user's topic drops their
     /// own view.
-    pub fn on_event(&self, topic: &Topic, name: &str, data: &str) {
+    pub fn on_event(&self, topic: &Topic, event: &Event) {
         if let Topic::User(u) = topic {
             self.self_views.remove(u);
         }
-        let structural = name.starts_with("ROLE_")
-            || name.starts_with("SERVER_")
-            || matches!(name, "CHANNEL_CREATE" | "CHANNEL_UPDATE" | "CHANNEL_DELETE");
-        if !structural {
-            return;
-        }
+        // The id a structural change names: its channel, or its server.
+        let id = match event {
+            Event::ChannelCreate(c) | Event::ChannelUpdate(c) | Event::ChannelDelete(c) => c.id,
+            Event::ServerCreate(s) | Event::ServerUpdate(s) => s.id,
+            Event::ServerDelete(d) => d.id,
+            Event::RoleCreate(r) | Event::RoleUpdate(r) => r.server_id,
+            Event::RoleDelete(r) => r.server_id,
+            Event::ServerMemberAdd(m) | Event::ServerMemberUpdate(m) => m.server_id,
+            Event::ServerMemberRemove(m) => m.server_id,
+            _ => return,
+        };
         match topic {
             Topic::Server(server) => {
                 let server = Some(*server);
                 self.contexts.retain(|_, c| c.server_id != server);
             }
             Topic::Channel(channel) => self.contexts.retain(|(c, _), _| c != channel),
-            Topic::User(_) => {
-                // A private channel created or changed for this user.
-                if let Ok(IdOnly { id: Some(channel) }) = serde_json::from_str(data) {
-                    self.contexts.retain(|(c, _), _| *c != channel);
-                }
-            }
+            // A private channel created or changed for this user.
+            Topic::User(_) => self.contexts.retain(|(c, _), _| *c != id),
             Topic::Global => self.clear(),
         }
     }

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
 use tokio_util::task::TaskTracker;
 use xcord_bus::{BusEvent, EventBus, Topic};
 use xcord_store::{Store, UserRecord};
 use xcord_types::SnowflakeGenerator;
+use xcord_types::events::Event;
 use xcord_types::rest::users::{PublicUser, SelfUser, UserSummary};
 
 use crate::crypto::SecretBox;
@@ -184,18 +184,18 @@ impl Core {
 
     /// Publishes an event after its transaction committed; the payload is serialized here,
     /// once. A bus failure is logged: the change itself is already durable.
-    pub async fn publish<T: Serialize>(&self, topic: Topic, name: &'static str, payload: &T) {
-        let data = match serde_json::to_string(payload) {
-            Ok(d) => d,
+    pub async fn publish(&self, topic: Topic, event: Event) {
+        // This node's own changes invalidate cached permissions before anyone hears of them.
+        self.caches.on_event(&topic, &event);
+        let name = event.name();
+        let mut event = match BusEvent::new(topic, event, self.settings.node_id) {
+            Ok(e) => e,
             Err(e) => {
                 tracing::error!(error = %e, event = name, "cannot serialize an event");
                 return;
             }
         };
-        // This node's own changes invalidate cached permissions before anyone hears of them.
-        self.caches.on_event(&topic, name, &data);
-        let mut event = BusEvent::new(topic, name, data, self.settings.node_id);
-        if xcord_types::gateway::dispatch_op(name).is_some() {
+        if event.op().is_some() {
             // Queued for the log before it is published (see `event_log`).
             let id = self.ids.next_id().get();
             self.event_log

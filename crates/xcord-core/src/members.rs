@@ -8,6 +8,9 @@ use xcord_bus::Topic;
 use xcord_permissions::bits;
 use xcord_store::{InviteRecord, MemberRecord, RolePatch, ServerRepository, Versioned};
 use xcord_types::Snowflake;
+use xcord_types::events::{
+    Event, MemberChanged, MemberRemoved, RoleChanged, RoleDeleted, ServerDeleted,
+};
 use xcord_types::rest::channels::ChannelKind;
 use xcord_types::rest::servers::{
     AuditEntry, AuditLog, Ban, BanList, BanRequest, CreateInviteRequest, Invite, InviteList,
@@ -159,12 +162,12 @@ impl Core {
             .create_role(id, server, &patch, self.clock.now(), Some(&audit))
             .await?;
         let out = role_to_wire(&role);
-        self.publish(
-            Topic::Server(server),
-            "ROLE_CREATE",
-            &json!({"serverId": server, "role": out}),
-        )
-        .await;
+        let ev = RoleChanged {
+            server_id: server,
+            role: out.clone(),
+        };
+        self.publish(Topic::Server(server), Event::RoleCreate(ev))
+            .await;
         Ok(out)
     }
 
@@ -235,12 +238,12 @@ impl Core {
             Some(changes),
         )
         .await?;
-        self.publish(
-            Topic::Server(server),
-            "ROLE_UPDATE",
-            &json!({"serverId": server, "role": out}),
-        )
-        .await;
+        let ev = RoleChanged {
+            server_id: server,
+            role: out.clone(),
+        };
+        self.publish(Topic::Server(server), Event::RoleUpdate(ev))
+            .await;
         Ok(out)
     }
 
@@ -274,12 +277,12 @@ impl Core {
             Some(json!({"name": role.name})),
         );
         self.store.delete_role(role_id, Some(&audit)).await?;
-        self.publish(
-            Topic::Server(server),
-            "ROLE_DELETE",
-            &json!({"serverId": server, "roleId": role_id}),
-        )
-        .await;
+        let ev = RoleDeleted {
+            server_id: server,
+            role_id,
+        };
+        self.publish(Topic::Server(server), Event::RoleDelete(ev))
+            .await;
         Ok(())
     }
 
@@ -325,12 +328,12 @@ impl Core {
             .await?
             .ok_or(Error::NotFound("member"))?;
         let out = self.member_wire(&m).await?;
-        self.publish(
-            Topic::Server(server),
-            "SERVER_MEMBER_UPDATE",
-            &json!({"serverId": server, "member": out}),
-        )
-        .await;
+        let ev = MemberChanged {
+            server_id: server,
+            member: out.clone(),
+        };
+        self.publish(Topic::Server(server), Event::ServerMemberUpdate(ev))
+            .await;
         Ok(out)
     }
 
@@ -471,13 +474,14 @@ impl Core {
     }
 
     async fn member_left(&self, server: Snowflake, user: Snowflake) {
-        self.publish(
-            Topic::Server(server),
-            "SERVER_MEMBER_REMOVE",
-            &json!({"serverId": server, "userId": user}),
-        )
-        .await;
-        self.publish(Topic::User(user), "SERVER_DELETE", &json!({"id": server}))
+        let removed = MemberRemoved {
+            server_id: server,
+            user_id: user,
+        };
+        self.publish(Topic::Server(server), Event::ServerMemberRemove(removed))
+            .await;
+        let gone = ServerDeleted { id: server };
+        self.publish(Topic::User(user), Event::ServerDelete(gone))
             .await;
     }
 
@@ -825,16 +829,16 @@ impl Core {
                 .await?
                 .ok_or(Error::NotFound("member"))?;
             let out = self.member_wire(&m).await?;
-            self.publish(
-                Topic::Server(server),
-                "SERVER_MEMBER_ADD",
-                &json!({"serverId": server, "member": out}),
-            )
-            .await;
+            let ev = MemberChanged {
+                server_id: server,
+                member: out,
+            };
+            self.publish(Topic::Server(server), Event::ServerMemberAdd(ev))
+                .await;
             // The joining user's sessions get the server as they see it, as on creation.
             if let Some(snap) = self.server_snapshot(server).await? {
-                self.publish(Topic::User(user), "SERVER_CREATE", &snap.view_for(user))
-                    .await;
+                let view = Event::ServerCreate(snap.view_for(user));
+                self.publish(Topic::User(user), view).await;
             }
         }
         Ok(())

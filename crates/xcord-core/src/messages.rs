@@ -16,6 +16,9 @@ use xcord_store::{
     ServerRepository, UserRepository, Versioned,
 };
 use xcord_types::Snowflake;
+use xcord_types::events::{
+    Event, MessageAcked, MessageDeleted, PinsChanged, ReactionChanged, Typing,
+};
 use xcord_types::rest::channels::ChannelKind;
 use xcord_types::rest::messages::{
     Attachment, BulkDeleteRequest, CreateMessageRequest, EditMessageRequest, HistoryQuery,
@@ -216,10 +219,6 @@ pub fn check_emoji(emoji: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-fn message_event_server(ctx: &ChannelContext) -> serde_json::Value {
-    ctx.server_id.map_or(serde_json::Value::Null, |s| json!(s))
 }
 
 impl Core {
@@ -774,11 +773,19 @@ impl Core {
         };
         if created {
             let was_typing = self.record_post(&ctx, caller.user_id);
-            self.publish(Topic::Channel(channel_id), "MESSAGE_CREATE", &out)
-                .await;
+            self.publish(
+                Topic::Channel(channel_id),
+                Event::MessageCreate(out.clone()),
+            )
+            .await;
             if was_typing {
-                let ev = json!({"channelId": channel_id, "userId": caller.user_id, "serverId": message_event_server(&ctx), "timestamp": self.clock.now()});
-                self.publish(Topic::Channel(channel_id), "TYPING_STOP", &ev)
+                let stop = Typing {
+                    channel_id,
+                    user_id: caller.user_id,
+                    server_id: ctx.server_id,
+                    timestamp: self.clock.now(),
+                };
+                self.publish(Topic::Channel(channel_id), Event::TypingStop(stop))
                     .await;
             }
         }
@@ -895,15 +902,22 @@ impl Core {
             Versioned::Missing => return Err(Error::NotFound("message")),
         };
         let out = self.one_message_wire(&edited, caller.user_id, &ctx).await?;
-        self.publish(Topic::Channel(channel_id), "MESSAGE_UPDATE", &out)
-            .await;
+        self.publish(
+            Topic::Channel(channel_id),
+            Event::MessageUpdate(out.clone()),
+        )
+        .await;
         Ok(out)
     }
 
     async fn publish_deletes(&self, ctx: &ChannelContext, ids: &[Snowflake]) {
         for id in ids {
-            let ev = json!({"id": id, "channelId": ctx.channel.id, "serverId": message_event_server(ctx)});
-            self.publish(Topic::Channel(ctx.channel.id), "MESSAGE_DELETE", &ev)
+            let ev = MessageDeleted {
+                id: *id,
+                channel_id: ctx.channel.id,
+                server_id: ctx.server_id,
+            };
+            self.publish(Topic::Channel(ctx.channel.id), Event::MessageDelete(ev))
                 .await;
         }
     }
@@ -985,14 +999,24 @@ impl Core {
     async fn publish_reaction(
         &self,
         ctx: &ChannelContext,
-        name: &'static str,
+        added: bool,
         message: Snowflake,
         user: Snowflake,
         emoji: &str,
     ) {
-        let ev = json!({"channelId": ctx.channel.id, "messageId": message, "userId": user, "emoji": emoji, "serverId": message_event_server(ctx)});
-        self.publish(Topic::Channel(ctx.channel.id), name, &ev)
-            .await;
+        let ev = ReactionChanged {
+            channel_id: ctx.channel.id,
+            message_id: message,
+            user_id: user,
+            emoji: emoji.to_owned(),
+            server_id: ctx.server_id,
+        };
+        let ev = if added {
+            Event::MessageReactionAdd(ev)
+        } else {
+            Event::MessageReactionRemove(ev)
+        };
+        self.publish(Topic::Channel(ctx.channel.id), ev).await;
     }
 
     /// `PUT`/`POST …/reactions/{emoji}`: a new emoji needs ADD_REACTIONS; joining one does not.
@@ -1015,7 +1039,7 @@ impl Core {
             .add_reaction(message, emoji, caller.user_id, self.clock.now())
             .await?
         {
-            self.publish_reaction(&ctx, "MESSAGE_REACTION_ADD", message, caller.user_id, emoji)
+            self.publish_reaction(&ctx, true, message, caller.user_id, emoji)
                 .await;
         }
         Ok(())
@@ -1037,14 +1061,8 @@ impl Core {
             .remove_reaction(message, emoji, caller.user_id)
             .await?
         {
-            self.publish_reaction(
-                &ctx,
-                "MESSAGE_REACTION_REMOVE",
-                message,
-                caller.user_id,
-                emoji,
-            )
-            .await;
+            self.publish_reaction(&ctx, false, message, caller.user_id, emoji)
+                .await;
         }
         Ok(())
     }
@@ -1119,8 +1137,12 @@ impl Core {
             self.store.unpin(channel_id, message).await?
         };
         if changed {
-            let ev = json!({"channelId": channel_id, "serverId": message_event_server(&ctx), "lastPinTimestamp": self.clock.now()});
-            self.publish(Topic::Channel(channel_id), "CHANNEL_PINS_UPDATE", &ev)
+            let ev = PinsChanged {
+                channel_id,
+                server_id: ctx.server_id,
+                last_pin_timestamp: self.clock.now(),
+            };
+            self.publish(Topic::Channel(channel_id), Event::ChannelPinsUpdate(ev))
                 .await;
         }
         Ok(())
@@ -1133,8 +1155,13 @@ impl Core {
         let now = self.clock.now();
         self.activity
             .start_typing(channel_id, caller.user_id, ctx.server_id, now.as_millis());
-        let ev = json!({"channelId": channel_id, "userId": caller.user_id, "serverId": message_event_server(&ctx), "timestamp": now});
-        self.publish(Topic::Channel(channel_id), "TYPING_START", &ev)
+        let ev = Typing {
+            channel_id,
+            user_id: caller.user_id,
+            server_id: ctx.server_id,
+            timestamp: now,
+        };
+        self.publish(Topic::Channel(channel_id), Event::TypingStart(ev))
             .await;
         Ok(())
     }
@@ -1208,14 +1235,19 @@ impl Core {
         self.store
             .ack(caller.user_id, channel_id, message, now)
             .await?;
-        let ev = json!({"channelId": channel_id, "messageId": message, "userId": caller.user_id, "readAt": now});
+        let ev = Event::MessageAck(MessageAcked {
+            channel_id,
+            message_id: message,
+            user_id: caller.user_id,
+            read_at: now,
+        });
         // Read receipts are shared in DMs; elsewhere only the reader's own sessions hear of it.
         let topic = if ctx.server_id.is_none() {
             Topic::Channel(channel_id)
         } else {
             Topic::User(caller.user_id)
         };
-        self.publish(topic, "MESSAGE_ACK", &ev).await;
+        self.publish(topic, ev).await;
         Ok(())
     }
 

@@ -11,13 +11,11 @@ use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use xcord_bus::{BusEvent, RecvError, Subscription, Topic, TopicFilter};
 use xcord_types::Snowflake;
-use xcord_types::gateway::VoiceState;
+use xcord_types::events::{Event, Typing};
 
 use crate::Core;
 
@@ -73,25 +71,6 @@ impl NodeTask {
     }
 }
 
-/// The parts of TYPING_START and TYPING_STOP the core follows.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TypingEvent {
-    channel_id: Snowflake,
-    user_id: Snowflake,
-}
-
-/// The part of MESSAGE_CREATE that can end a typing indicator: its author.
-#[derive(Deserialize)]
-struct MessageAuthor {
-    author: AuthorId,
-}
-
-#[derive(Deserialize)]
-struct AuthorId {
-    id: Snowflake,
-}
-
 impl Core {
     /// Starts the per-node tasks every node runs, whatever its roles: the bus follower and
     /// the housekeeping. They end when `stop` is cancelled; shutdown awaits them.
@@ -113,33 +92,29 @@ impl Core {
 
     /// Applies one event from the bus to this node's state.
     async fn follow(&self, ev: &BusEvent) {
-        self.revocations.apply_event(ev);
-        self.caches.on_event(&ev.topic, &ev.name, &ev.data);
+        let Some(event) = ev.event() else {
+            return;
+        };
+        self.revocations.apply_event(event);
+        self.caches.on_event(&ev.topic, event);
         // This node applied its own events where it made them.
         if ev.origin_node == self.settings.node_id {
             return;
         }
-        match ev.name.as_ref() {
+        match event {
             // CONNECTED lists the voice states of a server, whichever node they were set on.
-            "VOICE_STATE_UPDATE" => {
-                if let Ok(state) = serde_json::from_str::<VoiceState>(&ev.data) {
-                    self.voice.apply(&state);
-                }
-            }
+            Event::VoiceStateUpdate(state) => self.voice.apply(state),
             // The indicator now belongs to the node that started it again, or it ended
             // there: this node no longer stops it, so the user gets one TYPING_STOP.
-            "TYPING_START" | "TYPING_STOP" => {
-                if let Ok(t) = serde_json::from_str::<TypingEvent>(&ev.data) {
-                    self.activity.forget_typing(t.channel_id, t.user_id);
-                }
+            Event::TypingStart(t) | Event::TypingStop(t) => {
+                self.activity.forget_typing(t.channel_id, t.user_id);
             }
             // A message posted through another node ends the typing indicator this node
             // started for its author (a client typing over this node's gateway and posting
             // through an api node).
-            "MESSAGE_CREATE" => {
+            Event::MessageCreate(m) => {
                 if let Topic::Channel(channel) = ev.topic
                     && self.activity.typing_in(channel)
-                    && let Ok(m) = serde_json::from_str::<MessageAuthor>(&ev.data)
                     && let Some(server) = self.activity.stop_typing(channel, m.author.id)
                 {
                     let now = self.clock.now();
@@ -167,10 +142,13 @@ impl Core {
         server: Option<Snowflake>,
         now: xcord_types::Timestamp,
     ) {
-        let ev =
-            json!({"channelId": channel, "userId": user, "serverId": server, "timestamp": now});
-        self.publish(Topic::Channel(channel), "TYPING_STOP", &ev)
-            .await;
+        let stop = Event::TypingStop(Typing {
+            channel_id: channel,
+            user_id: user,
+            server_id: server,
+            timestamp: now,
+        });
+        self.publish(Topic::Channel(channel), stop).await;
     }
 
     /// Forgets logged events no resume can need any more (older than the resume window and

@@ -11,6 +11,7 @@ use xcord_store::{
     ServerRepository, UserRecord, UserRepository,
 };
 use xcord_types::Snowflake;
+use xcord_types::events::Event;
 use xcord_types::gateway::{PresenceSet, VoiceState, VoiceStateSet};
 use xcord_types::rest::channels::{Channel, ChannelKind};
 use xcord_types::rest::messages::ReadStateList;
@@ -299,16 +300,13 @@ impl Core {
             .await
             .map_err(Error::Unavailable)?
         {
-            self.publish(
-                Topic::User(user),
-                "PRESENCE_UPDATE",
-                &Presence {
-                    user_id: user,
-                    status: Status::Offline,
-                    custom_status: None,
-                },
-            )
-            .await;
+            let offline = Presence {
+                user_id: user,
+                status: Status::Offline,
+                custom_status: None,
+            };
+            self.publish(Topic::User(user), Event::PresenceUpdate(offline))
+                .await;
         }
         Ok(())
     }
@@ -376,12 +374,12 @@ impl Core {
                 ..state.clone()
             };
             self.voice.apply(&left);
-            self.publish(Topic::Channel(old), "VOICE_STATE_UPDATE", &left)
+            self.publish(Topic::Channel(old), Event::VoiceStateUpdate(left))
                 .await;
         }
         self.voice.apply(&state);
         if let Some(channel) = req.channel_id {
-            self.publish(Topic::Channel(channel), "VOICE_STATE_UPDATE", &state)
+            self.publish(Topic::Channel(channel), Event::VoiceStateUpdate(state))
                 .await;
         }
         Ok(())
@@ -398,7 +396,7 @@ impl Core {
                 ..prev
             };
             self.voice.apply(&left);
-            self.publish(Topic::Channel(channel), "VOICE_STATE_UPDATE", &left)
+            self.publish(Topic::Channel(channel), Event::VoiceStateUpdate(left))
                 .await;
         }
     }

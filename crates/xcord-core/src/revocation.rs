@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use xcord_bus::{BusEvent, EventBus, Topic};
 
 use xcord_store::{SessionRepository, Store, StoreResult};
+use xcord_types::events::{Event, TokenRevoked};
 use xcord_types::{Snowflake, Timestamp};
 
 /// The in-memory revocation list. In scale mode every node keeps its own copy, told of
@@ -25,9 +26,6 @@ impl std::fmt::Debug for Revocations {
         f.debug_struct("Revocations").finish_non_exhaustive()
     }
 }
-
-/// The bus event that carries a revocation to the other nodes.
-const REVOKED_EVENT: &str = "TOKEN_REVOKED";
 
 fn sid_key(sid: Snowflake) -> String {
     format!("sid:{sid}")
@@ -56,24 +54,21 @@ impl Revocations {
     }
 
     /// Applies a revocation announced by any node.
-    pub fn apply_event(&self, ev: &BusEvent) {
-        if ev.name == REVOKED_EVENT
-            && let Ok((key, until)) = serde_json::from_str::<(String, i64)>(&ev.data)
-        {
+    pub fn apply_event(&self, ev: &Event) {
+        if let Event::TokenRevoked(TokenRevoked(key, until)) = ev {
             self.remember(
-                key,
-                Timestamp::from_millis(until),
+                key.clone(),
+                Timestamp::from_millis(*until),
                 Timestamp::from_millis(0),
             );
         }
     }
 
     async fn announce(&self, key: &str, until: Timestamp) {
+        let revoked = Event::TokenRevoked(TokenRevoked(key.to_owned(), until.as_millis()));
         if let Some((bus, node)) = &self.bus
-            && let Ok(data) = serde_json::to_string(&(key, until.as_millis()))
-            && let Err(e) = bus
-                .publish(BusEvent::new(Topic::Global, REVOKED_EVENT, data, *node))
-                .await
+            && let Ok(ev) = BusEvent::new(Topic::Global, revoked, *node)
+            && let Err(e) = bus.publish(ev).await
         {
             tracing::warn!(error = %e, "a revocation did not reach the other nodes");
         }

@@ -13,6 +13,7 @@ use xcord_store::{
     AuditRecord, ChannelRecord, ChannelRepository, MemberRecord, NewServer, OverwriteRecord,
     RoleRecord, ServerPatch, ServerRecord, ServerRepository, Versioned,
 };
+use xcord_types::events::{Event, ServerDeleted};
 use xcord_types::rest::channels::{Channel, ChannelKind as Kind, PermissionOverwrite};
 use xcord_types::rest::servers::{
     CreateServerRequest, DayCount, Role, Server, ServerList, ServerStats, UpdateServerRequest,
@@ -413,8 +414,11 @@ impl Core {
             .await?;
         let access = self.server_access(caller, id).await?;
         let server = self.full_server(&access).await?;
-        self.publish(Topic::User(caller.user_id), "SERVER_CREATE", &server)
-            .await;
+        self.publish(
+            Topic::User(caller.user_id),
+            Event::ServerCreate(server.clone()),
+        )
+        .await;
         Ok(server)
     }
 
@@ -534,8 +538,7 @@ impl Core {
         let out = self.full_server(&access).await?;
         self.publish(
             Topic::Server(id),
-            "SERVER_UPDATE",
-            &Self::server_to_wire(&access.server, None, None),
+            Event::ServerUpdate(Self::server_to_wire(&access.server, None, None)),
         )
         .await;
         Ok(out)
@@ -559,7 +562,7 @@ impl Core {
         let files = self.attachment_files_of(&channels).await?;
         self.store.delete_server(id).await?;
         self.delete_files_later(files);
-        self.publish(Topic::Server(id), "SERVER_DELETE", &json!({"id": id}))
+        self.publish(Topic::Server(id), Event::ServerDelete(ServerDeleted { id }))
             .await;
         Ok(())
     }

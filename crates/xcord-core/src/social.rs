@@ -8,6 +8,7 @@ use xcord_store::{
     UserRepository,
 };
 use xcord_types::Snowflake;
+use xcord_types::events::{Event, RelationshipChanged};
 use xcord_types::rest::channels::{Channel, ChannelList, CreateDmRequest};
 use xcord_types::rest::users::{
     AllowDms, Relationship, RelationshipAction, RelationshipKind, RelationshipList,
@@ -23,15 +24,6 @@ fn wire_kind(k: RelationshipType) -> RelationshipKind {
         RelationshipType::PendingIncoming => RelationshipKind::PendingIncoming,
         RelationshipType::Blocked => RelationshipKind::Blocked,
     }
-}
-
-/// What a `RELATIONSHIP_UPDATE` says to one side.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct RelationshipEvent {
-    user_id: Snowflake,
-    #[serde(rename = "type")]
-    kind: Option<RelationshipKind>,
 }
 
 impl Core {
@@ -135,19 +127,19 @@ impl Core {
             .set_relationship_pair(me, other, after.0, after.1, self.clock.now())
             .await?;
         if before.0 != after.0 {
-            let ev = RelationshipEvent {
+            let ev = RelationshipChanged {
                 user_id: other,
                 kind: after.0.map(wire_kind),
             };
-            self.publish(Topic::User(me), "RELATIONSHIP_UPDATE", &ev)
+            self.publish(Topic::User(me), Event::RelationshipUpdate(ev))
                 .await;
         }
         if before.1 != after.1 {
-            let ev = RelationshipEvent {
+            let ev = RelationshipChanged {
                 user_id: me,
                 kind: after.1.map(wire_kind),
             };
-            self.publish(Topic::User(other), "RELATIONSHIP_UPDATE", &ev)
+            self.publish(Topic::User(other), Event::RelationshipUpdate(ev))
                 .await;
         }
         Ok(())
@@ -284,7 +276,7 @@ impl Core {
         let view = self.private_channel_view(&pc).await?;
         if created {
             for member in &pc.recipients {
-                self.publish(Topic::User(*member), "CHANNEL_CREATE", &view)
+                self.publish(Topic::User(*member), Event::ChannelCreate(view.clone()))
                     .await;
             }
         }

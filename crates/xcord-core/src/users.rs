@@ -6,6 +6,7 @@ use xcord_store::{
     ProfilePatch, RelationshipRepository, RelationshipType, UserRecord, UserRepository,
 };
 use xcord_types::Snowflake;
+use xcord_types::events::Event;
 use xcord_types::rest::users::{
     OnlineCount, OnlineList, OnlineUser, Presence, PublicKey, PublicUser, SelfUser, Settings,
     SettingsPatch, Status, StatusRequest, UpdateSelfRequest, UserList,
@@ -156,7 +157,7 @@ impl Core {
             self.send_verification(&updated).await?;
         }
         let out = Self::self_user(&updated);
-        self.publish(Topic::User(user.id), "USER_UPDATE", &out)
+        self.publish(Topic::User(user.id), Event::UserUpdate(out.clone()))
             .await;
         Ok(out)
     }
@@ -254,16 +255,13 @@ impl Core {
     /// or a friendship with them (the gateway routes it).
     pub async fn publish_presence(&self, user: &UserRecord) -> Result<()> {
         let (status, custom_status) = self.visible_presence(user).await?;
-        self.publish(
-            Topic::User(user.id),
-            "PRESENCE_UPDATE",
-            &Presence {
-                user_id: user.id,
-                status,
-                custom_status,
-            },
-        )
-        .await;
+        let presence = Presence {
+            user_id: user.id,
+            status,
+            custom_status,
+        };
+        self.publish(Topic::User(user.id), Event::PresenceUpdate(presence))
+            .await;
         Ok(())
     }
 
@@ -421,8 +419,11 @@ impl Core {
             .set_image(caller.user_id, banner, Some(&key), self.clock.now())
             .await?;
         let user = self.user(caller.user_id).await?;
-        self.publish(Topic::User(user.id), "USER_UPDATE", &Self::self_user(&user))
-            .await;
+        self.publish(
+            Topic::User(user.id),
+            Event::UserUpdate(Self::self_user(&user)),
+        )
+        .await;
         Ok(Self::cdn_url(&key))
     }
 }

@@ -13,7 +13,8 @@ use xcord_bus::{BusEvent, Topic};
 use xcord_core::Core;
 use xcord_core::realtime::ConnectedState;
 use xcord_store::{Checkpoint, SavedSession};
-use xcord_types::gateway::dispatch_op;
+use xcord_types::Snowflake;
+use xcord_types::events::Event;
 
 use crate::Gateway;
 use crate::dispatch::audience;
@@ -121,14 +122,16 @@ pub(crate) async fn missed_events(
         anyhow::bail!("the gap holds more than {MAX_EVENTS} events");
     }
     // The log and what this node routed lately, once each, in id order.
-    let mut events: std::collections::BTreeMap<i64, (Topic, String, Arc<str>)> = logged
+    let mut events: std::collections::BTreeMap<i64, Arc<BusEvent>> = logged
         .into_iter()
-        .filter_map(|e| Some((e.id, (Topic::parse(&e.topic)?, e.name, e.data))))
+        .filter_map(|e| {
+            let node = xcord_types::Snowflake::from_i64(e.id).node_id();
+            let ev = BusEvent::from_parts(Topic::parse(&e.topic)?, &e.name, e.data, node)?;
+            Some((e.id, Arc::new(ev.with_id(e.id))))
+        })
         .collect();
     for e in recent.into_iter().filter(|e| e.id > floor) {
-        events
-            .entry(e.id)
-            .or_insert_with(|| (e.topic, e.name.to_string(), e.data.clone()));
+        events.entry(e.id).or_insert(e);
     }
     // A private index with only this session in it decides, as the live one would.
     let user = state.user.id;
@@ -152,39 +155,41 @@ pub(crate) async fn missed_events(
     );
     let is_probe = |list: &[Arc<SessionHandle>]| list.iter().any(|h| Arc::ptr_eq(h, &probe));
     // A message deleted within the gap is not shown again, not even for a moment.
-    let deleted: HashSet<String> = events
+    let deleted: HashSet<Snowflake> = events
         .values()
-        .filter(|(_, name, _)| name == "MESSAGE_DELETE")
-        .filter_map(|(_, _, data)| message_id(data))
+        .filter_map(|ev| match ev.event() {
+            Some(Event::MessageDelete(d)) => Some(d.id),
+            _ => None,
+        })
         .collect();
-    let me = user.to_string();
-    let my_servers: HashSet<xcord_types::Snowflake> =
-        state.servers.iter().map(|s| s.server.id).collect();
+    let my_servers: HashSet<Snowflake> = state.servers.iter().map(|s| s.server.id).collect();
     let mut out = Vec::new();
-    for (id, (topic, name, data)) in events {
+    for (id, ev) in events {
         if seen.contains(&id) || snowflake_ms(id) < floor_of(id) {
             continue;
         }
-        let Some(op) = dispatch_op(&name) else {
+        let Some(op) = ev.op() else {
             continue;
         };
-        let routed = audience(&mut index, topic, &name, &data);
-        let mine = match topic {
+        let routed = audience(&mut index, &ev);
+        let mine = match ev.topic {
             Topic::Server(server) => my_servers.contains(&server),
             _ => is_probe(&routed.audience),
         };
-        if mine && changes_sight(&name, &data, &me) {
+        if mine && ev.event().is_some_and(|e| changes_sight(e, user)) {
             // The replay judges visibility with today's permissions, which is only right
             // while they did not change in the gap: otherwise the client identifies anew.
             return Ok(None);
         }
         if is_probe(&routed.audience) {
-            if matches!(name.as_str(), "MESSAGE_CREATE" | "MESSAGE_UPDATE")
-                && message_id(&data).is_some_and(|m| deleted.contains(&m))
+            if let Some(Event::MessageCreate(m) | Event::MessageUpdate(m)) = ev.event()
+                && deleted.contains(&m.id)
             {
                 continue;
             }
-            out.push(Arc::new(Dispatch::new(op, &name, &data).with_event_id(id)));
+            out.push(Arc::new(
+                Dispatch::new(op, ev.name, &ev.data).with_event_id(id),
+            ));
         }
         for (frame, sessions) in routed.extra {
             if is_probe(&sessions) {
@@ -195,25 +200,19 @@ pub(crate) async fn missed_events(
     Ok(Some(out))
 }
 
-/// The `id` of a message event's payload.
-fn message_id(data: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Id {
-        id: String,
-    }
-    serde_json::from_str::<Id>(data).ok().map(|m| m.id)
-}
-
 /// Whether an event that reached the user can change what they may see: a role, a
 /// channel's overwrites, the owner, or their own membership.
-fn changes_sight(name: &str, data: &str, me: &str) -> bool {
-    match name {
-        "ROLE_CREATE" | "ROLE_UPDATE" | "ROLE_DELETE" | "CHANNEL_UPDATE" | "SERVER_UPDATE"
-        | "SERVER_CREATE" | "SERVER_DELETE" => true,
-        "SERVER_MEMBER_ADD" | "SERVER_MEMBER_UPDATE" | "SERVER_MEMBER_REMOVE" => {
-            let v: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
-            v["userId"] == me || v["member"]["user"]["id"] == me
-        }
+fn changes_sight(event: &Event, me: Snowflake) -> bool {
+    match event {
+        Event::RoleCreate(_)
+        | Event::RoleUpdate(_)
+        | Event::RoleDelete(_)
+        | Event::ChannelUpdate(_)
+        | Event::ServerUpdate(_)
+        | Event::ServerCreate(_)
+        | Event::ServerDelete(_) => true,
+        Event::ServerMemberAdd(m) | Event::ServerMemberUpdate(m) => m.member.user.id == me,
+        Event::ServerMemberRemove(m) => m.user_id == me,
         _ => false,
     }
 }

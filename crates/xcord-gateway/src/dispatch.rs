@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use xcord_bus::{BusEvent, RecvError, Topic, TopicFilter};
 use xcord_core::NodeTask;
-use xcord_types::gateway::{close, dispatch_op};
+use xcord_types::events::{Event, TokenRevoked};
+use xcord_types::gateway::close;
 
 use crate::Gateway;
 use crate::index::{FollowUp, Index};
@@ -56,9 +57,9 @@ pub(crate) struct Routing {
 
 /// Applies `ev` to `index` and says who receives what. Live routing and the catch-up of a
 /// session taken over from a stopped node both go through here.
-pub(crate) fn audience(index: &mut Index, topic: Topic, name: &str, data: &str) -> Routing {
+pub(crate) fn audience(index: &mut Index, ev: &BusEvent) -> Routing {
     let mut extra = Vec::new();
-    let (audience, follow) = match topic {
+    let (audience, follow) = match ev.topic {
         Topic::Channel(c) => (
             index
                 .channel_audience(c)
@@ -67,11 +68,11 @@ pub(crate) fn audience(index: &mut Index, topic: Topic, name: &str, data: &str) 
             FollowUp::None,
         ),
         Topic::Server(s) => {
-            let routed = index.server_event(s, name, data);
+            let routed = index.server_event(s, ev);
             extra = routed.extra;
             (routed.audience, routed.follow)
         }
-        Topic::User(u) => index.user_event(u, name, data),
+        Topic::User(u) => index.user_event(u, ev),
         Topic::Global => (index.all_sessions().cloned().collect(), FollowUp::None),
     };
     Routing {
@@ -83,14 +84,13 @@ pub(crate) fn audience(index: &mut Index, topic: Topic, name: &str, data: &str) 
 
 /// Routes one event to the sessions that may receive it.
 pub async fn route(gw: &Gateway, ev: &Arc<BusEvent>) {
-    if ev.name == "TOKEN_REVOKED" {
-        end_revoked_sessions(gw, &ev.data);
-        return;
-    }
-    let Some(op) = dispatch_op(&ev.name) else {
+    let Some(op) = ev.op() else {
+        if let Some(Event::TokenRevoked(revoked)) = ev.event() {
+            end_revoked_sessions(gw, revoked);
+        }
         return;
     };
-    let d = Arc::new(Dispatch::new(op, &ev.name, &ev.data).with_event_id(ev.id));
+    let d = Arc::new(Dispatch::new(op, ev.name, &ev.data).with_event_id(ev.id));
     let follow = {
         let Ok(mut index) = gw.index.lock() else {
             return;
@@ -106,7 +106,7 @@ pub async fn route(gw: &Gateway, ev: &Arc<BusEvent>) {
             }
             FollowUp::None
         } else {
-            let r = audience(&mut index, ev.topic, &ev.name, &ev.data);
+            let r = audience(&mut index, ev);
             deliver(&r.audience, &d);
             // What the event did to who sees which channel, after the event itself.
             for (frame, sessions) in &r.extra {
@@ -142,10 +142,7 @@ fn deliver(list: &[Arc<SessionHandle>], d: &Arc<Dispatch>) {
 
 /// A logout, refresh-token reuse or password reset revoked an auth session: gateway
 /// sessions identified with its tokens end too (op 9, then close 4004).
-fn end_revoked_sessions(gw: &Gateway, data: &str) {
-    let Ok((key, _until)) = serde_json::from_str::<(String, i64)>(data) else {
-        return;
-    };
+fn end_revoked_sessions(gw: &Gateway, TokenRevoked(key, _until): &TokenRevoked) {
     let Some(sid) = key.strip_prefix("sid:").and_then(|s| s.parse::<i64>().ok()) else {
         return;
     };

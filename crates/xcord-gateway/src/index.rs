@@ -6,14 +6,15 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use serde::Deserialize;
 use xcord_bus::BusEvent;
 use xcord_core::realtime::ServerSnapshot;
 use xcord_permissions::{
     ChannelKind, MemberView, Overwrite, OverwriteTarget, bits, compute_channel_permissions,
 };
 use xcord_types::Snowflake;
-use xcord_types::rest::channels::ChannelKind as WireKind;
+use xcord_types::events::Event;
+use xcord_types::rest::channels::{Channel, ChannelKind as WireKind, PermissionOverwrite};
+use xcord_types::rest::users::RelationshipKind;
 
 use crate::session::{Dispatch, SessionHandle};
 
@@ -117,86 +118,6 @@ pub struct Routed {
     pub extra: Vec<(Arc<Dispatch>, Vec<Arc<SessionHandle>>)>,
     /// Work left for outside the index lock.
     pub follow: FollowUp,
-}
-
-/// The wire shapes the index reads from events (only the fields it needs).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireOverwrite {
-    id: Snowflake,
-    #[serde(rename = "type")]
-    kind: String,
-    allow: u64,
-    deny: u64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireChannel {
-    id: Snowflake,
-    #[serde(rename = "type")]
-    kind: WireKind,
-    server_id: Option<Snowflake>,
-    #[serde(default)]
-    permission_overwrites: Option<Vec<WireOverwrite>>,
-    #[serde(default)]
-    recipients: Option<Vec<WireUserRef>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct WireUserRef {
-    id: Snowflake,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireRole {
-    id: Snowflake,
-    permissions: u64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RoleEvent {
-    server_id: Snowflake,
-    #[serde(default)]
-    role: Option<WireRole>,
-    #[serde(default)]
-    role_id: Option<Snowflake>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireMember {
-    user: WireUserRef,
-    #[serde(default)]
-    roles: Vec<Snowflake>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MemberEvent {
-    server_id: Snowflake,
-    #[serde(default)]
-    member: Option<WireMember>,
-    #[serde(default)]
-    user_id: Option<Snowflake>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ServerEvent {
-    id: Snowflake,
-    #[serde(default)]
-    owner_id: Option<Snowflake>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RelationshipEvent {
-    user_id: Snowflake,
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
 }
 
 /// A change the dispatcher must complete outside the index lock (it needs the database).
@@ -589,105 +510,97 @@ impl Index {
     }
 
     /// Applies a server-topic event to the index and returns who receives what.
-    pub fn server_event(&mut self, server: Snowflake, name: &str, data: &str) -> Routed {
+    pub fn server_event(&mut self, server: Snowflake, ev: &BusEvent) -> Routed {
         let mut routed = Routed::default();
         self.generation += 1;
         if self.recent.len() >= RECENT_CHANGES {
             self.recent.pop_front();
         }
         self.recent.push_back((self.generation, server));
-        if matches!(name, "CHANNEL_CREATE" | "CHANNEL_UPDATE" | "CHANNEL_DELETE") {
-            match serde_json::from_str::<WireChannel>(data) {
-                Ok(c) => self.channel_event(server, name, data, c, &mut routed),
-                // Only another version's node can publish a channel this one cannot read (a
-                // kind it does not know): better no one receives it than the wrong people.
-                Err(e) => tracing::warn!(event = name, error = %e, "channel event not routed"),
-            }
+        // Only another version's node can publish an event this one cannot read: better no
+        // one receives it than the wrong people.
+        let Some(event) = ev.event() else {
             return routed;
+        };
+        match event {
+            Event::ChannelCreate(c) | Event::ChannelUpdate(c) | Event::ChannelDelete(c) => {
+                self.channel_event(server, event, c, &ev.data, &mut routed);
+                return routed;
+            }
+            _ => {}
         }
         // Who may see which channel, for those whose view this event can change.
-        let watched: Vec<Snowflake> = match name {
-            "ROLE_CREATE" | "ROLE_UPDATE" | "ROLE_DELETE" | "SERVER_UPDATE" => self
+        let watched: Vec<Snowflake> = match event {
+            Event::RoleCreate(_)
+            | Event::RoleUpdate(_)
+            | Event::RoleDelete(_)
+            | Event::ServerUpdate(_) => self
                 .servers
                 .get(&server)
                 .map(|s| s.local.iter().copied().collect())
                 .unwrap_or_default(),
-            "SERVER_MEMBER_UPDATE" => serde_json::from_str::<MemberEvent>(data)
-                .ok()
-                .and_then(|ev| ev.member)
-                .map(|m| m.user.id)
+            Event::ServerMemberUpdate(m) => Some(m.member.user.id)
                 .filter(|u| self.by_user.contains_key(u))
                 .into_iter()
                 .collect(),
             _ => Vec::new(),
         };
         let before = self.sight_of(server, &watched);
-        match name {
-            "ROLE_CREATE" | "ROLE_UPDATE" | "ROLE_DELETE" => {
-                if let (Ok(ev), Some(s)) = (
-                    serde_json::from_str::<RoleEvent>(data),
-                    self.servers.get_mut(&server),
-                ) {
-                    debug_assert_eq!(ev.server_id, server);
-                    if let Some(r) = ev.role {
-                        s.roles.insert(r.id, r.permissions);
-                    }
-                    if let Some(gone) = ev.role_id {
-                        s.roles.remove(&gone);
-                        for roles in s.members.values_mut() {
-                            roles.retain(|r| *r != gone);
-                        }
+        match event {
+            Event::RoleCreate(r) | Event::RoleUpdate(r) => {
+                debug_assert_eq!(r.server_id, server);
+                if let Some(s) = self.servers.get_mut(&server) {
+                    s.roles.insert(r.role.id, r.role.permissions);
+                    s.visible.clear();
+                }
+            }
+            Event::RoleDelete(r) => {
+                debug_assert_eq!(r.server_id, server);
+                if let Some(s) = self.servers.get_mut(&server) {
+                    s.roles.remove(&r.role_id);
+                    for roles in s.members.values_mut() {
+                        roles.retain(|x| *x != r.role_id);
                     }
                     s.visible.clear();
                 }
             }
-            "SERVER_MEMBER_ADD" | "SERVER_MEMBER_UPDATE" => {
-                if let Ok(ev) = serde_json::from_str::<MemberEvent>(data)
-                    && let Some(m) = ev.member
-                {
-                    let user = m.user.id;
-                    let here = self.by_user.contains_key(&user);
-                    match self.servers.get_mut(&ev.server_id) {
-                        Some(s) => {
-                            s.members.insert(user, m.roles);
-                            if here {
-                                s.local.insert(user);
-                            }
-                            s.visible.clear();
+            Event::ServerMemberAdd(m) | Event::ServerMemberUpdate(m) => {
+                let user = m.member.user.id;
+                let here = self.by_user.contains_key(&user);
+                match self.servers.get_mut(&m.server_id) {
+                    Some(s) => {
+                        s.members.insert(user, m.member.roles.clone());
+                        if here {
+                            s.local.insert(user);
                         }
-                        None if here => {
-                            routed.follow = FollowUp::LoadServer {
-                                server: ev.server_id,
-                                user,
-                            };
-                        }
-                        None => {}
+                        s.visible.clear();
                     }
+                    None if here => {
+                        routed.follow = FollowUp::LoadServer {
+                            server: m.server_id,
+                            user,
+                        };
+                    }
+                    None => {}
                 }
             }
-            "SERVER_MEMBER_REMOVE" => {
-                if let Ok(ev) = serde_json::from_str::<MemberEvent>(data)
-                    && let Some(user) = ev.user_id
-                    && let Some(s) = self.servers.get_mut(&ev.server_id)
-                {
-                    s.members.remove(&user);
-                    s.local.remove(&user);
+            Event::ServerMemberRemove(m) => {
+                if let Some(s) = self.servers.get_mut(&m.server_id) {
+                    s.members.remove(&m.user_id);
+                    s.local.remove(&m.user_id);
                     s.visible.clear();
                     if s.local.is_empty() {
-                        self.drop_server(ev.server_id);
+                        self.drop_server(m.server_id);
                     }
                 }
             }
-            "SERVER_UPDATE" => {
-                if let Ok(ev) = serde_json::from_str::<ServerEvent>(data)
-                    && let Some(owner) = ev.owner_id
-                    && let Some(s) = self.servers.get_mut(&ev.id)
-                {
-                    s.owner = owner;
+            Event::ServerUpdate(update) => {
+                if let Some(s) = self.servers.get_mut(&update.id) {
+                    s.owner = update.owner_id;
                     s.visible.clear();
                 }
             }
-            "SERVER_DELETE" => {
+            Event::ServerDelete(_) => {
                 self.server_sessions(server, &mut routed.audience);
                 self.drop_server(server);
                 return routed;
@@ -752,45 +665,33 @@ impl Index {
     fn channel_event(
         &mut self,
         server: Snowflake,
-        name: &str,
-        data: &str,
-        c: WireChannel,
+        event: &Event,
+        c: &Channel,
+        data: &Arc<str>,
         routed: &mut Routed,
     ) {
+        let deleted = matches!(event, Event::ChannelDelete(_));
+        let created = matches!(event, Event::ChannelCreate(_));
         let users_before = self.viewing_users(server, c.id);
         if let Some(s) = self.servers.get_mut(&server) {
             s.visible.remove(&c.id);
-            if name == "CHANNEL_DELETE" {
+            if deleted {
                 s.channels.remove(&c.id);
                 self.channel_server.remove(&c.id);
             } else {
-                let overwrites = c
-                    .permission_overwrites
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|o| Overwrite {
-                        target: if o.kind == "user" || o.kind == "member" {
-                            OverwriteTarget::Member(o.id.get())
-                        } else {
-                            OverwriteTarget::Role(o.id.get())
-                        },
-                        allow: o.allow,
-                        deny: o.deny,
-                    })
-                    .collect();
                 s.channels.insert(
                     c.id,
                     ChannelState {
                         kind: kind_of(c.kind),
-                        overwrites,
-                        wire: Arc::from(data),
+                        overwrites: overwrites_of(c.permission_overwrites.as_deref()),
+                        wire: data.clone(),
                     },
                 );
                 self.channel_server
                     .insert(c.id, c.server_id.unwrap_or(server));
             }
         }
-        if name == "CHANNEL_DELETE" {
+        if deleted {
             for u in &users_before {
                 self.sessions_of(*u, &mut routed.audience);
             }
@@ -807,7 +708,7 @@ impl Index {
             }
         }
         for u in users_after.difference(&users_before) {
-            if name == "CHANNEL_CREATE" {
+            if created {
                 self.sessions_of(*u, &mut routed.audience);
             } else {
                 self.sessions_of(*u, &mut gained);
@@ -843,59 +744,63 @@ impl Index {
     pub fn user_event(
         &mut self,
         user: Snowflake,
-        name: &str,
-        data: &str,
+        ev: &BusEvent,
     ) -> (Vec<Arc<SessionHandle>>, FollowUp) {
         let mut follow = FollowUp::None;
-        match name {
-            "PRESENCE_UPDATE" => return (self.presence_audience(user), follow),
-            "CHANNEL_CREATE" => {
-                if let Ok(c) = serde_json::from_str::<WireChannel>(data)
-                    && c.server_id.is_none()
-                {
-                    let recipients: Vec<Snowflake> = c
-                        .recipients
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|r| r.id)
-                        .collect();
-                    for r in &recipients {
-                        if *r != user {
-                            self.watchers.entry(*r).or_default().insert(user);
-                        }
-                    }
-                    if !recipients.contains(&user) {
-                        let mut all = recipients;
-                        all.push(user);
-                        self.private.insert(c.id, all);
-                    } else {
-                        self.private.insert(c.id, recipients);
+        match ev.event() {
+            None => return (Vec::new(), follow),
+            Some(Event::PresenceUpdate(_)) => return (self.presence_audience(user), follow),
+            Some(Event::ChannelCreate(c)) if c.server_id.is_none() => {
+                let recipients: Vec<Snowflake> =
+                    c.recipients.iter().flatten().map(|r| r.id).collect();
+                for r in &recipients {
+                    if *r != user {
+                        self.watchers.entry(*r).or_default().insert(user);
                     }
                 }
-            }
-            "RELATIONSHIP_UPDATE" => {
-                if let Ok(ev) = serde_json::from_str::<RelationshipEvent>(data)
-                    && ev.kind.as_deref() == Some("friend")
-                {
-                    self.watchers.entry(ev.user_id).or_default().insert(user);
+                if !recipients.contains(&user) {
+                    let mut all = recipients;
+                    all.push(user);
+                    self.private.insert(c.id, all);
+                } else {
+                    self.private.insert(c.id, recipients);
                 }
             }
-            "SERVER_CREATE" => {
-                if let Ok(ev) = serde_json::from_str::<ServerEvent>(data) {
-                    if self.servers.contains_key(&ev.id) {
-                        self.attach_user_to_server(user, ev.id);
-                    } else if self.by_user.contains_key(&user) {
-                        follow = FollowUp::LoadServer {
-                            server: ev.id,
-                            user,
-                        };
-                    }
+            Some(Event::RelationshipUpdate(r)) => {
+                if r.kind == Some(RelationshipKind::Friend) {
+                    self.watchers.entry(r.user_id).or_default().insert(user);
                 }
             }
-            _ => {}
+            Some(Event::ServerCreate(created)) => {
+                if self.servers.contains_key(&created.id) {
+                    self.attach_user_to_server(user, created.id);
+                } else if self.by_user.contains_key(&user) {
+                    follow = FollowUp::LoadServer {
+                        server: created.id,
+                        user,
+                    };
+                }
+            }
+            Some(_) => {}
         }
         (self.user_audience(user), follow)
     }
+}
+
+/// The permission overwrites of a channel as an event carries them.
+fn overwrites_of(list: Option<&[PermissionOverwrite]>) -> Vec<Overwrite> {
+    list.unwrap_or_default()
+        .iter()
+        .map(|o| Overwrite {
+            target: if o.kind == "user" || o.kind == "member" {
+                OverwriteTarget::Member(o.id.get())
+            } else {
+                OverwriteTarget::Role(o.id.get())
+            },
+            allow: o.allow,
+            deny: o.deny,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -906,13 +811,19 @@ mod tests {
         Snowflake::from_i64(n)
     }
 
+    /// An event the index cannot read: it still counts as a change of its server.
+    fn unreadable(server: i64, name: &str) -> BusEvent {
+        BusEvent::from_parts(xcord_bus::Topic::Server(sf(server)), name, "{}", 0)
+            .expect("a known name")
+    }
+
     #[test]
     fn identifies_learn_which_servers_changed_while_they_loaded() {
         let mut i = Index::default();
         let before = i.generation();
-        i.server_event(sf(1), "ROLE_UPDATE", "{}");
+        i.server_event(sf(1), &unreadable(1, "ROLE_UPDATE"));
         let mid = i.generation();
-        i.server_event(sf(2), "CHANNEL_UPDATE", "{}");
+        i.server_event(sf(2), &unreadable(2, "CHANNEL_UPDATE"));
         assert_eq!(
             i.changed_since(before, &[sf(1), sf(2), sf(3)]),
             [sf(1), sf(2)]
@@ -921,7 +832,7 @@ mod tests {
         assert!(i.changed_since(i.generation(), &[sf(1)]).is_empty());
         // When the record no longer reaches back, everything counts as changed.
         for _ in 0..RECENT_CHANGES + 1 {
-            i.server_event(sf(9), "ROLE_UPDATE", "{}");
+            i.server_event(sf(9), &unreadable(9, "ROLE_UPDATE"));
         }
         assert_eq!(i.changed_since(before, &[sf(3)]), [sf(3)]);
     }

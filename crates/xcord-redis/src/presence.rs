@@ -15,7 +15,8 @@ use redis::aio::ConnectionManager;
 use xcord_bus::{BusEvent, EventBus, Topic};
 use xcord_core::presence::PresenceStore;
 use xcord_types::Snowflake;
-use xcord_types::rest::users::Status;
+use xcord_types::events::Event;
+use xcord_types::rest::users::{Presence, Status};
 
 use crate::RedisBus;
 
@@ -226,16 +227,17 @@ impl RedisPresence {
                     let Ok(id) = user.parse::<i64>() else {
                         continue;
                     };
-                    let data =
-                        format!(r#"{{"userId":"{user}","status":"offline","customStatus":null}}"#);
-                    let _ = bus
-                        .publish(BusEvent::new(
-                            Topic::User(Snowflake::from_i64(id)),
-                            "PRESENCE_UPDATE",
-                            data,
-                            self.node_id,
-                        ))
-                        .await;
+                    let offline = Event::PresenceUpdate(Presence {
+                        user_id: Snowflake::from_i64(id),
+                        status: Status::Offline,
+                        custom_status: None,
+                    });
+                    let Ok(ev) =
+                        BusEvent::new(Topic::User(Snowflake::from_i64(id)), offline, self.node_id)
+                    else {
+                        continue;
+                    };
+                    let _ = bus.publish(ev).await;
                 }
             }
         }

@@ -4,6 +4,7 @@
 //! server agree on one definition.
 
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod rest;
 pub mod snowflake;

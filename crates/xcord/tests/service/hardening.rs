@@ -747,7 +747,7 @@ async fn a_role_change_whose_audit_row_fails_changes_nothing(backend: Backend) {
             .expect("the message's event")
             .expect("bus open");
         assert!(
-            !matches!(&*ev.name, "ROLE_CREATE" | "ROLE_DELETE" | "CHANNEL_DELETE"),
+            !matches!(ev.name, "ROLE_CREATE" | "ROLE_DELETE" | "CHANNEL_DELETE"),
             "announced: {}",
             ev.name
         );

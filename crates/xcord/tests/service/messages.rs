@@ -1346,7 +1346,7 @@ async fn direct_messages_and_encrypted_payloads(backend: Backend) {
         .expect("event")
         .expect("bus");
     assert_eq!(
-        (ev.name.as_ref(), ev.topic),
+        (ev.name, ev.topic),
         ("MESSAGE_ACK", Topic::Channel(dm.parse().expect("id")))
     );
     let data: Value = serde_json::from_str(&ev.data).expect("json");
