@@ -16,6 +16,7 @@ use xcord_types::rest::channels::{
 };
 
 use crate::servers::{channel_to_wire, require_bits};
+use crate::unit_of_work::UnitOfWork;
 use crate::validate::{self, Violations};
 use crate::{Caller, Core, Error, Result};
 
@@ -257,49 +258,42 @@ impl Core {
             None,
             Some(json!({"name": req.name.trim(), "type": kind, "parentId": req.parent_id, "position": req.position})),
         );
+        let mut uow = self.begin().await?;
         let c = self
             .store
-            .create_channel(&NewChannel {
-                id,
-                server_id: server,
-                name: req.name.trim().to_owned(),
-                topic: req.topic,
-                position: req.position,
-                parent_id: req.parent_id,
-                nsfw: req.nsfw.unwrap_or(false),
-                user_limit: if kind == ChannelKind::Voice {
-                    Some(req.user_limit.unwrap_or(0))
-                } else {
-                    None
+            .create_channel(
+                uow.tx(),
+                &NewChannel {
+                    id,
+                    server_id: server,
+                    name: req.name.trim().to_owned(),
+                    topic: req.topic,
+                    position: req.position,
+                    parent_id: req.parent_id,
+                    nsfw: req.nsfw.unwrap_or(false),
+                    user_limit: if kind == ChannelKind::Voice {
+                        Some(req.user_limit.unwrap_or(0))
+                    } else {
+                        None
+                    },
+                    bitrate: if kind == ChannelKind::Voice {
+                        Some(req.bitrate.unwrap_or(64))
+                    } else {
+                        None
+                    },
+                    rate_limit_per_user: req.rate_limit_per_user.unwrap_or(0),
+                    kind,
+                    overwrites: overwrites.clone(),
+                    now: self.clock.now(),
                 },
-                bitrate: if kind == ChannelKind::Voice {
-                    Some(req.bitrate.unwrap_or(64))
-                } else {
-                    None
-                },
-                rate_limit_per_user: req.rate_limit_per_user.unwrap_or(0),
-                kind,
-                overwrites: overwrites.clone(),
-                audit: Some(audit),
-                now: self.clock.now(),
-            })
+            )
             .await?;
+        // The channel, its overwrites, its audit row and its event are one change.
+        uow.audit(&audit).await?;
         let out = Self::server_channel_wire(&c, &overwrites);
-        self.publish(Topic::Server(server), Event::ChannelCreate(out.clone()))
-            .await;
+        uow.emit(Topic::Server(server), Event::ChannelCreate(out.clone()))?;
+        uow.commit().await?;
         Ok(out)
-    }
-
-    async fn audit_channel(
-        &self,
-        server: Snowflake,
-        caller: &Caller,
-        action: &str,
-        c: &ChannelRecord,
-    ) -> Result<()> {
-        let e = self.channel_audit(server, caller, action, c);
-        self.store.add_audit(&e).await?;
-        Ok(())
     }
 
     /// The audit row of a change to channel `c`.
@@ -400,9 +394,10 @@ impl Core {
             bitrate: req.bitrate,
             rate_limit_per_user: req.rate_limit_per_user,
         };
+        let mut uow = self.begin().await?;
         let updated = match self
             .store
-            .update_channel(id, &patch, if_match, self.clock.now())
+            .update_channel(uow.tx(), id, &patch, if_match, self.clock.now())
             .await?
         {
             Versioned::Updated(c) => c,
@@ -410,11 +405,11 @@ impl Core {
             Versioned::Missing => return Err(Error::NotFound("channel")),
         };
         let _ = access;
-        self.audit_channel(server, caller, "channel_update", &updated)
-            .await?;
+        let audit = self.channel_audit(server, caller, "channel_update", &updated);
+        uow.audit(&audit).await?;
         let out = Self::server_channel_wire(&updated, &overwrites);
-        self.publish(Topic::Server(server), Event::ChannelUpdate(out.clone()))
-            .await;
+        uow.emit(Topic::Server(server), Event::ChannelUpdate(out.clone()))?;
+        uow.commit().await?;
         Ok(out)
     }
 
@@ -441,9 +436,10 @@ impl Core {
             name: req.name,
             ..ChannelPatch::default()
         };
+        let mut uow = self.begin().await?;
         let updated = match self
             .store
-            .update_channel(c.id, &patch, if_match, self.clock.now())
+            .update_channel(uow.tx(), c.id, &patch, if_match, self.clock.now())
             .await?
         {
             Versioned::Updated(c) => c,
@@ -456,8 +452,8 @@ impl Core {
                 recipients: members.clone(),
             })
             .await?;
-        self.publish(Topic::Channel(c.id), Event::ChannelUpdate(view.clone()))
-            .await;
+        uow.emit(Topic::Channel(c.id), Event::ChannelUpdate(view.clone()))?;
+        uow.commit().await?;
         Ok(view)
     }
 
@@ -481,13 +477,17 @@ impl Core {
         require_bits(perms, bits::MANAGE_CHANNELS)?;
         let files = self.attachment_files_of(&[id]).await?;
         let audit = self.channel_audit(server, caller, "channel_delete", &c);
-        self.store.delete_channel(id, Some(&audit)).await?;
-        self.delete_files_later(files);
-        self.publish(
+        let mut uow = self.begin().await?;
+        // The deletion and its audit row are one change: both or neither.
+        if self.store.delete_channel(uow.tx(), id).await? {
+            uow.audit(&audit).await?;
+        }
+        uow.emit(
             Topic::Server(server),
             Event::ChannelDelete(Self::server_channel_wire(&c, &overwrites)),
-        )
-        .await;
+        )?;
+        uow.commit().await?;
+        self.delete_files_later(files);
         Ok(())
     }
 
@@ -539,24 +539,25 @@ impl Core {
             allow: req.allow as i64,
             deny: req.deny as i64,
         };
-        let existed = self.store.put_overwrite(&o).await?;
+        let mut uow = self.begin().await?;
+        let existed = self.store.put_overwrite(uow.tx(), &o).await?;
         let action = if existed {
             "channel_overwrite_update"
         } else {
             "channel_overwrite_create"
         };
         let changes = json!({"type": kind, "allow": req.allow, "deny": req.deny});
-        self.audit_entry(
+        let audit = self.audit_record(
             server,
             caller.user_id,
             action,
             Some(channel_id),
             None,
             Some(changes),
-        )
-        .await?;
-        self.publish_channel_update(server, c.id).await?;
-        Ok(())
+        );
+        uow.audit(&audit).await?;
+        self.channel_changed(&mut uow, server, c.id).await?;
+        uow.commit().await
     }
 
     /// `DELETE /channels/{id}/permissions/{targetId}`.
@@ -568,33 +569,44 @@ impl Core {
     ) -> Result<()> {
         let (c, access, perms, _) = self.channel_access(caller, channel_id).await?;
         require_bits(perms, bits::MANAGE_ROLES)?;
-        if !self.store.delete_overwrite(channel_id, target).await? {
+        let mut uow = self.begin().await?;
+        if !self
+            .store
+            .delete_overwrite(uow.tx(), channel_id, target)
+            .await?
+        {
             return Err(Error::NotFound("overwrite"));
         }
-        self.audit_entry(
+        let audit = self.audit_record(
             access.server.id,
             caller.user_id,
             "channel_overwrite_delete",
             Some(channel_id),
             None,
             Some(json!({"targetId": target})),
-        )
-        .await?;
-        self.publish_channel_update(access.server.id, c.id).await
+        );
+        uow.audit(&audit).await?;
+        self.channel_changed(&mut uow, access.server.id, c.id)
+            .await?;
+        uow.commit().await
     }
 
-    async fn publish_channel_update(&self, server: Snowflake, channel: Snowflake) -> Result<()> {
+    /// Announces, when `uow` commits, the channel as `uow` left it.
+    async fn channel_changed(
+        &self,
+        uow: &mut UnitOfWork<'_>,
+        server: Snowflake,
+        channel: Snowflake,
+    ) -> Result<()> {
         let c = self
             .store
-            .channel(channel)
+            .channel_in(uow.tx(), channel)
             .await?
             .ok_or(Error::NotFound("channel"))?;
-        let ow = self.store.overwrites(channel).await?;
-        self.publish(
+        let ow = self.store.overwrites_in(uow.tx(), channel).await?;
+        uow.emit(
             Topic::Server(server),
             Event::ChannelUpdate(Self::server_channel_wire(&c, &ow)),
         )
-        .await;
-        Ok(())
     }
 }

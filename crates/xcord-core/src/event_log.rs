@@ -24,6 +24,8 @@ const BATCH: usize = 512;
 
 enum Entry {
     Event(LoggedEvent),
+    /// Outbox markers of events that went out.
+    Published(Vec<i64>),
     /// Answered once everything queued before it is written.
     Flush(oneshot::Sender<()>),
     /// Ends the writer once everything queued before it is written.
@@ -57,6 +59,13 @@ impl EventLog {
         let _ = self.tx.send(Entry::Event(event)).await;
     }
 
+    /// Queues the removal of the outbox markers of events that were published.
+    pub async fn published(&self, ids: Vec<i64>) {
+        if !ids.is_empty() {
+            let _ = self.tx.send(Entry::Published(ids)).await;
+        }
+    }
+
     /// Waits until every event queued so far is written (or its write failed).
     pub async fn flush(&self) {
         let (done, written) = oneshot::channel();
@@ -82,6 +91,7 @@ impl EventLog {
 
 async fn write_batches(store: Store, mut rx: mpsc::Receiver<Entry>) {
     let mut events = Vec::with_capacity(BATCH);
+    let mut published = Vec::new();
     let mut flushes = Vec::new();
     let mut closing = false;
     while !closing && let Some(first) = rx.recv().await {
@@ -89,11 +99,12 @@ async fn write_batches(store: Store, mut rx: mpsc::Receiver<Entry>) {
         while let Some(entry) = next.take() {
             match entry {
                 Entry::Event(e) => events.push(e),
+                Entry::Published(ids) => published.extend(ids),
                 Entry::Flush(done) => flushes.push(done),
                 // Nothing queued after it is taken: this batch is the last.
                 Entry::Close => closing = true,
             }
-            if events.len() < BATCH && !closing {
+            if events.len() + published.len() < BATCH && !closing {
                 next = rx.try_recv().ok();
             }
         }
@@ -105,6 +116,12 @@ async fn write_batches(store: Store, mut rx: mpsc::Receiver<Entry>) {
             );
         }
         events.clear();
+        // A marker that could not be removed only lets a relay publish its event again,
+        // which receivers drop by id.
+        if let Err(e) = store.mark_published(&published).await {
+            tracing::warn!(error = format!("{e:#}"), "outbox markers not removed");
+        }
+        published.clear();
         for done in flushes.drain(..) {
             let _ = done.send(());
         }

@@ -24,6 +24,7 @@ pub mod servers;
 pub mod social;
 pub mod storage;
 pub mod token;
+pub mod unit_of_work;
 pub mod users;
 pub mod validate;
 

@@ -19,6 +19,7 @@ use xcord_types::rest::servers::{
 };
 
 use crate::servers::{ServerAccess, require_bits, role_to_wire, stale_error};
+use crate::unit_of_work::UnitOfWork;
 use crate::validate::{self, Violations};
 use crate::{Caller, Core, Error, Result};
 
@@ -157,17 +158,19 @@ impl Core {
                 json!({"name": patch.name.as_deref().unwrap_or("new role"), "permissions": perms}),
             ),
         );
+        let mut uow = self.begin().await?;
         let role = self
             .store
-            .create_role(id, server, &patch, self.clock.now(), Some(&audit))
+            .create_role(uow.tx(), id, server, &patch, self.clock.now())
             .await?;
+        uow.audit(&audit).await?;
         let out = role_to_wire(&role);
         let ev = RoleChanged {
             server_id: server,
             role: out.clone(),
         };
-        self.publish(Topic::Server(server), Event::RoleCreate(ev))
-            .await;
+        uow.emit(Topic::Server(server), Event::RoleCreate(ev))?;
+        uow.commit().await?;
         Ok(out)
     }
 
@@ -217,9 +220,10 @@ impl Core {
             hoisted: req.hoisted,
             position: req.position,
         };
+        let mut uow = self.begin().await?;
         let updated = match self
             .store
-            .update_role(role_id, &patch, if_match, self.clock.now())
+            .update_role(uow.tx(), role_id, &patch, if_match, self.clock.now())
             .await?
         {
             Versioned::Updated(r) => r,
@@ -229,21 +233,21 @@ impl Core {
         let out = role_to_wire(&updated);
         let changes = json!({"name": req.name, "color": req.color, "permissions": req.permissions, "position": req.position,
             "mentionable": req.mentionable, "hoisted": req.hoisted});
-        self.audit_entry(
+        let audit = self.audit_record(
             server,
             caller.user_id,
             "role_update",
             Some(role_id),
             None,
             Some(changes),
-        )
-        .await?;
+        );
+        uow.audit(&audit).await?;
         let ev = RoleChanged {
             server_id: server,
             role: out.clone(),
         };
-        self.publish(Topic::Server(server), Event::RoleUpdate(ev))
-            .await;
+        uow.emit(Topic::Server(server), Event::RoleUpdate(ev))?;
+        uow.commit().await?;
         Ok(out)
     }
 
@@ -276,13 +280,15 @@ impl Core {
             None,
             Some(json!({"name": role.name})),
         );
-        self.store.delete_role(role_id, Some(&audit)).await?;
+        let mut uow = self.begin().await?;
+        self.store.delete_role(uow.tx(), role_id).await?;
+        uow.audit(&audit).await?;
         let ev = RoleDeleted {
             server_id: server,
             role_id,
         };
-        self.publish(Topic::Server(server), Event::RoleDelete(ev))
-            .await;
+        uow.emit(Topic::Server(server), Event::RoleDelete(ev))?;
+        uow.commit().await?;
         Ok(())
     }
 
@@ -321,10 +327,16 @@ impl Core {
         self.member_wire(&m).await
     }
 
-    async fn member_changed(&self, server: Snowflake, user: Snowflake) -> Result<Member> {
+    /// The member as `uow` left them, announced when it commits.
+    async fn member_changed(
+        &self,
+        uow: &mut UnitOfWork<'_>,
+        server: Snowflake,
+        user: Snowflake,
+    ) -> Result<Member> {
         let m = self
             .store
-            .member(server, user)
+            .member_in(uow.tx(), server, user)
             .await?
             .ok_or(Error::NotFound("member"))?;
         let out = self.member_wire(&m).await?;
@@ -332,8 +344,7 @@ impl Core {
             server_id: server,
             member: out.clone(),
         };
-        self.publish(Topic::Server(server), Event::ServerMemberUpdate(ev))
-            .await;
+        uow.emit(Topic::Server(server), Event::ServerMemberUpdate(ev))?;
         Ok(out)
     }
 
@@ -362,6 +373,7 @@ impl Core {
             .await?
             .ok_or(Error::NotFound("member"))?;
         let myself = user == caller.user_id;
+        let mut uow = self.begin().await?;
         if let Some(nick) = &req.nickname {
             if myself {
                 if !access.is_owner() {
@@ -372,16 +384,18 @@ impl Core {
                 Self::outranks(&access, &target)?;
             }
             let nick = nick.as_deref().map(str::trim);
-            self.store.set_nickname(server, user, nick).await?;
-            self.audit_entry(
+            self.store
+                .set_nickname(uow.tx(), server, user, nick)
+                .await?;
+            let audit = self.audit_record(
                 server,
                 caller.user_id,
                 "member_update",
                 Some(user),
                 None,
                 Some(json!({"nickname": nick})),
-            )
-            .await?;
+            );
+            uow.audit(&audit).await?;
         }
         if let Some(wanted) = &req.roles {
             access.require(bits::MANAGE_ROLES)?;
@@ -408,22 +422,28 @@ impl Core {
                 Self::can_manage_position(&access, role.position)?;
             }
             for r in &added {
-                self.store.add_member_role(server, user, *r).await?;
+                self.store
+                    .add_member_role(uow.tx(), server, user, *r)
+                    .await?;
             }
             for r in &removed {
-                self.store.remove_member_role(server, user, *r).await?;
+                self.store
+                    .remove_member_role(uow.tx(), server, user, *r)
+                    .await?;
             }
-            self.audit_entry(
+            let audit = self.audit_record(
                 server,
                 caller.user_id,
                 "member_role_update",
                 Some(user),
                 None,
                 Some(json!({"added": added, "removed": removed})),
-            )
-            .await?;
+            );
+            uow.audit(&audit).await?;
         }
-        self.member_changed(server, user).await
+        let out = self.member_changed(&mut uow, server, user).await?;
+        uow.commit().await?;
+        Ok(out)
     }
 
     /// `PUT` (`add = true`) or `DELETE` `/servers/{id}/members/{userId}/roles/{roleId}`.
@@ -452,37 +472,42 @@ impl Core {
         if user != caller.user_id {
             Self::outranks(&access, &target)?;
         }
+        let mut uow = self.begin().await?;
         let changed = if add {
-            self.store.add_member_role(server, user, role_id).await?
+            self.store
+                .add_member_role(uow.tx(), server, user, role_id)
+                .await?
         } else {
-            self.store.remove_member_role(server, user, role_id).await?
+            self.store
+                .remove_member_role(uow.tx(), server, user, role_id)
+                .await?
         };
         if changed {
             let key = if add { "added" } else { "removed" };
-            self.audit_entry(
+            let audit = self.audit_record(
                 server,
                 caller.user_id,
                 "member_role_update",
                 Some(user),
                 None,
                 Some(json!({key: [role_id]})),
-            )
-            .await?;
-            self.member_changed(server, user).await?;
+            );
+            uow.audit(&audit).await?;
+            self.member_changed(&mut uow, server, user).await?;
         }
+        uow.commit().await?;
         Ok(())
     }
 
-    async fn member_left(&self, server: Snowflake, user: Snowflake) {
+    /// Announces, when `uow` commits, that `user` is no longer in `server`.
+    fn member_left(uow: &mut UnitOfWork<'_>, server: Snowflake, user: Snowflake) -> Result<()> {
         let removed = MemberRemoved {
             server_id: server,
             user_id: user,
         };
-        self.publish(Topic::Server(server), Event::ServerMemberRemove(removed))
-            .await;
+        uow.emit(Topic::Server(server), Event::ServerMemberRemove(removed))?;
         let gone = ServerDeleted { id: server };
-        self.publish(Topic::User(user), Event::ServerDelete(gone))
-            .await;
+        uow.emit(Topic::User(user), Event::ServerDelete(gone))
     }
 
     /// `DELETE /servers/{id}/members/@me`: leave; the owner must transfer the server first.
@@ -493,11 +518,12 @@ impl Core {
                 "The owner cannot leave; transfer the server (PATCH ownerId) or delete it.".into(),
             ));
         }
+        let mut uow = self.begin().await?;
         self.store
-            .remove_member(server, caller.user_id, None)
+            .remove_member(uow.tx(), server, caller.user_id)
             .await?;
-        self.member_left(server, caller.user_id).await;
-        Ok(())
+        Self::member_left(&mut uow, server, caller.user_id)?;
+        uow.commit().await
     }
 
     /// `POST /servers/{id}/members/{userId}/kick` (KICK_MEMBERS, hierarchy).
@@ -532,9 +558,13 @@ impl Core {
             reason.as_deref(),
             None,
         );
-        self.store.remove_member(server, user, Some(&audit)).await?;
-        self.member_left(server, user).await;
-        Ok(())
+        let mut uow = self.begin().await?;
+        // The removal and its audit row are one change: both or neither.
+        if self.store.remove_member(uow.tx(), server, user).await? {
+            uow.audit(&audit).await?;
+        }
+        Self::member_left(&mut uow, server, user)?;
+        uow.commit().await
     }
 
     /// `POST /servers/{id}/bans` (BAN_MEMBERS, hierarchy when the target is a member).
@@ -572,40 +602,44 @@ impl Core {
             req.reason.as_deref(),
             Some(json!({"deleteMessageDays": days})),
         );
+        let mut uow = self.begin().await?;
         let was_member = self
             .store
             .ban(
+                uow.tx(),
                 server,
                 req.user_id,
                 req.reason.as_deref(),
                 caller.user_id,
                 since,
                 now,
-                &audit,
             )
             .await?;
+        uow.audit(&audit).await?;
         if was_member {
-            self.member_left(server, req.user_id).await;
+            Self::member_left(&mut uow, server, req.user_id)?;
         }
-        Ok(())
+        uow.commit().await
     }
 
     /// `DELETE /servers/{id}/bans/{userId}` (BAN_MEMBERS).
     pub async fn unban(&self, caller: &Caller, server: Snowflake, user: Snowflake) -> Result<()> {
         let access = self.server_access(caller, server).await?;
         access.require(bits::BAN_MEMBERS)?;
-        if !self.store.unban(server, user).await? {
+        let mut uow = self.begin().await?;
+        if !self.store.unban(uow.tx(), server, user).await? {
             return Err(Error::NotFound("ban"));
         }
-        self.audit_entry(
+        let audit = self.audit_record(
             server,
             caller.user_id,
             "member_ban_remove",
             Some(user),
             None,
             None,
-        )
-        .await
+        );
+        uow.audit(&audit).await?;
+        uow.commit().await
     }
 
     /// `GET /servers/{id}/bans` (BAN_MEMBERS).
@@ -801,31 +835,38 @@ impl Core {
                 .as_deref()
                 .is_some_and(|v| v.eq_ignore_ascii_case(code))
                 && invite.inviter_id.is_none();
+            let mut uow = self.begin().await?;
             if !is_vanity
-                && self
+                && !self
                     .store
-                    .use_invite(&invite.code, self.clock.now())
+                    .use_invite(uow.tx(), &invite.code, self.clock.now())
                     .await?
-                    .is_none()
             {
                 // Used up or expired between the look-up and now.
                 return Err(Error::NotFound("invite"));
             }
-            self.join_server(server.id, caller.user_id).await?;
+            self.join_server(&mut uow, server.id, caller.user_id)
+                .await?;
+            uow.commit().await?;
         }
         self.get_server(caller, server.id).await
     }
 
-    /// Adds a member and tells everyone.
-    pub(crate) async fn join_server(&self, server: Snowflake, user: Snowflake) -> Result<()> {
+    /// Adds a member in `uow`, and everyone is told when it commits.
+    pub(crate) async fn join_server(
+        &self,
+        uow: &mut UnitOfWork<'_>,
+        server: Snowflake,
+        user: Snowflake,
+    ) -> Result<()> {
         if self
             .store
-            .add_member(server, user, self.clock.now())
+            .add_member(uow.tx(), server, user, self.clock.now())
             .await?
         {
             let m = self
                 .store
-                .member(server, user)
+                .member_in(uow.tx(), server, user)
                 .await?
                 .ok_or(Error::NotFound("member"))?;
             let out = self.member_wire(&m).await?;
@@ -833,12 +874,11 @@ impl Core {
                 server_id: server,
                 member: out,
             };
-            self.publish(Topic::Server(server), Event::ServerMemberAdd(ev))
-                .await;
-            // The joining user's sessions get the server as they see it, as on creation.
+            uow.emit(Topic::Server(server), Event::ServerMemberAdd(ev))?;
+            // The joining user's sessions get the server as they see it, as on creation
+            // (read before the commit: a member without roles sees what `@everyone` sees).
             if let Some(snap) = self.server_snapshot(server).await? {
-                let view = Event::ServerCreate(snap.view_for(user));
-                self.publish(Topic::User(user), view).await;
+                uow.emit(Topic::User(user), Event::ServerCreate(snap.view_for(user)))?;
             }
         }
         Ok(())
@@ -910,7 +950,12 @@ impl Core {
         };
         match self.store.server(server).await {
             Ok(Some(_)) => {
-                if let Err(e) = self.join_server(server, user).await {
+                let joined = async {
+                    let mut uow = self.begin().await?;
+                    self.join_server(&mut uow, server, user).await?;
+                    uow.commit().await
+                };
+                if let Err(e) = joined.await {
                     tracing::warn!(error = %e, "could not join the default server");
                 }
             }

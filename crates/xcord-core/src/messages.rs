@@ -30,6 +30,7 @@ use xcord_types::rest::users::UserList;
 use crate::mentions::parse_mentions;
 use crate::servers::require_bits;
 use crate::storage::{FileSpace, sanitize_filename, sniff_content_type};
+use crate::unit_of_work::logged_event;
 use crate::{Caller, Core, Error, Result};
 
 /// How long a signed attachment URL works.
@@ -198,6 +199,15 @@ impl ChannelActivity {
 }
 
 /// The stored mentions document `{users, roles, channels}` (`everyone` has its own column).
+/// An attachment list that is not the author's unused uploads to the channel.
+fn bad_attachments() -> Error {
+    Error::invalid(
+        "attachmentIds",
+        "owned",
+        "must be your own unused uploads to this channel",
+    )
+}
+
 fn mentions_document(m: &Mentions) -> Result<String> {
     serde_json::to_string(&json!({"users": m.users, "roles": m.roles, "channels": m.channels}))
         .map_err(|e| Error::Internal(e.into()))
@@ -711,7 +721,7 @@ impl Core {
             self.resolve_mentions(&ctx, &content).await?
         };
         let mentions_json = mentions_document(&mentions)?;
-        let new = NewMessage {
+        let mut new = NewMessage {
             id: self.ids.next_id(),
             channel_id,
             author_id: caller.user_id,
@@ -728,68 +738,79 @@ impl Core {
             },
             attachment_ids,
             now: self.clock.now(),
+            events: Vec::new(),
         };
-        let (record, created) = match self.store.post_message(&new).await? {
-            PostOutcome::Created(m) => (m, true),
-            PostOutcome::Duplicate(m) => (m, false),
-            PostOutcome::BadAttachments => {
-                return Err(Error::invalid(
-                    "attachmentIds",
-                    "owned",
-                    "must be your own unused uploads to this channel",
-                ));
+        // Rendered before it is stored, so that its event commits with it (the outbox). A
+        // new message has no reactions and no pin, and only the attachments it is given.
+        let out = self.new_message_wire(caller, &ctx, &new).await?;
+        let created_event = self.prepare_event(
+            Topic::Channel(channel_id),
+            Event::MessageCreate(out.clone()),
+        )?;
+        new.events.push(logged_event(&created_event));
+        match self.store.post_message(&new).await? {
+            PostOutcome::Created(_) => {}
+            PostOutcome::Duplicate(first) => {
+                let out = self.one_message_wire(&first, caller.user_id, &ctx).await?;
+                return Ok((out, false));
             }
-        };
-        let out = if created {
-            // A new message has no reactions and no pin, and only the attachments it was
-            // just given: render it from what is known rather than the batched loads.
-            let author = self.user(caller.user_id).await?;
-            let author = MessageAuthor {
-                id: author.id,
-                username: author.username.clone(),
-                avatar: author.avatar.as_deref().map(Self::cdn_url),
+            PostOutcome::BadAttachments => return Err(bad_attachments()),
+        }
+        let was_typing = self.record_post(&ctx, caller.user_id);
+        self.publish_committed(vec![created_event]).await;
+        if was_typing {
+            let stop = Typing {
+                channel_id,
+                user_id: caller.user_id,
+                server_id: ctx.server_id,
+                timestamp: self.clock.now(),
             };
-            let attachments = if new.attachment_ids.is_empty() {
-                Vec::new()
-            } else {
-                let mut by_msg = self.store.attachments_for(&[record.id]).await?;
-                by_msg
-                    .remove(&record.id)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|a| self.attachment_wire(a))
-                    .collect()
-            };
-            self.message_wire(
-                &record,
-                author,
-                attachments,
-                Vec::new(),
-                false,
-                ctx.server_id,
-            )
-        } else {
-            self.one_message_wire(&record, caller.user_id, &ctx).await?
+            self.publish(Topic::Channel(channel_id), Event::TypingStop(stop))
+                .await;
+        }
+        Ok((out, true))
+    }
+
+    /// A message about to be posted, as it will be once stored.
+    async fn new_message_wire(
+        &self,
+        caller: &Caller,
+        ctx: &ChannelContext,
+        new: &NewMessage,
+    ) -> Result<Message> {
+        let author = self.user(caller.user_id).await?;
+        let author = MessageAuthor {
+            id: author.id,
+            username: author.username.clone(),
+            avatar: author.avatar.as_deref().map(Self::cdn_url),
         };
-        if created {
-            let was_typing = self.record_post(&ctx, caller.user_id);
-            self.publish(
-                Topic::Channel(channel_id),
-                Event::MessageCreate(out.clone()),
-            )
-            .await;
-            if was_typing {
-                let stop = Typing {
-                    channel_id,
-                    user_id: caller.user_id,
-                    server_id: ctx.server_id,
-                    timestamp: self.clock.now(),
-                };
-                self.publish(Topic::Channel(channel_id), Event::TypingStop(stop))
-                    .await;
+        let mut attachments = Vec::with_capacity(new.attachment_ids.len());
+        for id in &new.attachment_ids {
+            // The store checks again in the posting transaction; this only renders.
+            match self.store.attachment(*id).await? {
+                Some(a)
+                    if a.uploader_id == caller.user_id
+                        && a.channel_id == new.channel_id
+                        && a.message_id.is_none() =>
+                {
+                    attachments.push(a);
+                }
+                _ => return Err(bad_attachments()),
             }
         }
-        Ok((out, created))
+        attachments.sort_by_key(|a| a.id);
+        let attachments = attachments
+            .iter()
+            .map(|a| self.attachment_wire(a))
+            .collect();
+        Ok(self.message_wire(
+            &new.record(),
+            author,
+            attachments,
+            Vec::new(),
+            false,
+            ctx.server_id,
+        ))
     }
 
     /// `GET /channels/{id}/messages`.

@@ -208,6 +208,9 @@ async fn housekeeping(core: Weak<Core>, stop: CancellationToken) {
         };
         core.expire_typing().await;
         core.activity.prune_slowmode(core.clock.now().as_millis());
+        if let Err(e) = core.relay_unpublished().await {
+            tracing::warn!(error = format!("{e:#}"), "cannot relay unpublished events");
+        }
         if rounds.is_multiple_of(PRUNE_LOG_EVERY) {
             // Pruning a long log takes many batches; a shutdown does not wait for them.
             // Each batch is its own transaction: stopping rolls back at most the one under

@@ -67,7 +67,7 @@ pub(crate) fn overwrite_to_wire(o: &OverwriteRecord) -> PermissionOverwrite {
 }
 
 /// The wire form of a role.
-pub(crate) fn role_to_wire(r: &RoleRecord) -> Role {
+pub fn role_to_wire(r: &RoleRecord) -> Role {
     Role {
         id: r.id,
         server_id: r.server_id,

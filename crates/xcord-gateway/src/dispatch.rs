@@ -98,7 +98,9 @@ pub async fn route(gw: &Gateway, ev: &Arc<BusEvent>) {
         if index.frozen() {
             return;
         }
-        index.note_routed(ev);
+        if !index.note_routed(ev) {
+            return;
+        }
         if let Topic::Channel(c) = ev.topic {
             // The hot path: the cached viewer list, delivered without copying it.
             if let Some(list) = index.channel_audience(c) {

@@ -172,6 +172,8 @@ const ROUTED_MAX: usize = 100_000;
 struct RoutedFrom {
     high_water: i64,
     ids: std::collections::VecDeque<i64>,
+    /// The same ids, to tell a late copy of an event (an outbox relay's) at once.
+    known: HashSet<i64>,
     events: std::collections::VecDeque<Arc<BusEvent>>,
 }
 
@@ -214,15 +216,19 @@ impl Index {
         self.frozen
     }
 
-    /// Records that the logged event `ev` was routed.
-    pub fn note_routed(&mut self, ev: &Arc<BusEvent>) {
+    /// Records that the logged event `ev` is being routed; `false` when it was already
+    /// (a relay published it again), and then it must not be routed twice.
+    pub fn note_routed(&mut self, ev: &Arc<BusEvent>) -> bool {
         if ev.id == 0 {
-            return;
+            return true;
         }
         let from = self
             .routed
             .entry(Snowflake::from_i64(ev.id).node_id())
             .or_default();
+        if !from.known.insert(ev.id) {
+            return false;
+        }
         from.high_water = from.high_water.max(ev.id);
         from.ids.push_back(ev.id);
         from.events.push_back(ev.clone());
@@ -233,7 +239,9 @@ impl Index {
                 .front()
                 .is_some_and(|f| snowflake_ms(*f) < newest - ROUTED_WINDOW_MS)
         {
-            from.ids.pop_front();
+            if let Some(old) = from.ids.pop_front() {
+                from.known.remove(&old);
+            }
         }
         while from.events.len() > ROUTED_MAX
             || from
@@ -243,6 +251,7 @@ impl Index {
         {
             from.events.pop_front();
         }
+        true
     }
 
     /// What a stopping node saves of what it routed.

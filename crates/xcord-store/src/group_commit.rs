@@ -179,7 +179,9 @@ impl Store {
                 .collect::<Result<_, _>>()?
         };
         let mut latest: HashMap<Snowflake, Snowflake> = HashMap::new();
+        let mut events = Vec::new();
         for m in ms.iter().filter(|m| inserted.contains(&m.id.get())) {
+            events.extend(m.events.iter().cloned());
             for user in &m.mentioned_users {
                 sqlx::query("INSERT INTO message_mentions (message_id, user_id, channel_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                     .bind(m.id.get())
@@ -200,6 +202,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        Store::stage_events(&mut tx, &events).await?;
         tx.commit().await?;
         let mut out = Vec::with_capacity(ms.len());
         for m in ms {

@@ -335,6 +335,7 @@ async fn concurrent_posts_are_committed_together_and_each_answered(backend: Back
             encrypted_keys: None,
             attachment_ids: Vec::new(),
             now: Timestamp::now(),
+            events: Vec::new(),
         })
         .collect();
     let outcomes =
@@ -414,6 +415,7 @@ async fn closing_the_store_writes_the_posts_still_queued(backend: Backend) {
         encrypted_keys: None,
         attachment_ids: Vec::new(),
         now: Timestamp::now(),
+        events: Vec::new(),
     };
     let posts: Vec<NewMessage> = (0..150).map(post).collect();
     // Every post is queued before the close is asked for (the test runs on one thread and

@@ -62,6 +62,12 @@ pub struct PrivateChannel {
 pub trait ChannelRepository: Send + Sync {
     /// A channel by id.
     async fn channel(&self, id: Snowflake) -> StoreResult<Option<ChannelRecord>>;
+    /// A channel as the transaction `tx` sees it.
+    async fn channel_in(
+        &self,
+        tx: &mut crate::WriteTx,
+        id: Snowflake,
+    ) -> StoreResult<Option<ChannelRecord>>;
     /// Creates the 1:1 DM between `a` and `b`, or returns the existing one; the flag is true
     /// when it was created. Atomic under concurrency (unique `dm_key`).
     async fn create_or_get_dm(
@@ -175,6 +181,18 @@ impl ChannelRepository for Store {
         let row = sqlx::query(channel_select!("WHERE c.id = $1"))
             .bind(id.get())
             .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| self.channel_from_row(&r)).transpose()
+    }
+
+    async fn channel_in(
+        &self,
+        tx: &mut crate::WriteTx,
+        id: Snowflake,
+    ) -> StoreResult<Option<ChannelRecord>> {
+        let row = sqlx::query(channel_select!("WHERE c.id = $1"))
+            .bind(id.get())
+            .fetch_optional(&mut **tx)
             .await?;
         row.map(|r| self.channel_from_row(&r)).transpose()
     }

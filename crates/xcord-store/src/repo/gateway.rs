@@ -4,6 +4,7 @@
 use sqlx::Row as _;
 use xcord_types::Snowflake;
 
+use crate::store::WriteTx;
 use crate::{Store, StoreResult};
 
 /// One logged event.
@@ -53,8 +54,43 @@ pub struct Checkpoint {
     pub created_at: i64,
 }
 
+fn logged_from_row(r: &sqlx::any::AnyRow) -> StoreResult<LoggedEvent> {
+    Ok(LoggedEvent {
+        id: r.try_get("id")?,
+        topic: r.try_get("topic")?,
+        name: r.try_get("name")?,
+        data: r.try_get::<String, _>("data")?.into(),
+    })
+}
+
+/// Multi-row inserts into the log, bounded so no statement exceeds SQLite's parameter limit.
+async fn insert_events(tx: &mut WriteTx, events: &[LoggedEvent]) -> StoreResult<()> {
+    for chunk in events.chunks(200) {
+        let mut sql = String::from("INSERT INTO gateway_events (id, topic, name, data) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let n = i * 4;
+            sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
+        }
+        sql.push_str(" ON CONFLICT (id) DO NOTHING");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            q = q
+                .bind(e.id)
+                .bind(e.topic.clone())
+                .bind(e.name.clone())
+                .bind(&*e.data);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Appends events to the log in one transaction.
+    /// Appends events to the log in one transaction (events of no state change: typing,
+    /// presence, voice).
     pub async fn append_events(&self, events: &[LoggedEvent]) -> StoreResult<()> {
         if events.is_empty() {
             return Ok(());
@@ -68,27 +104,124 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        // Multi-row inserts, bounded so no statement exceeds SQLite's parameter limit.
-        for chunk in events.chunks(200) {
-            let mut sql =
-                String::from("INSERT INTO gateway_events (id, topic, name, data) VALUES ");
+        insert_events(&mut tx, events).await?;
+        tx.commit().await
+    }
+
+    /// Writes the events of a state change into its transaction `tx`: to the log, and to
+    /// the outbox until [`Store::mark_published`] says they went out.
+    pub async fn stage_events(tx: &mut WriteTx, events: &[LoggedEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        insert_events(tx, events).await?;
+        for chunk in events.chunks(500) {
+            let mut sql = String::from("INSERT INTO event_outbox (event_id) VALUES ");
             for i in 0..chunk.len() {
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                let n = i * 4;
-                sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
+                sql.push_str(&format!("(${})", i + 1));
             }
-            sql.push_str(" ON CONFLICT (id) DO NOTHING");
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for e in chunk {
-                q = q
-                    .bind(e.id)
-                    .bind(e.topic.clone())
-                    .bind(e.name.clone())
-                    .bind(&*e.data);
+                q = q.bind(e.id);
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the outbox markers of events that were published.
+    pub async fn mark_published(&self, ids: &[i64]) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        if self.backend() == crate::Backend::Postgres {
+            // A marker that survives a crash only makes its event go out twice, which
+            // receivers drop by id.
+            sqlx::query("SET LOCAL synchronous_commit TO OFF")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let ids: Vec<Snowflake> = ids.iter().copied().map(Snowflake::from_i64).collect();
+        let sql = format!(
+            "DELETE FROM event_outbox WHERE event_id IN {}",
+            self.in_ids_at(1)
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(crate::store::ids_json(&ids)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Claims up to `limit` events whose markers are older than `before` (a snowflake
+    /// bound: their publisher had time enough), for a relay to publish. The claim is a
+    /// transaction that holds the markers (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
+    /// several nodes' relays share the work); [`Store::release_claim`] removes the markers of
+    /// the events that went out and commits. `None` when there is nothing to relay.
+    pub async fn claim_unpublished(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> StoreResult<Option<(WriteTx, Vec<LoggedEvent>)>> {
+        // Almost always there is nothing: find out without taking the writer's turn.
+        let waiting = sqlx::query("SELECT event_id FROM event_outbox WHERE event_id < $1 LIMIT 1")
+            .bind(before)
+            .fetch_optional(self.pool())
+            .await?;
+        if waiting.is_none() {
+            return Ok(None);
+        }
+        let mut tx = self.begin_write().await?;
+        let lock = match self.backend() {
+            crate::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            // One writer at a time: the transaction already excludes other relays.
+            crate::Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "SELECT event_id FROM event_outbox WHERE event_id < $1 ORDER BY event_id LIMIT $2{lock}"
+        );
+        let ids: Vec<Snowflake> = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0).map(Snowflake::from_i64))
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT id, topic, name, data FROM gateway_events WHERE id IN {} ORDER BY id",
+            self.in_ids_at(1)
+        );
+        let events = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(crate::store::ids_json(&ids)?)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(logged_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some((tx, events)))
+    }
+
+    /// Ends a claim: the markers of `published` go, the others stay for a later round.
+    pub async fn release_claim(&self, mut tx: WriteTx, published: &[i64]) -> StoreResult<()> {
+        if !published.is_empty() {
+            let ids: Vec<Snowflake> = published.iter().copied().map(Snowflake::from_i64).collect();
+            let sql = format!(
+                "DELETE FROM event_outbox WHERE event_id IN {}",
+                self.in_ids_at(1)
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(crate::store::ids_json(&ids)?)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await
     }
@@ -102,16 +235,7 @@ impl Store {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(LoggedEvent {
-                    id: r.try_get("id")?,
-                    topic: r.try_get("topic")?,
-                    name: r.try_get("name")?,
-                    data: r.try_get::<String, _>("data")?.into(),
-                })
-            })
-            .collect()
+        rows.iter().map(logged_from_row).collect()
     }
 
     /// Forgets events below `before` (a snowflake bound), sessions expired at `now`, and

@@ -76,6 +76,16 @@ pub struct NewMessage {
     pub attachment_ids: Vec<Snowflake>,
     /// Creation time.
     pub now: Timestamp,
+    /// Its events (MESSAGE_CREATE), written to the log and the outbox in the same
+    /// transaction, and only when the message is stored (not for a repeated nonce).
+    pub events: Vec<crate::LoggedEvent>,
+}
+
+impl NewMessage {
+    /// The message as it is stored once posted.
+    pub fn record(&self) -> MessageRecord {
+        crate::group_commit::created(self)
+    }
 }
 
 /// What posting led to.
@@ -419,6 +429,7 @@ impl Store {
             .bind(m.id.get())
             .execute(&mut *tx)
             .await?;
+        Store::stage_events(&mut tx, &m.events).await?;
         tx.commit().await?;
         Ok(PostOutcome::Created(crate::group_commit::created(m)))
     }

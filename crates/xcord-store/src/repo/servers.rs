@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use xcord_types::rest::channels::{ChannelKind, MAX_POSITION};
 use xcord_types::{Snowflake, Timestamp};
 
-use crate::store::ids_json;
+use crate::store::{WriteTx, ids_json};
 use crate::{ChannelRecord, Store, StoreError, StoreResult};
 
 /// A server row.
@@ -229,8 +229,6 @@ pub struct NewChannel {
     pub rate_limit_per_user: i64,
     /// Overwrites it starts with.
     pub overwrites: Vec<OverwriteRecord>,
-    /// The audit row of its creation.
-    pub audit: Option<AuditRecord>,
     /// Creation time.
     pub now: Timestamp,
 }
@@ -291,28 +289,36 @@ pub trait ServerRepository: Send + Sync {
 
     /// Roles of a server, lowest position first.
     async fn roles(&self, server: Snowflake) -> StoreResult<Vec<RoleRecord>>;
-    /// Creates a role at position 1 (just above `@everyone`), moving the others up, with
-    /// its audit row in the same transaction.
+    /// Creates a role at position 1 (just above `@everyone`), moving the others up, then
+    /// to its asked position, inside the caller's transaction.
     async fn create_role(
         &self,
+        tx: &mut WriteTx,
         id: Snowflake,
         server: Snowflake,
         patch: &RolePatch,
         now: Timestamp,
-        audit: Option<&AuditRecord>,
     ) -> StoreResult<RoleRecord>;
-    /// Applies `patch` (moving other roles when the position changes).
+    /// Applies `patch` (moving other roles when the position changes) inside the caller's
+    /// transaction.
     async fn update_role(
         &self,
+        tx: &mut WriteTx,
         id: Snowflake,
         patch: &RolePatch,
         expected_version: Option<i64>,
         now: Timestamp,
     ) -> StoreResult<Versioned<RoleRecord>>;
-    /// Deletes a role (never `@everyone`: callers check), with its audit row in the same
-    /// transaction.
-    async fn delete_role(&self, id: Snowflake, audit: Option<&AuditRecord>) -> StoreResult<bool>;
+    /// Deletes a role (never `@everyone`: callers check) inside the caller's transaction.
+    async fn delete_role(&self, tx: &mut WriteTx, id: Snowflake) -> StoreResult<bool>;
 
+    /// One member as the transaction `tx` sees it.
+    async fn member_in(
+        &self,
+        tx: &mut WriteTx,
+        server: Snowflake,
+        user: Snowflake,
+    ) -> StoreResult<Option<MemberRecord>>;
     /// One member.
     async fn member(&self, server: Snowflake, user: Snowflake)
     -> StoreResult<Option<MemberRecord>>;
@@ -342,6 +348,7 @@ pub trait ServerRepository: Send + Sync {
     /// Adds a member; false when already one.
     async fn add_member(
         &self,
+        tx: &mut WriteTx,
         server: Snowflake,
         user: Snowflake,
         now: Timestamp,
@@ -349,13 +356,14 @@ pub trait ServerRepository: Send + Sync {
     /// Removes a member; false when not one.
     async fn remove_member(
         &self,
+        tx: &mut WriteTx,
         server: Snowflake,
         user: Snowflake,
-        audit: Option<&AuditRecord>,
     ) -> StoreResult<bool>;
     /// Sets or clears a nickname.
     async fn set_nickname(
         &self,
+        tx: &mut WriteTx,
         server: Snowflake,
         user: Snowflake,
         nickname: Option<&str>,
@@ -363,6 +371,7 @@ pub trait ServerRepository: Send + Sync {
     /// Gives a role; false when the member already had it.
     async fn add_member_role(
         &self,
+        tx: &mut WriteTx,
         server: Snowflake,
         user: Snowflake,
         role: Snowflake,
@@ -370,6 +379,7 @@ pub trait ServerRepository: Send + Sync {
     /// Takes a role; false when the member did not have it.
     async fn remove_member_role(
         &self,
+        tx: &mut WriteTx,
         server: Snowflake,
         user: Snowflake,
         role: Snowflake,
@@ -377,28 +387,39 @@ pub trait ServerRepository: Send + Sync {
 
     /// Channels of a server, by position then id.
     async fn server_channels(&self, server: Snowflake) -> StoreResult<Vec<ChannelRecord>>;
-    /// Creates a server channel.
-    async fn create_channel(&self, c: &NewChannel) -> StoreResult<ChannelRecord>;
+    /// Creates a server channel with its overwrites.
+    async fn create_channel(&self, tx: &mut WriteTx, c: &NewChannel) -> StoreResult<ChannelRecord>;
     /// Applies `patch` if `expected_version` (when given) is current.
     async fn update_channel(
         &self,
+        tx: &mut WriteTx,
         id: Snowflake,
         patch: &ChannelPatch,
         expected_version: Option<i64>,
         now: Timestamp,
     ) -> StoreResult<Versioned<ChannelRecord>>;
     /// Deletes a channel (its messages go with it).
-    async fn delete_channel(&self, id: Snowflake, audit: Option<&AuditRecord>)
-    -> StoreResult<bool>;
+    async fn delete_channel(&self, tx: &mut WriteTx, id: Snowflake) -> StoreResult<bool>;
 
     /// Overwrites of one channel.
     async fn overwrites(&self, channel: Snowflake) -> StoreResult<Vec<OverwriteRecord>>;
+    /// Overwrites of one channel as the transaction `tx` sees them.
+    async fn overwrites_in(
+        &self,
+        tx: &mut WriteTx,
+        channel: Snowflake,
+    ) -> StoreResult<Vec<OverwriteRecord>>;
     /// Overwrites of every channel of a server.
     async fn server_overwrites(&self, server: Snowflake) -> StoreResult<Vec<OverwriteRecord>>;
     /// Creates or replaces an overwrite; true when it existed.
-    async fn put_overwrite(&self, o: &OverwriteRecord) -> StoreResult<bool>;
+    async fn put_overwrite(&self, tx: &mut WriteTx, o: &OverwriteRecord) -> StoreResult<bool>;
     /// Deletes an overwrite; false when there was none.
-    async fn delete_overwrite(&self, channel: Snowflake, target: Snowflake) -> StoreResult<bool>;
+    async fn delete_overwrite(
+        &self,
+        tx: &mut WriteTx,
+        channel: Snowflake,
+        target: Snowflake,
+    ) -> StoreResult<bool>;
 
     /// Creates an invite.
     async fn create_invite(&self, i: &InviteRecord) -> StoreResult<()>;
@@ -407,7 +428,7 @@ pub trait ServerRepository: Send + Sync {
     /// Invites of a server, newest first.
     async fn invites(&self, server: Snowflake) -> StoreResult<Vec<InviteRecord>>;
     /// Counts one use if the invite is still valid at `now`; `None` when it is not.
-    async fn use_invite(&self, code: &str, now: Timestamp) -> StoreResult<Option<InviteRecord>>;
+    async fn use_invite(&self, tx: &mut WriteTx, code: &str, now: Timestamp) -> StoreResult<bool>;
     /// Deletes an invite.
     async fn delete_invite(&self, code: &str) -> StoreResult<bool>;
 
@@ -416,16 +437,21 @@ pub trait ServerRepository: Send + Sync {
     #[allow(clippy::too_many_arguments)]
     async fn ban(
         &self,
+        tx: &mut WriteTx,
         server: Snowflake,
         user: Snowflake,
         reason: Option<&str>,
         by: Snowflake,
         delete_messages_since: Option<Timestamp>,
         now: Timestamp,
-        audit: &AuditRecord,
     ) -> StoreResult<bool>;
     /// Lifts a ban; false when there was none.
-    async fn unban(&self, server: Snowflake, user: Snowflake) -> StoreResult<bool>;
+    async fn unban(
+        &self,
+        tx: &mut WriteTx,
+        server: Snowflake,
+        user: Snowflake,
+    ) -> StoreResult<bool>;
     /// The ban of `user`, if any.
     async fn ban_of(&self, server: Snowflake, user: Snowflake) -> StoreResult<Option<BanRecord>>;
     /// Bans of a server, oldest first.
@@ -521,6 +547,27 @@ fn invite_from_row(r: &AnyRow) -> StoreResult<InviteRecord> {
 }
 
 impl Store {
+    /// One member with their roles, as `conn` sees it.
+    async fn member_on(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        server: Snowflake,
+        user: Snowflake,
+    ) -> StoreResult<Option<MemberRecord>> {
+        let row = sqlx::query("SELECT user_id, nickname, joined_at FROM members WHERE server_id = $1 AND user_id = $2")
+            .bind(server.get())
+            .bind(user.get())
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let one = vec![(
+            sf(r.try_get(0)?),
+            r.try_get(1)?,
+            Timestamp::from_millis(r.try_get(2)?),
+        )];
+        Ok(self.with_roles(conn, server, one).await?.pop())
+    }
+
     fn role_from_row(&self, r: &AnyRow) -> StoreResult<RoleRecord> {
         Ok(RoleRecord {
             id: sf(r.try_get("id")?),
@@ -536,10 +583,11 @@ impl Store {
         })
     }
 
-    async fn role(&self, id: Snowflake) -> StoreResult<Option<RoleRecord>> {
+    /// One role as the transaction `tx` sees it.
+    async fn role_in(&self, tx: &mut WriteTx, id: Snowflake) -> StoreResult<Option<RoleRecord>> {
         let row = sqlx::query(role_select!("WHERE id = $1"))
             .bind(id.get())
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut **tx)
             .await?;
         row.map(|r| self.role_from_row(&r)).transpose()
     }
@@ -547,6 +595,7 @@ impl Store {
     /// Attaches role ids to members in one query.
     async fn with_roles(
         &self,
+        conn: &mut sqlx::AnyConnection,
         server: Snowflake,
         rows: Vec<(Snowflake, Option<String>, Timestamp)>,
     ) -> StoreResult<Vec<MemberRecord>> {
@@ -564,7 +613,7 @@ impl Store {
         .bind(server.get())
         .bind(lo.get())
         .bind(hi.get())
-        .fetch_all(self.pool())
+        .fetch_all(&mut *conn)
         .await?;
         let mut by_user: std::collections::HashMap<i64, Vec<Snowflake>> =
             std::collections::HashMap::new();
@@ -731,18 +780,17 @@ impl ServerRepository for Store {
 
     async fn create_role(
         &self,
+        tx: &mut WriteTx,
         id: Snowflake,
         server: Snowflake,
         p: &RolePatch,
         now: Timestamp,
-        audit: Option<&AuditRecord>,
     ) -> StoreResult<RoleRecord> {
-        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE roles SET position = position + 1 WHERE server_id = $1 AND position >= 1",
         )
         .bind(server.get())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         sqlx::query(
             "INSERT INTO roles (id, server_id, name, color, position, permissions, mentionable, hoisted, created_at, updated_at) \
@@ -756,37 +804,33 @@ impl ServerRepository for Store {
         .bind(p.mentionable.unwrap_or(false))
         .bind(p.hoisted.unwrap_or(false))
         .bind(now.as_millis())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        if let Some(e) = audit {
-            insert_audit(&mut tx, e).await?;
-        }
-        tx.commit().await?;
         if let Some(pos) = p.position.filter(|&pos| pos != 1) {
             let moved = RolePatch {
                 position: Some(pos),
                 ..RolePatch::default()
             };
-            if let Versioned::Updated(r) = self.update_role(id, &moved, None, now).await? {
+            if let Versioned::Updated(r) = self.update_role(tx, id, &moved, None, now).await? {
                 return Ok(r);
             }
         }
-        self.role(id)
+        self.role_in(tx, id)
             .await?
             .ok_or(StoreError::Other(sqlx::Error::RowNotFound))
     }
 
     async fn update_role(
         &self,
+        tx: &mut WriteTx,
         id: Snowflake,
         p: &RolePatch,
         expected_version: Option<i64>,
         now: Timestamp,
     ) -> StoreResult<Versioned<RoleRecord>> {
-        let Some(current) = self.role(id).await? else {
+        let Some(current) = self.role_in(tx, id).await? else {
             return Ok(Versioned::Missing);
         };
-        let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "UPDATE roles SET name = COALESCE($2, name), color = COALESCE($3, color), permissions = COALESCE($4, permissions), \
                mentionable = CASE WHEN $5 THEN $6 ELSE mentionable END, hoisted = CASE WHEN $7 THEN $8 ELSE hoisted END, \
@@ -802,7 +846,7 @@ impl ServerRepository for Store {
         .bind(p.hoisted.unwrap_or(false))
         .bind(now.as_millis())
         .bind(expected_version.unwrap_or(-1))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         if n != 1 {
@@ -816,7 +860,7 @@ impl ServerRepository for Store {
             let max: i64 =
                 sqlx::query("SELECT COALESCE(MAX(position), 0) FROM roles WHERE server_id = $1")
                     .bind(server)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut **tx)
                     .await?
                     .try_get(0)?;
             let target = target.clamp(1, max.max(1));
@@ -826,53 +870,47 @@ impl ServerRepository for Store {
             )
             .bind(server)
             .bind(current.position)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             sqlx::query("UPDATE roles SET position = position + 1 WHERE server_id = $1 AND position >= $2 AND id <> $3")
                 .bind(server)
                 .bind(target)
                 .bind(id.get())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             sqlx::query("UPDATE roles SET position = $2 WHERE id = $1")
                 .bind(id.get())
                 .bind(target)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
-        tx.commit().await?;
         Ok(self
-            .role(id)
+            .role_in(tx, id)
             .await?
             .map_or(Versioned::Missing, Versioned::Updated))
     }
 
-    async fn delete_role(&self, id: Snowflake, audit: Option<&AuditRecord>) -> StoreResult<bool> {
-        let Some(role) = self.role(id).await? else {
+    async fn delete_role(&self, tx: &mut WriteTx, id: Snowflake) -> StoreResult<bool> {
+        let Some(role) = self.role_in(tx, id).await? else {
             return Ok(false);
         };
-        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM roles WHERE id = $1")
             .bind(id.get())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         sqlx::query(
             "DELETE FROM permission_overwrites WHERE target_id = $1 AND target_type = 'role'",
         )
         .bind(id.get())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         sqlx::query(
             "UPDATE roles SET position = position - 1 WHERE server_id = $1 AND position > $2",
         )
         .bind(role.server_id.get())
         .bind(role.position)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        if let Some(e) = audit {
-            insert_audit(&mut tx, e).await?;
-        }
-        tx.commit().await?;
         Ok(true)
     }
 
@@ -881,18 +919,17 @@ impl ServerRepository for Store {
         server: Snowflake,
         user: Snowflake,
     ) -> StoreResult<Option<MemberRecord>> {
-        let row = sqlx::query("SELECT user_id, nickname, joined_at FROM members WHERE server_id = $1 AND user_id = $2")
-            .bind(server.get())
-            .bind(user.get())
-            .fetch_optional(self.pool())
-            .await?;
-        let Some(r) = row else { return Ok(None) };
-        let one = vec![(
-            sf(r.try_get(0)?),
-            r.try_get(1)?,
-            Timestamp::from_millis(r.try_get(2)?),
-        )];
-        Ok(self.with_roles(server, one).await?.pop())
+        let mut conn = self.pool().acquire().await?;
+        self.member_on(&mut conn, server, user).await
+    }
+
+    async fn member_in(
+        &self,
+        tx: &mut WriteTx,
+        server: Snowflake,
+        user: Snowflake,
+    ) -> StoreResult<Option<MemberRecord>> {
+        self.member_on(tx, server, user).await
     }
 
     async fn members(
@@ -919,7 +956,8 @@ impl ServerRepository for Store {
                 ))
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        self.with_roles(server, list).await
+        let mut conn = self.pool().acquire().await?;
+        self.with_roles(&mut conn, server, list).await
     }
 
     async fn members_with_roles(
@@ -982,57 +1020,51 @@ impl ServerRepository for Store {
 
     async fn add_member(
         &self,
+        tx: &mut WriteTx,
         server: Snowflake,
         user: Snowflake,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
         let n = sqlx::query("INSERT INTO members (server_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT (server_id, user_id) DO NOTHING")
             .bind(server.get())
             .bind(user.get())
             .bind(now.as_millis())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
         if n == 1 {
             sqlx::query("UPDATE servers SET member_count = member_count + 1 WHERE id = $1")
                 .bind(server.get())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
-        tx.commit().await?;
         Ok(n == 1)
     }
 
     async fn remove_member(
         &self,
+        tx: &mut WriteTx,
         server: Snowflake,
         user: Snowflake,
-        audit: Option<&AuditRecord>,
     ) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
         let n = sqlx::query("DELETE FROM members WHERE server_id = $1 AND user_id = $2")
             .bind(server.get())
             .bind(user.get())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
         if n == 1 {
             sqlx::query("UPDATE servers SET member_count = member_count - 1 WHERE id = $1")
                 .bind(server.get())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
-            // The removal and its audit row are one change: both or neither.
-            if let Some(e) = audit {
-                insert_audit(&mut tx, e).await?;
-            }
         }
-        tx.commit().await?;
         Ok(n == 1)
     }
 
     async fn set_nickname(
         &self,
+        tx: &mut WriteTx,
         server: Snowflake,
         user: Snowflake,
         nickname: Option<&str>,
@@ -1041,13 +1073,14 @@ impl ServerRepository for Store {
             .bind(server.get())
             .bind(user.get())
             .bind(nickname.map(str::to_owned))
-            .execute(self.pool())
+            .execute(&mut **tx)
             .await?;
         Ok(())
     }
 
     async fn add_member_role(
         &self,
+        tx: &mut WriteTx,
         server: Snowflake,
         user: Snowflake,
         role: Snowflake,
@@ -1058,7 +1091,7 @@ impl ServerRepository for Store {
         .bind(server.get())
         .bind(user.get())
         .bind(role.get())
-        .execute(self.pool())
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -1066,6 +1099,7 @@ impl ServerRepository for Store {
 
     async fn remove_member_role(
         &self,
+        tx: &mut WriteTx,
         server: Snowflake,
         user: Snowflake,
         role: Snowflake,
@@ -1076,7 +1110,7 @@ impl ServerRepository for Store {
         .bind(server.get())
         .bind(user.get())
         .bind(role.get())
-        .execute(self.pool())
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -1093,8 +1127,7 @@ impl ServerRepository for Store {
         rows.iter().map(|r| self.channel_from_row(r)).collect()
     }
 
-    async fn create_channel(&self, c: &NewChannel) -> StoreResult<ChannelRecord> {
-        let mut tx = self.begin_write().await?;
+    async fn create_channel(&self, tx: &mut WriteTx, c: &NewChannel) -> StoreResult<ChannelRecord> {
         let position = match c.position {
             Some(p) => p,
             None => {
@@ -1102,7 +1135,7 @@ impl ServerRepository for Store {
                     "SELECT COALESCE(MAX(position), -1) FROM channels WHERE server_id = $1",
                 )
                 .bind(c.server_id.get())
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?
                 .try_get(0)?;
                 // After the last, but never past the highest position allowed (and never
@@ -1126,9 +1159,9 @@ impl ServerRepository for Store {
         .bind(c.bitrate)
         .bind(c.rate_limit_per_user)
         .bind(c.now.as_millis())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        // The channel, its overwrites and its audit row are one change.
+        // The channel and its overwrites are one change.
         for o in &c.overwrites {
             sqlx::query(
                 "INSERT INTO permission_overwrites (channel_id, target_id, target_type, allow, deny) VALUES ($1, $2, $3, $4, $5)",
@@ -1138,20 +1171,17 @@ impl ServerRepository for Store {
             .bind(o.target_type.clone())
             .bind(o.allow)
             .bind(o.deny)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        if let Some(e) = &c.audit {
-            insert_audit(&mut tx, e).await?;
-        }
-        tx.commit().await?;
-        crate::ChannelRepository::channel(self, c.id)
+        crate::ChannelRepository::channel_in(self, tx, c.id)
             .await?
             .ok_or(StoreError::Other(sqlx::Error::RowNotFound))
     }
 
     async fn update_channel(
         &self,
+        tx: &mut WriteTx,
         id: Snowflake,
         p: &ChannelPatch,
         expected_version: Option<i64>,
@@ -1185,32 +1215,22 @@ impl ServerRepository for Store {
         .bind(p.rate_limit_per_user)
         .bind(now.as_millis())
         .bind(expected_version.unwrap_or(-1))
-        .execute(self.pool())
+        .execute(&mut **tx)
         .await?
         .rows_affected();
-        match (n, crate::ChannelRepository::channel(self, id).await?) {
+        match (n, crate::ChannelRepository::channel_in(self, tx, id).await?) {
             (1, Some(c)) => Ok(Versioned::Updated(c)),
             (_, Some(_)) => Ok(Versioned::Stale),
             (_, None) => Ok(Versioned::Missing),
         }
     }
 
-    async fn delete_channel(
-        &self,
-        id: Snowflake,
-        audit: Option<&AuditRecord>,
-    ) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
+    async fn delete_channel(&self, tx: &mut WriteTx, id: Snowflake) -> StoreResult<bool> {
         let n = sqlx::query("DELETE FROM channels WHERE id = $1")
             .bind(id.get())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
-        // The deletion and its audit row are one change: both or neither.
-        if let (1, Some(e)) = (n, audit) {
-            insert_audit(&mut tx, e).await?;
-        }
-        tx.commit().await?;
         Ok(n == 1)
     }
 
@@ -1218,6 +1238,18 @@ impl ServerRepository for Store {
         let rows = sqlx::query("SELECT channel_id, target_id, target_type, allow, deny FROM permission_overwrites WHERE channel_id = $1 ORDER BY target_id")
             .bind(channel.get())
             .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(overwrite_from_row).collect()
+    }
+
+    async fn overwrites_in(
+        &self,
+        tx: &mut WriteTx,
+        channel: Snowflake,
+    ) -> StoreResult<Vec<OverwriteRecord>> {
+        let rows = sqlx::query("SELECT channel_id, target_id, target_type, allow, deny FROM permission_overwrites WHERE channel_id = $1 ORDER BY target_id")
+            .bind(channel.get())
+            .fetch_all(&mut **tx)
             .await?;
         rows.iter().map(overwrite_from_row).collect()
     }
@@ -1233,13 +1265,13 @@ impl ServerRepository for Store {
         rows.iter().map(overwrite_from_row).collect()
     }
 
-    async fn put_overwrite(&self, o: &OverwriteRecord) -> StoreResult<bool> {
+    async fn put_overwrite(&self, tx: &mut WriteTx, o: &OverwriteRecord) -> StoreResult<bool> {
         let existed = sqlx::query(
             "SELECT 1 FROM permission_overwrites WHERE channel_id = $1 AND target_id = $2",
         )
         .bind(o.channel_id.get())
         .bind(o.target_id.get())
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut **tx)
         .await?
         .is_some();
         sqlx::query(
@@ -1251,28 +1283,33 @@ impl ServerRepository for Store {
         .bind(o.target_type.clone())
         .bind(o.allow)
         .bind(o.deny)
-        .execute(self.pool())
+        .execute(&mut **tx)
         .await?;
         sqlx::query("UPDATE channels SET version = version + 1 WHERE id = $1")
             .bind(o.channel_id.get())
-            .execute(self.pool())
+            .execute(&mut **tx)
             .await?;
         Ok(existed)
     }
 
-    async fn delete_overwrite(&self, channel: Snowflake, target: Snowflake) -> StoreResult<bool> {
+    async fn delete_overwrite(
+        &self,
+        tx: &mut WriteTx,
+        channel: Snowflake,
+        target: Snowflake,
+    ) -> StoreResult<bool> {
         let n = sqlx::query(
             "DELETE FROM permission_overwrites WHERE channel_id = $1 AND target_id = $2",
         )
         .bind(channel.get())
         .bind(target.get())
-        .execute(self.pool())
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         if n == 1 {
             sqlx::query("UPDATE channels SET version = version + 1 WHERE id = $1")
                 .bind(channel.get())
-                .execute(self.pool())
+                .execute(&mut **tx)
                 .await?;
         }
         Ok(n == 1)
@@ -1314,7 +1351,7 @@ impl ServerRepository for Store {
         rows.iter().map(invite_from_row).collect()
     }
 
-    async fn use_invite(&self, code: &str, now: Timestamp) -> StoreResult<Option<InviteRecord>> {
+    async fn use_invite(&self, tx: &mut WriteTx, code: &str, now: Timestamp) -> StoreResult<bool> {
         // One conditional UPDATE: two joins racing for the last use cannot both get it.
         let n = sqlx::query(
             "UPDATE invites SET uses = uses + 1 WHERE code = $1 AND (max_uses = 0 OR uses < max_uses) \
@@ -1322,14 +1359,10 @@ impl ServerRepository for Store {
         )
         .bind(code.to_owned())
         .bind(now.as_millis())
-        .execute(self.pool())
+        .execute(&mut **tx)
         .await?
         .rows_affected();
-        if n == 1 {
-            self.invite(code).await
-        } else {
-            Ok(None)
-        }
+        Ok(n == 1)
     }
 
     async fn delete_invite(&self, code: &str) -> StoreResult<bool> {
@@ -1344,15 +1377,14 @@ impl ServerRepository for Store {
     #[allow(clippy::too_many_arguments)]
     async fn ban(
         &self,
+        tx: &mut WriteTx,
         server: Snowflake,
         user: Snowflake,
         reason: Option<&str>,
         by: Snowflake,
         delete_messages_since: Option<Timestamp>,
         now: Timestamp,
-        audit: &AuditRecord,
     ) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO bans (server_id, user_id, reason, banned_by, created_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (server_id, user_id) DO UPDATE SET reason = excluded.reason, banned_by = excluded.banned_by",
@@ -1362,19 +1394,19 @@ impl ServerRepository for Store {
         .bind(reason.map(str::to_owned))
         .bind(by.get())
         .bind(now.as_millis())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         let was_member = sqlx::query("DELETE FROM members WHERE server_id = $1 AND user_id = $2")
             .bind(server.get())
             .bind(user.get())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected()
             == 1;
         if was_member {
             sqlx::query("UPDATE servers SET member_count = member_count - 1 WHERE id = $1")
                 .bind(server.get())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
         if let Some(since) = delete_messages_since {
@@ -1386,19 +1418,22 @@ impl ServerRepository for Store {
             .bind(user.get())
             .bind(now.as_millis())
             .bind(since.as_millis())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
         Ok(was_member)
     }
 
-    async fn unban(&self, server: Snowflake, user: Snowflake) -> StoreResult<bool> {
+    async fn unban(
+        &self,
+        tx: &mut WriteTx,
+        server: Snowflake,
+        user: Snowflake,
+    ) -> StoreResult<bool> {
         let n = sqlx::query("DELETE FROM bans WHERE server_id = $1 AND user_id = $2")
             .bind(server.get())
             .bind(user.get())
-            .execute(self.pool())
+            .execute(&mut **tx)
             .await?
             .rows_affected();
         Ok(n == 1)
@@ -1502,6 +1537,13 @@ fn ban_from_row(r: &AnyRow) -> StoreResult<BanRecord> {
 }
 
 /// Writes an audit row inside the transaction of the change it records.
+impl Store {
+    /// Writes an audit row inside the caller's transaction (with the change it records).
+    pub async fn audit_in(tx: &mut WriteTx, e: &AuditRecord) -> StoreResult<()> {
+        insert_audit(tx, e).await
+    }
+}
+
 async fn insert_audit(tx: &mut crate::store::WriteTx, e: &AuditRecord) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO audit_log (id, server_id, actor_id, action, target_id, reason, changes, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

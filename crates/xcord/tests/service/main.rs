@@ -10,6 +10,7 @@ mod limits;
 mod mail;
 mod messages;
 mod multinode;
+mod outbox;
 mod pages;
 mod process;
 mod routes;

@@ -392,3 +392,60 @@ async fn a_session_of_a_stopped_node_resumes_on_another() {
     say(&b, &r.owner, &r.channel, "live").await;
     assert_eq!(c.dispatch("MESSAGE_CREATE").await["content"], "live");
 }
+
+#[tokio::test]
+async fn an_event_its_node_never_published_reaches_the_other_node() {
+    use xcord_bus::Topic;
+    use xcord_store::{RolePatch, ServerRepository, Versioned};
+    use xcord_types::Snowflake;
+    use xcord_types::events::{Event, RoleChanged};
+
+    let prefix = format!("xcord-test-{}", rand_suffix());
+    let mut a = node(&prefix, 1, None).await;
+    let b = node(&prefix, 2, Some(&a)).await;
+    let r = room(&a, "relay").await;
+    let made = a
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{}/roles", r.server),
+            &json!({"name": "before"}),
+        )
+        .await;
+    made.expect_status(201, "role");
+    let role_id: Snowflake = xcord_testkit::string_at(&made.body, "/id")
+        .parse()
+        .expect("role id");
+    let server: Snowflake = r.server.parse().expect("server id");
+    let (mut member_b, _) = b.gateway_as(&r.member).await;
+
+    // A's use-case commits with its event; A dies before publishing (its relay is the
+    // other candidate, B's the one a real crash leaves).
+    let core = &a.state.core;
+    let mut uow = core.begin().await.expect("begin");
+    let patch = RolePatch {
+        name: Some("after".into()),
+        ..RolePatch::default()
+    };
+    let Versioned::Updated(role) = core
+        .store
+        .update_role(uow.tx(), role_id, &patch, None, core.clock.now())
+        .await
+        .expect("update")
+    else {
+        panic!("the role is there");
+    };
+    let event = Event::RoleUpdate(RoleChanged {
+        server_id: server,
+        role: xcord_core::servers::role_to_wire(&role),
+    });
+    uow.emit(Topic::Server(server), event).expect("emit");
+    uow.commit_unpublished().await.expect("commit");
+    // A stops (and holds the database of both nodes, so it stays in the test).
+    a.shut_down().await.expect("A stops");
+
+    let ev = member_b.dispatch("ROLE_UPDATE").await;
+    assert_eq!(ev["role"]["name"], "after");
+    member_b
+        .assert_no_dispatch("ROLE_UPDATE", Duration::from_secs(3))
+        .await;
+}

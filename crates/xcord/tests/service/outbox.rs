@@ -1,0 +1,188 @@
+//! A use-case's change, audit row and events commit together (the transactional outbox):
+//! a failed outbox write leaves nothing behind, and an event whose publisher died after the
+//! commit still reaches clients, through any node's relay.
+
+use std::time::Duration;
+
+use serde_json::json;
+use xcord_bus::Topic;
+use xcord_store::{Backend, RolePatch, ServerRepository, Versioned};
+use xcord_testkit::{on_both_backends, room, say, spawn_app, string_at};
+use xcord_types::Snowflake;
+use xcord_types::events::{Event, RoleChanged};
+
+on_both_backends!(
+    an_outbox_write_that_fails_leaves_no_change_and_no_event,
+    an_event_committed_but_not_published_goes_out_through_the_relay,
+);
+
+/// Makes every insert into the outbox fail, as a full disk or a lost connection would.
+async fn fail_outbox_inserts(app: &xcord_testkit::TestApp) {
+    let sql = match app.backend() {
+        Backend::Sqlite => "CREATE TRIGGER fail_outbox BEFORE INSERT ON event_outbox \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            .to_owned(),
+        Backend::Postgres => "CREATE FUNCTION fail_outbox() RETURNS trigger AS $$ BEGIN \
+               RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER fail_outbox BEFORE INSERT ON event_outbox FOR EACH ROW \
+             EXECUTE FUNCTION fail_outbox()"
+            .to_owned(),
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(app.state.core.store.pool())
+        .await
+        .expect("install the trigger");
+}
+
+async fn heal_outbox(app: &xcord_testkit::TestApp) {
+    let sql = match app.backend() {
+        Backend::Sqlite => "DROP TRIGGER fail_outbox",
+        Backend::Postgres => {
+            "DROP TRIGGER fail_outbox ON event_outbox; DROP FUNCTION fail_outbox()"
+        }
+    };
+    sqlx::raw_sql(sql)
+        .execute(app.state.core.store.pool())
+        .await
+        .expect("drop the trigger");
+}
+
+async fn role_names(app: &xcord_testkit::TestApp, token: &str, server: &str) -> Vec<String> {
+    let roles = app.get_as(token, &format!("/servers/{server}/roles")).await;
+    roles.expect_status(200, "roles");
+    roles.body["roles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn an_outbox_write_that_fails_leaves_no_change_and_no_event(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let r = room(&app, "outboxfail").await;
+    let s = &r.server;
+    let keep = app
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{s}/roles"),
+            &json!({"name": "keeper"}),
+        )
+        .await;
+    keep.expect_status(201, "role");
+    let keep_id = string_at(&keep.body, "/id");
+    let audit_before = app
+        .get_as(&r.owner.token, &format!("/servers/{s}/audit-log"))
+        .await;
+    audit_before.expect_status(200, "audit log");
+    let mut sub = app.state.core.bus.subscribe(xcord_bus::TopicFilter::All);
+    fail_outbox_inserts(&app).await;
+
+    for res in [
+        app.post_as(
+            &r.owner.token,
+            &format!("/servers/{s}/roles"),
+            &json!({"name": "ghost"}),
+        )
+        .await,
+        app.patch_as(
+            &r.owner.token,
+            &format!("/servers/{s}/roles/{keep_id}"),
+            &json!({"name": "renamed"}),
+        )
+        .await,
+        app.delete_as(&r.owner.token, &format!("/servers/{s}/roles/{keep_id}"))
+            .await,
+    ] {
+        res.assert_error(500, "Internal Server Error");
+        assert!(
+            !res.text.contains("injected"),
+            "internals leaked: {}",
+            res.text
+        );
+    }
+    // Nothing changed: no ghost, the keeper kept its name, no audit row was added.
+    let names = role_names(&app, &r.owner.token, s).await;
+    assert!(
+        names.iter().any(|n| n == "keeper")
+            && !names.iter().any(|n| n == "ghost" || n == "renamed"),
+        "{names:?}"
+    );
+    let audit_after = app
+        .get_as(&r.owner.token, &format!("/servers/{s}/audit-log"))
+        .await;
+    assert_eq!(audit_after.body, audit_before.body, "an audit row was kept");
+    // And nobody was told otherwise: the next event is the message posted after.
+    heal_outbox(&app).await;
+    say(&app, &r.owner, &r.channel, "after").await;
+    for _ in 0..100 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .expect("the message's event")
+            .expect("bus open");
+        assert!(!ev.name.starts_with("ROLE_"), "announced: {}", ev.name);
+        if ev.name == "MESSAGE_CREATE" {
+            return;
+        }
+    }
+    panic!("no MESSAGE_CREATE among 100 events");
+}
+
+async fn an_event_committed_but_not_published_goes_out_through_the_relay(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let r = room(&app, "outboxlate").await;
+    let s = &r.server;
+    let made = app
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{s}/roles"),
+            &json!({"name": "before"}),
+        )
+        .await;
+    made.expect_status(201, "role");
+    let role_id: Snowflake = string_at(&made.body, "/id").parse().expect("role id");
+    let server: Snowflake = s.parse().expect("server id");
+    let (mut member, _) = app.gateway_as(&r.member).await;
+
+    // The use-case's transaction commits with its event, and the node dies before it
+    // publishes anything.
+    let core = &app.state.core;
+    let mut uow = core.begin().await.expect("begin");
+    let patch = RolePatch {
+        name: Some("after".into()),
+        ..RolePatch::default()
+    };
+    let Versioned::Updated(role) = core
+        .store
+        .update_role(uow.tx(), role_id, &patch, None, core.clock.now())
+        .await
+        .expect("update")
+    else {
+        panic!("the role is there");
+    };
+    let event = Event::RoleUpdate(RoleChanged {
+        server_id: server,
+        role: xcord_core::servers::role_to_wire(&role),
+    });
+    uow.emit(Topic::Server(server), event).expect("emit");
+    uow.commit_unpublished().await.expect("commit");
+
+    // The change is durable, and the event reaches the member anyway, late, once.
+    assert!(
+        role_names(&app, &r.owner.token, s)
+            .await
+            .contains(&"after".to_owned())
+    );
+    let ev = member.dispatch("ROLE_UPDATE").await;
+    assert_eq!(ev["role"]["name"], "after");
+    assert_eq!(ev["serverId"], s.as_str());
+    member
+        .assert_no_dispatch("ROLE_UPDATE", Duration::from_secs(3))
+        .await;
+    // The outbox is empty again.
+    assert_eq!(
+        core.relay_unpublished().await.expect("relay"),
+        0,
+        "an event was left to publish twice"
+    );
+}
