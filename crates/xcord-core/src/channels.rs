@@ -14,6 +14,7 @@ use xcord_types::rest::channels::{
     PutOverwriteRequest, UpdateChannelRequest,
 };
 
+use crate::error::{Denial, DirectChannelAction, Entity, Scope};
 use crate::servers::{channel_to_wire, require_bits};
 use crate::validate::{self, Violations};
 use crate::{Caller, Core, Error, Result};
@@ -141,9 +142,7 @@ impl Core {
         let mut out = Vec::with_capacity(list.len());
         for o in list {
             if !has(access.base, bits::ADMINISTRATOR) && (o.allow | o.deny) & !access.base != 0 {
-                return Err(Error::Forbidden(
-                    "You can only allow or deny permissions you have.".into(),
-                ));
+                return Err(Error::Denied(Denial::OverwriteExceedsOwn));
             }
             let kind = if o.kind == "role" { "role" } else { "user" };
             let exists = if kind == "role" {
@@ -153,9 +152,9 @@ impl Core {
             };
             if !exists {
                 return Err(Error::NotFound(if kind == "role" {
-                    "role"
+                    Entity::Role
                 } else {
-                    "member"
+                    Entity::Member
                 }));
             }
             out.push(OverwriteRecord {
@@ -326,11 +325,11 @@ impl Core {
             .store
             .channel(id)
             .await?
-            .ok_or(Error::NotFound("channel"))?;
+            .ok_or(Error::NotFound(Entity::Channel))?;
         if channel.server_id.is_none() {
             let members = self.store.recipients(id).await?;
             if !members.contains(&caller.user_id) {
-                return Err(Error::NotFound("channel"));
+                return Err(Error::NotFound(Entity::Channel));
             }
             let pc = xcord_store::PrivateChannel {
                 channel,
@@ -354,7 +353,7 @@ impl Core {
             .store
             .channel(id)
             .await?
-            .ok_or(Error::NotFound("channel"))?;
+            .ok_or(Error::NotFound(Entity::Channel))?;
         let Some(server) = existing.server_id else {
             return self
                 .update_private_channel(caller, existing, req, if_match)
@@ -385,7 +384,7 @@ impl Core {
             );
         }
         v.finish()?;
-        require_bits(perms, bits::MANAGE_CHANNELS)?;
+        require_bits(perms, bits::MANAGE_CHANNELS, Scope::Channel(c.id))?;
         if let Some(Some(p)) = req.parent_id {
             self.check_parent(server, p, c.kind).await?;
         }
@@ -405,8 +404,8 @@ impl Core {
             .await?
         {
             Versioned::Updated(c) => c,
-            Versioned::Stale => return Err(crate::servers::stale_error()),
-            Versioned::Missing => return Err(Error::NotFound("channel")),
+            Versioned::Stale => return Err(crate::servers::stale_error(Entity::Channel, if_match)),
+            Versioned::Missing => return Err(Error::NotFound(Entity::Channel)),
         };
         let _ = access;
         self.audit_channel(server, caller, "channel_update", &updated)
@@ -426,12 +425,12 @@ impl Core {
     ) -> Result<Channel> {
         let members = self.store.recipients(c.id).await?;
         if !members.contains(&caller.user_id) {
-            return Err(Error::NotFound("channel"));
+            return Err(Error::NotFound(Entity::Channel));
         }
         if c.kind != ChannelKind::GroupDm {
-            return Err(Error::Forbidden(
-                "A direct message channel has nothing to edit.".into(),
-            ));
+            return Err(Error::Denied(Denial::DirectChannel(
+                DirectChannelAction::Edit,
+            )));
         }
         if let Some(n) = &req.name {
             validate::max_chars("name", n, 100).map_err(|f| Error::Validation(vec![f]))?;
@@ -446,8 +445,8 @@ impl Core {
             .await?
         {
             Versioned::Updated(c) => c,
-            Versioned::Stale => return Err(crate::servers::stale_error()),
-            Versioned::Missing => return Err(Error::NotFound("channel")),
+            Versioned::Stale => return Err(crate::servers::stale_error(Entity::Channel, if_match)),
+            Versioned::Missing => return Err(Error::NotFound(Entity::Channel)),
         };
         let view = self
             .private_channel_view(&xcord_store::PrivateChannel {
@@ -466,18 +465,18 @@ impl Core {
             .store
             .channel(id)
             .await?
-            .ok_or(Error::NotFound("channel"))?;
+            .ok_or(Error::NotFound(Entity::Channel))?;
         let Some(server) = existing.server_id else {
             let members = self.store.recipients(id).await?;
             if !members.contains(&caller.user_id) {
-                return Err(Error::NotFound("channel"));
+                return Err(Error::NotFound(Entity::Channel));
             }
-            return Err(Error::Forbidden(
-                "Direct message channels cannot be deleted.".into(),
-            ));
+            return Err(Error::Denied(Denial::DirectChannel(
+                DirectChannelAction::Delete,
+            )));
         };
         let (c, _, perms, overwrites) = self.channel_access(caller, id).await?;
-        require_bits(perms, bits::MANAGE_CHANNELS)?;
+        require_bits(perms, bits::MANAGE_CHANNELS, Scope::Channel(c.id))?;
         let files = self.attachment_files_of(&[id]).await?;
         let audit = self.channel_audit(server, caller, "channel_delete", &c);
         self.store.delete_channel(id, Some(&audit)).await?;
@@ -514,11 +513,9 @@ impl Core {
         v.finish()?;
         let (c, access, perms, _) = self.channel_access(caller, channel_id).await?;
         let server = access.server.id;
-        require_bits(perms, bits::MANAGE_ROLES)?;
+        require_bits(perms, bits::MANAGE_ROLES, Scope::Channel(c.id))?;
         if !has(access.base, bits::ADMINISTRATOR) && (req.allow | req.deny) & !perms != 0 {
-            return Err(Error::Forbidden(
-                "You can only allow or deny permissions you have.".into(),
-            ));
+            return Err(Error::Denied(Denial::OverwriteExceedsOwn));
         }
         let exists = if kind == "role" {
             access.roles.iter().any(|r| r.id == target)
@@ -527,9 +524,9 @@ impl Core {
         };
         if !exists {
             return Err(Error::NotFound(if kind == "role" {
-                "role"
+                Entity::Role
             } else {
-                "member"
+                Entity::Member
             }));
         }
         let o = OverwriteRecord {
@@ -567,9 +564,9 @@ impl Core {
         target: Snowflake,
     ) -> Result<()> {
         let (c, access, perms, _) = self.channel_access(caller, channel_id).await?;
-        require_bits(perms, bits::MANAGE_ROLES)?;
+        require_bits(perms, bits::MANAGE_ROLES, Scope::Channel(c.id))?;
         if !self.store.delete_overwrite(channel_id, target).await? {
-            return Err(Error::NotFound("overwrite"));
+            return Err(Error::NotFound(Entity::Overwrite));
         }
         self.audit_entry(
             access.server.id,
@@ -588,7 +585,7 @@ impl Core {
             .store
             .channel(channel)
             .await?
-            .ok_or(Error::NotFound("channel"))?;
+            .ok_or(Error::NotFound(Entity::Channel))?;
         let ow = self.store.overwrites(channel).await?;
         self.publish(
             Topic::Server(server),

@@ -24,6 +24,7 @@ use xcord_types::rest::messages::{
 };
 use xcord_types::rest::users::UserList;
 
+use crate::error::{Denial, DirectChannelAction, Entity, Scope, Upload};
 use crate::mentions::parse_mentions;
 use crate::servers::require_bits;
 use crate::storage::{FileSpace, sanitize_filename, sniff_content_type};
@@ -248,12 +249,12 @@ impl Core {
             .store
             .channel(channel_id)
             .await?
-            .ok_or(Error::NotFound("channel"))?;
+            .ok_or(Error::NotFound(Entity::Channel))?;
         match channel.server_id {
             None => {
                 let recipients = self.store.recipients(channel_id).await?;
                 if !recipients.contains(&caller.user_id) {
-                    return Err(Error::NotFound("channel"));
+                    return Err(Error::NotFound(Entity::Channel));
                 }
                 Ok(ChannelContext {
                     channel,
@@ -280,7 +281,11 @@ impl Core {
     }
 
     fn require_history(ctx: &ChannelContext) -> Result<()> {
-        require_bits(ctx.perms, bits::READ_MESSAGE_HISTORY)
+        require_bits(
+            ctx.perms,
+            bits::READ_MESSAGE_HISTORY,
+            Scope::Channel(ctx.channel.id),
+        )
     }
 
     /// A signed, expiring URL for an attachment.
@@ -299,14 +304,14 @@ impl Core {
         hex::encode(mac.finalize().into_bytes())
     }
 
-    /// Checks an attachment URL's signature and expiry; 403 when either is wrong.
+    /// Checks an attachment URL's signature and expiry; denied when either is wrong.
     pub async fn verify_attachment_url(
         &self,
         id: Snowflake,
         ex_hex: &str,
         sig: &str,
     ) -> Result<AttachmentRecord> {
-        let forbidden = || Error::Forbidden("This link is invalid or has expired.".into());
+        let forbidden = || Error::Denied(Denial::InvalidSignedLink);
         let expires = i64::from_str_radix(ex_hex, 16).map_err(|_| forbidden())?;
         let want = self.attachment_signature(id, expires);
         // Constant-time comparison through the MAC library would need the raw tag; the
@@ -324,7 +329,7 @@ impl Core {
             .store
             .attachment(id)
             .await?
-            .ok_or(Error::NotFound("attachment"))?;
+            .ok_or(Error::NotFound(Entity::Attachment))?;
         Ok(a)
     }
 
@@ -618,7 +623,7 @@ impl Core {
             let (mine, theirs) = self.store.relationship_pair(user, other).await?;
             if mine == Some(RelationshipType::Blocked) || theirs == Some(RelationshipType::Blocked)
             {
-                return Err(Error::Forbidden("You cannot message this user.".into()));
+                return Err(Error::Denied(Denial::Blocked));
             }
         }
         Ok(())
@@ -688,9 +693,17 @@ impl Core {
             );
         }
         v.finish()?;
-        require_bits(ctx.perms, bits::SEND_MESSAGES)?;
+        require_bits(
+            ctx.perms,
+            bits::SEND_MESSAGES,
+            Scope::Channel(ctx.channel.id),
+        )?;
         if !attachment_ids.is_empty() {
-            require_bits(ctx.perms, bits::ATTACH_FILES)?;
+            require_bits(
+                ctx.perms,
+                bits::ATTACH_FILES,
+                Scope::Channel(ctx.channel.id),
+            )?;
         }
         self.check_dm_block(&ctx, caller.user_id).await?;
         self.check_slowmode(&ctx, caller.user_id).await?;
@@ -838,7 +851,7 @@ impl Core {
             .store
             .message(channel_id, id)
             .await?
-            .ok_or(Error::NotFound("message"))?;
+            .ok_or(Error::NotFound(Entity::Message))?;
         self.one_message_wire(&m, caller.user_id, &ctx).await
     }
 
@@ -856,7 +869,7 @@ impl Core {
             .store
             .message(channel_id, id)
             .await?
-            .ok_or(Error::NotFound("message"))?;
+            .ok_or(Error::NotFound(Entity::Message))?;
         let max = if m.encrypted { 8192 } else { 2000 };
         let n = req.content.chars().count();
         if n == 0 || n > max || (!m.encrypted && req.content.trim().is_empty()) {
@@ -867,9 +880,7 @@ impl Core {
             ));
         }
         if m.author_id != caller.user_id {
-            return Err(Error::Forbidden(
-                "Only the author can edit a message.".into(),
-            ));
+            return Err(Error::Denied(Denial::NotAuthor));
         }
         let (mentions, notified) = if m.encrypted {
             (Mentions::default(), Vec::new())
@@ -891,8 +902,8 @@ impl Core {
             .await?
         {
             Versioned::Updated(m) => m,
-            Versioned::Stale => return Err(crate::servers::stale_error()),
-            Versioned::Missing => return Err(Error::NotFound("message")),
+            Versioned::Stale => return Err(crate::servers::stale_error(Entity::Message, if_match)),
+            Versioned::Missing => return Err(Error::NotFound(Entity::Message)),
         };
         let out = self.one_message_wire(&edited, caller.user_id, &ctx).await?;
         self.publish(Topic::Channel(channel_id), "MESSAGE_UPDATE", &out)
@@ -920,9 +931,13 @@ impl Core {
             .store
             .message(channel_id, id)
             .await?
-            .ok_or(Error::NotFound("message"))?;
+            .ok_or(Error::NotFound(Entity::Message))?;
         if m.author_id != caller.user_id {
-            require_bits(ctx.perms, bits::MANAGE_MESSAGES)?;
+            require_bits(
+                ctx.perms,
+                bits::MANAGE_MESSAGES,
+                Scope::Channel(ctx.channel.id),
+            )?;
         }
         let gone = self
             .store
@@ -952,11 +967,15 @@ impl Core {
         }
         let ctx = self.channel_context(caller, channel_id).await?;
         if ctx.server_id.is_none() {
-            return Err(Error::Forbidden(
-                "Bulk delete works in server channels.".into(),
-            ));
+            return Err(Error::Denied(Denial::DirectChannel(
+                DirectChannelAction::BulkDelete,
+            )));
         }
-        require_bits(ctx.perms, bits::MANAGE_MESSAGES)?;
+        require_bits(
+            ctx.perms,
+            bits::MANAGE_MESSAGES,
+            Scope::Channel(ctx.channel.id),
+        )?;
         let gone = self
             .store
             .delete_messages(channel_id, &ids, self.clock.now())
@@ -978,7 +997,7 @@ impl Core {
         self.store
             .message(channel_id, message)
             .await?
-            .ok_or(Error::NotFound("message"))?;
+            .ok_or(Error::NotFound(Entity::Message))?;
         Ok(ctx)
     }
 
@@ -1007,7 +1026,11 @@ impl Core {
             .reaction_target(caller, channel_id, message, emoji)
             .await?;
         if !self.store.reaction_exists(message, emoji).await? {
-            require_bits(ctx.perms, bits::ADD_REACTIONS)?;
+            require_bits(
+                ctx.perms,
+                bits::ADD_REACTIONS,
+                Scope::Channel(ctx.channel.id),
+            )?;
         }
         self.check_dm_block(&ctx, caller.user_id).await?;
         if self
@@ -1098,12 +1121,16 @@ impl Core {
     ) -> Result<()> {
         let ctx = self.channel_context(caller, channel_id).await?;
         if ctx.server_id.is_some() {
-            require_bits(ctx.perms, bits::MANAGE_MESSAGES)?;
+            require_bits(
+                ctx.perms,
+                bits::MANAGE_MESSAGES,
+                Scope::Channel(ctx.channel.id),
+            )?;
         }
         self.store
             .message(channel_id, message)
             .await?
-            .ok_or(Error::NotFound("message"))?;
+            .ok_or(Error::NotFound(Entity::Message))?;
         let changed = if pinned {
             if self.store.pins(channel_id).await?.len() >= MAX_PINS {
                 return Err(Error::invalid(
@@ -1129,7 +1156,11 @@ impl Core {
     /// `POST /channels/{id}/typing` (SEND_MESSAGES).
     pub async fn typing(&self, caller: &Caller, channel_id: Snowflake) -> Result<()> {
         let ctx = self.channel_context(caller, channel_id).await?;
-        require_bits(ctx.perms, bits::SEND_MESSAGES)?;
+        require_bits(
+            ctx.perms,
+            bits::SEND_MESSAGES,
+            Scope::Channel(ctx.channel.id),
+        )?;
         let now = self.clock.now();
         self.activity
             .start_typing(channel_id, caller.user_id, ctx.server_id, now.as_millis());
@@ -1148,15 +1179,19 @@ impl Core {
         bytes: Vec<u8>,
     ) -> Result<Attachment> {
         let ctx = self.channel_context(caller, channel_id).await?;
-        require_bits(ctx.perms, bits::SEND_MESSAGES | bits::ATTACH_FILES)?;
+        require_bits(
+            ctx.perms,
+            bits::SEND_MESSAGES | bits::ATTACH_FILES,
+            Scope::Channel(ctx.channel.id),
+        )?;
         if bytes.is_empty() {
             return Err(Error::invalid("file", "required", "the file is empty"));
         }
         if bytes.len() > self.settings.attachment_max_bytes {
-            return Err(Error::PayloadTooLarge(format!(
-                "Attachments are limited to {} bytes.",
-                self.settings.attachment_max_bytes
-            )));
+            return Err(Error::TooLarge {
+                upload: Upload::Attachment,
+                limit_bytes: self.settings.attachment_max_bytes,
+            });
         }
         let content_type = sniff_content_type(&bytes);
         let (width, height) = match crate::media::sniff(&bytes) {
@@ -1203,7 +1238,7 @@ impl Core {
         self.store
             .message(channel_id, message)
             .await?
-            .ok_or(Error::NotFound("message"))?;
+            .ok_or(Error::NotFound(Entity::Message))?;
         let now = self.clock.now();
         self.store
             .ack(caller.user_id, channel_id, message, now)
