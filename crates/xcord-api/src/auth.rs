@@ -15,11 +15,11 @@ use axum::response::{IntoResponse, IntoResponseParts, Response, ResponseParts};
 use serde::{Deserialize, Deserializer};
 use xcord_core::auth::AuthContext;
 use xcord_core::ratelimit::{RateDecision, Tier};
-use xcord_core::{Caller, ClientInfo, Error};
+use xcord_core::{AuthFailure, Caller, ClientInfo, Error};
 use xcord_types::Snowflake;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, RequestError};
 
 /// The bearer token of a request, if it carries one.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -54,14 +54,12 @@ impl IntoResponseParts for RateHeaders {
 pub async fn require_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let ctx = match bearer(req.headers()) {
         None => {
-            return ApiError(Error::Unauthorized(
-                "Missing `Authorization: Bearer <token>`.".into(),
-            ))
-            .into_response();
+            return ApiError::from(Error::Unauthenticated(AuthFailure::TokenMissing))
+                .into_response();
         }
         Some(token) => match state.core.authenticate(token) {
             Ok(ctx) => ctx,
-            Err(e) => return ApiError(e).into_response(),
+            Err(e) => return ApiError::Core(e).into_response(),
         },
     };
     let decision = match state
@@ -70,7 +68,7 @@ pub async fn require_auth(State(state): State<AppState>, mut req: Request, next:
         .await
     {
         Ok(d) => d,
-        Err(e) => return ApiError(e).into_response(),
+        Err(e) => return ApiError::Core(e).into_response(),
     };
     req.extensions_mut().insert(ctx);
     (RateHeaders(decision), next.run(req).await).into_response()
@@ -88,7 +86,7 @@ pub async fn limit_by_ip(state: AppState, tier: Tier, req: Request, next: Next) 
     let ip = client_ip(req.extensions()).unwrap_or_else(|| "unknown".into());
     match state.core.rate_limit(tier, &ip).await {
         Ok(d) => (RateHeaders(d), next.run(req).await).into_response(),
-        Err(e) => ApiError(e).into_response(),
+        Err(e) => ApiError::Core(e).into_response(),
     }
 }
 
@@ -111,7 +109,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
             .get::<AuthContext>()
             .cloned()
             .map(Auth)
-            .ok_or_else(|| ApiError(Error::Unauthorized("Authentication is required.".into())))
+            .ok_or(ApiError::Core(Error::Unauthenticated(
+                AuthFailure::Anonymous,
+            )))
     }
 }
 
@@ -172,12 +172,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         match parts.headers.get(header::IF_MATCH) {
             None => Ok(IfMatch(None)),
             Some(v) => {
-                let text = v.to_str().map_err(|_| {
-                    ApiError(Error::BadRequest(
-                        "If-Match must be a version number.".into(),
-                    ))
-                })?;
-                Ok(IfMatch(Some(xcord_core::servers::parse_if_match(text)?)))
+                let text = v.to_str().map_err(|_| RequestError::IfMatchNotText)?;
+                Ok(IfMatch(Some(crate::extract::parse_if_match(text)?)))
             }
         }
     }

@@ -1,5 +1,7 @@
-//! Extractors whose rejections are SPEC §3 errors: malformed body 400, wrong content type
-//! 415, too large 413, a field of the wrong type or missing 422 with per-field `details`.
+//! Extractors: the HTTP parsing that happens before a use-case runs. Their rejections are
+//! [`RequestError`]s (malformed body, wrong content type, too large, bad `If-Match`) or, for
+//! a field of the wrong type or missing, a domain validation failure naming the field; the
+//! table in [`crate::error`] gives each its status.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -8,10 +10,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
-use xcord_core::Error;
+use xcord_core::{Error, Upload};
 use xcord_types::FieldError;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, RequestError};
 
 /// A JSON body. Requires `Content-Type: application/json` (or `…+json`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,13 +28,10 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         if !is_json_content_type(req.headers()) {
-            return Err(Error::UnsupportedMediaType(
-                "Expected a JSON body with `Content-Type: application/json`.".into(),
-            )
-            .into());
+            return Err(RequestError::NotJson.into());
         }
         let bytes = read_body(req, state).await?;
-        parse_json(&bytes).map(Json).map_err(ApiError)
+        parse_json(&bytes).map(Json)
     }
 }
 
@@ -55,22 +54,19 @@ where
             return Ok(OptionalJson(T::default()));
         }
         if !is_json {
-            return Err(Error::UnsupportedMediaType(
-                "Expected no body, or a JSON body with `Content-Type: application/json`.".into(),
-            )
-            .into());
+            return Err(RequestError::NotJsonOrEmpty.into());
         }
-        parse_json(&bytes).map(OptionalJson).map_err(ApiError)
+        parse_json(&bytes).map(OptionalJson)
     }
 }
 
-/// The whole body: 413 over the limit, 400 when it cannot be read.
-async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Error> {
+/// The whole body: too large over the limit, unreadable when it cannot be read.
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, RequestError> {
     Bytes::from_request(req, state).await.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::PayloadTooLarge("The request body is too large.".into())
+            RequestError::BodyTooLarge
         } else {
-            Error::BadRequest("The request body could not be read.".into())
+            RequestError::UnreadableBody
         }
     })
 }
@@ -89,12 +85,13 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
 }
 
 /// Parses a JSON document into `T`, classifying failures: bad syntax or a body of the wrong
-/// overall shape is 400; a field that is missing or of the wrong type is 422 naming the field.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+/// overall shape is a [`RequestError`]; a field that is missing or of the wrong type is a
+/// validation failure naming the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if xcord_types::error::has_nul_escape(bytes)
         && let Some(field) = nul_field(bytes)
     {
-        return Err(nul_error(field));
+        return Err(nul_error(field).into());
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -103,12 +100,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         match inner.classify() {
             Category::Data => data_error(&path, &inner),
             Category::Syntax | Category::Eof | Category::Io => {
-                Error::BadRequest(format!("Malformed JSON body: {inner}."))
+                RequestError::MalformedJson(inner.to_string()).into()
             }
         }
     })?;
     de.end()
-        .map_err(|e| Error::BadRequest(format!("Malformed JSON body: {e}.")))?;
+        .map_err(|e| RequestError::MalformedJson(e.to_string()))?;
     Ok(value)
 }
 
@@ -154,7 +151,7 @@ fn nul_error(field: String) -> Error {
     )])
 }
 
-fn data_error(path: &str, inner: &serde_json::Error) -> Error {
+fn data_error(path: &str, inner: &serde_json::Error) -> ApiError {
     let text = inner.to_string();
     let text = text
         .rsplit_once(" at line ")
@@ -172,14 +169,15 @@ fn data_error(path: &str, inner: &serde_json::Error) -> Error {
             full,
             "required",
             "This field is required.",
-        )]);
+        )])
+        .into();
     }
     // At the root, or at a bare index of a top-level array, no field is to blame: the body
     // as a whole has the wrong shape (an array where an object belongs, say).
     if path == "." || (path.starts_with('[') && !path.contains('.')) {
-        return Error::BadRequest(format!("The JSON body has the wrong shape: {text}."));
+        return RequestError::WrongShape(text.to_owned()).into();
     }
-    Error::Validation(vec![FieldError::new(path, "type", text)])
+    Error::Validation(vec![FieldError::new(path, "type", text)]).into()
 }
 
 /// Path parameters. A parameter that does not parse (e.g. a malformed id) names nothing
@@ -197,11 +195,11 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         // A segment holding NUL names nothing that can exist (no stored text has one).
         if contains_encoded_nul(parts.uri.path()) {
-            return Err(Error::NotFound("resource").into());
+            return Err(RequestError::UnknownResource.into());
         }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
-            Err(rej) if rej.status().is_client_error() => Err(Error::NotFound("resource").into()),
+            Err(rej) if rej.status().is_client_error() => Err(RequestError::UnknownResource.into()),
             Err(rej) => {
                 Err(Error::Internal(anyhow::anyhow!("path extraction: {}", rej.body_text())).into())
             }
@@ -210,28 +208,33 @@ where
 }
 
 /// Reads the first multipart part that carries a file (or is named one of `names`), refusing
-/// more than `limit` bytes with 413 (`too_large` is the message). `Ok(None)` when there is
-/// no such part; a body that is not multipart is 415 ("Upload the `noun` as …").
+/// an `upload` of more than `limit` bytes as too large. `Ok(None)` when there is no such
+/// part; a body that is not multipart is [`RequestError::NotMultipart`].
 pub async fn read_file_part(
     multipart: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
     names: &[&str],
+    upload: Upload,
     limit: usize,
-    too_large: &str,
-    noun: &str,
-) -> Result<Option<(String, Vec<u8>)>, Error> {
-    let over = || Error::PayloadTooLarge(too_large.to_owned());
+) -> Result<Option<(String, Vec<u8>)>, ApiError> {
+    let over = || -> ApiError {
+        Error::TooLarge {
+            upload,
+            limit_bytes: limit,
+        }
+        .into()
+    };
     let mut mp = multipart.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             over()
         } else {
-            Error::UnsupportedMediaType(format!("Upload the {noun} as multipart/form-data."))
+            RequestError::NotMultipart(upload).into()
         }
     })?;
     let broken = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             over()
         } else {
-            Error::BadRequest("The multipart body is malformed.".into())
+            RequestError::MalformedMultipart.into()
         }
     };
     while let Some(mut field) = mp.next_field().await.map_err(broken)? {
@@ -266,7 +269,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
-        parse_query(query).map(Query).map_err(ApiError)
+        parse_query(query).map(Query).map_err(ApiError::Core)
     }
 }
 
@@ -301,6 +304,16 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
     })
 }
 
+/// Parses an `If-Match` header value: the entity's version, optionally quoted or weak
+/// (`7`, `"7"`, `W/"7"`). The use-case receives the number.
+pub fn parse_if_match(v: &str) -> Result<i64, RequestError> {
+    let t = v.trim().trim_start_matches("W/").trim_matches('"');
+    t.parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or(RequestError::IfMatchNotVersion)
+}
+
 fn form_urlencoded_parse(query: &str) -> serde_urlencoded::de::Deserializer<'_> {
     // serde_urlencoded parses from bytes itself; this keeps the call site readable.
     serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()))
@@ -327,11 +340,13 @@ mod tests {
         allow_dms: bool,
     }
 
-    fn status_of(r: Result<Body, Error>) -> (&'static str, Vec<String>) {
+    fn status_of(r: Result<Body, ApiError>) -> (&'static str, Vec<String>) {
         match r {
             Ok(_) => ("ok", vec![]),
-            Err(Error::BadRequest(_)) => ("400", vec![]),
-            Err(Error::Validation(f)) => (
+            Err(ApiError::Request(
+                RequestError::MalformedJson(_) | RequestError::WrongShape(_),
+            )) => ("400", vec![]),
+            Err(ApiError::Core(Error::Validation(f))) => (
                 "422",
                 f.into_iter()
                     .map(|f| format!("{}:{}", f.field, f.rule))
@@ -422,6 +437,20 @@ mod tests {
         match parse_query::<Paging>("before=-5") {
             Err(Error::Validation(f)) => assert_eq!(f[0].field, "before"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn if_match_takes_plain_quoted_and_weak_versions() {
+        for v in ["7", "\"7\"", "W/\"7\"", " 7 "] {
+            assert_eq!(parse_if_match(v), Ok(7), "{v}");
+        }
+        for v in ["", "-1", "abc", "\"7.5\"", "*"] {
+            assert_eq!(
+                parse_if_match(v),
+                Err(RequestError::IfMatchNotVersion),
+                "{v}"
+            );
         }
     }
 

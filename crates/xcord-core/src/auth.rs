@@ -16,6 +16,7 @@ use xcord_types::rest::auth::{
 use xcord_types::{Snowflake, Timestamp};
 
 use crate::crypto::{random_token, sha256_hex};
+use crate::error::{AuthFailure, Clash, Denial, Entity, Refusal};
 use crate::mail::Mail;
 use crate::password::{hash_password, needs_rehash, verify_password};
 use crate::token::TokenError;
@@ -38,11 +39,11 @@ pub struct AuthContext {
 }
 
 fn invalid_login() -> Error {
-    Error::Unauthorized("Invalid login or password.".into())
+    Error::Unauthenticated(AuthFailure::WrongCredentials)
 }
 
 fn bad_code() -> Error {
-    Error::BadRequest("Invalid two-factor code.".into())
+    Error::Refused(Refusal::WrongTwoFactorCode)
 }
 
 /// A short device description from a User-Agent, e.g. `Firefox on Linux`.
@@ -105,24 +106,24 @@ impl Core {
         self.store
             .user_by_id(id)
             .await?
-            .ok_or(Error::NotFound("user"))
+            .ok_or(Error::NotFound(Entity::User))
     }
 
     /// Checks a bearer token: signature, expiry (by the core's clock) and revocation.
     pub fn authenticate(&self, token: &str) -> Result<AuthContext> {
         let now = self.now();
         let claims = self.tokens.verify(token, now).map_err(|e| match e {
-            TokenError::Invalid => Error::Unauthorized("Invalid token.".into()),
-            TokenError::Expired => Error::Unauthorized("The token has expired.".into()),
+            TokenError::Invalid => Error::Unauthenticated(AuthFailure::InvalidToken),
+            TokenError::Expired => Error::Unauthenticated(AuthFailure::TokenExpired),
         })?;
         let caller = claims
             .caller()
-            .ok_or_else(|| Error::Unauthorized("Invalid token.".into()))?;
+            .ok_or(Error::Unauthenticated(AuthFailure::InvalidToken))?;
         if self
             .revocations
             .is_revoked(caller.session_id, &claims.jti, now)
         {
-            return Err(Error::Unauthorized("The token has been revoked.".into()));
+            return Err(Error::Unauthenticated(AuthFailure::TokenRevoked));
         }
         Ok(AuthContext {
             caller,
@@ -212,10 +213,10 @@ impl Core {
     pub(crate) fn conflict(e: StoreError) -> Error {
         match &e {
             StoreError::Conflict(name) if name.contains("username") => {
-                Error::Conflict("This username is taken.".into())
+                Error::Conflict(Clash::UsernameTaken)
             }
             StoreError::Conflict(name) if name.contains("email") => {
-                Error::Conflict("An account with this e-mail address already exists.".into())
+                Error::Conflict(Clash::EmailTaken)
             }
             _ => e.into(),
         }
@@ -307,9 +308,7 @@ impl Core {
             return Err(invalid_login());
         };
         if self.settings.require_email_verification && !user.email_verified {
-            return Err(Error::Forbidden(
-                "Verify your e-mail address before logging in.".into(),
-            ));
+            return Err(Error::Denied(Denial::EmailUnverified));
         }
         if needs_rehash(&hash, self.settings.password_algorithm) {
             self.rehash_later(user.id, req.password);
@@ -353,7 +352,7 @@ impl Core {
     ) -> Result<LoginSuccess> {
         let now = self.now();
         let hash = sha256_hex(&req.ticket);
-        let expired = || Error::Unauthorized("The login ticket is invalid or has expired.".into());
+        let expired = || Error::Unauthenticated(AuthFailure::InvalidLoginTicket);
         let (user_id, attempts) = self
             .store
             .peek_user_token(&hash, TokenPurpose::MfaTicket, now)
@@ -368,7 +367,7 @@ impl Core {
         let user = self.user(user_id).await?;
         if !self.check_second_factor(&user, &req.code, true).await? {
             self.store.fail_user_token(&hash).await?;
-            return Err(Error::Unauthorized("Invalid two-factor code.".into()));
+            return Err(Error::Unauthenticated(AuthFailure::WrongTwoFactorCode));
         }
         // Spending the ticket can fail only if a concurrent request spent it first.
         if self
@@ -485,13 +484,11 @@ impl Core {
                     )
                     .await?;
                 tracing::warn!(session = %session.id, user = %session.user_id, "refresh token reused; session revoked");
-                Err(Error::Unauthorized(
-                    "This refresh token was already used; the session has been revoked.".into(),
-                ))
+                Err(Error::Unauthenticated(AuthFailure::RefreshTokenReused))
             }
-            RefreshOutcome::Dead | RefreshOutcome::Unknown => Err(Error::Unauthorized(
-                "The refresh token is invalid or has expired.".into(),
-            )),
+            RefreshOutcome::Dead | RefreshOutcome::Unknown => {
+                Err(Error::Unauthenticated(AuthFailure::InvalidRefreshToken))
+            }
         }
     }
 
@@ -531,9 +528,7 @@ impl Core {
             .store
             .consume_user_token(&sha256_hex(token), TokenPurpose::VerifyEmail, now)
             .await?
-            .ok_or_else(|| {
-                Error::BadRequest("The verification token is invalid or has expired.".into())
-            })?;
+            .ok_or_else(|| Error::Refused(Refusal::InvalidVerificationToken))?;
         self.store.set_email_verified(user, now).await?;
         self.publish_user_update(user).await?;
         Ok(SuccessResponse {
@@ -554,14 +549,10 @@ impl Core {
     pub async fn resend_verification(&self, caller: &Caller) -> Result<MessageResponse> {
         let user = self.user(caller.user_id).await?;
         if user.email.is_none() {
-            return Err(Error::BadRequest(
-                "This account has no e-mail address.".into(),
-            ));
+            return Err(Error::Refused(Refusal::NoEmailAddress));
         }
         if user.email_verified {
-            return Err(Error::Conflict(
-                "Your e-mail address is already verified.".into(),
-            ));
+            return Err(Error::Conflict(Clash::EmailAlreadyVerified));
         }
         self.store
             .expire_user_tokens(user.id, TokenPurpose::VerifyEmail, self.now())
@@ -609,9 +600,7 @@ impl Core {
             .store
             .consume_user_token(&sha256_hex(token), TokenPurpose::ResetPassword, now)
             .await?
-            .ok_or_else(|| {
-                Error::BadRequest("The reset token is invalid or has expired.".into())
-            })?;
+            .ok_or_else(|| Error::Refused(Refusal::InvalidResetToken))?;
         let hash = hash_password(self.settings.password_algorithm, new_password)
             .await
             .map_err(Error::Internal)?;
@@ -650,9 +639,7 @@ impl Core {
     pub async fn enable_mfa(&self, caller: &Caller) -> Result<EnableMfaResponse> {
         let user = self.user(caller.user_id).await?;
         if user.mfa_enabled {
-            return Err(Error::Conflict(
-                "Two-factor authentication is already enabled.".into(),
-            ));
+            return Err(Error::Conflict(Clash::TwoFactorAlreadyEnabled));
         }
         let secret = Secret::generate();
         let encoded = secret.to_base32();
@@ -691,12 +678,10 @@ impl Core {
     pub async fn verify_mfa(&self, caller: &Caller, code: &str) -> Result<MfaState> {
         let user = self.user(caller.user_id).await?;
         if user.mfa_enabled {
-            return Err(Error::Conflict(
-                "Two-factor authentication is already enabled.".into(),
-            ));
+            return Err(Error::Conflict(Clash::TwoFactorAlreadyEnabled));
         }
         if user.mfa_secret.is_none() {
-            return Err(Error::BadRequest("Call enable-2fa first.".into()));
+            return Err(Error::Refused(Refusal::TwoFactorNotStarted));
         }
         if !self.check_second_factor(&user, code, false).await? {
             return Err(bad_code());
@@ -712,9 +697,7 @@ impl Core {
     pub async fn disable_mfa(&self, caller: &Caller, code: &str) -> Result<MfaState> {
         let user = self.user(caller.user_id).await?;
         if !user.mfa_enabled {
-            return Err(Error::BadRequest(
-                "Two-factor authentication is not enabled.".into(),
-            ));
+            return Err(Error::Refused(Refusal::TwoFactorNotEnabled));
         }
         if !self.check_second_factor(&user, code, true).await? {
             return Err(bad_code());
@@ -750,7 +733,7 @@ impl Core {
         if self.end_session(caller.user_id, session).await? {
             Ok(())
         } else {
-            Err(Error::NotFound("session"))
+            Err(Error::NotFound(Entity::Session))
         }
     }
 }

@@ -15,6 +15,7 @@ use xcord_types::rest::channels::{
     PutOverwriteRequest, UpdateChannelRequest,
 };
 
+use crate::error::{Denial, DirectChannelAction, Entity, Scope};
 use crate::servers::{channel_to_wire, require_bits};
 use crate::unit_of_work::UnitOfWork;
 use crate::validate::{self, Violations};
@@ -143,9 +144,7 @@ impl Core {
         let mut out = Vec::with_capacity(list.len());
         for o in list {
             if !has(access.base, bits::ADMINISTRATOR) && (o.allow | o.deny) & !access.base != 0 {
-                return Err(Error::Forbidden(
-                    "You can only allow or deny permissions you have.".into(),
-                ));
+                return Err(Error::Denied(Denial::OverwriteExceedsOwn));
             }
             let kind = if o.kind == "role" { "role" } else { "user" };
             let exists = if kind == "role" {
@@ -155,9 +154,9 @@ impl Core {
             };
             if !exists {
                 return Err(Error::NotFound(if kind == "role" {
-                    "role"
+                    Entity::Role
                 } else {
-                    "member"
+                    Entity::Member
                 }));
             }
             out.push(OverwriteRecord {
@@ -321,11 +320,11 @@ impl Core {
             .store
             .channel(id)
             .await?
-            .ok_or(Error::NotFound("channel"))?;
+            .ok_or(Error::NotFound(Entity::Channel))?;
         if channel.server_id.is_none() {
             let members = self.store.recipients(id).await?;
             if !members.contains(&caller.user_id) {
-                return Err(Error::NotFound("channel"));
+                return Err(Error::NotFound(Entity::Channel));
             }
             let pc = xcord_store::PrivateChannel {
                 channel,
@@ -349,7 +348,7 @@ impl Core {
             .store
             .channel(id)
             .await?
-            .ok_or(Error::NotFound("channel"))?;
+            .ok_or(Error::NotFound(Entity::Channel))?;
         let Some(server) = existing.server_id else {
             return self
                 .update_private_channel(caller, existing, req, if_match)
@@ -380,7 +379,7 @@ impl Core {
             );
         }
         v.finish()?;
-        require_bits(perms, bits::MANAGE_CHANNELS)?;
+        require_bits(perms, bits::MANAGE_CHANNELS, Scope::Channel(c.id))?;
         if let Some(Some(p)) = req.parent_id {
             self.check_parent(server, p, c.kind).await?;
         }
@@ -401,8 +400,8 @@ impl Core {
             .await?
         {
             Versioned::Updated(c) => c,
-            Versioned::Stale => return Err(crate::servers::stale_error()),
-            Versioned::Missing => return Err(Error::NotFound("channel")),
+            Versioned::Stale => return Err(crate::servers::stale_error(Entity::Channel, if_match)),
+            Versioned::Missing => return Err(Error::NotFound(Entity::Channel)),
         };
         let _ = access;
         let audit = self.channel_audit(server, caller, "channel_update", &updated);
@@ -422,12 +421,12 @@ impl Core {
     ) -> Result<Channel> {
         let members = self.store.recipients(c.id).await?;
         if !members.contains(&caller.user_id) {
-            return Err(Error::NotFound("channel"));
+            return Err(Error::NotFound(Entity::Channel));
         }
         if c.kind != ChannelKind::GroupDm {
-            return Err(Error::Forbidden(
-                "A direct message channel has nothing to edit.".into(),
-            ));
+            return Err(Error::Denied(Denial::DirectChannel(
+                DirectChannelAction::Edit,
+            )));
         }
         if let Some(n) = &req.name {
             validate::max_chars("name", n, 100).map_err(|f| Error::Validation(vec![f]))?;
@@ -443,8 +442,8 @@ impl Core {
             .await?
         {
             Versioned::Updated(c) => c,
-            Versioned::Stale => return Err(crate::servers::stale_error()),
-            Versioned::Missing => return Err(Error::NotFound("channel")),
+            Versioned::Stale => return Err(crate::servers::stale_error(Entity::Channel, if_match)),
+            Versioned::Missing => return Err(Error::NotFound(Entity::Channel)),
         };
         let view = self
             .private_channel_view(&xcord_store::PrivateChannel {
@@ -463,18 +462,18 @@ impl Core {
             .store
             .channel(id)
             .await?
-            .ok_or(Error::NotFound("channel"))?;
+            .ok_or(Error::NotFound(Entity::Channel))?;
         let Some(server) = existing.server_id else {
             let members = self.store.recipients(id).await?;
             if !members.contains(&caller.user_id) {
-                return Err(Error::NotFound("channel"));
+                return Err(Error::NotFound(Entity::Channel));
             }
-            return Err(Error::Forbidden(
-                "Direct message channels cannot be deleted.".into(),
-            ));
+            return Err(Error::Denied(Denial::DirectChannel(
+                DirectChannelAction::Delete,
+            )));
         };
         let (c, _, perms, overwrites) = self.channel_access(caller, id).await?;
-        require_bits(perms, bits::MANAGE_CHANNELS)?;
+        require_bits(perms, bits::MANAGE_CHANNELS, Scope::Channel(c.id))?;
         let files = self.attachment_files_of(&[id]).await?;
         let audit = self.channel_audit(server, caller, "channel_delete", &c);
         let mut uow = self.begin().await?;
@@ -514,11 +513,9 @@ impl Core {
         v.finish()?;
         let (c, access, perms, _) = self.channel_access(caller, channel_id).await?;
         let server = access.server.id;
-        require_bits(perms, bits::MANAGE_ROLES)?;
+        require_bits(perms, bits::MANAGE_ROLES, Scope::Channel(c.id))?;
         if !has(access.base, bits::ADMINISTRATOR) && (req.allow | req.deny) & !perms != 0 {
-            return Err(Error::Forbidden(
-                "You can only allow or deny permissions you have.".into(),
-            ));
+            return Err(Error::Denied(Denial::OverwriteExceedsOwn));
         }
         let exists = if kind == "role" {
             access.roles.iter().any(|r| r.id == target)
@@ -527,9 +524,9 @@ impl Core {
         };
         if !exists {
             return Err(Error::NotFound(if kind == "role" {
-                "role"
+                Entity::Role
             } else {
-                "member"
+                Entity::Member
             }));
         }
         let o = OverwriteRecord {
@@ -568,14 +565,14 @@ impl Core {
         target: Snowflake,
     ) -> Result<()> {
         let (c, access, perms, _) = self.channel_access(caller, channel_id).await?;
-        require_bits(perms, bits::MANAGE_ROLES)?;
+        require_bits(perms, bits::MANAGE_ROLES, Scope::Channel(c.id))?;
         let mut uow = self.begin().await?;
         if !self
             .store
             .delete_overwrite(uow.tx(), channel_id, target)
             .await?
         {
-            return Err(Error::NotFound("overwrite"));
+            return Err(Error::NotFound(Entity::Overwrite));
         }
         let audit = self.audit_record(
             access.server.id,
@@ -602,7 +599,7 @@ impl Core {
             .store
             .channel_in(uow.tx(), channel)
             .await?
-            .ok_or(Error::NotFound("channel"))?;
+            .ok_or(Error::NotFound(Entity::Channel))?;
         let ow = self.store.overwrites_in(uow.tx(), channel).await?;
         uow.emit(
             Topic::Server(server),

@@ -1,6 +1,6 @@
 //! xcord's use-cases. A use-case validates its input, authorizes the caller, persists in one
-//! transaction and publishes its events after commit. It never sees HTTP types; the API layer
-//! maps [`Error`] to a status code through one table.
+//! transaction and publishes its events after commit. It never sees HTTP types; each API
+//! surface maps the domain [`Error`] to its wire form through its own table.
 
 pub mod auth;
 pub mod channels;
@@ -32,6 +32,9 @@ mod core;
 
 pub use crate::core::{ClientInfo, Core, CoreDeps, CoreSettings};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Error, Result};
+pub use error::{
+    AuthFailure, Clash, Denial, DirectChannelAction, Entity, Error, OwnerAction, Refusal, Result,
+    Scope, SelfAction, Upload,
+};
 pub use node::NodeTask;
 pub use token::Caller;

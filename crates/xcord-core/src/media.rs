@@ -7,7 +7,7 @@ use image::ImageFormat;
 use sha2::{Digest, Sha256};
 
 use crate::storage::{FileSpace, FileStore, StoredFile, is_valid_key};
-use crate::{Core, Error, Result};
+use crate::{Core, Error, Result, Upload};
 
 /// Largest accepted profile image (SPEC: 5 MB).
 pub const MAX_PROFILE_IMAGE_BYTES: usize = 5 * 1024 * 1024;
@@ -38,20 +38,21 @@ pub fn sniff(bytes: &[u8]) -> Option<(ImageFormat, &'static str)> {
     }
 }
 
-/// Checks an upload: 413 when over `max_bytes`, 415 when not PNG/JPEG/GIF/WebP, 422 when it
+/// Checks an upload: too large over `max_bytes`, an unsupported format when not
+/// PNG/JPEG/GIF/WebP, a validation failure when it
 /// claims a format but does not decode (a forged or truncated file). Decoding runs on the
 /// blocking pool with size limits, so a hostile file cannot exhaust memory.
 pub async fn check_image(bytes: Vec<u8>, max_bytes: usize) -> Result<CheckedImage> {
     if bytes.len() > max_bytes {
-        return Err(Error::PayloadTooLarge(format!(
-            "The image is larger than {} MB.",
-            max_bytes / (1024 * 1024)
-        )));
+        return Err(Error::TooLarge {
+            upload: Upload::Image,
+            limit_bytes: max_bytes,
+        });
     }
     let Some((format, extension)) = sniff(&bytes) else {
-        return Err(Error::UnsupportedMediaType(
-            "Images must be PNG, JPEG, GIF or WebP.".into(),
-        ));
+        return Err(Error::UnsupportedFormat {
+            upload: Upload::Image,
+        });
     };
     let decoded = tokio::task::spawn_blocking(move || {
         let mut reader = image::ImageReader::with_format(std::io::Cursor::new(&bytes[..]), format);
@@ -177,11 +178,16 @@ mod tests {
         ));
         assert!(matches!(
             check_image(b"%PDF-1.7".to_vec(), MAX_PROFILE_IMAGE_BYTES).await,
-            Err(Error::UnsupportedMediaType(_))
+            Err(Error::UnsupportedFormat {
+                upload: Upload::Image
+            })
         ));
         assert!(matches!(
             check_image(png(3, 2), 10).await,
-            Err(Error::PayloadTooLarge(_))
+            Err(Error::TooLarge {
+                upload: Upload::Image,
+                ..
+            })
         ));
     }
 }

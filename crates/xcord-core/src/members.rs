@@ -18,6 +18,7 @@ use xcord_types::rest::servers::{
     UpdateMemberRequest,
 };
 
+use crate::error::{Denial, Entity, Refusal, Scope};
 use crate::servers::{ServerAccess, require_bits, role_to_wire, stale_error};
 use crate::unit_of_work::UnitOfWork;
 use crate::validate::{self, Violations};
@@ -58,7 +59,7 @@ impl Core {
         self.members_wire(std::slice::from_ref(m))
             .await?
             .pop()
-            .ok_or(Error::NotFound("user"))
+            .ok_or(Error::NotFound(Entity::User))
     }
 
     async fn members_wire(&self, list: &[MemberRecord]) -> Result<Vec<Member>> {
@@ -81,12 +82,10 @@ impl Core {
             .collect())
     }
 
-    /// 403 unless the caller outranks `target` (and `target` is not the owner).
+    /// Denied unless the caller outranks `target` (and `target` is not the owner).
     fn outranks(access: &ServerAccess, target: &MemberRecord) -> Result<()> {
         if target.user_id == access.server.owner_id {
-            return Err(Error::Forbidden(
-                "Nobody can act on the server owner.".into(),
-            ));
+            return Err(Error::Denied(Denial::TargetIsOwner));
         }
         let theirs = access
             .roles
@@ -96,21 +95,17 @@ impl Core {
             .max()
             .unwrap_or(0);
         if access.rank() <= theirs {
-            return Err(Error::Forbidden(
-                "That member's highest role is at or above yours.".into(),
-            ));
+            return Err(Error::Denied(Denial::TargetOutranks));
         }
         Ok(())
     }
 
-    /// 403 unless the caller's rank is above `position`.
+    /// Denied unless the caller's rank is above `position`.
     fn can_manage_position(access: &ServerAccess, position: i64) -> Result<()> {
         if access.rank() > position {
             Ok(())
         } else {
-            Err(Error::Forbidden(
-                "That role is at or above your highest role.".into(),
-            ))
+            Err(Error::Denied(Denial::RoleOutranks))
         }
     }
 
@@ -133,9 +128,8 @@ impl Core {
         let access = self.server_access(caller, server).await?;
         access.require(bits::MANAGE_ROLES)?;
         let perms = req.permissions.unwrap_or(0);
-        require_bits(access.base, perms).map_err(|_| {
-            Error::Forbidden("You can only give a role permissions you have.".into())
-        })?;
+        require_bits(access.base, perms, Scope::Server(server))
+            .map_err(|_| Error::Denied(Denial::GrantExceedsOwn))?;
         if let Some(p) = req.position {
             Self::can_manage_position(&access, p)?;
         }
@@ -191,7 +185,7 @@ impl Core {
             .iter()
             .find(|r| r.id == role_id)
             .cloned()
-            .ok_or(Error::NotFound("role"))?;
+            .ok_or(Error::NotFound(Entity::Role))?;
         let everyone = role.id == server;
         if everyone && (req.name.is_some() || req.position.is_some()) {
             return Err(Error::invalid(
@@ -208,9 +202,12 @@ impl Core {
         }
         if let Some(p) = req.permissions {
             // Bits the role already had may stay; new ones must be the caller's own.
-            require_bits(access.base, p & !(role.permissions as u64)).map_err(|_| {
-                Error::Forbidden("You can only give a role permissions you have.".into())
-            })?;
+            require_bits(
+                access.base,
+                p & !(role.permissions as u64),
+                Scope::Server(server),
+            )
+            .map_err(|_| Error::Denied(Denial::GrantExceedsOwn))?;
         }
         let patch = RolePatch {
             name: req.name.clone().map(|n| n.trim().to_owned()),
@@ -227,8 +224,8 @@ impl Core {
             .await?
         {
             Versioned::Updated(r) => r,
-            Versioned::Stale => return Err(stale_error()),
-            Versioned::Missing => return Err(Error::NotFound("role")),
+            Versioned::Stale => return Err(stale_error(Entity::Role, if_match)),
+            Versioned::Missing => return Err(Error::NotFound(Entity::Role)),
         };
         let out = role_to_wire(&updated);
         let changes = json!({"name": req.name, "color": req.color, "permissions": req.permissions, "position": req.position,
@@ -265,11 +262,9 @@ impl Core {
             .iter()
             .find(|r| r.id == role_id)
             .cloned()
-            .ok_or(Error::NotFound("role"))?;
+            .ok_or(Error::NotFound(Entity::Role))?;
         if role.id == server {
-            return Err(Error::BadRequest(
-                "The @everyone role cannot be deleted.".into(),
-            ));
+            return Err(Error::Refused(Refusal::EveryoneRoleUndeletable));
         }
         Self::can_manage_position(&access, role.position)?;
         let audit = self.audit_record(
@@ -323,7 +318,7 @@ impl Core {
             .store
             .member(server, user)
             .await?
-            .ok_or(Error::NotFound("member"))?;
+            .ok_or(Error::NotFound(Entity::Member))?;
         self.member_wire(&m).await
     }
 
@@ -338,7 +333,7 @@ impl Core {
             .store
             .member_in(uow.tx(), server, user)
             .await?
-            .ok_or(Error::NotFound("member"))?;
+            .ok_or(Error::NotFound(Entity::Member))?;
         let out = self.member_wire(&m).await?;
         let ev = MemberChanged {
             server_id: server,
@@ -371,13 +366,13 @@ impl Core {
             .store
             .member(server, user)
             .await?
-            .ok_or(Error::NotFound("member"))?;
+            .ok_or(Error::NotFound(Entity::Member))?;
         let myself = user == caller.user_id;
         let mut uow = self.begin().await?;
         if let Some(nick) = &req.nickname {
             if myself {
                 if !access.is_owner() {
-                    require_bits(access.base, bits::CHANGE_NICKNAME)?;
+                    require_bits(access.base, bits::CHANGE_NICKNAME, Scope::Server(server))?;
                 }
             } else {
                 access.require(bits::MANAGE_NICKNAMES)?;
@@ -418,7 +413,7 @@ impl Core {
                     .roles
                     .iter()
                     .find(|x| x.id == *r && x.id != server)
-                    .ok_or(Error::NotFound("role"))?;
+                    .ok_or(Error::NotFound(Entity::Role))?;
                 Self::can_manage_position(&access, role.position)?;
             }
             for r in &added {
@@ -462,12 +457,12 @@ impl Core {
             .iter()
             .find(|r| r.id == role_id && r.id != server)
             .cloned()
-            .ok_or(Error::NotFound("role"))?;
+            .ok_or(Error::NotFound(Entity::Role))?;
         let target = self
             .store
             .member(server, user)
             .await?
-            .ok_or(Error::NotFound("member"))?;
+            .ok_or(Error::NotFound(Entity::Member))?;
         Self::can_manage_position(&access, role.position)?;
         if user != caller.user_id {
             Self::outranks(&access, &target)?;
@@ -514,9 +509,7 @@ impl Core {
     pub async fn leave_server(&self, caller: &Caller, server: Snowflake) -> Result<()> {
         let access = self.server_access(caller, server).await?;
         if access.is_owner() {
-            return Err(Error::BadRequest(
-                "The owner cannot leave; transfer the server (PATCH ownerId) or delete it.".into(),
-            ));
+            return Err(Error::Refused(Refusal::OwnerCannotLeave));
         }
         let mut uow = self.begin().await?;
         self.store
@@ -540,15 +533,13 @@ impl Core {
         let access = self.server_access(caller, server).await?;
         access.require(bits::KICK_MEMBERS)?;
         if user == caller.user_id {
-            return Err(Error::BadRequest(
-                "Use DELETE /servers/{id}/members/@me to leave.".into(),
-            ));
+            return Err(Error::Refused(Refusal::KickSelf));
         }
         let target = self
             .store
             .member(server, user)
             .await?
-            .ok_or(Error::NotFound("member"))?;
+            .ok_or(Error::NotFound(Entity::Member))?;
         Self::outranks(&access, &target)?;
         let audit = self.audit_record(
             server,
@@ -581,13 +572,11 @@ impl Core {
         let access = self.server_access(caller, server).await?;
         access.require(bits::BAN_MEMBERS)?;
         if req.user_id == caller.user_id {
-            return Err(Error::BadRequest("You cannot ban yourself.".into()));
+            return Err(Error::Refused(Refusal::BanSelf));
         }
         self.user(req.user_id).await?;
         if req.user_id == access.server.owner_id {
-            return Err(Error::Forbidden(
-                "Nobody can act on the server owner.".into(),
-            ));
+            return Err(Error::Denied(Denial::TargetIsOwner));
         }
         if let Some(target) = self.store.member(server, req.user_id).await? {
             Self::outranks(&access, &target)?;
@@ -628,7 +617,7 @@ impl Core {
         access.require(bits::BAN_MEMBERS)?;
         let mut uow = self.begin().await?;
         if !self.store.unban(uow.tx(), server, user).await? {
-            return Err(Error::NotFound("ban"));
+            return Err(Error::NotFound(Entity::Ban));
         }
         let audit = self.audit_record(
             server,
@@ -715,19 +704,19 @@ impl Core {
             Some(id) => channels
                 .iter()
                 .find(|c| c.id == id)
-                .ok_or(Error::NotFound("channel"))?,
+                .ok_or(Error::NotFound(Entity::Channel))?,
             None => channels
                 .iter()
                 .find(|c| c.kind == ChannelKind::Text)
                 .or(channels.first())
-                .ok_or(Error::NotFound("channel"))?,
+                .ok_or(Error::NotFound(Entity::Channel))?,
         };
         let ow = self.store.overwrites(channel.id).await?;
         let perms = access.in_channel(channel, &ow);
         if perms & bits::VIEW_CHANNELS == 0 {
-            return Err(Error::NotFound("channel"));
+            return Err(Error::NotFound(Entity::Channel));
         }
-        require_bits(perms, bits::CREATE_INVITE)?;
+        require_bits(perms, bits::CREATE_INVITE, Scope::Channel(channel.id))?;
         let now = self.clock.now();
         let mut invite = InviteRecord {
             code: String::new(),
@@ -785,13 +774,13 @@ impl Core {
             if live && let Some(s) = self.store.server(i.server_id).await? {
                 return Ok((i, s));
             }
-            return Err(Error::NotFound("invite"));
+            return Err(Error::NotFound(Entity::Invite));
         }
         let s = self
             .store
             .server_by_vanity(code)
             .await?
-            .ok_or(Error::NotFound("invite"))?;
+            .ok_or(Error::NotFound(Entity::Invite))?;
         let vanity = InviteRecord {
             code: s.vanity_url.clone().unwrap_or_default(),
             server_id: s.id,
@@ -822,7 +811,7 @@ impl Core {
             .await?
             .is_some()
         {
-            return Err(Error::Forbidden("You are banned from this server.".into()));
+            return Err(Error::Denied(Denial::Banned));
         }
         if self
             .store
@@ -843,7 +832,7 @@ impl Core {
                     .await?
             {
                 // Used up or expired between the look-up and now.
-                return Err(Error::NotFound("invite"));
+                return Err(Error::NotFound(Entity::Invite));
             }
             self.join_server(&mut uow, server.id, caller.user_id)
                 .await?;
@@ -868,7 +857,7 @@ impl Core {
                 .store
                 .member_in(uow.tx(), server, user)
                 .await?
-                .ok_or(Error::NotFound("member"))?;
+                .ok_or(Error::NotFound(Entity::Member))?;
             let out = self.member_wire(&m).await?;
             let ev = MemberChanged {
                 server_id: server,
@@ -890,11 +879,11 @@ impl Core {
             .store
             .invite(code)
             .await?
-            .ok_or(Error::NotFound("invite"))?;
+            .ok_or(Error::NotFound(Entity::Invite))?;
         let access = self
             .server_access(caller, invite.server_id)
             .await
-            .map_err(|_| Error::NotFound("invite"))?;
+            .map_err(|_| Error::NotFound(Entity::Invite))?;
         if invite.inviter_id != Some(caller.user_id) {
             access.require(bits::MANAGE_SERVER)?;
         }

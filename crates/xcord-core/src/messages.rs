@@ -27,6 +27,7 @@ use xcord_types::rest::messages::{
 };
 use xcord_types::rest::users::UserList;
 
+use crate::error::{Denial, DirectChannelAction, Entity, Scope, Upload};
 use crate::mentions::parse_mentions;
 use crate::servers::require_bits;
 use crate::storage::{FileSpace, sanitize_filename, sniff_content_type};
@@ -257,12 +258,12 @@ impl Core {
             .store
             .channel(channel_id)
             .await?
-            .ok_or(Error::NotFound("channel"))?;
+            .ok_or(Error::NotFound(Entity::Channel))?;
         match channel.server_id {
             None => {
                 let recipients = self.store.recipients(channel_id).await?;
                 if !recipients.contains(&caller.user_id) {
-                    return Err(Error::NotFound("channel"));
+                    return Err(Error::NotFound(Entity::Channel));
                 }
                 Ok(ChannelContext {
                     channel,
@@ -289,7 +290,11 @@ impl Core {
     }
 
     fn require_history(ctx: &ChannelContext) -> Result<()> {
-        require_bits(ctx.perms, bits::READ_MESSAGE_HISTORY)
+        require_bits(
+            ctx.perms,
+            bits::READ_MESSAGE_HISTORY,
+            Scope::Channel(ctx.channel.id),
+        )
     }
 
     /// A signed, expiring URL for an attachment.
@@ -308,14 +313,14 @@ impl Core {
         hex::encode(mac.finalize().into_bytes())
     }
 
-    /// Checks an attachment URL's signature and expiry; 403 when either is wrong.
+    /// Checks an attachment URL's signature and expiry; denied when either is wrong.
     pub async fn verify_attachment_url(
         &self,
         id: Snowflake,
         ex_hex: &str,
         sig: &str,
     ) -> Result<AttachmentRecord> {
-        let forbidden = || Error::Forbidden("This link is invalid or has expired.".into());
+        let forbidden = || Error::Denied(Denial::InvalidSignedLink);
         let expires = i64::from_str_radix(ex_hex, 16).map_err(|_| forbidden())?;
         let want = self.attachment_signature(id, expires);
         // Constant-time comparison through the MAC library would need the raw tag; the
@@ -333,7 +338,7 @@ impl Core {
             .store
             .attachment(id)
             .await?
-            .ok_or(Error::NotFound("attachment"))?;
+            .ok_or(Error::NotFound(Entity::Attachment))?;
         Ok(a)
     }
 
@@ -627,7 +632,7 @@ impl Core {
             let (mine, theirs) = self.store.relationship_pair(user, other).await?;
             if mine == Some(RelationshipType::Blocked) || theirs == Some(RelationshipType::Blocked)
             {
-                return Err(Error::Forbidden("You cannot message this user.".into()));
+                return Err(Error::Denied(Denial::Blocked));
             }
         }
         Ok(())
@@ -697,9 +702,17 @@ impl Core {
             );
         }
         v.finish()?;
-        require_bits(ctx.perms, bits::SEND_MESSAGES)?;
+        require_bits(
+            ctx.perms,
+            bits::SEND_MESSAGES,
+            Scope::Channel(ctx.channel.id),
+        )?;
         if !attachment_ids.is_empty() {
-            require_bits(ctx.perms, bits::ATTACH_FILES)?;
+            require_bits(
+                ctx.perms,
+                bits::ATTACH_FILES,
+                Scope::Channel(ctx.channel.id),
+            )?;
         }
         self.check_dm_block(&ctx, caller.user_id).await?;
         self.check_slowmode(&ctx, caller.user_id).await?;
@@ -866,7 +879,7 @@ impl Core {
             .store
             .message(channel_id, id)
             .await?
-            .ok_or(Error::NotFound("message"))?;
+            .ok_or(Error::NotFound(Entity::Message))?;
         self.one_message_wire(&m, caller.user_id, &ctx).await
     }
 
@@ -884,7 +897,7 @@ impl Core {
             .store
             .message(channel_id, id)
             .await?
-            .ok_or(Error::NotFound("message"))?;
+            .ok_or(Error::NotFound(Entity::Message))?;
         let max = if m.encrypted { 8192 } else { 2000 };
         let n = req.content.chars().count();
         if n == 0 || n > max || (!m.encrypted && req.content.trim().is_empty()) {
@@ -895,9 +908,7 @@ impl Core {
             ));
         }
         if m.author_id != caller.user_id {
-            return Err(Error::Forbidden(
-                "Only the author can edit a message.".into(),
-            ));
+            return Err(Error::Denied(Denial::NotAuthor));
         }
         let (mentions, notified) = if m.encrypted {
             (Mentions::default(), Vec::new())
@@ -919,8 +930,8 @@ impl Core {
             .await?
         {
             Versioned::Updated(m) => m,
-            Versioned::Stale => return Err(crate::servers::stale_error()),
-            Versioned::Missing => return Err(Error::NotFound("message")),
+            Versioned::Stale => return Err(crate::servers::stale_error(Entity::Message, if_match)),
+            Versioned::Missing => return Err(Error::NotFound(Entity::Message)),
         };
         let out = self.one_message_wire(&edited, caller.user_id, &ctx).await?;
         self.publish(
@@ -955,9 +966,13 @@ impl Core {
             .store
             .message(channel_id, id)
             .await?
-            .ok_or(Error::NotFound("message"))?;
+            .ok_or(Error::NotFound(Entity::Message))?;
         if m.author_id != caller.user_id {
-            require_bits(ctx.perms, bits::MANAGE_MESSAGES)?;
+            require_bits(
+                ctx.perms,
+                bits::MANAGE_MESSAGES,
+                Scope::Channel(ctx.channel.id),
+            )?;
         }
         let gone = self
             .store
@@ -987,11 +1002,15 @@ impl Core {
         }
         let ctx = self.channel_context(caller, channel_id).await?;
         if ctx.server_id.is_none() {
-            return Err(Error::Forbidden(
-                "Bulk delete works in server channels.".into(),
-            ));
+            return Err(Error::Denied(Denial::DirectChannel(
+                DirectChannelAction::BulkDelete,
+            )));
         }
-        require_bits(ctx.perms, bits::MANAGE_MESSAGES)?;
+        require_bits(
+            ctx.perms,
+            bits::MANAGE_MESSAGES,
+            Scope::Channel(ctx.channel.id),
+        )?;
         let gone = self
             .store
             .delete_messages(channel_id, &ids, self.clock.now())
@@ -1013,7 +1032,7 @@ impl Core {
         self.store
             .message(channel_id, message)
             .await?
-            .ok_or(Error::NotFound("message"))?;
+            .ok_or(Error::NotFound(Entity::Message))?;
         Ok(ctx)
     }
 
@@ -1052,7 +1071,11 @@ impl Core {
             .reaction_target(caller, channel_id, message, emoji)
             .await?;
         if !self.store.reaction_exists(message, emoji).await? {
-            require_bits(ctx.perms, bits::ADD_REACTIONS)?;
+            require_bits(
+                ctx.perms,
+                bits::ADD_REACTIONS,
+                Scope::Channel(ctx.channel.id),
+            )?;
         }
         self.check_dm_block(&ctx, caller.user_id).await?;
         if self
@@ -1137,12 +1160,16 @@ impl Core {
     ) -> Result<()> {
         let ctx = self.channel_context(caller, channel_id).await?;
         if ctx.server_id.is_some() {
-            require_bits(ctx.perms, bits::MANAGE_MESSAGES)?;
+            require_bits(
+                ctx.perms,
+                bits::MANAGE_MESSAGES,
+                Scope::Channel(ctx.channel.id),
+            )?;
         }
         self.store
             .message(channel_id, message)
             .await?
-            .ok_or(Error::NotFound("message"))?;
+            .ok_or(Error::NotFound(Entity::Message))?;
         let changed = if pinned {
             if self.store.pins(channel_id).await?.len() >= MAX_PINS {
                 return Err(Error::invalid(
@@ -1172,7 +1199,11 @@ impl Core {
     /// `POST /channels/{id}/typing` (SEND_MESSAGES).
     pub async fn typing(&self, caller: &Caller, channel_id: Snowflake) -> Result<()> {
         let ctx = self.channel_context(caller, channel_id).await?;
-        require_bits(ctx.perms, bits::SEND_MESSAGES)?;
+        require_bits(
+            ctx.perms,
+            bits::SEND_MESSAGES,
+            Scope::Channel(ctx.channel.id),
+        )?;
         let now = self.clock.now();
         self.activity
             .start_typing(channel_id, caller.user_id, ctx.server_id, now.as_millis());
@@ -1196,15 +1227,19 @@ impl Core {
         bytes: Vec<u8>,
     ) -> Result<Attachment> {
         let ctx = self.channel_context(caller, channel_id).await?;
-        require_bits(ctx.perms, bits::SEND_MESSAGES | bits::ATTACH_FILES)?;
+        require_bits(
+            ctx.perms,
+            bits::SEND_MESSAGES | bits::ATTACH_FILES,
+            Scope::Channel(ctx.channel.id),
+        )?;
         if bytes.is_empty() {
             return Err(Error::invalid("file", "required", "the file is empty"));
         }
         if bytes.len() > self.settings.attachment_max_bytes {
-            return Err(Error::PayloadTooLarge(format!(
-                "Attachments are limited to {} bytes.",
-                self.settings.attachment_max_bytes
-            )));
+            return Err(Error::TooLarge {
+                upload: Upload::Attachment,
+                limit_bytes: self.settings.attachment_max_bytes,
+            });
         }
         let content_type = sniff_content_type(&bytes);
         let (width, height) = match crate::media::sniff(&bytes) {
@@ -1251,7 +1286,7 @@ impl Core {
         self.store
             .message(channel_id, message)
             .await?
-            .ok_or(Error::NotFound("message"))?;
+            .ok_or(Error::NotFound(Entity::Message))?;
         let now = self.clock.now();
         self.store
             .ack(caller.user_id, channel_id, message, now)

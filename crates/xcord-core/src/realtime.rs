@@ -18,6 +18,7 @@ use xcord_types::rest::messages::ReadStateList;
 use xcord_types::rest::servers::Server;
 use xcord_types::rest::users::{Presence, Status, StatusRequest};
 
+use crate::error::{Denial, Scope};
 use crate::servers::{
     channel_kind, channel_to_wire, overwrite_to_wire, role_to_wire, to_overwrites,
 };
@@ -343,7 +344,7 @@ impl Core {
                     "must be a voice channel of the server",
                 ));
             }
-            crate::servers::require_bits(perms, bits::CONNECT)?;
+            crate::servers::require_bits(perms, bits::CONNECT, Scope::Channel(channel))?;
             let limit = c.user_limit.unwrap_or(0);
             let already_in = previous
                 .as_ref()
@@ -353,7 +354,7 @@ impl Core {
                 && self.voice.count_in(channel) >= limit as usize
                 && perms & bits::MOVE_MEMBERS == 0
             {
-                return Err(Error::Forbidden("The voice channel is full.".into()));
+                return Err(Error::Denied(Denial::VoiceChannelFull));
             }
         }
         let state = VoiceState {

@@ -21,6 +21,7 @@ use xcord_types::rest::servers::{
 use xcord_types::rest::users::UserSummary;
 use xcord_types::{Snowflake, Timestamp};
 
+use crate::error::{Clash, Denial, Entity, OwnerAction, Scope, Upload};
 use crate::validate::{self, Violations};
 use crate::{Caller, Core, Error, Result};
 
@@ -158,9 +159,9 @@ impl ServerAccess {
         )
     }
 
-    /// 403 unless the caller has every bit of `need` server-wide.
+    /// [`Error::MissingPermission`] unless the caller has every bit of `need` server-wide.
     pub fn require(&self, need: u64) -> Result<()> {
-        require_bits(self.base, need)
+        require_bits(self.base, need, Scope::Server(self.server.id))
     }
 }
 
@@ -173,38 +174,21 @@ fn rank_of(roles: &[RoleRecord], m: &MemberRecord) -> i64 {
         .unwrap_or(0)
 }
 
-/// 403 unless `have` includes every bit of `need`, naming the missing permission.
-pub fn require_bits(have: u64, need: u64) -> Result<()> {
+/// [`Error::MissingPermission`] unless `have` includes every bit of `need` at `scope`,
+/// carrying the bits that are missing.
+pub fn require_bits(have: u64, need: u64, scope: Scope) -> Result<()> {
     if has(have, need) {
         return Ok(());
     }
-    let missing = bits::NAMES
-        .iter()
-        .find(|(_, b)| need & b != 0 && have & b == 0)
-        .map_or("required", |(n, _)| n);
-    Err(Error::Forbidden(format!(
-        "You need the {missing} permission."
-    )))
+    Err(Error::MissingPermission {
+        missing: need & !have,
+        scope,
+    })
 }
 
-/// Parses an `If-Match` header value: the entity's version, optionally quoted or weak.
-pub fn parse_if_match(v: &str) -> Result<i64> {
-    let t = v.trim().trim_start_matches("W/").trim_matches('"');
-    t.parse::<i64>()
-        .ok()
-        .filter(|n| *n >= 0)
-        .ok_or_else(|| Error::BadRequest("If-Match must carry the entity's version number.".into()))
-}
-
-/// 409 for a stale `If-Match`.
-pub fn stale_error() -> Error {
-    stale()
-}
-
-fn stale() -> Error {
-    Error::Conflict(
-        "The entity changed since that version (If-Match is stale); fetch it and retry.".into(),
-    )
+/// The error for a stale `If-Match` on `entity`.
+pub fn stale_error(entity: Entity, given: Option<i64>) -> Error {
+    Error::StaleVersion { entity, given }
 }
 
 impl Core {
@@ -219,12 +203,12 @@ impl Core {
             .store
             .server(server_id)
             .await?
-            .ok_or(Error::NotFound("server"))?;
+            .ok_or(Error::NotFound(Entity::Server))?;
         let member = self
             .store
             .member(server_id, caller.user_id)
             .await?
-            .ok_or(Error::NotFound("server"))?;
+            .ok_or(Error::NotFound(Entity::Server))?;
         let roles = self.store.roles(server_id).await?;
         let role_perms: Vec<(i64, u64)> = roles
             .iter()
@@ -252,16 +236,16 @@ impl Core {
             .store
             .channel(channel_id)
             .await?
-            .ok_or(Error::NotFound("channel"))?;
-        let server_id = channel.server_id.ok_or(Error::NotFound("channel"))?;
+            .ok_or(Error::NotFound(Entity::Channel))?;
+        let server_id = channel.server_id.ok_or(Error::NotFound(Entity::Channel))?;
         let access = self
             .server_access(caller, server_id)
             .await
-            .map_err(|_| Error::NotFound("channel"))?;
+            .map_err(|_| Error::NotFound(Entity::Channel))?;
         let overwrites = self.store.overwrites(channel_id).await?;
         let perms = access.in_channel(&channel, &overwrites);
         if perms & bits::VIEW_CHANNELS == 0 {
-            return Err(Error::NotFound("channel"));
+            return Err(Error::NotFound(Entity::Channel));
         }
         Ok((channel, access, perms, overwrites))
     }
@@ -368,9 +352,10 @@ impl Core {
         use base64::Engine as _;
         let b64 = data.split_once("base64,").map_or(data, |(_, b)| b).trim();
         if b64.len() > 8 * 1024 * 1024 {
-            return Err(Error::PayloadTooLarge(
-                "The icon is larger than 5 MB.".into(),
-            ));
+            return Err(Error::TooLarge {
+                upload: Upload::ServerIcon,
+                limit_bytes: crate::media::MAX_PROFILE_IMAGE_BYTES,
+            });
         }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64)
@@ -457,9 +442,7 @@ impl Core {
             access.require(bits::MANAGE_SERVER)?;
         }
         if req.owner_id.is_some() && !access.is_owner() {
-            return Err(Error::Forbidden(
-                "Only the owner can transfer the server.".into(),
-            ));
+            return Err(Error::Denied(Denial::NotOwner(OwnerAction::TransferServer)));
         }
         let mut v = Violations::default();
         let mut patch = ServerPatch::default();
@@ -513,10 +496,10 @@ impl Core {
             .await
         {
             Ok(Versioned::Updated(s)) => s,
-            Ok(Versioned::Stale) => return Err(stale()),
-            Ok(Versioned::Missing) => return Err(Error::NotFound("server")),
+            Ok(Versioned::Stale) => return Err(stale_error(Entity::Server, if_match)),
+            Ok(Versioned::Missing) => return Err(Error::NotFound(Entity::Server)),
             Err(e) if e.is_conflict() => {
-                return Err(Error::Conflict("This vanity URL is taken.".into()));
+                return Err(Error::Conflict(Clash::VanityUrlTaken));
             }
             Err(e) => return Err(e.into()),
         };
@@ -548,9 +531,7 @@ impl Core {
     pub async fn delete_server(&self, caller: &Caller, id: Snowflake) -> Result<()> {
         let access = self.server_access(caller, id).await?;
         if !access.is_owner() {
-            return Err(Error::Forbidden(
-                "Only the owner can delete the server.".into(),
-            ));
+            return Err(Error::Denied(Denial::NotOwner(OwnerAction::DeleteServer)));
         }
         let channels: Vec<Snowflake> = self
             .store

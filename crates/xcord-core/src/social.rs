@@ -14,6 +14,7 @@ use xcord_types::rest::users::{
     AllowDms, Relationship, RelationshipAction, RelationshipKind, RelationshipList,
 };
 
+use crate::error::{Denial, Entity, SelfAction};
 use crate::users::settings_of;
 use crate::{Caller, Core, Error, Result};
 
@@ -84,9 +85,7 @@ impl Core {
             RelationshipAction::Block => (Some(Blocked), theirs.filter(|t| *t == Blocked)),
             RelationshipAction::Friend => match (mine, theirs) {
                 (_, Some(Blocked)) | (Some(Blocked), _) => {
-                    return Err(Error::Forbidden(
-                        "You cannot send a friend request to this user.".into(),
-                    ));
+                    return Err(Error::Denied(Denial::FriendRequestBlocked));
                 }
                 (Some(Friend), _) | (Some(PendingOutgoing), _) => return Ok(()),
                 (Some(PendingIncoming), _) => (Some(Friend), Some(Friend)),
@@ -103,7 +102,7 @@ impl Core {
         let me = caller.user_id;
         let (mine, theirs) = self.store.relationship_pair(me, other).await?;
         let next = match mine {
-            None => return Err(Error::NotFound("relationship")),
+            None => return Err(Error::NotFound(Entity::Relationship)),
             // Unblocking leaves their side as it is (they may block me).
             Some(Blocked) => (None, theirs),
             // Friendship and requests are two-sided; removing one side removes both.
@@ -164,9 +163,7 @@ impl Core {
     /// `GET /users/{id}/dm-channels` (`id` must be the caller).
     pub async fn dm_channels(&self, caller: &Caller, path_user: Snowflake) -> Result<ChannelList> {
         if path_user != caller.user_id {
-            return Err(Error::Forbidden(
-                "You can only list your own DM channels.".into(),
-            ));
+            return Err(Error::Denied(Denial::NotSelf(SelfAction::ListDmChannels)));
         }
         let list = self.store.private_channels_of(caller.user_id).await?;
         let mut ids: Vec<Snowflake> = list
@@ -189,17 +186,13 @@ impl Core {
         let target = self.user(to).await?;
         let (mine, theirs) = self.store.relationship_pair(from, to).await?;
         if mine == Some(RelationshipType::Blocked) || theirs == Some(RelationshipType::Blocked) {
-            return Err(Error::Forbidden("You cannot message this user.".into()));
+            return Err(Error::Denied(Denial::Blocked));
         }
         match settings_of(&target).privacy.allow_dms {
             AllowDms::Everyone => Ok(()),
             AllowDms::Friends if mine == Some(RelationshipType::Friend) => Ok(()),
-            AllowDms::Friends => Err(Error::Forbidden(
-                "This user accepts direct messages from friends only.".into(),
-            )),
-            AllowDms::None => Err(Error::Forbidden(
-                "This user does not accept direct messages.".into(),
-            )),
+            AllowDms::Friends => Err(Error::Denied(Denial::DmsFriendsOnly)),
+            AllowDms::None => Err(Error::Denied(Denial::DmsClosed)),
         }
     }
 
@@ -212,9 +205,7 @@ impl Core {
         req: CreateDmRequest,
     ) -> Result<(Channel, bool)> {
         if path_user != caller.user_id {
-            return Err(Error::Forbidden(
-                "You can only open DM channels for yourself.".into(),
-            ));
+            return Err(Error::Denied(Denial::NotSelf(SelfAction::OpenDmChannel)));
         }
         let me = caller.user_id;
         let now = self.clock.now();

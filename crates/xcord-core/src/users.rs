@@ -12,6 +12,7 @@ use xcord_types::rest::users::{
     SettingsPatch, Status, StatusRequest, UpdateSelfRequest, UserList,
 };
 
+use crate::error::{Denial, Entity};
 use crate::media::{self, MAX_PROFILE_IMAGE_BYTES};
 use crate::password::{hash_password, verify_password};
 use crate::validate::{self, Violations};
@@ -125,7 +126,7 @@ impl Core {
                 _ => false,
             };
             if !ok {
-                return Err(Error::Forbidden("The current password is wrong.".into()));
+                return Err(Error::Denied(Denial::WrongPassword));
             }
         }
         let email_changed = new_email
@@ -147,7 +148,7 @@ impl Core {
             .update_profile(user.id, &patch, self.clock.now())
             .await
             .map_err(Self::conflict)?
-            .ok_or(Error::NotFound("user"))?;
+            .ok_or(Error::NotFound(Entity::User))?;
         if req.new_password.is_some() && !user.is_guest {
             // A changed password signs out every other device.
             self.revoke_sessions_except(user.id, Some(caller.session_id))
@@ -353,9 +354,7 @@ impl Core {
     pub async fn presence_of(&self, caller: &Caller, id: Snowflake) -> Result<Presence> {
         let user = self.user(id).await?;
         if id != caller.user_id && !self.store.are_contacts(caller.user_id, id).await? {
-            return Err(Error::Forbidden(
-                "You share no server, DM or friendship with this user.".into(),
-            ));
+            return Err(Error::Denied(Denial::NoSharedContext));
         }
         let (status, custom_status) = if id == caller.user_id {
             self.presence

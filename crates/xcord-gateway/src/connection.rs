@@ -424,7 +424,7 @@ impl Connection {
             .caller;
         let since = self.gw.index.lock().map_or(0, |i| i.generation());
         let state = core.connected_state(&caller).await.map_err(|e| match e {
-            CoreError::NotFound(_) | CoreError::Unauthorized(_) => {
+            CoreError::NotFound(_) | CoreError::Unauthenticated(_) => {
                 End::Close(close::AUTHENTICATION_FAILED, "authentication failed")
             }
             e => {

@@ -13,9 +13,9 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-use xcord_core::Error;
 use xcord_core::media::content_type_for;
 use xcord_core::storage::is_valid_key;
+use xcord_core::{Denial, Entity, Error};
 use xcord_types::Snowflake;
 
 use crate::AppState;
@@ -39,7 +39,7 @@ pub async fn get_file(
     }
     // A key that cannot name a stored file is 404 before anything else, as it always was.
     if !is_valid_key(&key) {
-        return Err(Error::NotFound("file").into());
+        return Err(Error::NotFound(Entity::File).into());
     }
     let path = std::path::Path::new(&key);
     let etag = path
@@ -55,7 +55,7 @@ pub async fn get_file(
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     let Some(stored) = s.core.open_public_file(&key).await? else {
-        return Err(Error::NotFound("file").into());
+        return Err(Error::NotFound(Entity::File).into());
     };
     let len = stored.len;
     let mut res = Response::new(Body::from_stream(tokio_util::io::ReaderStream::new(
@@ -121,13 +121,13 @@ async fn attachment(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let (id, _name) = rest.split_once('/').unwrap_or((rest, ""));
-    let id: Snowflake = id.parse().map_err(|_| Error::NotFound("file"))?;
+    let id: Snowflake = id.parse().map_err(|_| Error::NotFound(Entity::File))?;
     let (Some(ex), Some(sig)) = (q.get("ex"), q.get("sig")) else {
-        return Err(Error::Forbidden("This link is invalid or has expired.".into()).into());
+        return Err(Error::Denied(Denial::InvalidSignedLink).into());
     };
     let a = s.core.verify_attachment_url(id, ex, sig).await?;
     let Some(mut stored) = s.core.open_attachment(&a).await? else {
-        return Err(Error::NotFound("file").into());
+        return Err(Error::NotFound(Entity::File).into());
     };
     let len = stored.len;
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {

@@ -5,9 +5,9 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use xcord_core::Error;
 use xcord_core::messages::SearchScope;
 use xcord_core::ratelimit::Tier;
+use xcord_core::{Error, Upload};
 use xcord_types::rest::messages::{
     Attachment, BulkDeleteRequest, CreateMessageRequest, EditMessageRequest, FileUpload,
     HistoryQuery, Message, MessageList, ReactionUsersQuery, ReadStateList, SearchParams,
@@ -253,9 +253,8 @@ pub async fn upload(
     mp: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
     let limit = s.core.settings.attachment_max_bytes;
-    let too_large = format!("Attachments are limited to {limit} bytes.");
     let Some((name, bytes)) =
-        crate::extract::read_file_part(mp, &["file"], limit, &too_large, "file").await?
+        crate::extract::read_file_part(mp, &["file"], Upload::Attachment, limit).await?
     else {
         return Err(
             Error::invalid("file", "required", "attach the file as a part named `file`").into(),

@@ -187,7 +187,7 @@ pub async fn verify_email_submit(
             "Your e-mail address is verified",
             &paragraph("Thank you. You can close this page and sign in."),
         ),
-        Err(CoreError::BadRequest(_) | CoreError::NotFound(_)) => page(
+        Err(CoreError::Refused(_) | CoreError::NotFound(_)) => page(
             StatusCode::BAD_REQUEST,
             "This link no longer works",
             &paragraph(
@@ -273,7 +273,7 @@ pub async fn reset_password_submit(
                 Some(&format!("That password cannot be used: {}", why.join(" "))),
             )
         }
-        Err(CoreError::BadRequest(_) | CoreError::NotFound(_)) => page(
+        Err(CoreError::Refused(_) | CoreError::NotFound(_)) => page(
             StatusCode::BAD_REQUEST,
             "This link no longer works",
             &paragraph(

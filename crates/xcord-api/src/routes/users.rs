@@ -6,8 +6,8 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use xcord_core::Error;
 use xcord_core::media::MAX_PROFILE_IMAGE_BYTES;
+use xcord_core::{Denial, Error, SelfAction, Upload};
 use xcord_types::rest::channels::{Channel, ChannelList, CreateDmRequest};
 use xcord_types::rest::messages::FileUpload;
 use xcord_types::rest::users::{
@@ -71,7 +71,7 @@ pub async fn patch_user(
     Json(req): Json<UpdateSelfRequest>,
 ) -> ApiResult<JsonResponse<SelfUser>> {
     if id.resolve(auth.caller()) != auth.caller().user_id {
-        return Err(Error::Forbidden("You can only change your own profile.".into()).into());
+        return Err(Error::Denied(Denial::NotSelf(SelfAction::EditProfile)).into());
     }
     Ok(JsonResponse(s.core.update_me(auth.caller(), req).await?))
 }
@@ -253,24 +253,14 @@ pub async fn get_keys(
 }
 
 /// Reads the one image of a profile-image upload, refusing more than the limit.
-async fn read_image(multipart: Result<Multipart, MultipartRejection>) -> Result<Vec<u8>, Error> {
+async fn read_image(multipart: Result<Multipart, MultipartRejection>) -> Result<Vec<u8>, ApiError> {
     // The first part carrying a file (or named avatar/banner/file/image) is the image.
     let names = ["avatar", "banner", "file", "image"];
-    match crate::extract::read_file_part(
-        multipart,
-        &names,
-        MAX_PROFILE_IMAGE_BYTES,
-        "The image is larger than 5 MB.",
-        "image",
-    )
-    .await?
+    match crate::extract::read_file_part(multipart, &names, Upload::Image, MAX_PROFILE_IMAGE_BYTES)
+        .await?
     {
         Some((_, bytes)) => Ok(bytes),
-        None => Err(Error::invalid(
-            "avatar",
-            "required",
-            "attach the image as a file part",
-        )),
+        None => Err(Error::invalid("avatar", "required", "attach the image as a file part").into()),
     }
 }
 

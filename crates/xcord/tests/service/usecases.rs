@@ -3,8 +3,8 @@
 //! pin the core's own contract, which every API surface (and the gateway) shares.
 
 use serde_json::json;
-use xcord_core::{Caller, Core, Error};
-use xcord_permissions::bits::VIEW_CHANNELS;
+use xcord_core::{Caller, Core, Denial, Entity, Error, Scope};
+use xcord_permissions::bits::{MANAGE_CHANNELS, VIEW_CHANNELS};
 use xcord_testkit::{Backend, TestApp, TestUser, on_both_backends, room, spawn_app};
 use xcord_types::Snowflake;
 
@@ -12,6 +12,7 @@ on_both_backends!(
     servers_and_channels_through_the_core,
     moderation_rules_through_the_core,
     messages_through_the_core,
+    permission_refusals_name_the_missing_bit,
 );
 
 fn caller(app: &TestApp, user: &TestUser) -> Caller {
@@ -48,7 +49,7 @@ async fn servers_and_channels_through_the_core(backend: Backend) {
 
     // A server the caller is not in does not exist for them.
     match core(&app).get_server(&stranger, server).await {
-        Err(Error::NotFound("server")) => {}
+        Err(Error::NotFound(Entity::Server)) => {}
         other => panic!("expected NotFound(server), got {other:?}"),
     }
     // A plain member may not create channels; a bad type is a field failure, reported
@@ -57,8 +58,8 @@ async fn servers_and_channels_through_the_core(backend: Backend) {
         .create_channel(&member, server, request(json!({"name": "x"})))
         .await
     {
-        Err(Error::Forbidden(_)) => {}
-        other => panic!("expected Forbidden, got {other:?}"),
+        Err(Error::MissingPermission { .. }) => {}
+        other => panic!("expected MissingPermission, got {other:?}"),
     }
     match core(&app)
         .create_channel(
@@ -83,7 +84,7 @@ async fn servers_and_channels_through_the_core(backend: Backend) {
         .await
         .unwrap_or_else(|e| panic!("create_channel: {e:?}"));
     match core(&app).get_channel(&member, private.id).await {
-        Err(Error::NotFound("channel")) => {}
+        Err(Error::NotFound(Entity::Channel)) => {}
         other => panic!("expected NotFound(channel), got {other:?}"),
     }
     let seen = core(&app)
@@ -100,7 +101,7 @@ async fn servers_and_channels_through_the_core(backend: Backend) {
         )
         .await;
     assert!(
-        matches!(stale, Err(Error::Conflict(_))),
+        matches!(stale, Err(Error::StaleVersion { .. })),
         "a stale version: {stale:?}"
     );
     let unchanged = core(&app)
@@ -123,7 +124,10 @@ async fn moderation_rules_through_the_core(backend: Backend) {
     ] {
         let r = core(&app).kick(who, server, target, None).await;
         assert!(
-            matches!(r, Err(Error::Forbidden(_) | Error::BadRequest(_))),
+            matches!(
+                r,
+                Err(Error::MissingPermission { .. } | Error::Denied(_) | Error::Refused(_))
+            ),
             "{r:?}"
         );
     }
@@ -133,11 +137,14 @@ async fn moderation_rules_through_the_core(backend: Backend) {
         .await
         .unwrap_or_else(|e| panic!("kick: {e:?}"));
     match core(&app).get_server(&member, server).await {
-        Err(Error::NotFound("server")) => {}
+        Err(Error::NotFound(Entity::Server)) => {}
         other => panic!("a kicked member still sees the server: {other:?}"),
     }
     let again = core(&app).kick(&owner, server, member.user_id, None).await;
-    assert!(matches!(again, Err(Error::NotFound("member"))), "{again:?}");
+    assert!(
+        matches!(again, Err(Error::NotFound(Entity::Member))),
+        "{again:?}"
+    );
 }
 
 async fn messages_through_the_core(backend: Backend) {
@@ -175,7 +182,10 @@ async fn messages_through_the_core(backend: Backend) {
             None,
         )
         .await;
-    assert!(matches!(edit, Err(Error::Forbidden(_))), "{edit:?}");
+    assert!(
+        matches!(edit, Err(Error::Denied(Denial::NotAuthor))),
+        "{edit:?}"
+    );
     // Empty content is a field failure naming `content`.
     match core(&app)
         .post_message(&member, channel, request(json!({"content": ""})))
@@ -184,4 +194,34 @@ async fn messages_through_the_core(backend: Backend) {
         Err(Error::Validation(fields)) => assert_eq!(fields[0].field, "content"),
         other => panic!("expected a validation failure, got {other:?}"),
     }
+}
+
+async fn permission_refusals_name_the_missing_bit(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let r = room(&app, "ucperm").await;
+    let member = caller(&app, &r.member);
+    let channel = id(&r.channel);
+    // The refusal says which bit was missing and where it was computed, not a sentence.
+    match core(&app).delete_channel(&member, channel).await {
+        Err(Error::MissingPermission { missing, scope }) => {
+            assert_eq!(missing, MANAGE_CHANNELS);
+            assert_eq!(scope, Scope::Channel(channel));
+        }
+        other => panic!("expected MissingPermission(MANAGE_CHANNELS), got {other:?}"),
+    }
+    match core(&app)
+        .create_channel(&member, id(&r.server), request(json!({"name": "x"})))
+        .await
+    {
+        Err(Error::MissingPermission { missing, scope }) => {
+            assert_eq!(missing, MANAGE_CHANNELS);
+            assert_eq!(scope, Scope::Server(id(&r.server)));
+        }
+        other => panic!("expected MissingPermission(MANAGE_CHANNELS), got {other:?}"),
+    }
+    // The channel is still there for its members.
+    core(&app)
+        .get_channel(&member, channel)
+        .await
+        .unwrap_or_else(|e| panic!("get_channel: {e:?}"));
 }
