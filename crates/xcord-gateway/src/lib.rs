@@ -5,13 +5,16 @@
 //! asks the [`index::Index`] who may receive it (membership, roles, overwrites, all kept
 //! current from the events themselves, with no database query per event), and appends it to
 //! each recipient's [`session::SessionHandle`]: numbered, kept for replay, and offered to a
-//! bounded queue. Each WebSocket is served by one task ([`connection`]) that writes what its
-//! queue holds and reads what its client sends.
+//! bounded queue. Each connection's protocol (identify, heartbeat, resume, client ops) is a
+//! transport-free state machine, [`protocol::GatewaySession`]; each WebSocket is served by
+//! one task ([`connection`]) that decodes what its client sends into the session and writes
+//! what the session yields.
 
 mod catch_up;
 pub mod connection;
 pub mod dispatch;
 pub mod index;
+pub mod protocol;
 pub mod session;
 
 use std::sync::{Arc, Mutex};

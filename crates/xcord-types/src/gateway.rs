@@ -3,11 +3,20 @@
 //!
 //! Every frame is JSON text `{"op", "d", "s"?, "t"?}`. Dispatches (server → client events)
 //! use the event's own op code, carry `t` (the event name) and `s` (the session's sequence).
+//!
+//! Client frames decode into a [`ClientCommand`] ([`ClientCommand::from_json`] reads the
+//! canonical JSON); the server's frames other than dispatches are a [`ServerFrame`], whose
+//! `Serialize` is the canonical JSON. Other encodings of the same protocol map their own
+//! frames onto these types.
 
+use serde::ser::SerializeStruct as _;
 use serde::{Deserialize, Serialize};
 
 use crate::Snowflake;
-use crate::rest::users::Status;
+use crate::rest::channels::Channel;
+use crate::rest::messages::ReadState;
+use crate::rest::servers::Server;
+use crate::rest::users::{Presence, SelfUser, Status};
 
 /// Op codes.
 pub mod op {
@@ -170,6 +179,234 @@ pub struct VoiceStateSet {
     pub self_deaf: bool,
 }
 
+/// The ops a client may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientOp {
+    /// Op 1.
+    Heartbeat,
+    /// Op 3.
+    Identify,
+    /// Op 4.
+    PresenceSet,
+    /// Op 5.
+    Typing,
+    /// Op 6.
+    Resume,
+    /// Op 8.
+    VoiceStateSet,
+}
+
+impl ClientOp {
+    /// The op for a code a client sent; `None` for codes clients do not send.
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match u8::try_from(code).ok()? {
+            op::HEARTBEAT => Self::Heartbeat,
+            op::IDENTIFY => Self::Identify,
+            op::PRESENCE_SET => Self::PresenceSet,
+            op::TYPING => Self::Typing,
+            op::RESUME => Self::Resume,
+            op::VOICE_STATE_SET => Self::VoiceStateSet,
+            _ => return None,
+        })
+    }
+
+    /// The op code.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Heartbeat => op::HEARTBEAT,
+            Self::Identify => op::IDENTIFY,
+            Self::PresenceSet => op::PRESENCE_SET,
+            Self::Typing => op::TYPING,
+            Self::Resume => op::RESUME,
+            Self::VoiceStateSet => op::VOICE_STATE_SET,
+        }
+    }
+}
+
+/// A client frame, decoded by its op.
+#[derive(Debug)]
+pub enum ClientCommand {
+    /// Op 1.
+    Heartbeat(Heartbeat),
+    /// Op 3.
+    Identify(Identify),
+    /// Op 4.
+    PresenceSet(PresenceSet),
+    /// Op 5.
+    Typing(Typing),
+    /// Op 6.
+    Resume(Resume),
+    /// Op 8.
+    VoiceStateSet(VoiceStateSet),
+}
+
+/// Why a client frame could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not a frame of the protocol at all; the reason goes into the close frame (4002).
+    Malformed(&'static str),
+    /// An op code clients do not send (4001).
+    UnknownOp,
+    /// A known op whose payload does not decode. The op is kept: whether the client may
+    /// send it at all (4003, 4005) is decided before the payload counts (4002).
+    InvalidPayload(ClientOp),
+}
+
+impl ClientCommand {
+    /// The command's op.
+    pub fn op(&self) -> ClientOp {
+        match self {
+            Self::Heartbeat(_) => ClientOp::Heartbeat,
+            Self::Identify(_) => ClientOp::Identify,
+            Self::PresenceSet(_) => ClientOp::PresenceSet,
+            Self::Typing(_) => ClientOp::Typing,
+            Self::Resume(_) => ClientOp::Resume,
+            Self::VoiceStateSet(_) => ClientOp::VoiceStateSet,
+        }
+    }
+
+    /// Decodes a canonical JSON frame `{"op", "d"}`.
+    pub fn from_json(text: &str) -> Result<Self, DecodeError> {
+        // Text with NUL can be stored by neither backend; REST refuses it with 422.
+        if crate::error::has_nul_escape(text.as_bytes()) {
+            return Err(DecodeError::Malformed("text may not contain NUL"));
+        }
+        let frame: ClientFrame = serde_json::from_str(text)
+            .map_err(|_| DecodeError::Malformed("not a gateway frame"))?;
+        let op = ClientOp::from_code(frame.op).ok_or(DecodeError::UnknownOp)?;
+        Self::from_payload(op, frame.d).map_err(|()| DecodeError::InvalidPayload(op))
+    }
+
+    /// Decodes the payload `d` of a frame of `op`.
+    fn from_payload(op: ClientOp, d: serde_json::Value) -> Result<Self, ()> {
+        fn decode<T: serde::de::DeserializeOwned>(d: serde_json::Value) -> Result<T, ()> {
+            serde_json::from_value(d).map_err(|_| ())
+        }
+        Ok(match op {
+            // `{seq}` as SPEC'd; Discord-style clients send the bare number or null.
+            ClientOp::Heartbeat => Self::Heartbeat(match d {
+                serde_json::Value::Null => Heartbeat { seq: None },
+                serde_json::Value::Object(_) => decode(d)?,
+                d => Heartbeat {
+                    seq: Some(d.as_u64().ok_or(())?),
+                },
+            }),
+            ClientOp::Identify => Self::Identify(decode(d)?),
+            ClientOp::PresenceSet => Self::PresenceSet(decode(d)?),
+            ClientOp::Typing => Self::Typing(decode(d)?),
+            ClientOp::Resume => Self::Resume(decode(d)?),
+            ClientOp::VoiceStateSet => Self::VoiceStateSet(decode(d)?),
+        })
+    }
+}
+
+/// Op 0 HELLO's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hello {
+    /// Milliseconds between heartbeats; two missed intervals close the connection (4009).
+    pub heartbeat_interval: u64,
+}
+
+/// Op 9 INVALID_SESSION's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct InvalidSession {
+    /// Whether the client may RESUME (always `false` today: it identifies anew).
+    pub resumable: bool,
+}
+
+/// A frame the server sends that is not a dispatch: `{"op", "d"}`. Dispatches are rendered
+/// once per event for all their recipients (the gateway's `Dispatch`), never per recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerFrame {
+    /// Op 0, the first frame.
+    Hello(Hello),
+    /// Op 2, `d: {}`.
+    HeartbeatAck,
+    /// Op 7, `d: null`: reconnect (the node is going away).
+    Reconnect,
+    /// Op 9.
+    InvalidSession(InvalidSession),
+}
+
+impl ServerFrame {
+    /// The frame's op code.
+    pub fn op(&self) -> u8 {
+        match self {
+            Self::Hello(_) => op::HELLO,
+            Self::HeartbeatAck => op::HEARTBEAT_ACK,
+            Self::Reconnect => op::RECONNECT,
+            Self::InvalidSession(_) => op::INVALID_SESSION,
+        }
+    }
+}
+
+impl Serialize for ServerFrame {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// Serializes as `{}`.
+        #[derive(Serialize)]
+        struct Empty {}
+        let mut frame = serializer.serialize_struct("ServerFrame", 2)?;
+        frame.serialize_field("op", &self.op())?;
+        match self {
+            Self::Hello(d) => frame.serialize_field("d", d)?,
+            Self::HeartbeatAck => frame.serialize_field("d", &Empty {})?,
+            Self::Reconnect => frame.serialize_field("d", &())?,
+            Self::InvalidSession(d) => frame.serialize_field("d", d)?,
+        }
+        frame.end()
+    }
+}
+
+/// Dispatch `CONNECTED` (op 10): what a new session starts from.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connected<'a> {
+    /// The id to RESUME with.
+    pub session_id: &'a str,
+    /// The user.
+    pub user: SelfUser,
+    /// Their servers, each with the channels and roles they see.
+    pub servers: Vec<ConnectedServer>,
+    /// Their DM and group DM channels.
+    pub dm_channels: &'a [Channel],
+    /// Their read states.
+    pub read_states: &'a [ReadState],
+    /// Presences of online users they share something with.
+    pub presences: &'a [Presence],
+}
+
+impl Connected<'_> {
+    /// The dispatch's `t`.
+    pub const NAME: &'static str = "CONNECTED";
+}
+
+/// A server in `CONNECTED`: the server object and who is in its voice channels.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectedServer {
+    /// The server as the user sees it (with `channels` and `roles`).
+    #[serde(flatten)]
+    pub server: Server,
+    /// Voice states in the server.
+    pub voice_states: Vec<VoiceState>,
+}
+
+/// Dispatch `RESUMED` (op 10), after the replayed events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resumed<'a> {
+    /// The session resumed.
+    pub session_id: &'a str,
+    /// How many events were replayed before this frame.
+    pub replayed: usize,
+}
+
+impl Resumed<'_> {
+    /// The dispatch's `t`.
+    pub const NAME: &'static str = "RESUMED";
+}
+
 /// A user's voice state (`VOICE_STATE_UPDATE`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -210,6 +447,73 @@ mod tests {
             assert_eq!(dispatch_op(name), Some(code), "{name}");
         }
         assert_eq!(dispatch_op("SOMETHING_INTERNAL"), None);
+    }
+
+    #[test]
+    fn server_frames_are_the_canonical_json() {
+        let text = |f: ServerFrame| serde_json::to_string(&f).expect("serializable");
+        assert_eq!(
+            text(ServerFrame::Hello(Hello {
+                heartbeat_interval: 41_250
+            })),
+            r#"{"op":0,"d":{"heartbeatInterval":41250}}"#
+        );
+        assert_eq!(text(ServerFrame::HeartbeatAck), r#"{"op":2,"d":{}}"#);
+        assert_eq!(text(ServerFrame::Reconnect), r#"{"op":7,"d":null}"#);
+        assert_eq!(
+            text(ServerFrame::InvalidSession(InvalidSession {
+                resumable: false
+            })),
+            r#"{"op":9,"d":{"resumable":false}}"#
+        );
+        let resumed = Resumed {
+            session_id: "ab",
+            replayed: 3,
+        };
+        assert_eq!(
+            serde_json::to_string(&resumed).expect("serializable"),
+            r#"{"sessionId":"ab","replayed":3}"#
+        );
+    }
+
+    #[test]
+    fn client_frames_decode_by_op_and_keep_the_op_of_a_bad_payload() {
+        let seq = |text: &str| match ClientCommand::from_json(text) {
+            Ok(ClientCommand::Heartbeat(h)) => Ok(h.seq),
+            Ok(other) => panic!("not a heartbeat: {other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(seq(r#"{"op":1,"d":{"seq":4}}"#), Ok(Some(4)));
+        assert_eq!(seq(r#"{"op":1,"d":7}"#), Ok(Some(7)));
+        assert_eq!(seq(r#"{"op":1,"d":null}"#), Ok(None));
+        assert_eq!(seq(r#"{"op":1}"#), Ok(None));
+        assert_eq!(
+            seq(r#"{"op":1,"d":"x"}"#),
+            Err(DecodeError::InvalidPayload(ClientOp::Heartbeat))
+        );
+        assert!(matches!(
+            ClientCommand::from_json(r#"{"op":3,"d":{"token":"t"}}"#),
+            Ok(ClientCommand::Identify(Identify { ref token, .. })) if token == "t"
+        ));
+        assert_eq!(
+            ClientCommand::from_json(r#"{"op":3,"d":{}}"#).err(),
+            Some(DecodeError::InvalidPayload(ClientOp::Identify))
+        );
+        for server_only in [0, 2, 7, 9, 10, 99, -1, 300] {
+            assert_eq!(
+                ClientCommand::from_json(&format!(r#"{{"op":{server_only},"d":null}}"#)).err(),
+                Some(DecodeError::UnknownOp),
+                "{server_only}"
+            );
+        }
+        assert_eq!(
+            ClientCommand::from_json("nope").err(),
+            Some(DecodeError::Malformed("not a gateway frame"))
+        );
+        assert_eq!(
+            ClientCommand::from_json(r#"{"op":5,"d":{"channelId":"1\u0000"}}"#).err(),
+            Some(DecodeError::Malformed("text may not contain NUL"))
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod auth;
 mod files;
 mod gateway;
+mod gateway_session;
 mod hardening;
 mod health;
 mod limits;
