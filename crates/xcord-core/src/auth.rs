@@ -20,6 +20,7 @@ use crate::error::{AuthFailure, Clash, Denial, Entity, Refusal};
 use crate::mail::Mail;
 use crate::password::{hash_password, needs_rehash, verify_password};
 use crate::token::TokenError;
+use crate::unit_of_work::UnitOfWork;
 use crate::validate::{self, Violations};
 use crate::{Caller, ClientInfo, Core, Error, Result};
 
@@ -335,7 +336,12 @@ impl Core {
         self.spawn_background(async move {
             match hash_password(algo, password).await {
                 Ok(h) => {
-                    if let Err(e) = store.set_password_hash(user, &h, now).await {
+                    let stored = async {
+                        let mut tx = store.begin_write().await?;
+                        store.set_password_hash(&mut tx, user, &h, now).await?;
+                        tx.commit().await
+                    };
+                    if let Err(e) = stored.await {
                         tracing::warn!(error = %e, "password re-hash not stored");
                     }
                 }
@@ -359,8 +365,7 @@ impl Core {
             .await?
             .ok_or_else(expired)?;
         if attempts >= MFA_TICKET_ATTEMPTS {
-            self.store
-                .consume_user_token(&hash, TokenPurpose::MfaTicket, now)
+            self.consume_token(&hash, TokenPurpose::MfaTicket, now)
                 .await?;
             return Err(expired());
         }
@@ -371,8 +376,7 @@ impl Core {
         }
         // Spending the ticket can fail only if a concurrent request spent it first.
         if self
-            .store
-            .consume_user_token(&hash, TokenPurpose::MfaTicket, now)
+            .consume_token(&hash, TokenPurpose::MfaTicket, now)
             .await?
             .is_none()
         {
@@ -524,25 +528,51 @@ impl Core {
     /// `POST /auth/verify-email`.
     pub async fn verify_email(&self, token: &str) -> Result<SuccessResponse> {
         let now = self.now();
+        let mut uow = self.begin().await?;
         let user = self
             .store
-            .consume_user_token(&sha256_hex(token), TokenPurpose::VerifyEmail, now)
+            .consume_user_token(uow.tx(), &sha256_hex(token), TokenPurpose::VerifyEmail, now)
             .await?
             .ok_or_else(|| Error::Refused(Refusal::InvalidVerificationToken))?;
-        self.store.set_email_verified(user, now).await?;
-        self.publish_user_update(user).await?;
+        self.store.set_email_verified(uow.tx(), user, now).await?;
+        self.user_changed(&mut uow, user).await?;
+        uow.commit().await?;
         Ok(SuccessResponse {
             success: true,
             message: Some("Your e-mail address is verified.".into()),
         })
     }
 
-    /// Tells the user's sessions (and caches) that their own view changed.
-    async fn publish_user_update(&self, user: Snowflake) -> Result<()> {
-        let u = self.user(user).await?;
-        self.publish(Topic::User(user), Event::UserUpdate(Self::self_user(&u)))
-            .await;
-        Ok(())
+    /// Tells the user's sessions (and caches), when `uow` commits, that their own view
+    /// changed.
+    pub(crate) async fn user_changed(
+        &self,
+        uow: &mut UnitOfWork<'_>,
+        user: Snowflake,
+    ) -> Result<UserRecord> {
+        let u = self
+            .store
+            .user_in(uow.tx(), user)
+            .await?
+            .ok_or(Error::NotFound(Entity::User))?;
+        uow.emit(Topic::User(user), Event::UserUpdate(Self::self_user(&u)))?;
+        Ok(u)
+    }
+
+    /// Spends a one-time token on its own (a login ticket); the user it was for.
+    async fn consume_token(
+        &self,
+        hash: &str,
+        purpose: TokenPurpose,
+        now: Timestamp,
+    ) -> Result<Option<Snowflake>> {
+        let mut uow = self.begin().await?;
+        let user = self
+            .store
+            .consume_user_token(uow.tx(), hash, purpose, now)
+            .await?;
+        uow.commit().await?;
+        Ok(user)
     }
 
     /// `POST /auth/resend-verification`.
@@ -596,18 +626,28 @@ impl Core {
     ) -> Result<SuccessResponse> {
         validate::password("newPassword", &new_password).map_err(|f| Error::Validation(vec![f]))?;
         let now = self.now();
-        let user = self
-            .store
-            .consume_user_token(&sha256_hex(token), TokenPurpose::ResetPassword, now)
+        let token_hash = sha256_hex(token);
+        // Checked before the (slow) hashing, spent with the change it allows.
+        self.store
+            .peek_user_token(&token_hash, TokenPurpose::ResetPassword, now)
             .await?
             .ok_or_else(|| Error::Refused(Refusal::InvalidResetToken))?;
         let hash = hash_password(self.settings.password_algorithm, new_password)
             .await
             .map_err(Error::Internal)?;
-        self.store.set_password_hash(user, &hash, now).await?;
+        let mut uow = self.begin().await?;
+        let user = self
+            .store
+            .consume_user_token(uow.tx(), &token_hash, TokenPurpose::ResetPassword, now)
+            .await?
+            .ok_or_else(|| Error::Refused(Refusal::InvalidResetToken))?;
+        self.store
+            .set_password_hash(uow.tx(), user, &hash, now)
+            .await?;
         // Following the link proved the mailbox is theirs.
-        self.store.set_email_verified(user, now).await?;
-        self.publish_user_update(user).await?;
+        self.store.set_email_verified(uow.tx(), user, now).await?;
+        self.user_changed(&mut uow, user).await?;
+        uow.commit().await?;
         self.store
             .expire_user_tokens(user, TokenPurpose::ResetPassword, now)
             .await?;
@@ -662,10 +702,14 @@ impl Core {
             .map(|c| sha256_hex(&normalize_backup_code(c)))
             .collect();
         let now = self.now();
+        let mut uow = self.begin().await?;
         self.store
-            .set_mfa(user.id, Some(&sealed), false, now)
+            .set_mfa(uow.tx(), user.id, Some(&sealed), false, now)
             .await?;
-        self.store.replace_backup_codes(user.id, &hashes).await?;
+        self.store
+            .replace_backup_codes(uow.tx(), user.id, &hashes)
+            .await?;
+        uow.commit().await?;
         Ok(EnableMfaResponse {
             secret: encoded,
             qr_code: qr,
@@ -688,8 +732,12 @@ impl Core {
         }
         let now = self.now();
         let sealed = user.mfa_secret.as_deref();
-        self.store.set_mfa(user.id, sealed, true, now).await?;
-        self.publish_user_update(user.id).await?;
+        let mut uow = self.begin().await?;
+        self.store
+            .set_mfa(uow.tx(), user.id, sealed, true, now)
+            .await?;
+        self.user_changed(&mut uow, user.id).await?;
+        uow.commit().await?;
         Ok(MfaState { enabled: true })
     }
 
@@ -702,9 +750,15 @@ impl Core {
         if !self.check_second_factor(&user, code, true).await? {
             return Err(bad_code());
         }
-        self.store.set_mfa(user.id, None, false, self.now()).await?;
-        self.store.replace_backup_codes(user.id, &[]).await?;
-        self.publish_user_update(user.id).await?;
+        let mut uow = self.begin().await?;
+        self.store
+            .set_mfa(uow.tx(), user.id, None, false, self.now())
+            .await?;
+        self.store
+            .replace_backup_codes(uow.tx(), user.id, &[])
+            .await?;
+        self.user_changed(&mut uow, user.id).await?;
+        uow.commit().await?;
         Ok(MfaState { enabled: false })
     }
 

@@ -182,9 +182,11 @@ impl Core {
         }
     }
 
-    /// Publishes an event after its transaction committed; the payload is serialized here,
-    /// once. A bus failure is logged: the change itself is already durable.
-    pub async fn publish(&self, topic: Topic, event: Event) {
+    /// Publishes an event that reports no stored change (typing, presence, voice states):
+    /// the payload is serialized here, once, and the event log gets it from a batching
+    /// writer without the publisher waiting. Events of stored changes go through a
+    /// [`UnitOfWork`](crate::unit_of_work::UnitOfWork) instead, written with the change.
+    pub async fn publish_ephemeral(&self, topic: Topic, event: Event) {
         // This node's own changes invalidate cached permissions before anyone hears of them.
         self.caches.on_event(&topic, &event);
         let name = event.name();

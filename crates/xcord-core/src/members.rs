@@ -734,10 +734,12 @@ impl Core {
             invite.code = (0..8)
                 .map(|_| INVITE_ALPHABET[rand::random_range(0..INVITE_ALPHABET.len())] as char)
                 .collect();
-            match self.store.create_invite(&invite).await {
+            let mut uow = self.begin().await?;
+            match self.store.create_invite(uow.tx(), &invite).await {
                 Ok(()) => {
-                    self.audit_entry(server, caller.user_id, "invite_create", None, None, Some(json!({"code": invite.code, "maxAgeSeconds": max_age, "maxUses": max_uses})))
-                        .await?;
+                    let audit = self.audit_record(server, caller.user_id, "invite_create", None, None, Some(json!({"code": invite.code, "maxAgeSeconds": max_age, "maxUses": max_uses})));
+                    uow.audit(&audit).await?;
+                    uow.commit().await?;
                     return Ok(Self::invite_wire(&invite, &access.server));
                 }
                 Err(e) if e.is_conflict() => continue,
@@ -887,16 +889,18 @@ impl Core {
         if invite.inviter_id != Some(caller.user_id) {
             access.require(bits::MANAGE_SERVER)?;
         }
-        self.store.delete_invite(code).await?;
-        self.audit_entry(
+        let mut uow = self.begin().await?;
+        self.store.delete_invite(uow.tx(), code).await?;
+        let audit = self.audit_record(
             invite.server_id,
             caller.user_id,
             "invite_delete",
             None,
             None,
             Some(json!({"code": code})),
-        )
-        .await
+        );
+        uow.audit(&audit).await?;
+        uow.commit().await
     }
 
     /// `GET /servers/{id}/audit-log` (VIEW_AUDIT_LOG).

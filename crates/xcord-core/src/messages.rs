@@ -778,7 +778,7 @@ impl Core {
                 server_id: ctx.server_id,
                 timestamp: self.clock.now(),
             };
-            self.publish(Topic::Channel(channel_id), Event::TypingStop(stop))
+            self.publish_ephemeral(Topic::Channel(channel_id), Event::TypingStop(stop))
                 .await;
         }
         Ok((out, true))
@@ -916,9 +916,11 @@ impl Core {
             self.resolve_mentions(&ctx, &req.content).await?
         };
         let mentions_json = mentions_document(&mentions)?;
+        let mut uow = self.begin().await?;
         let edited = match self
             .store
             .edit_message(
+                uow.tx(),
                 &m,
                 &req.content,
                 &mentions_json,
@@ -934,24 +936,30 @@ impl Core {
             Versioned::Missing => return Err(Error::NotFound(Entity::Message)),
         };
         let out = self.one_message_wire(&edited, caller.user_id, &ctx).await?;
-        self.publish(
+        uow.emit(
             Topic::Channel(channel_id),
             Event::MessageUpdate(out.clone()),
-        )
-        .await;
+        )?;
+        uow.commit().await?;
         Ok(out)
     }
 
-    async fn publish_deletes(&self, ctx: &ChannelContext, ids: &[Snowflake]) {
-        for id in ids {
+    /// Deletes `ids` of the context's channel in one unit; each deleted one is announced.
+    async fn delete_and_announce(&self, ctx: &ChannelContext, ids: &[Snowflake]) -> Result<()> {
+        let mut uow = self.begin().await?;
+        let gone = self
+            .store
+            .delete_messages(uow.tx(), ctx.channel.id, ids, self.clock.now())
+            .await?;
+        for id in gone {
             let ev = MessageDeleted {
-                id: *id,
+                id,
                 channel_id: ctx.channel.id,
                 server_id: ctx.server_id,
             };
-            self.publish(Topic::Channel(ctx.channel.id), Event::MessageDelete(ev))
-                .await;
+            uow.emit(Topic::Channel(ctx.channel.id), Event::MessageDelete(ev))?;
         }
+        uow.commit().await
     }
 
     /// `DELETE /channels/{id}/messages/{messageId}`: the author, or MANAGE_MESSAGES.
@@ -974,12 +982,7 @@ impl Core {
                 Scope::Channel(ctx.channel.id),
             )?;
         }
-        let gone = self
-            .store
-            .delete_messages(channel_id, &[id], self.clock.now())
-            .await?;
-        self.publish_deletes(&ctx, &gone).await;
-        Ok(())
+        self.delete_and_announce(&ctx, &[id]).await
     }
 
     /// `POST /channels/{id}/messages/bulk-delete` (MANAGE_MESSAGES; 2–100 ids; ids that are
@@ -1011,12 +1014,7 @@ impl Core {
             bits::MANAGE_MESSAGES,
             Scope::Channel(ctx.channel.id),
         )?;
-        let gone = self
-            .store
-            .delete_messages(channel_id, &ids, self.clock.now())
-            .await?;
-        self.publish_deletes(&ctx, &gone).await;
-        Ok(())
+        self.delete_and_announce(&ctx, &ids).await
     }
 
     async fn reaction_target(
@@ -1036,14 +1034,28 @@ impl Core {
         Ok(ctx)
     }
 
-    async fn publish_reaction(
+    /// Adds (or removes) `user`'s reaction in one unit, announced when it changed.
+    async fn change_reaction(
         &self,
         ctx: &ChannelContext,
         added: bool,
         message: Snowflake,
         user: Snowflake,
         emoji: &str,
-    ) {
+    ) -> Result<()> {
+        let mut uow = self.begin().await?;
+        let changed = if added {
+            self.store
+                .add_reaction(uow.tx(), message, emoji, user, self.clock.now())
+                .await?
+        } else {
+            self.store
+                .remove_reaction(uow.tx(), message, emoji, user)
+                .await?
+        };
+        if !changed {
+            return Ok(());
+        }
         let ev = ReactionChanged {
             channel_id: ctx.channel.id,
             message_id: message,
@@ -1056,7 +1068,8 @@ impl Core {
         } else {
             Event::MessageReactionRemove(ev)
         };
-        self.publish(Topic::Channel(ctx.channel.id), ev).await;
+        uow.emit(Topic::Channel(ctx.channel.id), ev)?;
+        uow.commit().await
     }
 
     /// `PUT`/`POST …/reactions/{emoji}`: a new emoji needs ADD_REACTIONS; joining one does not.
@@ -1078,15 +1091,8 @@ impl Core {
             )?;
         }
         self.check_dm_block(&ctx, caller.user_id).await?;
-        if self
-            .store
-            .add_reaction(message, emoji, caller.user_id, self.clock.now())
-            .await?
-        {
-            self.publish_reaction(&ctx, true, message, caller.user_id, emoji)
-                .await;
-        }
-        Ok(())
+        self.change_reaction(&ctx, true, message, caller.user_id, emoji)
+            .await
     }
 
     /// `DELETE …/reactions/{emoji}` (one's own).
@@ -1100,15 +1106,8 @@ impl Core {
         let ctx = self
             .reaction_target(caller, channel_id, message, emoji)
             .await?;
-        if self
-            .store
-            .remove_reaction(message, emoji, caller.user_id)
-            .await?
-        {
-            self.publish_reaction(&ctx, false, message, caller.user_id, emoji)
-                .await;
-        }
-        Ok(())
+        self.change_reaction(&ctx, false, message, caller.user_id, emoji)
+            .await
     }
 
     /// `GET …/reactions/{emoji}`: who reacted.
@@ -1170,6 +1169,7 @@ impl Core {
             .message(channel_id, message)
             .await?
             .ok_or(Error::NotFound(Entity::Message))?;
+        let mut uow = self.begin().await?;
         let changed = if pinned {
             if self.store.pins(channel_id).await?.len() >= MAX_PINS {
                 return Err(Error::invalid(
@@ -1179,10 +1179,16 @@ impl Core {
                 ));
             }
             self.store
-                .pin(channel_id, message, caller.user_id, self.clock.now())
+                .pin(
+                    uow.tx(),
+                    channel_id,
+                    message,
+                    caller.user_id,
+                    self.clock.now(),
+                )
                 .await?
         } else {
-            self.store.unpin(channel_id, message).await?
+            self.store.unpin(uow.tx(), channel_id, message).await?
         };
         if changed {
             let ev = PinsChanged {
@@ -1190,10 +1196,9 @@ impl Core {
                 server_id: ctx.server_id,
                 last_pin_timestamp: self.clock.now(),
             };
-            self.publish(Topic::Channel(channel_id), Event::ChannelPinsUpdate(ev))
-                .await;
+            uow.emit(Topic::Channel(channel_id), Event::ChannelPinsUpdate(ev))?;
         }
-        Ok(())
+        uow.commit().await
     }
 
     /// `POST /channels/{id}/typing` (SEND_MESSAGES).
@@ -1213,7 +1218,7 @@ impl Core {
             server_id: ctx.server_id,
             timestamp: now,
         };
-        self.publish(Topic::Channel(channel_id), Event::TypingStart(ev))
+        self.publish_ephemeral(Topic::Channel(channel_id), Event::TypingStart(ev))
             .await;
         Ok(())
     }
@@ -1288,8 +1293,9 @@ impl Core {
             .await?
             .ok_or(Error::NotFound(Entity::Message))?;
         let now = self.clock.now();
+        let mut uow = self.begin().await?;
         self.store
-            .ack(caller.user_id, channel_id, message, now)
+            .ack(uow.tx(), caller.user_id, channel_id, message, now)
             .await?;
         let ev = Event::MessageAck(MessageAcked {
             channel_id,
@@ -1303,8 +1309,8 @@ impl Core {
         } else {
             Topic::User(caller.user_id)
         };
-        self.publish(topic, ev).await;
-        Ok(())
+        uow.emit(topic, ev)?;
+        uow.commit().await
     }
 
     /// `GET /users/@me/read-states`.

@@ -148,7 +148,7 @@ impl Core {
             server_id: server,
             timestamp: now,
         });
-        self.publish(Topic::Channel(channel), stop).await;
+        self.publish_ephemeral(Topic::Channel(channel), stop).await;
     }
 
     /// Forgets logged events no resume can need any more (older than the resume window and

@@ -306,7 +306,7 @@ impl Core {
                 status: Status::Offline,
                 custom_status: None,
             };
-            self.publish(Topic::User(user), Event::PresenceUpdate(offline))
+            self.publish_ephemeral(Topic::User(user), Event::PresenceUpdate(offline))
                 .await;
         }
         Ok(())
@@ -375,12 +375,12 @@ impl Core {
                 ..state.clone()
             };
             self.voice.apply(&left);
-            self.publish(Topic::Channel(old), Event::VoiceStateUpdate(left))
+            self.publish_ephemeral(Topic::Channel(old), Event::VoiceStateUpdate(left))
                 .await;
         }
         self.voice.apply(&state);
         if let Some(channel) = req.channel_id {
-            self.publish(Topic::Channel(channel), Event::VoiceStateUpdate(state))
+            self.publish_ephemeral(Topic::Channel(channel), Event::VoiceStateUpdate(state))
                 .await;
         }
         Ok(())
@@ -397,7 +397,7 @@ impl Core {
                 ..prev
             };
             self.voice.apply(&left);
-            self.publish(Topic::Channel(channel), Event::VoiceStateUpdate(left))
+            self.publish_ephemeral(Topic::Channel(channel), Event::VoiceStateUpdate(left))
                 .await;
         }
     }

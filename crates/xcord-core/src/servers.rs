@@ -250,21 +250,6 @@ impl Core {
         Ok((channel, access, perms, overwrites))
     }
 
-    /// Appends an audit-log entry.
-    pub(crate) async fn audit_entry(
-        &self,
-        server: Snowflake,
-        actor: Snowflake,
-        action: &str,
-        target: Option<Snowflake>,
-        reason: Option<&str>,
-        changes: Option<serde_json::Value>,
-    ) -> Result<()> {
-        let e = self.audit_record(server, actor, action, target, reason, changes);
-        self.store.add_audit(&e).await?;
-        Ok(())
-    }
-
     /// An audit row, for a store method that writes it with the change it records.
     pub(crate) fn audit_record(
         &self,
@@ -385,26 +370,41 @@ impl Core {
             Some(data) => Some(self.store_icon(id, data).await?),
             None => None,
         };
-        self.store
-            .create_server(&NewServer {
-                id,
-                name,
-                icon,
-                owner_id: caller.user_id,
-                everyone_permissions: bits::EVERYONE_DEFAULT as i64,
-                text_channel_id: self.ids.next_id(),
-                voice_channel_id: self.ids.next_id(),
-                now: self.clock.now(),
-            })
+        let mut uow = self.begin().await?;
+        let server = self
+            .store
+            .create_server(
+                uow.tx(),
+                &NewServer {
+                    id,
+                    name,
+                    icon,
+                    owner_id: caller.user_id,
+                    everyone_permissions: bits::EVERYONE_DEFAULT as i64,
+                    text_channel_id: self.ids.next_id(),
+                    voice_channel_id: self.ids.next_id(),
+                    now: self.clock.now(),
+                },
+            )
             .await?;
-        let access = self.server_access(caller, id).await?;
-        let server = self.full_server(&access).await?;
-        self.publish(
+        // The owner sees every channel of a new server (it has no overwrites yet).
+        let (roles, channels) = self.store.roles_and_channels_in(uow.tx(), id).await?;
+        let out = Self::server_to_wire(
+            &server,
+            Some(
+                channels
+                    .iter()
+                    .map(|c| channel_to_wire(c, None, Some(Vec::new())))
+                    .collect(),
+            ),
+            Some(roles.iter().map(role_to_wire).collect()),
+        );
+        uow.emit(
             Topic::User(caller.user_id),
-            Event::ServerCreate(server.clone()),
-        )
-        .await;
-        Ok(server)
+            Event::ServerCreate(out.clone()),
+        )?;
+        uow.commit().await?;
+        Ok(out)
     }
 
     /// `GET /servers`.
@@ -490,9 +490,10 @@ impl Core {
                 None => None,
             });
         }
+        let mut uow = self.begin().await?;
         let updated = match self
             .store
-            .update_server(id, &patch, if_match, self.clock.now())
+            .update_server(uow.tx(), id, &patch, if_match, self.clock.now())
             .await
         {
             Ok(Versioned::Updated(s)) => s,
@@ -505,26 +506,25 @@ impl Core {
         };
         let changes = json!({"name": req.name, "description": req.description, "vanityUrl": req.vanity_url, "ownerId": req.owner_id,
             "iconChanged": req.icon.is_some(), "bannerChanged": req.banner.is_some()});
-        self.audit_entry(
+        let audit = self.audit_record(
             id,
             caller.user_id,
             "server_update",
             Some(id),
             None,
             Some(changes),
-        )
-        .await?;
+        );
+        uow.audit(&audit).await?;
+        uow.emit(
+            Topic::Server(id),
+            Event::ServerUpdate(Self::server_to_wire(&updated, None, None)),
+        )?;
+        uow.commit().await?;
         let access = ServerAccess {
             server: updated,
             ..access
         };
-        let out = self.full_server(&access).await?;
-        self.publish(
-            Topic::Server(id),
-            Event::ServerUpdate(Self::server_to_wire(&access.server, None, None)),
-        )
-        .await;
-        Ok(out)
+        self.full_server(&access).await
     }
 
     /// `DELETE /servers/{id}`: the owner only.
@@ -541,10 +541,11 @@ impl Core {
             .map(|c| c.id)
             .collect();
         let files = self.attachment_files_of(&channels).await?;
-        self.store.delete_server(id).await?;
+        let mut uow = self.begin().await?;
+        self.store.delete_server(uow.tx(), id).await?;
+        uow.emit(Topic::Server(id), Event::ServerDelete(ServerDeleted { id }))?;
+        uow.commit().await?;
         self.delete_files_later(files);
-        self.publish(Topic::Server(id), Event::ServerDelete(ServerDeleted { id }))
-            .await;
         Ok(())
     }
 

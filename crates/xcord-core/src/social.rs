@@ -122,26 +122,25 @@ impl Core {
         if before == after {
             return Ok(());
         }
+        let mut uow = self.begin().await?;
         self.store
-            .set_relationship_pair(me, other, after.0, after.1, self.clock.now())
+            .set_relationship_pair(uow.tx(), me, other, after.0, after.1, self.clock.now())
             .await?;
         if before.0 != after.0 {
             let ev = RelationshipChanged {
                 user_id: other,
                 kind: after.0.map(wire_kind),
             };
-            self.publish(Topic::User(me), Event::RelationshipUpdate(ev))
-                .await;
+            uow.emit(Topic::User(me), Event::RelationshipUpdate(ev))?;
         }
         if before.1 != after.1 {
             let ev = RelationshipChanged {
                 user_id: me,
                 kind: after.1.map(wire_kind),
             };
-            self.publish(Topic::User(other), Event::RelationshipUpdate(ev))
-                .await;
+            uow.emit(Topic::User(other), Event::RelationshipUpdate(ev))?;
         }
-        Ok(())
+        uow.commit().await
     }
 
     /// The wire form of a private channel, with its members in short.
@@ -209,7 +208,7 @@ impl Core {
         }
         let me = caller.user_id;
         let now = self.clock.now();
-        let (pc, created) = match (req.recipient_id, req.recipients) {
+        let (pc, created, mut uow) = match (req.recipient_id, req.recipients) {
             (Some(other), None) => {
                 if other == me {
                     return Err(Error::invalid(
@@ -219,9 +218,12 @@ impl Core {
                     ));
                 }
                 self.check_dm_allowed(me, other).await?;
-                self.store
-                    .create_or_get_dm(self.ids.next_id(), me, other, now)
-                    .await?
+                let mut uow = self.begin().await?;
+                let (pc, created) = self
+                    .store
+                    .create_or_get_dm(uow.tx(), self.ids.next_id(), me, other, now)
+                    .await?;
+                (pc, created, uow)
             }
             (None, Some(mut others)) => {
                 others.sort();
@@ -243,11 +245,19 @@ impl Core {
                 }
                 let mut members = vec![me];
                 members.extend(others);
+                let mut uow = self.begin().await?;
                 let pc = self
                     .store
-                    .create_group_dm(self.ids.next_id(), me, &members, req.name.as_deref(), now)
+                    .create_group_dm(
+                        uow.tx(),
+                        self.ids.next_id(),
+                        me,
+                        &members,
+                        req.name.as_deref(),
+                        now,
+                    )
                     .await?;
-                (pc, true)
+                (pc, true, uow)
             }
             (Some(_), Some(_)) => {
                 return Err(Error::invalid(
@@ -267,10 +277,10 @@ impl Core {
         let view = self.private_channel_view(&pc).await?;
         if created {
             for member in &pc.recipients {
-                self.publish(Topic::User(*member), Event::ChannelCreate(view.clone()))
-                    .await;
+                uow.emit(Topic::User(*member), Event::ChannelCreate(view.clone()))?;
             }
         }
+        uow.commit().await?;
         Ok((view, created))
     }
 }

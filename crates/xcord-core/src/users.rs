@@ -143,12 +143,16 @@ impl Core {
             );
         }
         patch.clear_guest = user.is_guest && changes_credentials;
+        let mut uow = self.begin().await?;
         let updated = self
             .store
-            .update_profile(user.id, &patch, self.clock.now())
+            .update_profile(uow.tx(), user.id, &patch, self.clock.now())
             .await
             .map_err(Self::conflict)?
             .ok_or(Error::NotFound(Entity::User))?;
+        let out = Self::self_user(&updated);
+        uow.emit(Topic::User(user.id), Event::UserUpdate(out.clone()))?;
+        uow.commit().await?;
         if req.new_password.is_some() && !user.is_guest {
             // A changed password signs out every other device.
             self.revoke_sessions_except(user.id, Some(caller.session_id))
@@ -157,9 +161,6 @@ impl Core {
         if email_changed {
             self.send_verification(&updated).await?;
         }
-        let out = Self::self_user(&updated);
-        self.publish(Topic::User(user.id), Event::UserUpdate(out.clone()))
-            .await;
         Ok(out)
     }
 
@@ -261,7 +262,7 @@ impl Core {
             status,
             custom_status,
         };
-        self.publish(Topic::User(user.id), Event::PresenceUpdate(presence))
+        self.publish_ephemeral(Topic::User(user.id), Event::PresenceUpdate(presence))
             .await;
         Ok(())
     }
@@ -414,15 +415,18 @@ impl Core {
         let key = media::store_image(self.files.as_ref(), usage, caller.user_id, &img)
             .await
             .map_err(Error::Internal)?;
+        let mut uow = self.begin().await?;
         self.store
-            .set_image(caller.user_id, banner, Some(&key), self.clock.now())
+            .set_image(
+                uow.tx(),
+                caller.user_id,
+                banner,
+                Some(&key),
+                self.clock.now(),
+            )
             .await?;
-        let user = self.user(caller.user_id).await?;
-        self.publish(
-            Topic::User(user.id),
-            Event::UserUpdate(Self::self_user(&user)),
-        )
-        .await;
+        self.user_changed(&mut uow, caller.user_id).await?;
+        uow.commit().await?;
         Ok(Self::cdn_url(&key))
     }
 }

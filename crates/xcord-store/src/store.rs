@@ -73,10 +73,13 @@ pub struct PoolStats {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite has one writer at a time. Write transactions queue here, in arrival order,
-    /// instead of in SQLite's busy handler, which sleeps in growing steps (up to 100 ms)
-    /// between retries and so turns contention into long tail latency.
-    write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Write transactions queue here, in arrival order. SQLite has one writer at a time:
+    /// one slot, so writers wait here rather than in SQLite's busy handler, which sleeps in
+    /// growing steps (up to 100 ms) between retries and so turns contention into long tail
+    /// latency. PostgreSQL gets half the pool: a use-case's unit of work holds its write
+    /// connection while it reads through the pool, so some connections must stay free for
+    /// reads or busy writers would wait on each other until the acquire timeout.
+    write_slots: Arc<tokio::sync::Semaphore>,
     /// The group committer of new messages, started on first use, ended by [`Store::close`].
     posts: Arc<crate::group_commit::Committer>,
 }
@@ -85,7 +88,7 @@ pub struct Store {
 /// end it with [`WriteTx::commit`] or [`WriteTx::rollback`] (dropping it rolls back).
 pub struct WriteTx {
     tx: Transaction<'static, Any>,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _turn: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl std::ops::Deref for WriteTx {
@@ -157,12 +160,14 @@ impl Store {
             .connect_with(connect_opts)
             .await
             .with_context(|| format!("cannot open the {} database", backend.name()))?;
-        let write_turn =
-            (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        let slots = match backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => (opts.max_connections as usize / 2).max(1),
+        };
         Ok(Self {
             pool,
             backend,
-            write_turn,
+            write_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             posts: Arc::default(),
         })
     }
@@ -220,14 +225,16 @@ impl Store {
         }
     }
 
-    /// Begins a transaction that will write. On SQLite it first waits its turn among this
-    /// process's writers, then takes the write lock up front (`BEGIN IMMEDIATE`), so it
-    /// neither fails on a lock upgrade nor sleeps in the busy handler.
+    /// Begins a transaction that will write. It first waits for a writer's slot among this
+    /// process's writers; on SQLite it then takes the write lock up front (`BEGIN
+    /// IMMEDIATE`), so it neither fails on a lock upgrade nor sleeps in the busy handler.
     pub async fn begin_write(&self) -> StoreResult<WriteTx> {
-        let turn = match &self.write_turn {
-            Some(m) => Some(m.clone().lock_owned().await),
-            None => None,
-        };
+        let turn = self
+            .write_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,

@@ -1,5 +1,15 @@
 //! Session, token, relationship and private-channel storage, on SQLite and PostgreSQL.
 
+/// Runs one repository write in its own committed transaction.
+macro_rules! committed {
+    ($store:expr, |$tx:ident| $call:expr) => {{
+        let mut $tx = $store.begin_write().await.expect("begin");
+        let out = $call.await;
+        $tx.commit().await.expect("commit");
+        out
+    }};
+}
+
 use std::sync::Arc;
 
 use xcord_store::testing::TestDatabase;
@@ -260,25 +270,34 @@ async fn user_tokens_are_single_use_and_expire(backend: Backend) {
         .await
         .expect("create");
     assert_eq!(
-        f.store
-            .consume_user_token("h1", TokenPurpose::ResetPassword, t(10))
-            .await
-            .expect("q"),
+        committed!(f.store, |tx| f.store.consume_user_token(
+            &mut tx,
+            "h1",
+            TokenPurpose::ResetPassword,
+            t(10)
+        ))
+        .expect("q"),
         None,
         "wrong purpose"
     );
     assert_eq!(
-        f.store
-            .consume_user_token("h1", TokenPurpose::VerifyEmail, t(10))
-            .await
-            .expect("q"),
+        committed!(f.store, |tx| f.store.consume_user_token(
+            &mut tx,
+            "h1",
+            TokenPurpose::VerifyEmail,
+            t(10)
+        ))
+        .expect("q"),
         Some(u)
     );
     assert_eq!(
-        f.store
-            .consume_user_token("h1", TokenPurpose::VerifyEmail, t(11))
-            .await
-            .expect("q"),
+        committed!(f.store, |tx| f.store.consume_user_token(
+            &mut tx,
+            "h1",
+            TokenPurpose::VerifyEmail,
+            t(11)
+        ))
+        .expect("q"),
         None,
         "single use"
     );
@@ -287,10 +306,13 @@ async fn user_tokens_are_single_use_and_expire(backend: Backend) {
         .await
         .expect("create");
     assert_eq!(
-        f.store
-            .consume_user_token("h2", TokenPurpose::ResetPassword, t(1_000))
-            .await
-            .expect("q"),
+        committed!(f.store, |tx| f.store.consume_user_token(
+            &mut tx,
+            "h2",
+            TokenPurpose::ResetPassword,
+            t(1_000)
+        ))
+        .expect("q"),
         None,
         "expired"
     );
@@ -331,10 +353,14 @@ async fn totp_steps_cannot_be_replayed_and_backup_codes_work_once(backend: Backe
     let f = fixture(backend).await;
     let u = f.user("mfa").await;
     let now = Timestamp::from_millis(5);
-    f.store
-        .set_mfa(u, Some("sealed"), true, now)
-        .await
-        .expect("set");
+    committed!(f.store, |tx| f.store.set_mfa(
+        &mut tx,
+        u,
+        Some("sealed"),
+        true,
+        now
+    ))
+    .expect("set");
     let rec = f.store.user_by_id(u).await.expect("q").expect("user");
     assert!(rec.mfa_enabled);
     assert_eq!(rec.mfa_secret.as_deref(), Some("sealed"));
@@ -342,10 +368,12 @@ async fn totp_steps_cannot_be_replayed_and_backup_codes_work_once(backend: Backe
     assert!(!f.store.claim_mfa_step(u, 100).await.expect("replay"));
     assert!(!f.store.claim_mfa_step(u, 99).await.expect("older"));
     assert!(f.store.claim_mfa_step(u, 101).await.expect("next"));
-    f.store
-        .replace_backup_codes(u, &["c1".into(), "c2".into()])
-        .await
-        .expect("codes");
+    committed!(f.store, |tx| f.store.replace_backup_codes(
+        &mut tx,
+        u,
+        &["c1".into(), "c2".into()]
+    ))
+    .expect("codes");
     assert!(f.store.use_backup_code(u, "c1", now).await.expect("use"));
     assert!(!f.store.use_backup_code(u, "c1", now).await.expect("reuse"));
     assert!(
@@ -354,27 +382,33 @@ async fn totp_steps_cannot_be_replayed_and_backup_codes_work_once(backend: Backe
             .await
             .expect("unknown")
     );
-    f.store
-        .replace_backup_codes(u, &["c3".into()])
-        .await
-        .expect("replace");
+    committed!(f.store, |tx| f.store.replace_backup_codes(
+        &mut tx,
+        u,
+        &["c3".into()]
+    ))
+    .expect("replace");
     assert!(
         !f.store
             .use_backup_code(u, "c2", now)
             .await
             .expect("replaced codes die")
     );
-    f.store
-        .set_mfa(u, Some("sealed"), true, now)
-        .await
-        .expect("still on");
+    committed!(f.store, |tx| f.store.set_mfa(
+        &mut tx,
+        u,
+        Some("sealed"),
+        true,
+        now
+    ))
+    .expect("still on");
     assert!(
         !f.store
             .claim_mfa_step(u, 101)
             .await
             .expect("turning on keeps the spent step")
     );
-    f.store.set_mfa(u, None, false, now).await.expect("off");
+    committed!(f.store, |tx| f.store.set_mfa(&mut tx, u, None, false, now)).expect("off");
     assert!(
         f.store
             .claim_mfa_step(u, 1)
@@ -388,20 +422,18 @@ async fn profile_updates_patch_only_what_is_given(backend: Backend) {
     let u = f.user("Prof").await;
     f.user("taken").await;
     let now = Timestamp::from_millis(77);
-    let patched = f
-        .store
-        .update_profile(
-            u,
-            &ProfilePatch {
-                bio: Some(Some("hello".into())),
-                display_name: Some(Some("P".into())),
-                ..Default::default()
-            },
-            now,
-        )
-        .await
-        .expect("patch")
-        .expect("row");
+    let patched = committed!(f.store, |tx| f.store.update_profile(
+        &mut tx,
+        u,
+        &ProfilePatch {
+            bio: Some(Some("hello".into())),
+            display_name: Some(Some("P".into())),
+            ..Default::default()
+        },
+        now,
+    ))
+    .expect("patch")
+    .expect("row");
     assert_eq!(
         (
             patched.bio.as_deref(),
@@ -410,60 +442,57 @@ async fn profile_updates_patch_only_what_is_given(backend: Backend) {
         ),
         (Some("hello"), Some("P"), "Prof")
     );
-    let cleared = f
-        .store
-        .update_profile(
-            u,
-            &ProfilePatch {
-                bio: Some(None),
-                ..Default::default()
-            },
-            now,
-        )
-        .await
-        .expect("patch")
-        .expect("row");
+    let cleared = committed!(f.store, |tx| f.store.update_profile(
+        &mut tx,
+        u,
+        &ProfilePatch {
+            bio: Some(None),
+            ..Default::default()
+        },
+        now,
+    ))
+    .expect("patch")
+    .expect("row");
     assert_eq!(
         (cleared.bio, cleared.display_name.as_deref()),
         (None, Some("P"))
     );
-    f.store.set_email_verified(u, now).await.expect("verify");
-    let moved = f
-        .store
-        .update_profile(
-            u,
-            &ProfilePatch {
-                email: Some("new@example.com".into()),
-                ..Default::default()
-            },
-            now,
-        )
-        .await
-        .expect("patch")
-        .expect("row");
+    committed!(f.store, |tx| f.store.set_email_verified(&mut tx, u, now)).expect("verify");
+    let moved = committed!(f.store, |tx| f.store.update_profile(
+        &mut tx,
+        u,
+        &ProfilePatch {
+            email: Some("new@example.com".into()),
+            ..Default::default()
+        },
+        now,
+    ))
+    .expect("patch")
+    .expect("row");
     assert_eq!(moved.email.as_deref(), Some("new@example.com"));
     assert!(!moved.email_verified, "a new address starts unverified");
-    let err = f
-        .store
-        .update_profile(
-            u,
-            &ProfilePatch {
-                username: Some("TAKEN".into()),
-                ..Default::default()
-            },
-            now,
-        )
-        .await
-        .expect_err("taken");
+    let err = committed!(f.store, |tx| f.store.update_profile(
+        &mut tx,
+        u,
+        &ProfilePatch {
+            username: Some("TAKEN".into()),
+            ..Default::default()
+        },
+        now,
+    ))
+    .expect_err("taken");
     assert!(
         matches!(&err, StoreError::Conflict(n) if n.contains("username")),
         "{err:?}"
     );
     assert_eq!(
-        f.store
-            .update_profile(Snowflake::from_i64(9), &ProfilePatch::default(), now)
-            .await
-            .expect("q"),
+        committed!(f.store, |tx| f.store.update_profile(
+            &mut tx,
+            Snowflake::from_i64(9),
+            &ProfilePatch::default(),
+            now
+        ))
+        .expect("q"),
         None
     );
     let found = f
@@ -482,16 +511,15 @@ async fn relationships_store_both_directions(backend: Backend) {
         f.store.relationship_pair(a, b).await.expect("q"),
         (None, None)
     );
-    f.store
-        .set_relationship_pair(
-            a,
-            b,
-            Some(RelationshipType::PendingOutgoing),
-            Some(RelationshipType::PendingIncoming),
-            now,
-        )
-        .await
-        .expect("request");
+    committed!(f.store, |tx| f.store.set_relationship_pair(
+        &mut tx,
+        a,
+        b,
+        Some(RelationshipType::PendingOutgoing),
+        Some(RelationshipType::PendingIncoming),
+        now,
+    ))
+    .expect("request");
     assert_eq!(
         f.store.relationship_pair(b, a).await.expect("q"),
         (
@@ -499,26 +527,30 @@ async fn relationships_store_both_directions(backend: Backend) {
             Some(RelationshipType::PendingOutgoing)
         )
     );
-    f.store
-        .set_relationship_pair(
-            a,
-            b,
-            Some(RelationshipType::Friend),
-            Some(RelationshipType::Friend),
-            now,
-        )
-        .await
-        .expect("accept");
+    committed!(f.store, |tx| f.store.set_relationship_pair(
+        &mut tx,
+        a,
+        b,
+        Some(RelationshipType::Friend),
+        Some(RelationshipType::Friend),
+        now,
+    ))
+    .expect("accept");
     let of_a = f.store.relationships_of(a).await.expect("list");
     assert_eq!(of_a.len(), 1);
     assert_eq!(
         (of_a[0].other_user_id, of_a[0].kind),
         (b, RelationshipType::Friend)
     );
-    f.store
-        .set_relationship_pair(a, b, Some(RelationshipType::Blocked), None, now)
-        .await
-        .expect("block");
+    committed!(f.store, |tx| f.store.set_relationship_pair(
+        &mut tx,
+        a,
+        b,
+        Some(RelationshipType::Blocked),
+        None,
+        now
+    ))
+    .expect("block");
     assert_eq!(
         f.store.relationship_pair(a, b).await.expect("q"),
         (Some(RelationshipType::Blocked), None)
@@ -536,9 +568,13 @@ async fn dm_create_or_get_is_atomic(backend: Backend) {
         let (x, y) = if i % 2 == 0 { (a, b) } else { (b, a) };
         tasks.push(tokio::spawn(async move {
             let id = f.ids.next_id();
-            f.store
-                .create_or_get_dm(id, x, y, Timestamp::from_millis(9))
-                .await
+            committed!(f.store, |tx| f.store.create_or_get_dm(
+                &mut tx,
+                id,
+                x,
+                y,
+                Timestamp::from_millis(9)
+            ))
         }));
     }
     let mut ids = std::collections::HashSet::new();
@@ -567,11 +603,15 @@ async fn group_dms_and_listing(backend: Backend) {
     let f = fixture(backend).await;
     let (a, b, c) = (f.user("ga").await, f.user("gb").await, f.user("gc").await);
     let now = Timestamp::from_millis(1);
-    let g = f
-        .store
-        .create_group_dm(f.ids.next_id(), a, &[a, c, b], Some("trio"), now)
-        .await
-        .expect("group");
+    let g = committed!(f.store, |tx| f.store.create_group_dm(
+        &mut tx,
+        f.ids.next_id(),
+        a,
+        &[a, c, b],
+        Some("trio"),
+        now
+    ))
+    .expect("group");
     assert_eq!(g.recipients, vec![a, c, b]);
     assert_eq!(
         (
@@ -581,11 +621,14 @@ async fn group_dms_and_listing(backend: Backend) {
         ),
         ("group_dm", Some(a), Some("trio"))
     );
-    let (dm, _) = f
-        .store
-        .create_or_get_dm(f.ids.next_id(), a, b, now)
-        .await
-        .expect("dm");
+    let (dm, _) = committed!(f.store, |tx| f.store.create_or_get_dm(
+        &mut tx,
+        f.ids.next_id(),
+        a,
+        b,
+        now
+    ))
+    .expect("dm");
     let of_a = f.store.private_channels_of(a).await.expect("list");
     assert_eq!(of_a.len(), 2);
     assert_eq!(of_a[0].channel.id, dm.channel.id, "newest first");
@@ -600,11 +643,14 @@ async fn group_dms_and_listing(backend: Backend) {
 async fn an_unknown_stored_channel_kind_is_an_error(backend: Backend) {
     let f = fixture(backend).await;
     let (a, b) = (f.user("ka").await, f.user("kb").await);
-    let (dm, _) = f
-        .store
-        .create_or_get_dm(f.ids.next_id(), a, b, Timestamp::from_millis(1))
-        .await
-        .expect("dm");
+    let (dm, _) = committed!(f.store, |tx| f.store.create_or_get_dm(
+        &mut tx,
+        f.ids.next_id(),
+        a,
+        b,
+        Timestamp::from_millis(1)
+    ))
+    .expect("dm");
     // The schema's CHECK refuses unknown kinds, so step around it the way each engine allows.
     let mut conn = f.store.pool().acquire().await.expect("connection");
     let bypass = match backend {

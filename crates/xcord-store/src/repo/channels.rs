@@ -72,6 +72,7 @@ pub trait ChannelRepository: Send + Sync {
     /// when it was created. Atomic under concurrency (unique `dm_key`).
     async fn create_or_get_dm(
         &self,
+        tx: &mut crate::WriteTx,
         id: Snowflake,
         a: Snowflake,
         b: Snowflake,
@@ -80,6 +81,7 @@ pub trait ChannelRepository: Send + Sync {
     /// Creates a group DM owned by `owner` with `members` (owner included).
     async fn create_group_dm(
         &self,
+        tx: &mut crate::WriteTx,
         id: Snowflake,
         owner: Snowflake,
         members: &[Snowflake],
@@ -163,6 +165,29 @@ impl Store {
         }
     }
 
+    /// A private channel with its recipients as the transaction `tx` sees it.
+    async fn private_channel_in(
+        &self,
+        tx: &mut crate::WriteTx,
+        id: Snowflake,
+    ) -> StoreResult<Option<PrivateChannel>> {
+        let Some(channel) = self.channel_in(tx, id).await? else {
+            return Ok(None);
+        };
+        let rows = sqlx::query("SELECT user_id FROM channel_recipients WHERE channel_id = $1 ORDER BY added_at, user_id")
+            .bind(id.get())
+            .fetch_all(&mut **tx)
+            .await?;
+        let recipients = rows
+            .iter()
+            .map(|r| Ok(Snowflake::from_i64(r.try_get(0)?)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some(PrivateChannel {
+            channel,
+            recipients,
+        }))
+    }
+
     async fn private_channel(&self, id: Snowflake) -> StoreResult<Option<PrivateChannel>> {
         let Some(channel) = self.channel(id).await? else {
             return Ok(None);
@@ -199,6 +224,7 @@ impl ChannelRepository for Store {
 
     async fn create_or_get_dm(
         &self,
+        tx: &mut crate::WriteTx,
         id: Snowflake,
         a: Snowflake,
         b: Snowflake,
@@ -208,7 +234,6 @@ impl ChannelRepository for Store {
         if let Some(pc) = self.dm_by_key(&key).await? {
             return Ok((pc, false));
         }
-        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO channels (id, type, dm_key, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
              ON CONFLICT (dm_key) DO NOTHING",
@@ -217,7 +242,7 @@ impl ChannelRepository for Store {
         .bind(ChannelKind::Dm.as_str())
         .bind(key.clone())
         .bind(now.as_millis())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         if inserted == 1 {
@@ -226,14 +251,18 @@ impl ChannelRepository for Store {
                     .bind(id.get())
                     .bind(user.get())
                     .bind(now.as_millis())
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
             }
         }
-        tx.commit().await?;
         // When the insert lost a race, the winner's channel is the one to return.
+        let row = sqlx::query("SELECT id FROM channels WHERE dm_key = $1")
+            .bind(key.clone())
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::Other(sqlx::Error::RowNotFound))?;
         let pc = self
-            .dm_by_key(&key)
+            .private_channel_in(tx, Snowflake::from_i64(row.try_get(0)?))
             .await?
             .ok_or(StoreError::Other(sqlx::Error::RowNotFound))?;
         Ok((pc, inserted == 1))
@@ -241,13 +270,13 @@ impl ChannelRepository for Store {
 
     async fn create_group_dm(
         &self,
+        tx: &mut crate::WriteTx,
         id: Snowflake,
         owner: Snowflake,
         members: &[Snowflake],
         name: Option<&str>,
         now: Timestamp,
     ) -> StoreResult<PrivateChannel> {
-        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO channels (id, type, name, owner_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
         )
@@ -256,7 +285,7 @@ impl ChannelRepository for Store {
         .bind(name.map(str::to_owned))
         .bind(owner.get())
         .bind(now.as_millis())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         for (i, user) in members.iter().enumerate() {
             // Distinct added_at values keep the members in the order given.
@@ -264,11 +293,10 @@ impl ChannelRepository for Store {
                 .bind(id.get())
                 .bind(user.get())
                 .bind(now.as_millis() + i as i64)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
-        tx.commit().await?;
-        self.private_channel(id)
+        self.private_channel_in(tx, id)
             .await?
             .ok_or(StoreError::Other(sqlx::Error::RowNotFound))
     }

@@ -212,6 +212,7 @@ pub trait MessageRepository: Send + Sync {
     #[allow(clippy::too_many_arguments)]
     async fn edit_message(
         &self,
+        tx: &mut crate::WriteTx,
         m: &MessageRecord,
         content: &str,
         mentions: &str,
@@ -223,6 +224,7 @@ pub trait MessageRepository: Send + Sync {
     /// Soft-deletes messages of a channel; returns the ids that were live.
     async fn delete_messages(
         &self,
+        tx: &mut crate::WriteTx,
         channel: Snowflake,
         ids: &[Snowflake],
         now: Timestamp,
@@ -236,6 +238,7 @@ pub trait MessageRepository: Send + Sync {
     /// Adds a reaction; false when it was there.
     async fn add_reaction(
         &self,
+        tx: &mut crate::WriteTx,
         message: Snowflake,
         emoji: &str,
         user: Snowflake,
@@ -244,6 +247,7 @@ pub trait MessageRepository: Send + Sync {
     /// Removes a reaction; false when it was not there.
     async fn remove_reaction(
         &self,
+        tx: &mut crate::WriteTx,
         message: Snowflake,
         emoji: &str,
         user: Snowflake,
@@ -261,13 +265,19 @@ pub trait MessageRepository: Send + Sync {
     /// Pins a message; false when it was pinned.
     async fn pin(
         &self,
+        tx: &mut crate::WriteTx,
         channel: Snowflake,
         message: Snowflake,
         by: Snowflake,
         now: Timestamp,
     ) -> StoreResult<bool>;
     /// Unpins; false when it was not pinned.
-    async fn unpin(&self, channel: Snowflake, message: Snowflake) -> StoreResult<bool>;
+    async fn unpin(
+        &self,
+        tx: &mut crate::WriteTx,
+        channel: Snowflake,
+        message: Snowflake,
+    ) -> StoreResult<bool>;
     /// Pinned live messages, newest pin first.
     async fn pins(&self, channel: Snowflake) -> StoreResult<Vec<MessageRecord>>;
     /// Which of these messages are pinned.
@@ -284,6 +294,7 @@ pub trait MessageRepository: Send + Sync {
     /// Sets the read marker of `user` in `channel`.
     async fn ack(
         &self,
+        tx: &mut crate::WriteTx,
         user: Snowflake,
         channel: Snowflake,
         message: Snowflake,
@@ -341,10 +352,14 @@ impl Store {
         self.in_ids_at(1)
     }
 
-    async fn message_by_id(&self, id: Snowflake) -> StoreResult<Option<MessageRecord>> {
+    async fn message_by_id(
+        &self,
+        tx: &mut crate::WriteTx,
+        id: Snowflake,
+    ) -> StoreResult<Option<MessageRecord>> {
         let row = sqlx::query(message_select!("WHERE m.id = $1"))
             .bind(id.get())
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut **tx)
             .await?;
         row.map(|r| self.message_from_row(&r)).transpose()
     }
@@ -563,6 +578,7 @@ impl MessageRepository for Store {
 
     async fn edit_message(
         &self,
+        tx: &mut crate::WriteTx,
         m: &MessageRecord,
         content: &str,
         mentions: &str,
@@ -571,7 +587,6 @@ impl MessageRepository for Store {
         expected_version: Option<i64>,
         now: Timestamp,
     ) -> StoreResult<crate::Versioned<MessageRecord>> {
-        let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "UPDATE messages SET content = $2, mentions = $3, mention_everyone = $4, edited_at = $5, version = version + 1 \
              WHERE id = $1 AND deleted_at IS NULL AND ($6 < 0 OR version = $6)",
@@ -582,25 +597,24 @@ impl MessageRepository for Store {
         .bind(mention_everyone)
         .bind(now.as_millis())
         .bind(expected_version.unwrap_or(-1))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         if n == 1 {
             sqlx::query("DELETE FROM message_mentions WHERE message_id = $1")
                 .bind(m.id.get())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             for user in mentioned_users {
                 sqlx::query("INSERT INTO message_mentions (message_id, user_id, channel_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                     .bind(m.id.get())
                     .bind(user.get())
                     .bind(m.channel_id.get())
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
             }
         }
-        tx.commit().await?;
-        let now_row = self.message_by_id(m.id).await?;
+        let now_row = self.message_by_id(tx, m.id).await?;
         Ok(match now_row {
             Some(row) if n == 1 => crate::Versioned::Updated(row),
             // Still there and not deleted: the version was not the expected one.
@@ -611,6 +625,7 @@ impl MessageRepository for Store {
 
     async fn delete_messages(
         &self,
+        tx: &mut crate::WriteTx,
         channel: Snowflake,
         ids: &[Snowflake],
         now: Timestamp,
@@ -622,12 +637,11 @@ impl MessageRepository for Store {
             "UPDATE messages SET deleted_at = $2 WHERE id IN {} AND channel_id = $3 AND deleted_at IS NULL RETURNING id",
             self.in_ids()
         );
-        let mut tx = self.begin_write().await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ids_json(ids)?)
             .bind(now.as_millis())
             .bind(channel.get())
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
         let deleted: Vec<Snowflake> = rows
             .iter()
@@ -637,10 +651,9 @@ impl MessageRepository for Store {
             let sql = format!("DELETE FROM pins WHERE message_id IN {}", self.in_ids());
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(ids_json(&deleted)?)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
-        tx.commit().await?;
         Ok(deleted)
     }
 
@@ -677,6 +690,7 @@ impl MessageRepository for Store {
 
     async fn add_reaction(
         &self,
+        tx: &mut crate::WriteTx,
         message: Snowflake,
         emoji: &str,
         user: Snowflake,
@@ -687,7 +701,7 @@ impl MessageRepository for Store {
             .bind(emoji.to_owned())
             .bind(user.get())
             .bind(now.as_millis())
-            .execute(self.pool())
+            .execute(&mut **tx)
             .await?
             .rows_affected();
         Ok(n == 1)
@@ -695,6 +709,7 @@ impl MessageRepository for Store {
 
     async fn remove_reaction(
         &self,
+        tx: &mut crate::WriteTx,
         message: Snowflake,
         emoji: &str,
         user: Snowflake,
@@ -705,7 +720,7 @@ impl MessageRepository for Store {
         .bind(message.get())
         .bind(emoji.to_owned())
         .bind(user.get())
-        .execute(self.pool())
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -745,6 +760,7 @@ impl MessageRepository for Store {
 
     async fn pin(
         &self,
+        tx: &mut crate::WriteTx,
         channel: Snowflake,
         message: Snowflake,
         by: Snowflake,
@@ -755,17 +771,22 @@ impl MessageRepository for Store {
             .bind(message.get())
             .bind(by.get())
             .bind(now.as_millis())
-            .execute(self.pool())
+            .execute(&mut **tx)
             .await?
             .rows_affected();
         Ok(n == 1)
     }
 
-    async fn unpin(&self, channel: Snowflake, message: Snowflake) -> StoreResult<bool> {
+    async fn unpin(
+        &self,
+        tx: &mut crate::WriteTx,
+        channel: Snowflake,
+        message: Snowflake,
+    ) -> StoreResult<bool> {
         let n = sqlx::query("DELETE FROM pins WHERE channel_id = $1 AND message_id = $2")
             .bind(channel.get())
             .bind(message.get())
-            .execute(self.pool())
+            .execute(&mut **tx)
             .await?
             .rows_affected();
         Ok(n == 1)
@@ -854,6 +875,7 @@ impl MessageRepository for Store {
 
     async fn ack(
         &self,
+        tx: &mut crate::WriteTx,
         user: Snowflake,
         channel: Snowflake,
         message: Snowflake,
@@ -867,7 +889,7 @@ impl MessageRepository for Store {
         .bind(channel.get())
         .bind(message.get())
         .bind(now.as_millis())
-        .execute(self.pool())
+        .execute(&mut **tx)
         .await?;
         Ok(())
     }

@@ -67,6 +67,7 @@ pub trait RelationshipRepository: Send + Sync {
     /// Replaces both directions in one transaction (`None` deletes a row).
     async fn set_relationship_pair(
         &self,
+        tx: &mut crate::WriteTx,
         a: Snowflake,
         b: Snowflake,
         a_to_b: Option<RelationshipType>,
@@ -113,13 +114,13 @@ impl RelationshipRepository for Store {
 
     async fn set_relationship_pair(
         &self,
+        tx: &mut crate::WriteTx,
         a: Snowflake,
         b: Snowflake,
         a_to_b: Option<RelationshipType>,
         b_to_a: Option<RelationshipType>,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
         for (owner, other, kind) in [(a, b, a_to_b), (b, a, b_to_a)] {
             match kind {
                 None => {
@@ -128,7 +129,7 @@ impl RelationshipRepository for Store {
                     )
                     .bind(owner.get())
                     .bind(other.get())
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 }
                 Some(kind) => {
@@ -142,12 +143,11 @@ impl RelationshipRepository for Store {
                     .bind(other.get())
                     .bind(kind.as_str())
                     .bind(now.as_millis())
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 }
             }
         }
-        tx.commit().await?;
         Ok(())
     }
 

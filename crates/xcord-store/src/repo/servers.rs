@@ -269,7 +269,11 @@ pub enum Versioned<T> {
 #[async_trait]
 pub trait ServerRepository: Send + Sync {
     /// Creates a server with `@everyone`, `general`, `General` and its owner as member.
-    async fn create_server(&self, s: &NewServer) -> StoreResult<ServerRecord>;
+    async fn create_server(
+        &self,
+        tx: &mut crate::WriteTx,
+        s: &NewServer,
+    ) -> StoreResult<ServerRecord>;
     /// A server.
     async fn server(&self, id: Snowflake) -> StoreResult<Option<ServerRecord>>;
     /// The server whose vanity code this is (any case).
@@ -279,13 +283,14 @@ pub trait ServerRepository: Send + Sync {
     /// Applies `patch` if `expected_version` (when given) is current.
     async fn update_server(
         &self,
+        tx: &mut crate::WriteTx,
         id: Snowflake,
         patch: &ServerPatch,
         expected_version: Option<i64>,
         now: Timestamp,
     ) -> StoreResult<Versioned<ServerRecord>>;
     /// Deletes a server and everything in it.
-    async fn delete_server(&self, id: Snowflake) -> StoreResult<bool>;
+    async fn delete_server(&self, tx: &mut crate::WriteTx, id: Snowflake) -> StoreResult<bool>;
 
     /// Roles of a server, lowest position first.
     async fn roles(&self, server: Snowflake) -> StoreResult<Vec<RoleRecord>>;
@@ -422,7 +427,7 @@ pub trait ServerRepository: Send + Sync {
     ) -> StoreResult<bool>;
 
     /// Creates an invite.
-    async fn create_invite(&self, i: &InviteRecord) -> StoreResult<()>;
+    async fn create_invite(&self, tx: &mut crate::WriteTx, i: &InviteRecord) -> StoreResult<()>;
     /// An invite by code (exact).
     async fn invite(&self, code: &str) -> StoreResult<Option<InviteRecord>>;
     /// Invites of a server, newest first.
@@ -430,7 +435,7 @@ pub trait ServerRepository: Send + Sync {
     /// Counts one use if the invite is still valid at `now`; `None` when it is not.
     async fn use_invite(&self, tx: &mut WriteTx, code: &str, now: Timestamp) -> StoreResult<bool>;
     /// Deletes an invite.
-    async fn delete_invite(&self, code: &str) -> StoreResult<bool>;
+    async fn delete_invite(&self, tx: &mut crate::WriteTx, code: &str) -> StoreResult<bool>;
 
     /// Bans `user`, removes them if a member, and soft-deletes their messages in the server
     /// since `delete_messages_since`; all in one transaction. Returns whether they were a member.
@@ -547,6 +552,48 @@ fn invite_from_row(r: &AnyRow) -> StoreResult<InviteRecord> {
 }
 
 impl Store {
+    /// A server's roles and channels as the transaction `tx` sees them (a server just
+    /// created, for the event that announces it).
+    pub async fn roles_and_channels_in(
+        &self,
+        tx: &mut WriteTx,
+        server: Snowflake,
+    ) -> StoreResult<(Vec<RoleRecord>, Vec<ChannelRecord>)> {
+        let rows = sqlx::query(role_select!("WHERE server_id = $1 ORDER BY position, id"))
+            .bind(server.get())
+            .fetch_all(&mut **tx)
+            .await?;
+        let roles = rows
+            .iter()
+            .map(|r| self.role_from_row(r))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let rows = sqlx::query(
+            "SELECT id, server_id, type, name, topic, position, parent_id, nsfw, user_limit, bitrate, rate_limit_per_user, \
+             owner_id, icon, last_message_id, version, created_at, updated_at FROM channels WHERE server_id = $1 ORDER BY position, id",
+        )
+        .bind(server.get())
+        .fetch_all(&mut **tx)
+        .await?;
+        let channels = rows
+            .iter()
+            .map(|r| self.channel_from_row(r))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((roles, channels))
+    }
+
+    /// A server as the transaction `tx` sees it.
+    async fn server_in(
+        &self,
+        tx: &mut WriteTx,
+        id: Snowflake,
+    ) -> StoreResult<Option<ServerRecord>> {
+        let row = sqlx::query(server_select!("WHERE s.id = $1"))
+            .bind(id.get())
+            .fetch_optional(&mut **tx)
+            .await?;
+        row.as_ref().map(server_from_row).transpose()
+    }
+
     /// One member with their roles, as `conn` sees it.
     async fn member_on(
         &self,
@@ -638,28 +685,31 @@ impl Store {
 
 #[async_trait]
 impl ServerRepository for Store {
-    async fn create_server(&self, s: &NewServer) -> StoreResult<ServerRecord> {
+    async fn create_server(
+        &self,
+        tx: &mut crate::WriteTx,
+        s: &NewServer,
+    ) -> StoreResult<ServerRecord> {
         let now = s.now.as_millis();
-        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO servers (id, name, icon, owner_id, member_count, created_at, updated_at) VALUES ($1, $2, $3, $4, 1, $5, $5)")
             .bind(s.id.get())
             .bind(s.name.clone())
             .bind(s.icon.clone())
             .bind(s.owner_id.get())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         sqlx::query("INSERT INTO roles (id, server_id, name, position, permissions, created_at, updated_at) VALUES ($1, $1, '@everyone', 0, $2, $3, $3)")
             .bind(s.id.get())
             .bind(s.everyone_permissions)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         sqlx::query("INSERT INTO members (server_id, user_id, joined_at) VALUES ($1, $2, $3)")
             .bind(s.id.get())
             .bind(s.owner_id.get())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         for (id, kind, name, pos, bitrate) in [
             (s.text_channel_id, ChannelKind::Text, "general", 0, None),
@@ -681,11 +731,10 @@ impl ServerRepository for Store {
             .bind(pos)
             .bind(bitrate)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        tx.commit().await?;
-        self.server(s.id)
+        self.server_in(tx, s.id)
             .await?
             .ok_or(StoreError::Other(sqlx::Error::RowNotFound))
     }
@@ -718,6 +767,7 @@ impl ServerRepository for Store {
 
     async fn update_server(
         &self,
+        tx: &mut crate::WriteTx,
         id: Snowflake,
         p: &ServerPatch,
         expected_version: Option<i64>,
@@ -751,20 +801,20 @@ impl ServerRepository for Store {
         .bind(p.owner_id.map(Snowflake::get))
         .bind(now.as_millis())
         .bind(expected_version.unwrap_or(-1))
-        .execute(self.pool())
+        .execute(&mut **tx)
         .await?
         .rows_affected();
-        match (n, self.server(id).await?) {
+        match (n, self.server_in(tx, id).await?) {
             (1, Some(s)) => Ok(Versioned::Updated(s)),
             (_, Some(_)) => Ok(Versioned::Stale),
             (_, None) => Ok(Versioned::Missing),
         }
     }
 
-    async fn delete_server(&self, id: Snowflake) -> StoreResult<bool> {
+    async fn delete_server(&self, tx: &mut crate::WriteTx, id: Snowflake) -> StoreResult<bool> {
         Ok(sqlx::query("DELETE FROM servers WHERE id = $1")
             .bind(id.get())
-            .execute(self.pool())
+            .execute(&mut **tx)
             .await?
             .rows_affected()
             == 1)
@@ -1315,7 +1365,7 @@ impl ServerRepository for Store {
         Ok(n == 1)
     }
 
-    async fn create_invite(&self, i: &InviteRecord) -> StoreResult<()> {
+    async fn create_invite(&self, tx: &mut crate::WriteTx, i: &InviteRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO invites (code, server_id, channel_id, inviter_id, max_age_seconds, max_uses, uses, expires_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8)",
@@ -1328,7 +1378,7 @@ impl ServerRepository for Store {
         .bind(i.max_uses)
         .bind(i.expires_at.map(Timestamp::as_millis))
         .bind(i.created_at.as_millis())
-        .execute(self.pool())
+        .execute(&mut **tx)
         .await?;
         Ok(())
     }
@@ -1365,10 +1415,10 @@ impl ServerRepository for Store {
         Ok(n == 1)
     }
 
-    async fn delete_invite(&self, code: &str) -> StoreResult<bool> {
+    async fn delete_invite(&self, tx: &mut crate::WriteTx, code: &str) -> StoreResult<bool> {
         Ok(sqlx::query("DELETE FROM invites WHERE code = $1")
             .bind(code.to_owned())
-            .execute(self.pool())
+            .execute(&mut **tx)
             .await?
             .rows_affected()
             == 1)

@@ -141,6 +141,7 @@ pub trait SessionRepository: Send + Sync {
     /// Spends a token: the owner when it exists, has this purpose, is unused and unexpired.
     async fn consume_user_token(
         &self,
+        tx: &mut crate::WriteTx,
         hash: &str,
         purpose: TokenPurpose,
         now: Timestamp,
@@ -419,6 +420,7 @@ impl SessionRepository for Store {
 
     async fn consume_user_token(
         &self,
+        tx: &mut crate::WriteTx,
         hash: &str,
         purpose: TokenPurpose,
         now: Timestamp,
@@ -430,7 +432,7 @@ impl SessionRepository for Store {
         .bind(hash.to_owned())
         .bind(purpose.as_str())
         .bind(now.as_millis())
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut **tx)
         .await?;
         row.map(|r| Ok(Snowflake::from_i64(r.try_get(0)?)))
             .transpose()

@@ -110,15 +110,26 @@ pub trait UserRepository: Send + Sync {
     /// Applies a profile change and returns the new row; conflicts as for `create_user`.
     async fn update_profile(
         &self,
+        tx: &mut crate::WriteTx,
         id: Snowflake,
         patch: &ProfilePatch,
         now: Timestamp,
     ) -> StoreResult<Option<UserRecord>>;
     /// Replaces the password hash.
-    async fn set_password_hash(&self, id: Snowflake, hash: &str, now: Timestamp)
-    -> StoreResult<()>;
+    async fn set_password_hash(
+        &self,
+        tx: &mut crate::WriteTx,
+        id: Snowflake,
+        hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
     /// Marks the e-mail verified.
-    async fn set_email_verified(&self, id: Snowflake, now: Timestamp) -> StoreResult<()>;
+    async fn set_email_verified(
+        &self,
+        tx: &mut crate::WriteTx,
+        id: Snowflake,
+        now: Timestamp,
+    ) -> StoreResult<()>;
     /// Replaces the settings document.
     async fn set_settings(
         &self,
@@ -137,6 +148,7 @@ pub trait UserRepository: Send + Sync {
     /// Sets the avatar (`banner = false`) or banner file key.
     async fn set_image(
         &self,
+        tx: &mut crate::WriteTx,
         id: Snowflake,
         banner: bool,
         key: Option<&str>,
@@ -155,6 +167,7 @@ pub trait UserRepository: Send + Sync {
     /// (the code that confirmed it stays spent); anything else clears it.
     async fn set_mfa(
         &self,
+        tx: &mut crate::WriteTx,
         id: Snowflake,
         sealed_secret: Option<&str>,
         enabled: bool,
@@ -164,7 +177,12 @@ pub trait UserRepository: Send + Sync {
     /// when a step at or after it was already used: the code is a replay.
     async fn claim_mfa_step(&self, id: Snowflake, step: i64) -> StoreResult<bool>;
     /// Replaces all backup codes with these hashes.
-    async fn replace_backup_codes(&self, id: Snowflake, code_hashes: &[String]) -> StoreResult<()>;
+    async fn replace_backup_codes(
+        &self,
+        tx: &mut crate::WriteTx,
+        id: Snowflake,
+        code_hashes: &[String],
+    ) -> StoreResult<()>;
     /// Uses up a backup code; false when unknown or already used.
     async fn use_backup_code(
         &self,
@@ -231,6 +249,30 @@ impl Store {
     ) -> StoreResult<u64> {
         Ok(q.execute(self.pool()).await?.rows_affected())
     }
+
+    /// A user as the transaction `tx` sees it.
+    pub async fn user_in(
+        &self,
+        tx: &mut crate::WriteTx,
+        id: Snowflake,
+    ) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(user_select!("WHERE id = $1"))
+            .bind(id.get())
+            .fetch_optional(&mut **tx)
+            .await?;
+        match row {
+            Some(r) => Ok(self.users_from_rows(&[r])?.pop()),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Runs one statement in `tx`; the rows it changed.
+async fn exec_in(
+    tx: &mut crate::WriteTx,
+    q: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+) -> StoreResult<u64> {
+    Ok(q.execute(&mut **tx).await?.rows_affected())
 }
 
 /// `(is_set, value)` for a `CASE WHEN $n THEN $m ELSE col END` update of a nullable column.
@@ -297,6 +339,7 @@ impl UserRepository for Store {
 
     async fn update_profile(
         &self,
+        tx: &mut crate::WriteTx,
         id: Snowflake,
         p: &ProfilePatch,
         now: Timestamp,
@@ -332,18 +375,20 @@ impl UserRepository for Store {
         .bind(p.clear_guest)
         .bind(false)
         .bind(now.as_millis())
-        .execute(self.pool())
+        .execute(&mut **tx)
         .await?;
-        self.user_by_id(id).await
+        self.user_in(tx, id).await
     }
 
     async fn set_password_hash(
         &self,
+        tx: &mut crate::WriteTx,
         id: Snowflake,
         hash: &str,
         now: Timestamp,
     ) -> StoreResult<()> {
-        self.exec(
+        exec_in(
+            tx,
             sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
                 .bind(id.get())
                 .bind(hash.to_owned())
@@ -353,8 +398,14 @@ impl UserRepository for Store {
         .map(drop)
     }
 
-    async fn set_email_verified(&self, id: Snowflake, now: Timestamp) -> StoreResult<()> {
-        self.exec(
+    async fn set_email_verified(
+        &self,
+        tx: &mut crate::WriteTx,
+        id: Snowflake,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        exec_in(
+            tx,
             sqlx::query("UPDATE users SET email_verified = $2, updated_at = $3 WHERE id = $1")
                 .bind(id.get())
                 .bind(true)
@@ -404,6 +455,7 @@ impl UserRepository for Store {
 
     async fn set_image(
         &self,
+        tx: &mut crate::WriteTx,
         id: Snowflake,
         banner: bool,
         key: Option<&str>,
@@ -414,7 +466,8 @@ impl UserRepository for Store {
         } else {
             "UPDATE users SET avatar = $2, updated_at = $3 WHERE id = $1"
         };
-        self.exec(
+        exec_in(
+            tx,
             sqlx::query(sql)
                 .bind(id.get())
                 .bind(key.map(str::to_owned))
@@ -452,12 +505,13 @@ impl UserRepository for Store {
 
     async fn set_mfa(
         &self,
+        tx: &mut crate::WriteTx,
         id: Snowflake,
         sealed_secret: Option<&str>,
         enabled: bool,
         now: Timestamp,
     ) -> StoreResult<()> {
-        self.exec(
+        exec_in(tx,
             sqlx::query(
                 "UPDATE users SET mfa_secret = $2, mfa_enabled = $3, \
                  mfa_last_step = CASE WHEN $3 THEN mfa_last_step ELSE NULL END, updated_at = $4 WHERE id = $1",
@@ -485,20 +539,23 @@ impl UserRepository for Store {
         Ok(n == 1)
     }
 
-    async fn replace_backup_codes(&self, id: Snowflake, code_hashes: &[String]) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
+    async fn replace_backup_codes(
+        &self,
+        tx: &mut crate::WriteTx,
+        id: Snowflake,
+        code_hashes: &[String],
+    ) -> StoreResult<()> {
         sqlx::query("DELETE FROM mfa_backup_codes WHERE user_id = $1")
             .bind(id.get())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         for h in code_hashes {
             sqlx::query("INSERT INTO mfa_backup_codes (user_id, code_hash) VALUES ($1, $2)")
                 .bind(id.get())
                 .bind(h.clone())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 

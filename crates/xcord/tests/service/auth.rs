@@ -779,12 +779,13 @@ async fn login_rehashes_passwords_made_with_another_algorithm(backend: Backend) 
     let u = app.register("kim").await;
     let old = bcrypt::hash("Secret123", 4).expect("a bcrypt hash");
     let id = u.id.parse().expect("id");
-    app.state
-        .core
-        .store
-        .set_password_hash(id, &old, Timestamp::now())
+    let store = &app.state.core.store;
+    let mut tx = store.begin_write().await.expect("begin");
+    store
+        .set_password_hash(&mut tx, id, &old, Timestamp::now())
         .await
         .expect("downgrade");
+    tx.commit().await.expect("commit");
     app.login("kim", "Secret123").await;
     let mut upgraded = false;
     for _ in 0..50 {

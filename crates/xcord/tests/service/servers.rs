@@ -198,21 +198,25 @@ async fn new_users_join_the_default_server(backend: Backend) {
     // The owner signs up before the server exists: nothing to join yet, and no error.
     let owner = app.register("community_owner").await;
     let ids = xcord_types::SnowflakeGenerator::new(9);
-    app.state
-        .core
-        .store
-        .create_server(&xcord_store::NewServer {
-            id: fixed,
-            name: "Hype Community".into(),
-            icon: None,
-            owner_id: owner.id.parse().expect("id"),
-            everyone_permissions: EVERYONE_DEFAULT as i64,
-            text_channel_id: ids.next_id(),
-            voice_channel_id: ids.next_id(),
-            now: xcord_types::Timestamp::now(),
-        })
+    let store = &app.state.core.store;
+    let mut tx = store.begin_write().await.expect("begin");
+    store
+        .create_server(
+            &mut tx,
+            &xcord_store::NewServer {
+                id: fixed,
+                name: "Hype Community".into(),
+                icon: None,
+                owner_id: owner.id.parse().expect("id"),
+                everyone_permissions: EVERYONE_DEFAULT as i64,
+                text_channel_id: ids.next_id(),
+                voice_channel_id: ids.next_id(),
+                now: xcord_types::Timestamp::now(),
+            },
+        )
         .await
         .expect("server");
+    tx.commit().await.expect("commit");
     let newcomer = app.register("newcomer").await;
     let guest = TestUser::from_login(
         &app.post_api("/auth/guest", &json!({"username": "guesty_mc"}))

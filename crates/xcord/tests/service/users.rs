@@ -503,10 +503,11 @@ async fn profile_images_are_replaced_and_earlier_data_directories_still_serve(ba
     std::fs::create_dir_all(file.parent().expect("a folder")).expect("mkdir");
     std::fs::write(&file, &old).expect("write the old avatar");
     use xcord_store::UserRepository as _;
-    app.state
-        .core
-        .store
+    let store = &app.state.core.store;
+    let mut tx = store.begin_write().await.expect("begin");
+    store
         .set_image(
+            &mut tx,
             a.id.parse().expect("a user id"),
             false,
             Some(&key),
@@ -514,6 +515,7 @@ async fn profile_images_are_replaced_and_earlier_data_directories_still_serve(ba
         )
         .await
         .expect("point the user at it");
+    tx.commit().await.expect("commit");
     let url = format!("/cdn/{key}");
     assert_eq!(
         app.get_as(&viewer.token, &profile).await.body["avatar"],
