@@ -74,6 +74,9 @@ pub struct BusEvent {
     pub origin_node: u16,
     /// Its id in the gateway's event log (a snowflake), or 0 for an event not logged.
     pub id: i64,
+    /// Published late by an outbox relay, not by the use-case that made it: newer changes
+    /// may have gone out before it, so what it says is a hint to reload, not the state.
+    pub relayed: bool,
     event: OnceLock<Option<Event>>,
 }
 
@@ -82,6 +85,13 @@ impl BusEvent {
     #[must_use]
     pub fn with_id(mut self, id: i64) -> Self {
         self.id = id;
+        self
+    }
+
+    /// The same event, marked as published late by an outbox relay.
+    #[must_use]
+    pub fn relayed(mut self) -> Self {
+        self.relayed = true;
         self
     }
 
@@ -94,6 +104,7 @@ impl BusEvent {
             data,
             origin_node,
             id: 0,
+            relayed: false,
             event: OnceLock::from(Some(event)),
         })
     }
@@ -112,6 +123,7 @@ impl BusEvent {
             data: data.into(),
             origin_node,
             id: 0,
+            relayed: false,
             event: OnceLock::new(),
         })
     }
@@ -140,14 +152,21 @@ impl BusEvent {
 /// form is read from the payload, so it adds nothing to compare).
 impl PartialEq for BusEvent {
     fn eq(&self, other: &Self) -> bool {
-        (self.topic, self.name, &self.data, self.origin_node, self.id)
-            == (
-                other.topic,
-                other.name,
-                &other.data,
-                other.origin_node,
-                other.id,
-            )
+        (
+            self.topic,
+            self.name,
+            &self.data,
+            self.origin_node,
+            self.id,
+            self.relayed,
+        ) == (
+            other.topic,
+            other.name,
+            &other.data,
+            other.origin_node,
+            other.id,
+            other.relayed,
+        )
     }
 }
 

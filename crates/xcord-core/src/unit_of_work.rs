@@ -95,7 +95,7 @@ impl Core {
                 tracing::warn!(event = e.name, "an outbox event this node cannot read");
                 continue;
             };
-            let ev = ev.with_id(id);
+            let ev = ev.with_id(id).relayed();
             if let Some(event) = ev.event() {
                 self.caches.on_event(&ev.topic, event);
             }

@@ -118,6 +118,13 @@ pub async fn route(gw: &Gateway, ev: &Arc<BusEvent>) {
         }
     };
     metrics::counter!("gateway_events_routed_total").increment(1);
+    if ev.relayed
+        && let Topic::Server(server) = ev.topic
+    {
+        // A late event may be older than changes already applied: the database says
+        // what the server is now.
+        reload_server(gw, server).await;
+    }
     if let FollowUp::LoadServer { server, user } = follow {
         // A member connected here joined a server this node does not hold: load it once.
         // The dispatcher waits, so no later event of that server overtakes the load.
@@ -133,6 +140,23 @@ pub async fn route(gw: &Gateway, ev: &Arc<BusEvent>) {
                 tracing::warn!(error = format!("{e:#}"), %server, "cannot load a joined server")
             }
         }
+    }
+}
+
+/// Replaces the index's state of `server` (when it holds it) with what the database says.
+async fn reload_server(gw: &Gateway, server: xcord_types::Snowflake) {
+    let held = gw.index.lock().is_ok_and(|i| i.holds_server(server));
+    if !held {
+        return;
+    }
+    match gw.core.server_snapshot(server).await {
+        Ok(Some(snap)) => {
+            if let Ok(mut index) = gw.index.lock() {
+                index.refresh_server(&snap);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = format!("{e:#}"), %server, "cannot reload a server"),
     }
 }
 

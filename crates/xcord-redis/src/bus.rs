@@ -36,7 +36,8 @@ impl Drop for RedisBus {
     }
 }
 
-/// `instance \t topic \t node \t id \t name \t data`: the payload is carried as is, never parsed.
+/// `instance \t topic \t node \t id \t flags \t name \t data`: the payload is carried as is,
+/// never parsed. `flags` is `r` for an event an outbox relay published late, else empty.
 fn encode(instance: &str, ev: &BusEvent) -> String {
     let topic = ev.topic.to_text();
     let mut s = String::with_capacity(ev.data.len() + ev.name.len() + topic.len() + 40);
@@ -48,6 +49,10 @@ fn encode(instance: &str, ev: &BusEvent) -> String {
     s.push('\t');
     s.push_str(&ev.id.to_string());
     s.push('\t');
+    if ev.relayed {
+        s.push('r');
+    }
+    s.push('\t');
     s.push_str(ev.name);
     s.push('\t');
     s.push_str(&ev.data);
@@ -55,18 +60,21 @@ fn encode(instance: &str, ev: &BusEvent) -> String {
 }
 
 fn decode(s: &str) -> Option<(&str, BusEvent)> {
-    let mut parts = s.splitn(6, '\t');
+    let mut parts = s.splitn(7, '\t');
     let instance = parts.next()?;
     let topic = Topic::parse(parts.next()?)?;
     let node = parts.next()?.parse().ok()?;
     let id = parts.next()?.parse().ok()?;
+    let relayed = match parts.next()? {
+        "" => false,
+        "r" => true,
+        _ => return None,
+    };
     let name = parts.next()?;
     let data = parts.next()?;
     // A name this node does not know (a newer node's event) is not routed.
-    Some((
-        instance,
-        BusEvent::from_parts(topic, name, data, node)?.with_id(id),
-    ))
+    let ev = BusEvent::from_parts(topic, name, data, node)?.with_id(id);
+    Some((instance, if relayed { ev.relayed() } else { ev }))
 }
 
 impl RedisBus {
@@ -198,15 +206,16 @@ mod tests {
 
     #[test]
     fn events_survive_the_wire_encoding() {
-        for topic in [
-            Topic::Server(Snowflake::from_i64(1)),
-            Topic::Channel(Snowflake::from_i64(22)),
-            Topic::User(Snowflake::from_i64(333)),
-            Topic::Global,
+        for (topic, relayed) in [
+            (Topic::Server(Snowflake::from_i64(1)), false),
+            (Topic::Channel(Snowflake::from_i64(22)), true),
+            (Topic::User(Snowflake::from_i64(333)), false),
+            (Topic::Global, false),
         ] {
             let ev = BusEvent::from_parts(topic, "MESSAGE_CREATE", r#"{"a":"b\tc"}"#, 7)
                 .expect("a known name")
                 .with_id(42);
+            let ev = if relayed { ev.relayed() } else { ev };
             let wire = encode("abc", &ev);
             let (from, back) = decode(&wire).expect("decodes");
             assert_eq!(from, "abc");
@@ -216,14 +225,23 @@ mod tests {
                     back.name,
                     &*back.data,
                     back.origin_node,
-                    back.id
+                    back.id,
+                    back.relayed
                 ),
-                (ev.topic, ev.name, &*ev.data, ev.origin_node, ev.id)
+                (
+                    ev.topic,
+                    ev.name,
+                    &*ev.data,
+                    ev.origin_node,
+                    ev.id,
+                    ev.relayed
+                )
             );
         }
-        assert!(decode("x\tq1\t0\t1\tN\t{}").is_none());
-        assert!(decode("x\ts1\t0\tnot-an-id\tN\t{}").is_none());
+        assert!(decode("x\tq1\t0\t1\t\tN\t{}").is_none());
+        assert!(decode("x\ts1\t0\tnot-an-id\t\tN\t{}").is_none());
+        assert!(decode("x\ts1\t0\t1\tq\tMESSAGE_CREATE\t{}").is_none());
         assert!(decode("garbage").is_none());
-        assert!(decode("x\ts1\t0\t1\tNOT_AN_EVENT\t{}").is_none());
+        assert!(decode("x\ts1\t0\t1\t\tNOT_AN_EVENT\t{}").is_none());
     }
 }

@@ -14,6 +14,7 @@ use xcord_types::events::{Event, RoleChanged};
 on_both_backends!(
     an_outbox_write_that_fails_leaves_no_change_and_no_event,
     an_event_committed_but_not_published_goes_out_through_the_relay,
+    a_late_event_does_not_undo_a_newer_change,
 );
 
 /// Makes every insert into the outbox fail, as a full disk or a lost connection would.
@@ -184,5 +185,83 @@ async fn an_event_committed_but_not_published_goes_out_through_the_relay(backend
         core.relay_unpublished().await.expect("relay"),
         0,
         "an event was left to publish twice"
+    );
+}
+
+async fn a_late_event_does_not_undo_a_newer_change(backend: Backend) {
+    use xcord_permissions::bits::{SEND_MESSAGES, VIEW_CHANNELS};
+    let app = spawn_app(backend).await;
+    let r = room(&app, "outboxstale").await;
+    let s = &r.server;
+    // Only the role lets the member see channels.
+    let everyone = app
+        .patch_as(
+            &r.owner.token,
+            &format!("/servers/{s}/roles/{s}"),
+            &json!({"permissions": SEND_MESSAGES}),
+        )
+        .await;
+    everyone.expect_status(200, "@everyone without VIEW_CHANNELS");
+    let made = app
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{s}/roles"),
+            &json!({"name": "seer", "permissions": VIEW_CHANNELS | SEND_MESSAGES}),
+        )
+        .await;
+    made.expect_status(201, "role");
+    let role = string_at(&made.body, "/id");
+    app.put_as(
+        &r.owner.token,
+        &format!("/servers/{s}/members/{}/roles/{role}", r.member.id),
+        &json!({}),
+    )
+    .await
+    .expect_status(204, "role given");
+    let (mut member, _) = app.gateway_as(&r.member).await;
+
+    // An older change (the role loses VIEW_CHANNELS) commits but its node dies before
+    // publishing; a newer one (VIEW_CHANNELS back, and a rename) goes out at once.
+    let core = &app.state.core;
+    let role_id: Snowflake = role.parse().expect("role id");
+    let server: Snowflake = s.parse().expect("server id");
+    let mut uow = core.begin().await.expect("begin");
+    let patch = RolePatch {
+        permissions: Some(SEND_MESSAGES as i64),
+        ..RolePatch::default()
+    };
+    let Versioned::Updated(old) = core
+        .store
+        .update_role(uow.tx(), role_id, &patch, None, core.clock.now())
+        .await
+        .expect("update")
+    else {
+        panic!("the role is there");
+    };
+    let event = Event::RoleUpdate(RoleChanged {
+        server_id: server,
+        role: xcord_core::servers::role_to_wire(&old),
+    });
+    uow.emit(Topic::Server(server), event).expect("emit");
+    uow.commit_unpublished().await.expect("commit");
+    app.patch_as(
+        &r.owner.token,
+        &format!("/servers/{s}/roles/{role}"),
+        &json!({"permissions": VIEW_CHANNELS | SEND_MESSAGES, "name": "seer2"}),
+    )
+    .await
+    .expect_status(200, "newer change");
+    assert_eq!(
+        member.dispatch("ROLE_UPDATE").await["role"]["name"],
+        "seer2"
+    );
+    // The late event arrives…
+    let late = member.dispatch("ROLE_UPDATE").await;
+    assert_eq!(late["role"]["name"], "seer", "the relayed, older change");
+    // …and the member still sees the channel, as the database says.
+    say(&app, &r.owner, &r.channel, "still visible").await;
+    assert_eq!(
+        member.dispatch("MESSAGE_CREATE").await["content"],
+        "still visible"
     );
 }
