@@ -1,6 +1,8 @@
-//! The gateway's event log: every dispatchable event is written to the database before it
-//! reaches the bus, so a session whose node stopped can be resumed on any node with the
-//! events it missed (SPEC §4, "resume from the database").
+//! The writer of the gateway's event log for events of no stored change (typing, presence,
+//! voice states), and of the removal of published events' outbox markers. The events of
+//! stored changes are written in their change's own transaction (`unit_of_work`). The log
+//! lets a session whose node stopped be resumed on any node with the events it missed
+//! (SPEC §4, "resume from the database").
 //!
 //! Publishing does not wait for the write: a node that resumes a session registers it for
 //! live events, then reads the log and the events its own dispatcher routed in the last
