@@ -21,8 +21,13 @@ use xcord_store::{LoggedEvent, Store};
 
 /// Events waiting for the writer; a full queue makes publishers wait (backpressure).
 const QUEUE: usize = 4096;
-/// Most events written in one transaction.
+/// Most events (and outbox markers) written in one transaction.
 const BATCH: usize = 512;
+/// How long the writer waits for more before it writes a batch that holds no flush: under
+/// load it writes a few transactions a second rather than one per wake-up, leaving
+/// SQLite's single writer to the use-cases. Markers are only relayed after seconds, and a
+/// resume adds what its node routed lately, so the lag is harmless.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 
 enum Entry {
     Event(LoggedEvent),
@@ -97,6 +102,7 @@ async fn write_batches(store: Store, mut rx: mpsc::Receiver<Entry>) {
     let mut flushes = Vec::new();
     let mut closing = false;
     while !closing && let Some(first) = rx.recv().await {
+        let until = tokio::time::Instant::now() + LINGER;
         let mut next = Some(first);
         while let Some(entry) = next.take() {
             match entry {
@@ -107,22 +113,29 @@ async fn write_batches(store: Store, mut rx: mpsc::Receiver<Entry>) {
                 Entry::Close => closing = true,
             }
             if events.len() + published.len() < BATCH && !closing {
-                next = rx.try_recv().ok();
+                next = match rx.try_recv() {
+                    Ok(e) => Some(e),
+                    // Someone waits for this batch: write it now.
+                    Err(_) if !flushes.is_empty() => None,
+                    Err(_) => tokio::time::timeout_at(until, rx.recv())
+                        .await
+                        .ok()
+                        .flatten(),
+                };
             }
         }
-        if let Err(e) = store.append_events(&events).await {
+        // A failed write is logged: an event still went out live (only a resume through
+        // the log could miss it), and a marker left behind only lets a relay publish its
+        // event again, which receivers drop by id.
+        if let Err(e) = store.write_log_batch(&events, &published).await {
             tracing::warn!(
                 error = format!("{e:#}"),
                 events = events.len(),
+                markers = published.len(),
                 "event log write failed"
             );
         }
         events.clear();
-        // A marker that could not be removed only lets a relay publish its event again,
-        // which receivers drop by id.
-        if let Err(e) = store.mark_published(&published).await {
-            tracing::warn!(error = format!("{e:#}"), "outbox markers not removed");
-        }
         published.clear();
         for done in flushes.drain(..) {
             let _ = done.send(());

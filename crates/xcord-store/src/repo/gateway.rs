@@ -89,27 +89,8 @@ async fn insert_events(tx: &mut WriteTx, events: &[LoggedEvent]) -> StoreResult<
 }
 
 impl Store {
-    /// Appends events to the log in one transaction (events of no state change: typing,
-    /// presence, voice).
-    pub async fn append_events(&self, events: &[LoggedEvent]) -> StoreResult<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.begin_write().await?;
-        if self.backend() == crate::Backend::Postgres {
-            // The log serves resumes within minutes; a crash loses live sessions anyway, so
-            // its commits need not wait for the disk (the state changes they describe
-            // were committed durably by their own transactions).
-            sqlx::query("SET LOCAL synchronous_commit TO OFF")
-                .execute(&mut *tx)
-                .await?;
-        }
-        insert_events(&mut tx, events).await?;
-        tx.commit().await
-    }
-
     /// Writes the events of a state change into its transaction `tx`: to the log, and to
-    /// the outbox until [`Store::mark_published`] says they went out.
+    /// the outbox until [`Store::write_log_batch`] says they went out.
     pub async fn stage_events(tx: &mut WriteTx, events: &[LoggedEvent]) -> StoreResult<()> {
         if events.is_empty() {
             return Ok(());
@@ -132,28 +113,37 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets the outbox markers of events that were published.
-    pub async fn mark_published(&self, ids: &[i64]) -> StoreResult<()> {
-        if ids.is_empty() {
+    /// Appends ephemeral events to the log and forgets the outbox markers of events that
+    /// were published, in one transaction.
+    pub async fn write_log_batch(
+        &self,
+        events: &[LoggedEvent],
+        published: &[i64],
+    ) -> StoreResult<()> {
+        if events.is_empty() && published.is_empty() {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
         if self.backend() == crate::Backend::Postgres {
-            // A marker that survives a crash only makes its event go out twice, which
-            // receivers drop by id.
+            // The log serves resumes within minutes, and a marker that survives a crash
+            // only makes its event go out twice, which receivers drop by id: no need to
+            // wait for the disk.
             sqlx::query("SET LOCAL synchronous_commit TO OFF")
                 .execute(&mut *tx)
                 .await?;
         }
-        let ids: Vec<Snowflake> = ids.iter().copied().map(Snowflake::from_i64).collect();
-        let sql = format!(
-            "DELETE FROM event_outbox WHERE event_id IN {}",
-            self.in_ids_at(1)
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(crate::store::ids_json(&ids)?)
-            .execute(&mut *tx)
-            .await?;
+        insert_events(&mut tx, events).await?;
+        for chunk in published.chunks(1000) {
+            let ids: Vec<Snowflake> = chunk.iter().copied().map(Snowflake::from_i64).collect();
+            let sql = format!(
+                "DELETE FROM event_outbox WHERE event_id IN {}",
+                self.in_ids_at(1)
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(crate::store::ids_json(&ids)?)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await
     }
 
