@@ -6,7 +6,7 @@
 use serde_json::json;
 use xcord_bus::Topic;
 use xcord_permissions::bits;
-use xcord_store::{InviteRecord, MemberRecord, RolePatch, ServerRepository, Versioned};
+use xcord_store::{InviteRecord, MemberRecord, RolePatch, Versioned};
 use xcord_types::Snowflake;
 use xcord_types::events::{
     Event, MemberChanged, MemberRemoved, RoleChanged, RoleDeleted, ServerDeleted,

@@ -11,9 +11,8 @@ use serde_json::json;
 use xcord_bus::Topic;
 use xcord_permissions::{bits, has};
 use xcord_store::{
-    AttachmentRecord, ChannelRecord, ChannelRepository, MessageRecord, MessageRepository,
-    NewMessage, Page, PostOutcome, RelationshipRepository, RelationshipType, SearchQuery,
-    ServerRepository, UserRepository, Versioned,
+    AttachmentRecord, ChannelRecord, MessageRecord, NewMessage, Page, PostOutcome,
+    RelationshipType, SearchQuery, Versioned,
 };
 use xcord_types::Snowflake;
 use xcord_types::events::{

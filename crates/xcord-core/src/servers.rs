@@ -10,8 +10,8 @@ use xcord_permissions::{
     compute_channel_permissions, has,
 };
 use xcord_store::{
-    AuditRecord, ChannelRecord, ChannelRepository, MemberRecord, NewServer, OverwriteRecord,
-    RoleRecord, ServerPatch, ServerRecord, ServerRepository, Versioned,
+    AuditRecord, ChannelRecord, MemberRecord, NewServer, OverwriteRecord, RoleRecord, ServerPatch,
+    ServerRecord, Versioned,
 };
 use xcord_types::events::{Event, ServerDeleted};
 use xcord_types::rest::channels::{Channel, ChannelKind as Kind, PermissionOverwrite};

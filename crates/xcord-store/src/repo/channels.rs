@@ -1,6 +1,5 @@
 //! Channels: server channels (text, voice, category) and private ones (dm, group_dm).
 
-use async_trait::async_trait;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 use xcord_types::rest::channels::ChannelKind;
@@ -55,43 +54,6 @@ pub struct PrivateChannel {
     pub channel: ChannelRecord,
     /// Everyone in it, in the order they were added.
     pub recipients: Vec<Snowflake>,
-}
-
-/// Storage of channels.
-#[async_trait]
-pub trait ChannelRepository: Send + Sync {
-    /// A channel by id.
-    async fn channel(&self, id: Snowflake) -> StoreResult<Option<ChannelRecord>>;
-    /// A channel as the transaction `tx` sees it.
-    async fn channel_in(
-        &self,
-        tx: &mut crate::WriteTx,
-        id: Snowflake,
-    ) -> StoreResult<Option<ChannelRecord>>;
-    /// Creates the 1:1 DM between `a` and `b`, or returns the existing one; the flag is true
-    /// when it was created. Atomic under concurrency (unique `dm_key`).
-    async fn create_or_get_dm(
-        &self,
-        tx: &mut crate::WriteTx,
-        id: Snowflake,
-        a: Snowflake,
-        b: Snowflake,
-        now: Timestamp,
-    ) -> StoreResult<(PrivateChannel, bool)>;
-    /// Creates a group DM owned by `owner` with `members` (owner included).
-    async fn create_group_dm(
-        &self,
-        tx: &mut crate::WriteTx,
-        id: Snowflake,
-        owner: Snowflake,
-        members: &[Snowflake],
-        name: Option<&str>,
-        now: Timestamp,
-    ) -> StoreResult<PrivateChannel>;
-    /// Private channels `user` is in, newest activity first.
-    async fn private_channels_of(&self, user: Snowflake) -> StoreResult<Vec<PrivateChannel>>;
-    /// Members of a private channel.
-    async fn recipients(&self, channel: Snowflake) -> StoreResult<Vec<Snowflake>>;
 }
 
 macro_rules! channel_select {
@@ -200,9 +162,10 @@ impl Store {
     }
 }
 
-#[async_trait]
-impl ChannelRepository for Store {
-    async fn channel(&self, id: Snowflake) -> StoreResult<Option<ChannelRecord>> {
+/// Storage of channels.
+impl Store {
+    /// A channel by id.
+    pub async fn channel(&self, id: Snowflake) -> StoreResult<Option<ChannelRecord>> {
         let row = sqlx::query(channel_select!("WHERE c.id = $1"))
             .bind(id.get())
             .fetch_optional(self.pool())
@@ -210,7 +173,8 @@ impl ChannelRepository for Store {
         row.map(|r| self.channel_from_row(&r)).transpose()
     }
 
-    async fn channel_in(
+    /// A channel as the transaction `tx` sees it.
+    pub async fn channel_in(
         &self,
         tx: &mut crate::WriteTx,
         id: Snowflake,
@@ -222,7 +186,9 @@ impl ChannelRepository for Store {
         row.map(|r| self.channel_from_row(&r)).transpose()
     }
 
-    async fn create_or_get_dm(
+    /// Creates the 1:1 DM between `a` and `b`, or returns the existing one; the flag is true
+    /// when it was created. Atomic under concurrency (unique `dm_key`).
+    pub async fn create_or_get_dm(
         &self,
         tx: &mut crate::WriteTx,
         id: Snowflake,
@@ -268,7 +234,8 @@ impl ChannelRepository for Store {
         Ok((pc, inserted == 1))
     }
 
-    async fn create_group_dm(
+    /// Creates a group DM owned by `owner` with `members` (owner included).
+    pub async fn create_group_dm(
         &self,
         tx: &mut crate::WriteTx,
         id: Snowflake,
@@ -301,7 +268,8 @@ impl ChannelRepository for Store {
             .ok_or(StoreError::Other(sqlx::Error::RowNotFound))
     }
 
-    async fn private_channels_of(&self, user: Snowflake) -> StoreResult<Vec<PrivateChannel>> {
+    /// Private channels `user` is in, newest activity first.
+    pub async fn private_channels_of(&self, user: Snowflake) -> StoreResult<Vec<PrivateChannel>> {
         let rows = sqlx::query(channel_select!(
             "JOIN channel_recipients me ON me.channel_id = c.id AND me.user_id = $1 \
              ORDER BY COALESCE(c.last_message_id, c.id) DESC"
@@ -345,7 +313,8 @@ impl ChannelRepository for Store {
             .collect())
     }
 
-    async fn recipients(&self, channel: Snowflake) -> StoreResult<Vec<Snowflake>> {
+    /// Members of a private channel.
+    pub async fn recipients(&self, channel: Snowflake) -> StoreResult<Vec<Snowflake>> {
         let rows = sqlx::query("SELECT user_id FROM channel_recipients WHERE channel_id = $1 ORDER BY added_at, user_id")
             .bind(channel.get())
             .fetch_all(self.pool())

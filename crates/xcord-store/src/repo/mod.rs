@@ -1,7 +1,6 @@
-//! Repository traits, one per aggregate, each implemented by [`crate::Store`].
-//!
-//! Use-cases depend on the traits so that a test or a later backend can stand in, while the
-//! one implementation runs the same SQL on SQLite and PostgreSQL.
+//! Repositories, one module per aggregate: inherent methods on [`crate::Store`] that run the
+//! same SQL on SQLite and PostgreSQL. Writes take the unit of work's transaction
+//! (`&mut WriteTx`), so a use-case commits its change, audit row and events together.
 
 pub mod channels;
 pub mod gateway;

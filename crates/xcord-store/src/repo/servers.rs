@@ -1,7 +1,6 @@
 //! Servers (guilds) and what hangs off them: roles, members, server channels and their
 //! permission overwrites, invites, bans, the audit log and statistics.
 
-use async_trait::async_trait;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 use xcord_types::rest::channels::{ChannelKind, MAX_POSITION};
@@ -265,223 +264,6 @@ pub enum Versioned<T> {
     Missing,
 }
 
-/// Storage of servers and everything in them.
-#[async_trait]
-pub trait ServerRepository: Send + Sync {
-    /// Creates a server with `@everyone`, `general`, `General` and its owner as member.
-    async fn create_server(
-        &self,
-        tx: &mut crate::WriteTx,
-        s: &NewServer,
-    ) -> StoreResult<ServerRecord>;
-    /// A server.
-    async fn server(&self, id: Snowflake) -> StoreResult<Option<ServerRecord>>;
-    /// The server whose vanity code this is (any case).
-    async fn server_by_vanity(&self, code: &str) -> StoreResult<Option<ServerRecord>>;
-    /// Servers `user` is a member of, oldest membership first.
-    async fn servers_of(&self, user: Snowflake) -> StoreResult<Vec<ServerRecord>>;
-    /// Applies `patch` if `expected_version` (when given) is current.
-    async fn update_server(
-        &self,
-        tx: &mut crate::WriteTx,
-        id: Snowflake,
-        patch: &ServerPatch,
-        expected_version: Option<i64>,
-        now: Timestamp,
-    ) -> StoreResult<Versioned<ServerRecord>>;
-    /// Deletes a server and everything in it.
-    async fn delete_server(&self, tx: &mut crate::WriteTx, id: Snowflake) -> StoreResult<bool>;
-
-    /// Roles of a server, lowest position first.
-    async fn roles(&self, server: Snowflake) -> StoreResult<Vec<RoleRecord>>;
-    /// Creates a role at position 1 (just above `@everyone`), moving the others up, then
-    /// to its asked position, inside the caller's transaction.
-    async fn create_role(
-        &self,
-        tx: &mut WriteTx,
-        id: Snowflake,
-        server: Snowflake,
-        patch: &RolePatch,
-        now: Timestamp,
-    ) -> StoreResult<RoleRecord>;
-    /// Applies `patch` (moving other roles when the position changes) inside the caller's
-    /// transaction.
-    async fn update_role(
-        &self,
-        tx: &mut WriteTx,
-        id: Snowflake,
-        patch: &RolePatch,
-        expected_version: Option<i64>,
-        now: Timestamp,
-    ) -> StoreResult<Versioned<RoleRecord>>;
-    /// Deletes a role (never `@everyone`: callers check) inside the caller's transaction.
-    async fn delete_role(&self, tx: &mut WriteTx, id: Snowflake) -> StoreResult<bool>;
-
-    /// One member as the transaction `tx` sees it.
-    async fn member_in(
-        &self,
-        tx: &mut WriteTx,
-        server: Snowflake,
-        user: Snowflake,
-    ) -> StoreResult<Option<MemberRecord>>;
-    /// One member.
-    async fn member(&self, server: Snowflake, user: Snowflake)
-    -> StoreResult<Option<MemberRecord>>;
-    /// Members ordered by user id, after `after`, at most `limit`.
-    async fn members(
-        &self,
-        server: Snowflake,
-        after: Option<Snowflake>,
-        limit: u32,
-    ) -> StoreResult<Vec<MemberRecord>>;
-    /// Ids of every member.
-    async fn member_ids(&self, server: Snowflake) -> StoreResult<Vec<Snowflake>>;
-    /// Every `(user, role)` pair of the server's members (not `@everyone`).
-    async fn member_role_pairs(
-        &self,
-        server: Snowflake,
-    ) -> StoreResult<Vec<(Snowflake, Snowflake)>>;
-    /// Ids of members holding any of these roles, at most `limit`.
-    async fn members_with_roles(
-        &self,
-        server: Snowflake,
-        roles: &[Snowflake],
-        limit: u32,
-    ) -> StoreResult<Vec<Snowflake>>;
-    /// Storage keys of the attachments uploaded to these channels.
-    async fn attachment_keys(&self, channels: &[Snowflake]) -> StoreResult<Vec<String>>;
-    /// Adds a member; false when already one.
-    async fn add_member(
-        &self,
-        tx: &mut WriteTx,
-        server: Snowflake,
-        user: Snowflake,
-        now: Timestamp,
-    ) -> StoreResult<bool>;
-    /// Removes a member; false when not one.
-    async fn remove_member(
-        &self,
-        tx: &mut WriteTx,
-        server: Snowflake,
-        user: Snowflake,
-    ) -> StoreResult<bool>;
-    /// Sets or clears a nickname.
-    async fn set_nickname(
-        &self,
-        tx: &mut WriteTx,
-        server: Snowflake,
-        user: Snowflake,
-        nickname: Option<&str>,
-    ) -> StoreResult<()>;
-    /// Gives a role; false when the member already had it.
-    async fn add_member_role(
-        &self,
-        tx: &mut WriteTx,
-        server: Snowflake,
-        user: Snowflake,
-        role: Snowflake,
-    ) -> StoreResult<bool>;
-    /// Takes a role; false when the member did not have it.
-    async fn remove_member_role(
-        &self,
-        tx: &mut WriteTx,
-        server: Snowflake,
-        user: Snowflake,
-        role: Snowflake,
-    ) -> StoreResult<bool>;
-
-    /// Channels of a server, by position then id.
-    async fn server_channels(&self, server: Snowflake) -> StoreResult<Vec<ChannelRecord>>;
-    /// Creates a server channel with its overwrites.
-    async fn create_channel(&self, tx: &mut WriteTx, c: &NewChannel) -> StoreResult<ChannelRecord>;
-    /// Applies `patch` if `expected_version` (when given) is current.
-    async fn update_channel(
-        &self,
-        tx: &mut WriteTx,
-        id: Snowflake,
-        patch: &ChannelPatch,
-        expected_version: Option<i64>,
-        now: Timestamp,
-    ) -> StoreResult<Versioned<ChannelRecord>>;
-    /// Deletes a channel (its messages go with it).
-    async fn delete_channel(&self, tx: &mut WriteTx, id: Snowflake) -> StoreResult<bool>;
-
-    /// Overwrites of one channel.
-    async fn overwrites(&self, channel: Snowflake) -> StoreResult<Vec<OverwriteRecord>>;
-    /// Overwrites of one channel as the transaction `tx` sees them.
-    async fn overwrites_in(
-        &self,
-        tx: &mut WriteTx,
-        channel: Snowflake,
-    ) -> StoreResult<Vec<OverwriteRecord>>;
-    /// Overwrites of every channel of a server.
-    async fn server_overwrites(&self, server: Snowflake) -> StoreResult<Vec<OverwriteRecord>>;
-    /// Creates or replaces an overwrite; true when it existed.
-    async fn put_overwrite(&self, tx: &mut WriteTx, o: &OverwriteRecord) -> StoreResult<bool>;
-    /// Deletes an overwrite; false when there was none.
-    async fn delete_overwrite(
-        &self,
-        tx: &mut WriteTx,
-        channel: Snowflake,
-        target: Snowflake,
-    ) -> StoreResult<bool>;
-
-    /// Creates an invite.
-    async fn create_invite(&self, tx: &mut crate::WriteTx, i: &InviteRecord) -> StoreResult<()>;
-    /// An invite by code (exact).
-    async fn invite(&self, code: &str) -> StoreResult<Option<InviteRecord>>;
-    /// Invites of a server, newest first.
-    async fn invites(&self, server: Snowflake) -> StoreResult<Vec<InviteRecord>>;
-    /// Counts one use if the invite is still valid at `now`; `None` when it is not.
-    async fn use_invite(&self, tx: &mut WriteTx, code: &str, now: Timestamp) -> StoreResult<bool>;
-    /// Deletes an invite.
-    async fn delete_invite(&self, tx: &mut crate::WriteTx, code: &str) -> StoreResult<bool>;
-
-    /// Bans `user`, removes them if a member, and soft-deletes their messages in the server
-    /// since `delete_messages_since`; all in one transaction. Returns whether they were a member.
-    #[allow(clippy::too_many_arguments)]
-    async fn ban(
-        &self,
-        tx: &mut WriteTx,
-        server: Snowflake,
-        user: Snowflake,
-        reason: Option<&str>,
-        by: Snowflake,
-        delete_messages_since: Option<Timestamp>,
-        now: Timestamp,
-    ) -> StoreResult<bool>;
-    /// Lifts a ban; false when there was none.
-    async fn unban(
-        &self,
-        tx: &mut WriteTx,
-        server: Snowflake,
-        user: Snowflake,
-    ) -> StoreResult<bool>;
-    /// The ban of `user`, if any.
-    async fn ban_of(&self, server: Snowflake, user: Snowflake) -> StoreResult<Option<BanRecord>>;
-    /// Bans of a server, oldest first.
-    async fn bans(&self, server: Snowflake) -> StoreResult<Vec<BanRecord>>;
-
-    /// Appends to the audit log.
-    async fn add_audit(&self, e: &AuditRecord) -> StoreResult<()>;
-    /// Audit entries newest first, before `before`, optionally of one action or actor.
-    async fn audit_log(
-        &self,
-        server: Snowflake,
-        before: Option<Snowflake>,
-        action: Option<&str>,
-        actor: Option<Snowflake>,
-        limit: u32,
-    ) -> StoreResult<Vec<AuditRecord>>;
-
-    /// `(day since the Unix epoch, messages)` for days from `since` on.
-    async fn messages_per_day(
-        &self,
-        server: Snowflake,
-        since: Timestamp,
-    ) -> StoreResult<Vec<(i64, i64)>>;
-}
-
 macro_rules! server_select {
     ($tail:literal) => {
         concat!(
@@ -683,9 +465,10 @@ impl Store {
     }
 }
 
-#[async_trait]
-impl ServerRepository for Store {
-    async fn create_server(
+/// Storage of servers and everything in them.
+impl Store {
+    /// Creates a server with `@everyone`, `general`, `General` and its owner as member.
+    pub async fn create_server(
         &self,
         tx: &mut crate::WriteTx,
         s: &NewServer,
@@ -739,7 +522,8 @@ impl ServerRepository for Store {
             .ok_or(StoreError::Other(sqlx::Error::RowNotFound))
     }
 
-    async fn server(&self, id: Snowflake) -> StoreResult<Option<ServerRecord>> {
+    /// A server.
+    pub async fn server(&self, id: Snowflake) -> StoreResult<Option<ServerRecord>> {
         let row = sqlx::query(server_select!("WHERE s.id = $1"))
             .bind(id.get())
             .fetch_optional(self.pool())
@@ -747,7 +531,8 @@ impl ServerRepository for Store {
         row.as_ref().map(server_from_row).transpose()
     }
 
-    async fn server_by_vanity(&self, code: &str) -> StoreResult<Option<ServerRecord>> {
+    /// The server whose vanity code this is (any case).
+    pub async fn server_by_vanity(&self, code: &str) -> StoreResult<Option<ServerRecord>> {
         let row = sqlx::query(server_select!("WHERE lower(s.vanity_url) = lower($1)"))
             .bind(code.to_owned())
             .fetch_optional(self.pool())
@@ -755,7 +540,8 @@ impl ServerRepository for Store {
         row.as_ref().map(server_from_row).transpose()
     }
 
-    async fn servers_of(&self, user: Snowflake) -> StoreResult<Vec<ServerRecord>> {
+    /// Servers `user` is a member of, oldest membership first.
+    pub async fn servers_of(&self, user: Snowflake) -> StoreResult<Vec<ServerRecord>> {
         let rows = sqlx::query(server_select!(
             "JOIN members m ON m.server_id = s.id WHERE m.user_id = $1 ORDER BY m.joined_at, s.id"
         ))
@@ -765,7 +551,8 @@ impl ServerRepository for Store {
         rows.iter().map(server_from_row).collect()
     }
 
-    async fn update_server(
+    /// Applies `patch` if `expected_version` (when given) is current.
+    pub async fn update_server(
         &self,
         tx: &mut crate::WriteTx,
         id: Snowflake,
@@ -811,7 +598,8 @@ impl ServerRepository for Store {
         }
     }
 
-    async fn delete_server(&self, tx: &mut crate::WriteTx, id: Snowflake) -> StoreResult<bool> {
+    /// Deletes a server and everything in it.
+    pub async fn delete_server(&self, tx: &mut crate::WriteTx, id: Snowflake) -> StoreResult<bool> {
         Ok(sqlx::query("DELETE FROM servers WHERE id = $1")
             .bind(id.get())
             .execute(&mut **tx)
@@ -820,7 +608,8 @@ impl ServerRepository for Store {
             == 1)
     }
 
-    async fn roles(&self, server: Snowflake) -> StoreResult<Vec<RoleRecord>> {
+    /// Roles of a server, lowest position first.
+    pub async fn roles(&self, server: Snowflake) -> StoreResult<Vec<RoleRecord>> {
         let rows = sqlx::query(role_select!("WHERE server_id = $1 ORDER BY position, id"))
             .bind(server.get())
             .fetch_all(self.pool())
@@ -828,7 +617,9 @@ impl ServerRepository for Store {
         rows.iter().map(|r| self.role_from_row(r)).collect()
     }
 
-    async fn create_role(
+    /// Creates a role at position 1 (just above `@everyone`), moving the others up, then
+    /// to its asked position, inside the caller's transaction.
+    pub async fn create_role(
         &self,
         tx: &mut WriteTx,
         id: Snowflake,
@@ -870,7 +661,9 @@ impl ServerRepository for Store {
             .ok_or(StoreError::Other(sqlx::Error::RowNotFound))
     }
 
-    async fn update_role(
+    /// Applies `patch` (moving other roles when the position changes) inside the caller's
+    /// transaction.
+    pub async fn update_role(
         &self,
         tx: &mut WriteTx,
         id: Snowflake,
@@ -940,7 +733,8 @@ impl ServerRepository for Store {
             .map_or(Versioned::Missing, Versioned::Updated))
     }
 
-    async fn delete_role(&self, tx: &mut WriteTx, id: Snowflake) -> StoreResult<bool> {
+    /// Deletes a role (never `@everyone`: callers check) inside the caller's transaction.
+    pub async fn delete_role(&self, tx: &mut WriteTx, id: Snowflake) -> StoreResult<bool> {
         let Some(role) = self.role_in(tx, id).await? else {
             return Ok(false);
         };
@@ -964,7 +758,8 @@ impl ServerRepository for Store {
         Ok(true)
     }
 
-    async fn member(
+    /// One member.
+    pub async fn member(
         &self,
         server: Snowflake,
         user: Snowflake,
@@ -973,7 +768,8 @@ impl ServerRepository for Store {
         self.member_on(&mut conn, server, user).await
     }
 
-    async fn member_in(
+    /// One member as the transaction `tx` sees it.
+    pub async fn member_in(
         &self,
         tx: &mut WriteTx,
         server: Snowflake,
@@ -982,7 +778,8 @@ impl ServerRepository for Store {
         self.member_on(tx, server, user).await
     }
 
-    async fn members(
+    /// Members ordered by user id, after `after`, at most `limit`.
+    pub async fn members(
         &self,
         server: Snowflake,
         after: Option<Snowflake>,
@@ -1010,7 +807,8 @@ impl ServerRepository for Store {
         self.with_roles(&mut conn, server, list).await
     }
 
-    async fn members_with_roles(
+    /// Ids of members holding any of these roles, at most `limit`.
+    pub async fn members_with_roles(
         &self,
         server: Snowflake,
         roles: &[Snowflake],
@@ -1032,7 +830,8 @@ impl ServerRepository for Store {
         rows.iter().map(|r| Ok(sf(r.try_get(0)?))).collect()
     }
 
-    async fn attachment_keys(&self, channels: &[Snowflake]) -> StoreResult<Vec<String>> {
+    /// Storage keys of the attachments uploaded to these channels.
+    pub async fn attachment_keys(&self, channels: &[Snowflake]) -> StoreResult<Vec<String>> {
         if channels.is_empty() {
             return Ok(Vec::new());
         }
@@ -1047,7 +846,8 @@ impl ServerRepository for Store {
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
-    async fn member_role_pairs(
+    /// Every `(user, role)` pair of the server's members (not `@everyone`).
+    pub async fn member_role_pairs(
         &self,
         server: Snowflake,
     ) -> StoreResult<Vec<(Snowflake, Snowflake)>> {
@@ -1060,7 +860,8 @@ impl ServerRepository for Store {
             .collect()
     }
 
-    async fn member_ids(&self, server: Snowflake) -> StoreResult<Vec<Snowflake>> {
+    /// Ids of every member.
+    pub async fn member_ids(&self, server: Snowflake) -> StoreResult<Vec<Snowflake>> {
         let rows = sqlx::query("SELECT user_id FROM members WHERE server_id = $1")
             .bind(server.get())
             .fetch_all(self.pool())
@@ -1068,7 +869,8 @@ impl ServerRepository for Store {
         rows.iter().map(|r| Ok(sf(r.try_get(0)?))).collect()
     }
 
-    async fn add_member(
+    /// Adds a member; false when already one.
+    pub async fn add_member(
         &self,
         tx: &mut WriteTx,
         server: Snowflake,
@@ -1091,7 +893,8 @@ impl ServerRepository for Store {
         Ok(n == 1)
     }
 
-    async fn remove_member(
+    /// Removes a member; false when not one.
+    pub async fn remove_member(
         &self,
         tx: &mut WriteTx,
         server: Snowflake,
@@ -1112,7 +915,8 @@ impl ServerRepository for Store {
         Ok(n == 1)
     }
 
-    async fn set_nickname(
+    /// Sets or clears a nickname.
+    pub async fn set_nickname(
         &self,
         tx: &mut WriteTx,
         server: Snowflake,
@@ -1128,7 +932,8 @@ impl ServerRepository for Store {
         Ok(())
     }
 
-    async fn add_member_role(
+    /// Gives a role; false when the member already had it.
+    pub async fn add_member_role(
         &self,
         tx: &mut WriteTx,
         server: Snowflake,
@@ -1147,7 +952,8 @@ impl ServerRepository for Store {
         Ok(n == 1)
     }
 
-    async fn remove_member_role(
+    /// Takes a role; false when the member did not have it.
+    pub async fn remove_member_role(
         &self,
         tx: &mut WriteTx,
         server: Snowflake,
@@ -1166,7 +972,8 @@ impl ServerRepository for Store {
         Ok(n == 1)
     }
 
-    async fn server_channels(&self, server: Snowflake) -> StoreResult<Vec<ChannelRecord>> {
+    /// Channels of a server, by position then id.
+    pub async fn server_channels(&self, server: Snowflake) -> StoreResult<Vec<ChannelRecord>> {
         let rows = sqlx::query(
             "SELECT id, server_id, type, name, topic, position, parent_id, nsfw, user_limit, bitrate, rate_limit_per_user, \
              owner_id, icon, last_message_id, version, created_at, updated_at FROM channels WHERE server_id = $1 ORDER BY position, id",
@@ -1177,7 +984,12 @@ impl ServerRepository for Store {
         rows.iter().map(|r| self.channel_from_row(r)).collect()
     }
 
-    async fn create_channel(&self, tx: &mut WriteTx, c: &NewChannel) -> StoreResult<ChannelRecord> {
+    /// Creates a server channel with its overwrites.
+    pub async fn create_channel(
+        &self,
+        tx: &mut WriteTx,
+        c: &NewChannel,
+    ) -> StoreResult<ChannelRecord> {
         let position = match c.position {
             Some(p) => p,
             None => {
@@ -1224,12 +1036,13 @@ impl ServerRepository for Store {
             .execute(&mut **tx)
             .await?;
         }
-        crate::ChannelRepository::channel_in(self, tx, c.id)
+        self.channel_in(tx, c.id)
             .await?
             .ok_or(StoreError::Other(sqlx::Error::RowNotFound))
     }
 
-    async fn update_channel(
+    /// Applies `patch` if `expected_version` (when given) is current.
+    pub async fn update_channel(
         &self,
         tx: &mut WriteTx,
         id: Snowflake,
@@ -1268,14 +1081,15 @@ impl ServerRepository for Store {
         .execute(&mut **tx)
         .await?
         .rows_affected();
-        match (n, crate::ChannelRepository::channel_in(self, tx, id).await?) {
+        match (n, self.channel_in(tx, id).await?) {
             (1, Some(c)) => Ok(Versioned::Updated(c)),
             (_, Some(_)) => Ok(Versioned::Stale),
             (_, None) => Ok(Versioned::Missing),
         }
     }
 
-    async fn delete_channel(&self, tx: &mut WriteTx, id: Snowflake) -> StoreResult<bool> {
+    /// Deletes a channel (its messages go with it).
+    pub async fn delete_channel(&self, tx: &mut WriteTx, id: Snowflake) -> StoreResult<bool> {
         let n = sqlx::query("DELETE FROM channels WHERE id = $1")
             .bind(id.get())
             .execute(&mut **tx)
@@ -1284,7 +1098,8 @@ impl ServerRepository for Store {
         Ok(n == 1)
     }
 
-    async fn overwrites(&self, channel: Snowflake) -> StoreResult<Vec<OverwriteRecord>> {
+    /// Overwrites of one channel.
+    pub async fn overwrites(&self, channel: Snowflake) -> StoreResult<Vec<OverwriteRecord>> {
         let rows = sqlx::query("SELECT channel_id, target_id, target_type, allow, deny FROM permission_overwrites WHERE channel_id = $1 ORDER BY target_id")
             .bind(channel.get())
             .fetch_all(self.pool())
@@ -1292,7 +1107,8 @@ impl ServerRepository for Store {
         rows.iter().map(overwrite_from_row).collect()
     }
 
-    async fn overwrites_in(
+    /// Overwrites of one channel as the transaction `tx` sees them.
+    pub async fn overwrites_in(
         &self,
         tx: &mut WriteTx,
         channel: Snowflake,
@@ -1304,7 +1120,8 @@ impl ServerRepository for Store {
         rows.iter().map(overwrite_from_row).collect()
     }
 
-    async fn server_overwrites(&self, server: Snowflake) -> StoreResult<Vec<OverwriteRecord>> {
+    /// Overwrites of every channel of a server.
+    pub async fn server_overwrites(&self, server: Snowflake) -> StoreResult<Vec<OverwriteRecord>> {
         let rows = sqlx::query(
             "SELECT o.channel_id, o.target_id, o.target_type, o.allow, o.deny FROM permission_overwrites o \
              JOIN channels c ON c.id = o.channel_id WHERE c.server_id = $1 ORDER BY o.channel_id, o.target_id",
@@ -1315,7 +1132,8 @@ impl ServerRepository for Store {
         rows.iter().map(overwrite_from_row).collect()
     }
 
-    async fn put_overwrite(&self, tx: &mut WriteTx, o: &OverwriteRecord) -> StoreResult<bool> {
+    /// Creates or replaces an overwrite; true when it existed.
+    pub async fn put_overwrite(&self, tx: &mut WriteTx, o: &OverwriteRecord) -> StoreResult<bool> {
         let existed = sqlx::query(
             "SELECT 1 FROM permission_overwrites WHERE channel_id = $1 AND target_id = $2",
         )
@@ -1342,7 +1160,8 @@ impl ServerRepository for Store {
         Ok(existed)
     }
 
-    async fn delete_overwrite(
+    /// Deletes an overwrite; false when there was none.
+    pub async fn delete_overwrite(
         &self,
         tx: &mut WriteTx,
         channel: Snowflake,
@@ -1365,7 +1184,12 @@ impl ServerRepository for Store {
         Ok(n == 1)
     }
 
-    async fn create_invite(&self, tx: &mut crate::WriteTx, i: &InviteRecord) -> StoreResult<()> {
+    /// Creates an invite.
+    pub async fn create_invite(
+        &self,
+        tx: &mut crate::WriteTx,
+        i: &InviteRecord,
+    ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO invites (code, server_id, channel_id, inviter_id, max_age_seconds, max_uses, uses, expires_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8)",
@@ -1383,7 +1207,8 @@ impl ServerRepository for Store {
         Ok(())
     }
 
-    async fn invite(&self, code: &str) -> StoreResult<Option<InviteRecord>> {
+    /// An invite by code (exact).
+    pub async fn invite(&self, code: &str) -> StoreResult<Option<InviteRecord>> {
         let row = sqlx::query(invite_select!("WHERE code = $1"))
             .bind(code.to_owned())
             .fetch_optional(self.pool())
@@ -1391,7 +1216,8 @@ impl ServerRepository for Store {
         row.as_ref().map(invite_from_row).transpose()
     }
 
-    async fn invites(&self, server: Snowflake) -> StoreResult<Vec<InviteRecord>> {
+    /// Invites of a server, newest first.
+    pub async fn invites(&self, server: Snowflake) -> StoreResult<Vec<InviteRecord>> {
         let rows = sqlx::query(invite_select!(
             "WHERE server_id = $1 ORDER BY created_at DESC, code"
         ))
@@ -1401,7 +1227,13 @@ impl ServerRepository for Store {
         rows.iter().map(invite_from_row).collect()
     }
 
-    async fn use_invite(&self, tx: &mut WriteTx, code: &str, now: Timestamp) -> StoreResult<bool> {
+    /// Counts one use if the invite is still valid at `now`; `None` when it is not.
+    pub async fn use_invite(
+        &self,
+        tx: &mut WriteTx,
+        code: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
         // One conditional UPDATE: two joins racing for the last use cannot both get it.
         let n = sqlx::query(
             "UPDATE invites SET uses = uses + 1 WHERE code = $1 AND (max_uses = 0 OR uses < max_uses) \
@@ -1415,7 +1247,8 @@ impl ServerRepository for Store {
         Ok(n == 1)
     }
 
-    async fn delete_invite(&self, tx: &mut crate::WriteTx, code: &str) -> StoreResult<bool> {
+    /// Deletes an invite.
+    pub async fn delete_invite(&self, tx: &mut crate::WriteTx, code: &str) -> StoreResult<bool> {
         Ok(sqlx::query("DELETE FROM invites WHERE code = $1")
             .bind(code.to_owned())
             .execute(&mut **tx)
@@ -1424,8 +1257,10 @@ impl ServerRepository for Store {
             == 1)
     }
 
+    /// Bans `user`, removes them if a member, and soft-deletes their messages in the server
+    /// since `delete_messages_since`; all in one transaction. Returns whether they were a member.
     #[allow(clippy::too_many_arguments)]
-    async fn ban(
+    pub async fn ban(
         &self,
         tx: &mut WriteTx,
         server: Snowflake,
@@ -1474,7 +1309,8 @@ impl ServerRepository for Store {
         Ok(was_member)
     }
 
-    async fn unban(
+    /// Lifts a ban; false when there was none.
+    pub async fn unban(
         &self,
         tx: &mut WriteTx,
         server: Snowflake,
@@ -1489,7 +1325,12 @@ impl ServerRepository for Store {
         Ok(n == 1)
     }
 
-    async fn ban_of(&self, server: Snowflake, user: Snowflake) -> StoreResult<Option<BanRecord>> {
+    /// The ban of `user`, if any.
+    pub async fn ban_of(
+        &self,
+        server: Snowflake,
+        user: Snowflake,
+    ) -> StoreResult<Option<BanRecord>> {
         let row = sqlx::query("SELECT user_id, reason, banned_by, created_at FROM bans WHERE server_id = $1 AND user_id = $2")
             .bind(server.get())
             .bind(user.get())
@@ -1498,7 +1339,8 @@ impl ServerRepository for Store {
         row.as_ref().map(ban_from_row).transpose()
     }
 
-    async fn bans(&self, server: Snowflake) -> StoreResult<Vec<BanRecord>> {
+    /// Bans of a server, oldest first.
+    pub async fn bans(&self, server: Snowflake) -> StoreResult<Vec<BanRecord>> {
         let rows = sqlx::query("SELECT user_id, reason, banned_by, created_at FROM bans WHERE server_id = $1 ORDER BY created_at, user_id")
             .bind(server.get())
             .fetch_all(self.pool())
@@ -1506,14 +1348,16 @@ impl ServerRepository for Store {
         rows.iter().map(ban_from_row).collect()
     }
 
-    async fn add_audit(&self, e: &AuditRecord) -> StoreResult<()> {
+    /// Appends to the audit log.
+    pub async fn add_audit(&self, e: &AuditRecord) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         insert_audit(&mut tx, e).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn audit_log(
+    /// Audit entries newest first, before `before`, optionally of one action or actor.
+    pub async fn audit_log(
         &self,
         server: Snowflake,
         before: Option<Snowflake>,
@@ -1548,7 +1392,8 @@ impl ServerRepository for Store {
             .collect()
     }
 
-    async fn messages_per_day(
+    /// `(day since the Unix epoch, messages)` for days from `since` on.
+    pub async fn messages_per_day(
         &self,
         server: Snowflake,
         since: Timestamp,
