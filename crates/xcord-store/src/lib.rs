@@ -15,17 +15,21 @@ mod group_commit;
 mod store;
 
 pub use error::StoreError;
-pub use repo::channels::{ChannelRecord, PrivateChannel};
+pub use repo::Versioned;
+pub use repo::audit::AuditRecord;
+pub use repo::bans::BanRecord;
+pub use repo::channels::{ChannelPatch, ChannelRecord, NewChannel, PrivateChannel};
 pub use repo::gateway::{Checkpoint, LoggedEvent, SavedSession};
+pub use repo::invites::InviteRecord;
+pub use repo::members::MemberRecord;
 pub use repo::messages::{
     AttachmentRecord, MessageRecord, NewMessage, Page, PostOutcome, ReactionCount, ReadStateRecord,
     SearchQuery,
 };
+pub use repo::overwrites::OverwriteRecord;
 pub use repo::relationships::{RelationshipRecord, RelationshipType};
-pub use repo::servers::{
-    AuditRecord, BanRecord, ChannelPatch, InviteRecord, MemberRecord, NewChannel, NewServer,
-    OverwriteRecord, RolePatch, RoleRecord, ServerPatch, ServerRecord, Versioned,
-};
+pub use repo::roles::{RolePatch, RoleRecord};
+pub use repo::servers::{NewServer, ServerPatch, ServerRecord};
 pub use repo::sessions::{NewSession, RefreshOutcome, SessionRecord, TokenPurpose};
 pub use repo::users::{NewUser, ProfilePatch, UserRecord};
 pub use store::{Backend, PoolStats, Store, StoreOptions, WriteTx};

@@ -768,6 +768,22 @@ impl Store {
         Ok(out)
     }
 
+    /// Storage keys of the attachments uploaded to these channels.
+    pub async fn attachment_keys(&self, channels: &[Snowflake]) -> StoreResult<Vec<String>> {
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT storage_key FROM attachments WHERE channel_id IN {}",
+            self.in_ids_at(1)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids_json(channels)?)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
     /// Sets the read marker of `user` in `channel`.
     pub async fn ack(
         &self,
