@@ -3,10 +3,7 @@
 
 use totp_rs::{Secret, Totp};
 use xcord_bus::Topic;
-use xcord_store::{
-    NewSession, NewUser, RefreshOutcome, SessionRepository, StoreError, TokenPurpose, UserRecord,
-    UserRepository,
-};
+use xcord_store::{NewSession, NewUser, RefreshOutcome, StoreError, TokenPurpose, UserRecord};
 use xcord_types::events::Event;
 use xcord_types::rest::auth::{
     EnableMfaResponse, LoginRequest, LoginResponse, LoginSuccess, MessageResponse, MfaChallenge,

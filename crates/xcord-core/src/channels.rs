@@ -3,10 +3,7 @@
 use serde_json::json;
 use xcord_bus::Topic;
 use xcord_permissions::{bits, has};
-use xcord_store::{
-    ChannelPatch, ChannelRecord, ChannelRepository, NewChannel, OverwriteRecord, ServerRepository,
-    Versioned,
-};
+use xcord_store::{ChannelPatch, ChannelRecord, NewChannel, OverwriteRecord, Versioned};
 use xcord_types::Snowflake;
 use xcord_types::events::Event;
 use xcord_types::rest::channels::MAX_POSITION;

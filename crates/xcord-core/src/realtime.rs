@@ -6,10 +6,7 @@ use std::collections::HashMap;
 
 use xcord_bus::Topic;
 use xcord_permissions::{MemberView, bits, compute_channel_permissions};
-use xcord_store::{
-    ChannelRecord, OverwriteRecord, RelationshipRepository, RoleRecord, ServerRecord,
-    ServerRepository, UserRecord, UserRepository,
-};
+use xcord_store::{ChannelRecord, OverwriteRecord, RoleRecord, ServerRecord, UserRecord};
 use xcord_types::Snowflake;
 use xcord_types::events::Event;
 use xcord_types::gateway::{PresenceSet, VoiceState, VoiceStateSet};

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use xcord_bus::{BusEvent, EventBus, Topic};
 
-use xcord_store::{SessionRepository, Store, StoreResult};
+use xcord_store::{Store, StoreResult};
 use xcord_types::events::{Event, TokenRevoked};
 use xcord_types::{Snowflake, Timestamp};
 

@@ -3,10 +3,7 @@
 use std::collections::HashMap;
 
 use xcord_bus::Topic;
-use xcord_store::{
-    ChannelRepository, PrivateChannel, RelationshipRepository, RelationshipType, UserRecord,
-    UserRepository,
-};
+use xcord_store::{PrivateChannel, RelationshipType, UserRecord};
 use xcord_types::Snowflake;
 use xcord_types::events::{Event, RelationshipChanged};
 use xcord_types::rest::channels::{Channel, ChannelList, CreateDmRequest};

@@ -2,9 +2,7 @@
 //! avatars and banners.
 
 use xcord_bus::Topic;
-use xcord_store::{
-    ProfilePatch, RelationshipRepository, RelationshipType, UserRecord, UserRepository,
-};
+use xcord_store::{ProfilePatch, RelationshipType, UserRecord};
 use xcord_types::Snowflake;
 use xcord_types::events::Event;
 use xcord_types::rest::users::{

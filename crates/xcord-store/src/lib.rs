@@ -2,8 +2,8 @@
 //!
 //! Both backends run through sqlx's `Any` driver with the same `$1`-placeholder SQL; the URL
 //! scheme chooses the backend. Each backend has its own embedded migration folder, and the
-//! two version lists are kept identical (see [`migrations`]). Repository traits per aggregate
-//! live in [`repo`]; [`Store`] implements all of them.
+//! two version lists are kept identical (see [`migrations`]). Repositories, one module per
+//! aggregate, live in [`repo`] as inherent methods on [`Store`].
 
 pub mod error;
 pub mod migrations;
@@ -15,21 +15,23 @@ mod group_commit;
 mod store;
 
 pub use error::StoreError;
-pub use repo::channels::{ChannelRecord, ChannelRepository, PrivateChannel};
+pub use repo::Versioned;
+pub use repo::audit::AuditRecord;
+pub use repo::bans::BanRecord;
+pub use repo::channels::{ChannelPatch, ChannelRecord, NewChannel, PrivateChannel};
 pub use repo::gateway::{Checkpoint, LoggedEvent, SavedSession};
+pub use repo::invites::InviteRecord;
+pub use repo::members::MemberRecord;
 pub use repo::messages::{
-    AttachmentRecord, MessageRecord, MessageRepository, NewMessage, Page, PostOutcome,
-    ReactionCount, ReadStateRecord, SearchQuery,
+    AttachmentRecord, MessageRecord, NewMessage, Page, PostOutcome, ReactionCount, ReadStateRecord,
+    SearchQuery,
 };
-pub use repo::relationships::{RelationshipRecord, RelationshipRepository, RelationshipType};
-pub use repo::servers::{
-    AuditRecord, BanRecord, ChannelPatch, InviteRecord, MemberRecord, NewChannel, NewServer,
-    OverwriteRecord, RolePatch, RoleRecord, ServerPatch, ServerRecord, ServerRepository, Versioned,
-};
-pub use repo::sessions::{
-    NewSession, RefreshOutcome, SessionRecord, SessionRepository, TokenPurpose,
-};
-pub use repo::users::{NewUser, ProfilePatch, UserRecord, UserRepository};
+pub use repo::overwrites::OverwriteRecord;
+pub use repo::relationships::{RelationshipRecord, RelationshipType};
+pub use repo::roles::{RolePatch, RoleRecord};
+pub use repo::servers::{NewServer, ServerPatch, ServerRecord};
+pub use repo::sessions::{NewSession, RefreshOutcome, SessionRecord, TokenPurpose};
+pub use repo::users::{NewUser, ProfilePatch, UserRecord};
 pub use store::{Backend, PoolStats, Store, StoreOptions, WriteTx};
 
 /// Result of a storage call.

@@ -14,9 +14,8 @@ use std::sync::Arc;
 
 use xcord_store::testing::TestDatabase;
 use xcord_store::{
-    Backend, ChannelRepository, NewSession, NewUser, ProfilePatch, RefreshOutcome,
-    RelationshipRepository, RelationshipType, SessionRepository, Store, StoreError, StoreOptions,
-    TokenPurpose, UserRepository,
+    Backend, NewSession, NewUser, ProfilePatch, RefreshOutcome, RelationshipType, Store,
+    StoreError, StoreOptions, TokenPurpose,
 };
 use xcord_types::{Snowflake, SnowflakeGenerator, Timestamp};
 

@@ -3,8 +3,7 @@
 use sqlx::Row as _;
 use xcord_store::testing::TestDatabase;
 use xcord_store::{
-    Backend, MessageRepository, NewMessage, NewUser, PostOutcome, Store, StoreError, StoreOptions,
-    UserRepository, migrations,
+    Backend, NewMessage, NewUser, PostOutcome, Store, StoreError, StoreOptions, migrations,
 };
 use xcord_types::{Snowflake, SnowflakeGenerator, Timestamp};
 

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use xcord_store::{Backend, MessageRepository, Page};
+use xcord_store::{Backend, Page};
 use xcord_testkit::{TestApp, TestAppBuilder, TestUser};
 use xcord_types::{Snowflake, SnowflakeGenerator};
 

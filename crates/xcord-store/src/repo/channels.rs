@@ -1,12 +1,12 @@
 //! Channels: server channels (text, voice, category) and private ones (dm, group_dm).
 
-use async_trait::async_trait;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
-use xcord_types::rest::channels::ChannelKind;
+use xcord_types::rest::channels::{ChannelKind, MAX_POSITION};
 use xcord_types::{Snowflake, Timestamp};
 
-use crate::{Store, StoreError, StoreResult};
+use crate::store::WriteTx;
+use crate::{OverwriteRecord, Store, StoreError, StoreResult, Versioned};
 
 /// A channel row. Private channels have no server and list their members in
 /// `channel_recipients`.
@@ -55,43 +55,6 @@ pub struct PrivateChannel {
     pub channel: ChannelRecord,
     /// Everyone in it, in the order they were added.
     pub recipients: Vec<Snowflake>,
-}
-
-/// Storage of channels.
-#[async_trait]
-pub trait ChannelRepository: Send + Sync {
-    /// A channel by id.
-    async fn channel(&self, id: Snowflake) -> StoreResult<Option<ChannelRecord>>;
-    /// A channel as the transaction `tx` sees it.
-    async fn channel_in(
-        &self,
-        tx: &mut crate::WriteTx,
-        id: Snowflake,
-    ) -> StoreResult<Option<ChannelRecord>>;
-    /// Creates the 1:1 DM between `a` and `b`, or returns the existing one; the flag is true
-    /// when it was created. Atomic under concurrency (unique `dm_key`).
-    async fn create_or_get_dm(
-        &self,
-        tx: &mut crate::WriteTx,
-        id: Snowflake,
-        a: Snowflake,
-        b: Snowflake,
-        now: Timestamp,
-    ) -> StoreResult<(PrivateChannel, bool)>;
-    /// Creates a group DM owned by `owner` with `members` (owner included).
-    async fn create_group_dm(
-        &self,
-        tx: &mut crate::WriteTx,
-        id: Snowflake,
-        owner: Snowflake,
-        members: &[Snowflake],
-        name: Option<&str>,
-        now: Timestamp,
-    ) -> StoreResult<PrivateChannel>;
-    /// Private channels `user` is in, newest activity first.
-    async fn private_channels_of(&self, user: Snowflake) -> StoreResult<Vec<PrivateChannel>>;
-    /// Members of a private channel.
-    async fn recipients(&self, channel: Snowflake) -> StoreResult<Vec<Snowflake>>;
 }
 
 macro_rules! channel_select {
@@ -200,9 +163,10 @@ impl Store {
     }
 }
 
-#[async_trait]
-impl ChannelRepository for Store {
-    async fn channel(&self, id: Snowflake) -> StoreResult<Option<ChannelRecord>> {
+/// Storage of channels.
+impl Store {
+    /// A channel by id.
+    pub async fn channel(&self, id: Snowflake) -> StoreResult<Option<ChannelRecord>> {
         let row = sqlx::query(channel_select!("WHERE c.id = $1"))
             .bind(id.get())
             .fetch_optional(self.pool())
@@ -210,7 +174,8 @@ impl ChannelRepository for Store {
         row.map(|r| self.channel_from_row(&r)).transpose()
     }
 
-    async fn channel_in(
+    /// A channel as the transaction `tx` sees it.
+    pub async fn channel_in(
         &self,
         tx: &mut crate::WriteTx,
         id: Snowflake,
@@ -222,7 +187,9 @@ impl ChannelRepository for Store {
         row.map(|r| self.channel_from_row(&r)).transpose()
     }
 
-    async fn create_or_get_dm(
+    /// Creates the 1:1 DM between `a` and `b`, or returns the existing one; the flag is true
+    /// when it was created. Atomic under concurrency (unique `dm_key`).
+    pub async fn create_or_get_dm(
         &self,
         tx: &mut crate::WriteTx,
         id: Snowflake,
@@ -268,7 +235,8 @@ impl ChannelRepository for Store {
         Ok((pc, inserted == 1))
     }
 
-    async fn create_group_dm(
+    /// Creates a group DM owned by `owner` with `members` (owner included).
+    pub async fn create_group_dm(
         &self,
         tx: &mut crate::WriteTx,
         id: Snowflake,
@@ -301,7 +269,8 @@ impl ChannelRepository for Store {
             .ok_or(StoreError::Other(sqlx::Error::RowNotFound))
     }
 
-    async fn private_channels_of(&self, user: Snowflake) -> StoreResult<Vec<PrivateChannel>> {
+    /// Private channels `user` is in, newest activity first.
+    pub async fn private_channels_of(&self, user: Snowflake) -> StoreResult<Vec<PrivateChannel>> {
         let rows = sqlx::query(channel_select!(
             "JOIN channel_recipients me ON me.channel_id = c.id AND me.user_id = $1 \
              ORDER BY COALESCE(c.last_message_id, c.id) DESC"
@@ -345,7 +314,8 @@ impl ChannelRepository for Store {
             .collect())
     }
 
-    async fn recipients(&self, channel: Snowflake) -> StoreResult<Vec<Snowflake>> {
+    /// Members of a private channel.
+    pub async fn recipients(&self, channel: Snowflake) -> StoreResult<Vec<Snowflake>> {
         let rows = sqlx::query("SELECT user_id FROM channel_recipients WHERE channel_id = $1 ORDER BY added_at, user_id")
             .bind(channel.get())
             .fetch_all(self.pool())
@@ -353,5 +323,186 @@ impl ChannelRepository for Store {
         rows.iter()
             .map(|r| Ok(Snowflake::from_i64(r.try_get(0)?)))
             .collect()
+    }
+}
+
+/// A new server channel.
+#[derive(Debug, Clone)]
+pub struct NewChannel {
+    /// Id.
+    pub id: Snowflake,
+    /// Server.
+    pub server_id: Snowflake,
+    /// Text, voice or category.
+    pub kind: ChannelKind,
+    /// Name.
+    pub name: String,
+    /// Topic.
+    pub topic: Option<String>,
+    /// Position (`None`: after the last).
+    pub position: Option<i64>,
+    /// Category.
+    pub parent_id: Option<Snowflake>,
+    /// Age-restricted.
+    pub nsfw: bool,
+    /// Voice participant limit.
+    pub user_limit: Option<i64>,
+    /// Voice bitrate.
+    pub bitrate: Option<i64>,
+    /// Slowmode seconds.
+    pub rate_limit_per_user: i64,
+    /// Overwrites it starts with.
+    pub overwrites: Vec<OverwriteRecord>,
+    /// Creation time.
+    pub now: Timestamp,
+}
+
+/// Changes to a channel.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelPatch {
+    /// Name.
+    pub name: Option<String>,
+    /// Topic, or cleared.
+    pub topic: Option<Option<String>>,
+    /// Age-restricted.
+    pub nsfw: Option<bool>,
+    /// Position.
+    pub position: Option<i64>,
+    /// Category, or none.
+    pub parent_id: Option<Option<Snowflake>>,
+    /// Voice limit, or none.
+    pub user_limit: Option<Option<i64>>,
+    /// Voice bitrate.
+    pub bitrate: Option<i64>,
+    /// Slowmode seconds.
+    pub rate_limit_per_user: Option<i64>,
+}
+
+/// Storage of server channels.
+impl Store {
+    /// Channels of a server, by position then id.
+    pub async fn server_channels(&self, server: Snowflake) -> StoreResult<Vec<ChannelRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, server_id, type, name, topic, position, parent_id, nsfw, user_limit, bitrate, rate_limit_per_user, \
+             owner_id, icon, last_message_id, version, created_at, updated_at FROM channels WHERE server_id = $1 ORDER BY position, id",
+        )
+        .bind(server.get())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|r| self.channel_from_row(r)).collect()
+    }
+
+    /// Creates a server channel with its overwrites.
+    pub async fn create_channel(
+        &self,
+        tx: &mut WriteTx,
+        c: &NewChannel,
+    ) -> StoreResult<ChannelRecord> {
+        let position = match c.position {
+            Some(p) => p,
+            None => {
+                let last: i64 = sqlx::query(
+                    "SELECT COALESCE(MAX(position), -1) FROM channels WHERE server_id = $1",
+                )
+                .bind(c.server_id.get())
+                .fetch_one(&mut **tx)
+                .await?
+                .try_get(0)?;
+                // After the last, but never past the highest position allowed (and never
+                // an overflow, whatever an older row holds).
+                last.saturating_add(1).clamp(0, MAX_POSITION)
+            }
+        };
+        sqlx::query(
+            "INSERT INTO channels (id, server_id, type, name, topic, position, parent_id, nsfw, user_limit, bitrate, \
+             rate_limit_per_user, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+        )
+        .bind(c.id.get())
+        .bind(c.server_id.get())
+        .bind(c.kind.as_str())
+        .bind(c.name.clone())
+        .bind(c.topic.clone())
+        .bind(position)
+        .bind(c.parent_id.map(Snowflake::get))
+        .bind(c.nsfw)
+        .bind(c.user_limit)
+        .bind(c.bitrate)
+        .bind(c.rate_limit_per_user)
+        .bind(c.now.as_millis())
+        .execute(&mut **tx)
+        .await?;
+        // The channel and its overwrites are one change.
+        for o in &c.overwrites {
+            sqlx::query(
+                "INSERT INTO permission_overwrites (channel_id, target_id, target_type, allow, deny) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(c.id.get())
+            .bind(o.target_id.get())
+            .bind(o.target_type.clone())
+            .bind(o.allow)
+            .bind(o.deny)
+            .execute(&mut **tx)
+            .await?;
+        }
+        self.channel_in(tx, c.id)
+            .await?
+            .ok_or(StoreError::Other(sqlx::Error::RowNotFound))
+    }
+
+    /// Applies `patch` if `expected_version` (when given) is current.
+    pub async fn update_channel(
+        &self,
+        tx: &mut WriteTx,
+        id: Snowflake,
+        p: &ChannelPatch,
+        expected_version: Option<i64>,
+        now: Timestamp,
+    ) -> StoreResult<Versioned<ChannelRecord>> {
+        let (topic_set, topic) = (p.topic.is_some(), p.topic.clone().flatten());
+        let (parent_set, parent) = (
+            p.parent_id.is_some(),
+            p.parent_id.flatten().map(Snowflake::get),
+        );
+        let (limit_set, limit) = (p.user_limit.is_some(), p.user_limit.flatten());
+        let n = sqlx::query(
+            "UPDATE channels SET name = COALESCE($2, name), topic = CASE WHEN $3 THEN $4 ELSE topic END, \
+               nsfw = CASE WHEN $5 THEN $6 ELSE nsfw END, position = COALESCE($7, position), \
+               parent_id = CASE WHEN $8 THEN $9 ELSE parent_id END, user_limit = CASE WHEN $10 THEN $11 ELSE user_limit END, \
+               bitrate = COALESCE($12, bitrate), rate_limit_per_user = COALESCE($13, rate_limit_per_user), \
+               version = version + 1, updated_at = $14 WHERE id = $1 AND ($15 < 0 OR version = $15)",
+        )
+        .bind(id.get())
+        .bind(p.name.clone())
+        .bind(topic_set)
+        .bind(topic)
+        .bind(p.nsfw.is_some())
+        .bind(p.nsfw.unwrap_or(false))
+        .bind(p.position)
+        .bind(parent_set)
+        .bind(parent)
+        .bind(limit_set)
+        .bind(limit)
+        .bind(p.bitrate)
+        .bind(p.rate_limit_per_user)
+        .bind(now.as_millis())
+        .bind(expected_version.unwrap_or(-1))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        match (n, self.channel_in(tx, id).await?) {
+            (1, Some(c)) => Ok(Versioned::Updated(c)),
+            (_, Some(_)) => Ok(Versioned::Stale),
+            (_, None) => Ok(Versioned::Missing),
+        }
+    }
+
+    /// Deletes a channel (its messages go with it).
+    pub async fn delete_channel(&self, tx: &mut WriteTx, id: Snowflake) -> StoreResult<bool> {
+        let n = sqlx::query("DELETE FROM channels WHERE id = $1")
+            .bind(id.get())
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
     }
 }

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 use xcord_types::{Snowflake, Timestamp};
@@ -180,132 +179,6 @@ pub struct SearchQuery {
     pub limit: u32,
 }
 
-/// Storage of messages.
-#[async_trait]
-pub trait MessageRepository: Send + Sync {
-    /// Posts in one transaction: the message (or the earlier one with the same nonce), its
-    /// attachments, its mention rows and the channel's last message id.
-    async fn post_message(&self, m: &NewMessage) -> StoreResult<PostOutcome>;
-    /// When `author` last posted in `channel`, looking only at messages with ids above
-    /// `since` (for slowmode across nodes).
-    async fn last_post_since(
-        &self,
-        channel: Snowflake,
-        author: Snowflake,
-        since: Snowflake,
-    ) -> StoreResult<Option<Timestamp>>;
-    /// A live message of a channel.
-    async fn message(
-        &self,
-        channel: Snowflake,
-        id: Snowflake,
-    ) -> StoreResult<Option<MessageRecord>>;
-    /// Live messages, newest first, exact at the edges (no gaps, no repeats).
-    async fn history(
-        &self,
-        channel: Snowflake,
-        page: Page,
-        limit: u32,
-    ) -> StoreResult<Vec<MessageRecord>>;
-    /// Replaces the content (and mention rows); sets `edited_at` and bumps `version`,
-    /// only while the version is `expected_version` when one is given.
-    #[allow(clippy::too_many_arguments)]
-    async fn edit_message(
-        &self,
-        tx: &mut crate::WriteTx,
-        m: &MessageRecord,
-        content: &str,
-        mentions: &str,
-        mention_everyone: bool,
-        mentioned_users: &[Snowflake],
-        expected_version: Option<i64>,
-        now: Timestamp,
-    ) -> StoreResult<crate::Versioned<MessageRecord>>;
-    /// Soft-deletes messages of a channel; returns the ids that were live.
-    async fn delete_messages(
-        &self,
-        tx: &mut crate::WriteTx,
-        channel: Snowflake,
-        ids: &[Snowflake],
-        now: Timestamp,
-    ) -> StoreResult<Vec<Snowflake>>;
-    /// Reaction counts for these messages from `viewer`'s side, in first-reacted order.
-    async fn reactions_for(
-        &self,
-        ids: &[Snowflake],
-        viewer: Snowflake,
-    ) -> StoreResult<HashMap<Snowflake, Vec<ReactionCount>>>;
-    /// Adds a reaction; false when it was there.
-    async fn add_reaction(
-        &self,
-        tx: &mut crate::WriteTx,
-        message: Snowflake,
-        emoji: &str,
-        user: Snowflake,
-        now: Timestamp,
-    ) -> StoreResult<bool>;
-    /// Removes a reaction; false when it was not there.
-    async fn remove_reaction(
-        &self,
-        tx: &mut crate::WriteTx,
-        message: Snowflake,
-        emoji: &str,
-        user: Snowflake,
-    ) -> StoreResult<bool>;
-    /// Whether any reaction with this emoji exists on the message.
-    async fn reaction_exists(&self, message: Snowflake, emoji: &str) -> StoreResult<bool>;
-    /// Who reacted with `emoji`, in order, after `after`.
-    async fn reaction_users(
-        &self,
-        message: Snowflake,
-        emoji: &str,
-        after: Option<Snowflake>,
-        limit: u32,
-    ) -> StoreResult<Vec<Snowflake>>;
-    /// Pins a message; false when it was pinned.
-    async fn pin(
-        &self,
-        tx: &mut crate::WriteTx,
-        channel: Snowflake,
-        message: Snowflake,
-        by: Snowflake,
-        now: Timestamp,
-    ) -> StoreResult<bool>;
-    /// Unpins; false when it was not pinned.
-    async fn unpin(
-        &self,
-        tx: &mut crate::WriteTx,
-        channel: Snowflake,
-        message: Snowflake,
-    ) -> StoreResult<bool>;
-    /// Pinned live messages, newest pin first.
-    async fn pins(&self, channel: Snowflake) -> StoreResult<Vec<MessageRecord>>;
-    /// Which of these messages are pinned.
-    async fn pinned_among(&self, ids: &[Snowflake]) -> StoreResult<Vec<Snowflake>>;
-    /// Stores an upload's metadata.
-    async fn create_attachment(&self, a: &AttachmentRecord) -> StoreResult<()>;
-    /// An attachment.
-    async fn attachment(&self, id: Snowflake) -> StoreResult<Option<AttachmentRecord>>;
-    /// Attachments of these messages.
-    async fn attachments_for(
-        &self,
-        ids: &[Snowflake],
-    ) -> StoreResult<HashMap<Snowflake, Vec<AttachmentRecord>>>;
-    /// Sets the read marker of `user` in `channel`.
-    async fn ack(
-        &self,
-        tx: &mut crate::WriteTx,
-        user: Snowflake,
-        channel: Snowflake,
-        message: Snowflake,
-        now: Timestamp,
-    ) -> StoreResult<()>;
-    /// The user's read states with unread and mention counts.
-    async fn read_states(&self, user: Snowflake) -> StoreResult<Vec<ReadStateRecord>>;
-    /// Full-text search, newest first.
-    async fn search(&self, q: &SearchQuery) -> StoreResult<Vec<MessageRecord>>;
-}
-
 macro_rules! message_select {
     ($tail:literal) => {
         concat!(
@@ -464,9 +337,11 @@ impl Store {
     }
 }
 
-#[async_trait]
-impl MessageRepository for Store {
-    async fn post_message(&self, m: &NewMessage) -> StoreResult<PostOutcome> {
+/// Storage of messages.
+impl Store {
+    /// Posts in one transaction: the message (or the earlier one with the same nonce), its
+    /// attachments, its mention rows and the channel's last message id.
+    pub async fn post_message(&self, m: &NewMessage) -> StoreResult<PostOutcome> {
         if !m.attachment_ids.is_empty() {
             return self.post_one(m).await;
         }
@@ -486,7 +361,9 @@ impl MessageRepository for Store {
         }
     }
 
-    async fn last_post_since(
+    /// When `author` last posted in `channel`, looking only at messages with ids above
+    /// `since` (for slowmode across nodes).
+    pub async fn last_post_since(
         &self,
         channel: Snowflake,
         author: Snowflake,
@@ -504,7 +381,8 @@ impl MessageRepository for Store {
         Ok(t.map(Timestamp::from_millis))
     }
 
-    async fn message(
+    /// A live message of a channel.
+    pub async fn message(
         &self,
         channel: Snowflake,
         id: Snowflake,
@@ -519,7 +397,8 @@ impl MessageRepository for Store {
         row.map(|r| self.message_from_row(&r)).transpose()
     }
 
-    async fn history(
+    /// Live messages, newest first, exact at the edges (no gaps, no repeats).
+    pub async fn history(
         &self,
         channel: Snowflake,
         page: Page,
@@ -576,7 +455,10 @@ impl MessageRepository for Store {
         Ok(out)
     }
 
-    async fn edit_message(
+    /// Replaces the content (and mention rows); sets `edited_at` and bumps `version`,
+    /// only while the version is `expected_version` when one is given.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn edit_message(
         &self,
         tx: &mut crate::WriteTx,
         m: &MessageRecord,
@@ -623,7 +505,8 @@ impl MessageRepository for Store {
         })
     }
 
-    async fn delete_messages(
+    /// Soft-deletes messages of a channel; returns the ids that were live.
+    pub async fn delete_messages(
         &self,
         tx: &mut crate::WriteTx,
         channel: Snowflake,
@@ -657,7 +540,8 @@ impl MessageRepository for Store {
         Ok(deleted)
     }
 
-    async fn reactions_for(
+    /// Reaction counts for these messages from `viewer`'s side, in first-reacted order.
+    pub async fn reactions_for(
         &self,
         ids: &[Snowflake],
         viewer: Snowflake,
@@ -688,7 +572,8 @@ impl MessageRepository for Store {
         Ok(out)
     }
 
-    async fn add_reaction(
+    /// Adds a reaction; false when it was there.
+    pub async fn add_reaction(
         &self,
         tx: &mut crate::WriteTx,
         message: Snowflake,
@@ -707,7 +592,8 @@ impl MessageRepository for Store {
         Ok(n == 1)
     }
 
-    async fn remove_reaction(
+    /// Removes a reaction; false when it was not there.
+    pub async fn remove_reaction(
         &self,
         tx: &mut crate::WriteTx,
         message: Snowflake,
@@ -726,7 +612,8 @@ impl MessageRepository for Store {
         Ok(n == 1)
     }
 
-    async fn reaction_exists(&self, message: Snowflake, emoji: &str) -> StoreResult<bool> {
+    /// Whether any reaction with this emoji exists on the message.
+    pub async fn reaction_exists(&self, message: Snowflake, emoji: &str) -> StoreResult<bool> {
         Ok(
             sqlx::query("SELECT 1 FROM reactions WHERE message_id = $1 AND emoji = $2 LIMIT 1")
                 .bind(message.get())
@@ -737,7 +624,8 @@ impl MessageRepository for Store {
         )
     }
 
-    async fn reaction_users(
+    /// Who reacted with `emoji`, in order, after `after`.
+    pub async fn reaction_users(
         &self,
         message: Snowflake,
         emoji: &str,
@@ -758,7 +646,8 @@ impl MessageRepository for Store {
             .collect()
     }
 
-    async fn pin(
+    /// Pins a message; false when it was pinned.
+    pub async fn pin(
         &self,
         tx: &mut crate::WriteTx,
         channel: Snowflake,
@@ -777,7 +666,8 @@ impl MessageRepository for Store {
         Ok(n == 1)
     }
 
-    async fn unpin(
+    /// Unpins; false when it was not pinned.
+    pub async fn unpin(
         &self,
         tx: &mut crate::WriteTx,
         channel: Snowflake,
@@ -792,7 +682,8 @@ impl MessageRepository for Store {
         Ok(n == 1)
     }
 
-    async fn pins(&self, channel: Snowflake) -> StoreResult<Vec<MessageRecord>> {
+    /// Pinned live messages, newest pin first.
+    pub async fn pins(&self, channel: Snowflake) -> StoreResult<Vec<MessageRecord>> {
         let rows = sqlx::query(message_select!(
             "JOIN pins p ON p.message_id = m.id WHERE p.channel_id = $1 AND m.deleted_at IS NULL ORDER BY p.pinned_at DESC, m.id DESC"
         ))
@@ -802,7 +693,8 @@ impl MessageRepository for Store {
         self.messages_from_rows(&rows)
     }
 
-    async fn pinned_among(&self, ids: &[Snowflake]) -> StoreResult<Vec<Snowflake>> {
+    /// Which of these messages are pinned.
+    pub async fn pinned_among(&self, ids: &[Snowflake]) -> StoreResult<Vec<Snowflake>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -819,7 +711,8 @@ impl MessageRepository for Store {
             .collect()
     }
 
-    async fn create_attachment(&self, a: &AttachmentRecord) -> StoreResult<()> {
+    /// Stores an upload's metadata.
+    pub async fn create_attachment(&self, a: &AttachmentRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO attachments (id, uploader_id, channel_id, filename, content_type, size, width, height, storage_key, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -839,7 +732,8 @@ impl MessageRepository for Store {
         Ok(())
     }
 
-    async fn attachment(&self, id: Snowflake) -> StoreResult<Option<AttachmentRecord>> {
+    /// An attachment.
+    pub async fn attachment(&self, id: Snowflake) -> StoreResult<Option<AttachmentRecord>> {
         let sql = format!("{ATTACHMENT_COLUMNS}WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id.get())
@@ -848,7 +742,8 @@ impl MessageRepository for Store {
         row.as_ref().map(attachment_from_row).transpose()
     }
 
-    async fn attachments_for(
+    /// Attachments of these messages.
+    pub async fn attachments_for(
         &self,
         ids: &[Snowflake],
     ) -> StoreResult<HashMap<Snowflake, Vec<AttachmentRecord>>> {
@@ -873,7 +768,24 @@ impl MessageRepository for Store {
         Ok(out)
     }
 
-    async fn ack(
+    /// Storage keys of the attachments uploaded to these channels.
+    pub async fn attachment_keys(&self, channels: &[Snowflake]) -> StoreResult<Vec<String>> {
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT storage_key FROM attachments WHERE channel_id IN {}",
+            self.in_ids_at(1)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids_json(channels)?)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// Sets the read marker of `user` in `channel`.
+    pub async fn ack(
         &self,
         tx: &mut crate::WriteTx,
         user: Snowflake,
@@ -894,7 +806,8 @@ impl MessageRepository for Store {
         Ok(())
     }
 
-    async fn read_states(&self, user: Snowflake) -> StoreResult<Vec<ReadStateRecord>> {
+    /// The user's read states with unread and mention counts.
+    pub async fn read_states(&self, user: Snowflake) -> StoreResult<Vec<ReadStateRecord>> {
         // One query for every channel: counts come from the (channel, id) index.
         let rows = sqlx::query(
             "SELECT rs.channel_id, rs.last_read_message_id, \
@@ -921,7 +834,8 @@ impl MessageRepository for Store {
             .collect()
     }
 
-    async fn search(&self, q: &SearchQuery) -> StoreResult<Vec<MessageRecord>> {
+    /// Full-text search, newest first.
+    pub async fn search(&self, q: &SearchQuery) -> StoreResult<Vec<MessageRecord>> {
         if q.channels.is_empty() {
             return Ok(Vec::new());
         }

@@ -2,7 +2,6 @@
 //! `friend` rows, a request is `pending_outgoing` one way and `pending_incoming` the other,
 //! a block is one `blocked` row owned by the blocker.
 
-use async_trait::async_trait;
 use sqlx::Row as _;
 use xcord_types::{Snowflake, Timestamp};
 
@@ -56,37 +55,9 @@ pub struct RelationshipRecord {
 }
 
 /// Storage of relationships.
-#[async_trait]
-pub trait RelationshipRepository: Send + Sync {
+impl Store {
     /// Both directions between `a` and `b`: (a's row about b, b's row about a).
-    async fn relationship_pair(
-        &self,
-        a: Snowflake,
-        b: Snowflake,
-    ) -> StoreResult<(Option<RelationshipType>, Option<RelationshipType>)>;
-    /// Replaces both directions in one transaction (`None` deletes a row).
-    async fn set_relationship_pair(
-        &self,
-        tx: &mut crate::WriteTx,
-        a: Snowflake,
-        b: Snowflake,
-        a_to_b: Option<RelationshipType>,
-        b_to_a: Option<RelationshipType>,
-        now: Timestamp,
-    ) -> StoreResult<()>;
-    /// Every row `user` owns, oldest first.
-    async fn relationships_of(&self, user: Snowflake) -> StoreResult<Vec<RelationshipRecord>>;
-    /// Users who share a friendship, a private channel or a server with `user`.
-    async fn contacts_of(&self, user: Snowflake) -> StoreResult<Vec<Snowflake>>;
-    /// Friends and private-channel partners of `user` (not server co-members).
-    async fn personal_contacts_of(&self, user: Snowflake) -> StoreResult<Vec<Snowflake>>;
-    /// Whether `a` and `b` share a friendship, a private channel or a server.
-    async fn are_contacts(&self, a: Snowflake, b: Snowflake) -> StoreResult<bool>;
-}
-
-#[async_trait]
-impl RelationshipRepository for Store {
-    async fn relationship_pair(
+    pub async fn relationship_pair(
         &self,
         a: Snowflake,
         b: Snowflake,
@@ -112,7 +83,8 @@ impl RelationshipRepository for Store {
         Ok((ab, ba))
     }
 
-    async fn set_relationship_pair(
+    /// Replaces both directions in one transaction (`None` deletes a row).
+    pub async fn set_relationship_pair(
         &self,
         tx: &mut crate::WriteTx,
         a: Snowflake,
@@ -151,7 +123,8 @@ impl RelationshipRepository for Store {
         Ok(())
     }
 
-    async fn relationships_of(&self, user: Snowflake) -> StoreResult<Vec<RelationshipRecord>> {
+    /// Every row `user` owns, oldest first.
+    pub async fn relationships_of(&self, user: Snowflake) -> StoreResult<Vec<RelationshipRecord>> {
         let rows = sqlx::query(
             "SELECT other_user_id, type, created_at FROM relationships WHERE user_id = $1 ORDER BY created_at, other_user_id",
         )
@@ -171,7 +144,8 @@ impl RelationshipRepository for Store {
         Ok(out)
     }
 
-    async fn personal_contacts_of(&self, user: Snowflake) -> StoreResult<Vec<Snowflake>> {
+    /// Friends and private-channel partners of `user` (not server co-members).
+    pub async fn personal_contacts_of(&self, user: Snowflake) -> StoreResult<Vec<Snowflake>> {
         let rows = sqlx::query(
             "SELECT other_user_id AS id FROM relationships WHERE user_id = $1 AND type = 'friend' \
              UNION SELECT r2.user_id FROM channel_recipients r1 JOIN channel_recipients r2 \
@@ -185,7 +159,8 @@ impl RelationshipRepository for Store {
             .collect()
     }
 
-    async fn contacts_of(&self, user: Snowflake) -> StoreResult<Vec<Snowflake>> {
+    /// Users who share a friendship, a private channel or a server with `user`.
+    pub async fn contacts_of(&self, user: Snowflake) -> StoreResult<Vec<Snowflake>> {
         let rows = sqlx::query(
             "SELECT other_user_id AS id FROM relationships WHERE user_id = $1 AND type = 'friend' \
              UNION SELECT r2.user_id FROM channel_recipients r1 JOIN channel_recipients r2 \
@@ -201,7 +176,8 @@ impl RelationshipRepository for Store {
             .collect()
     }
 
-    async fn are_contacts(&self, a: Snowflake, b: Snowflake) -> StoreResult<bool> {
+    /// Whether `a` and `b` share a friendship, a private channel or a server.
+    pub async fn are_contacts(&self, a: Snowflake, b: Snowflake) -> StoreResult<bool> {
         let row = sqlx::query(
             "SELECT CASE WHEN EXISTS (SELECT 1 FROM relationships WHERE user_id = $1 AND other_user_id = $2 AND type = 'friend') \
                OR EXISTS (SELECT 1 FROM channel_recipients r1 JOIN channel_recipients r2 ON r2.channel_id = r1.channel_id \

@@ -1,7 +1,6 @@
 //! Sessions, their refresh tokens, single-use user tokens (e-mail verification, password
 //! reset, MFA tickets) and the list of revoked access tokens.
 
-use async_trait::async_trait;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 use xcord_types::{Snowflake, Timestamp};
@@ -86,84 +85,6 @@ impl TokenPurpose {
     }
 }
 
-/// Storage of sessions and tokens.
-#[async_trait]
-pub trait SessionRepository: Send + Sync {
-    /// Creates a session and its first refresh token in one transaction.
-    async fn create_session(&self, s: &NewSession) -> StoreResult<SessionRecord>;
-    /// A session by id.
-    async fn session(&self, id: Snowflake) -> StoreResult<Option<SessionRecord>>;
-    /// The user's live sessions (not revoked, not expired), oldest first.
-    async fn live_sessions(
-        &self,
-        user_id: Snowflake,
-        now: Timestamp,
-    ) -> StoreResult<Vec<SessionRecord>>;
-    /// Spends the refresh token with hash `old_hash` and stores `new_hash` in its place,
-    /// atomically: of two concurrent uses of one token, exactly one rotates and the other
-    /// counts as reuse.
-    async fn rotate_refresh_token(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        now: Timestamp,
-        new_expires: Timestamp,
-    ) -> StoreResult<RefreshOutcome>;
-    /// Revokes one session of `user_id`; false when it is not theirs or already revoked.
-    async fn revoke_session(
-        &self,
-        user_id: Snowflake,
-        session_id: Snowflake,
-        now: Timestamp,
-    ) -> StoreResult<bool>;
-    /// Revokes every live session of a user except `keep`; returns the revoked ids.
-    async fn revoke_all_sessions(
-        &self,
-        user_id: Snowflake,
-        keep: Option<Snowflake>,
-        now: Timestamp,
-    ) -> StoreResult<Vec<Snowflake>>;
-    /// Records a revoked access-token key (`sid:…` or `jti:…`) until `expires_at`.
-    async fn add_revoked(&self, key: &str, expires_at: Timestamp) -> StoreResult<()>;
-    /// Revoked keys that have not expired, to warm the in-memory list at start-up.
-    async fn revoked_since(&self, now: Timestamp) -> StoreResult<Vec<(String, Timestamp)>>;
-    /// Drops expired revocations.
-    async fn purge_revoked(&self, now: Timestamp) -> StoreResult<u64>;
-    /// Stores a single-use token (by hash).
-    async fn create_user_token(
-        &self,
-        hash: &str,
-        user_id: Snowflake,
-        purpose: TokenPurpose,
-        expires_at: Timestamp,
-        now: Timestamp,
-    ) -> StoreResult<()>;
-    /// Spends a token: the owner when it exists, has this purpose, is unused and unexpired.
-    async fn consume_user_token(
-        &self,
-        tx: &mut crate::WriteTx,
-        hash: &str,
-        purpose: TokenPurpose,
-        now: Timestamp,
-    ) -> StoreResult<Option<Snowflake>>;
-    /// A live token's owner and failed attempts, without spending it.
-    async fn peek_user_token(
-        &self,
-        hash: &str,
-        purpose: TokenPurpose,
-        now: Timestamp,
-    ) -> StoreResult<Option<(Snowflake, i64)>>;
-    /// Counts a failed attempt against a token; returns the new count.
-    async fn fail_user_token(&self, hash: &str) -> StoreResult<i64>;
-    /// Spends every live token of a user for a purpose (e.g. older reset links).
-    async fn expire_user_tokens(
-        &self,
-        user_id: Snowflake,
-        purpose: TokenPurpose,
-        now: Timestamp,
-    ) -> StoreResult<()>;
-}
-
 fn session_from_row(row: &AnyRow) -> StoreResult<SessionRecord> {
     Ok(SessionRecord {
         id: Snowflake::from_i64(row.try_get("id")?),
@@ -190,9 +111,10 @@ macro_rules! session_select {
     };
 }
 
-#[async_trait]
-impl SessionRepository for Store {
-    async fn create_session(&self, s: &NewSession) -> StoreResult<SessionRecord> {
+/// Storage of sessions and tokens.
+impl Store {
+    /// Creates a session and its first refresh token in one transaction.
+    pub async fn create_session(&self, s: &NewSession) -> StoreResult<SessionRecord> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO sessions (id, user_id, device, user_agent, ip, created_at, last_used_at, expires_at) \
@@ -228,7 +150,8 @@ impl SessionRepository for Store {
         })
     }
 
-    async fn session(&self, id: Snowflake) -> StoreResult<Option<SessionRecord>> {
+    /// A session by id.
+    pub async fn session(&self, id: Snowflake) -> StoreResult<Option<SessionRecord>> {
         let row = sqlx::query(session_select!("WHERE s.id = $1"))
             .bind(id.get())
             .fetch_optional(self.pool())
@@ -236,7 +159,8 @@ impl SessionRepository for Store {
         row.as_ref().map(session_from_row).transpose()
     }
 
-    async fn live_sessions(
+    /// The user's live sessions (not revoked, not expired), oldest first.
+    pub async fn live_sessions(
         &self,
         user_id: Snowflake,
         now: Timestamp,
@@ -251,7 +175,10 @@ impl SessionRepository for Store {
         rows.iter().map(session_from_row).collect()
     }
 
-    async fn rotate_refresh_token(
+    /// Spends the refresh token with hash `old_hash` and stores `new_hash` in its place,
+    /// atomically: of two concurrent uses of one token, exactly one rotates and the other
+    /// counts as reuse.
+    pub async fn rotate_refresh_token(
         &self,
         old_hash: &str,
         new_hash: &str,
@@ -320,7 +247,8 @@ impl SessionRepository for Store {
         Ok(RefreshOutcome::Rotated(session))
     }
 
-    async fn revoke_session(
+    /// Revokes one session of `user_id`; false when it is not theirs or already revoked.
+    pub async fn revoke_session(
         &self,
         user_id: Snowflake,
         session_id: Snowflake,
@@ -336,7 +264,8 @@ impl SessionRepository for Store {
         Ok(n == 1)
     }
 
-    async fn revoke_all_sessions(
+    /// Revokes every live session of a user except `keep`; returns the revoked ids.
+    pub async fn revoke_all_sessions(
         &self,
         user_id: Snowflake,
         keep: Option<Snowflake>,
@@ -363,7 +292,8 @@ impl SessionRepository for Store {
             .collect()
     }
 
-    async fn add_revoked(&self, key: &str, expires_at: Timestamp) -> StoreResult<()> {
+    /// Records a revoked access-token key (`sid:…` or `jti:…`) until `expires_at`.
+    pub async fn add_revoked(&self, key: &str, expires_at: Timestamp) -> StoreResult<()> {
         // Revoking twice keeps the later expiry.
         sqlx::query(
             "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) \
@@ -377,7 +307,8 @@ impl SessionRepository for Store {
         Ok(())
     }
 
-    async fn revoked_since(&self, now: Timestamp) -> StoreResult<Vec<(String, Timestamp)>> {
+    /// Revoked keys that have not expired, to warm the in-memory list at start-up.
+    pub async fn revoked_since(&self, now: Timestamp) -> StoreResult<Vec<(String, Timestamp)>> {
         let rows = sqlx::query("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1")
             .bind(now.as_millis())
             .fetch_all(self.pool())
@@ -387,7 +318,8 @@ impl SessionRepository for Store {
             .collect()
     }
 
-    async fn purge_revoked(&self, now: Timestamp) -> StoreResult<u64> {
+    /// Drops expired revocations.
+    pub async fn purge_revoked(&self, now: Timestamp) -> StoreResult<u64> {
         Ok(
             sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
                 .bind(now.as_millis())
@@ -397,7 +329,8 @@ impl SessionRepository for Store {
         )
     }
 
-    async fn create_user_token(
+    /// Stores a single-use token (by hash).
+    pub async fn create_user_token(
         &self,
         hash: &str,
         user_id: Snowflake,
@@ -418,7 +351,8 @@ impl SessionRepository for Store {
         Ok(())
     }
 
-    async fn consume_user_token(
+    /// Spends a token: the owner when it exists, has this purpose, is unused and unexpired.
+    pub async fn consume_user_token(
         &self,
         tx: &mut crate::WriteTx,
         hash: &str,
@@ -438,7 +372,8 @@ impl SessionRepository for Store {
             .transpose()
     }
 
-    async fn peek_user_token(
+    /// A live token's owner and failed attempts, without spending it.
+    pub async fn peek_user_token(
         &self,
         hash: &str,
         purpose: TokenPurpose,
@@ -457,7 +392,8 @@ impl SessionRepository for Store {
             .transpose()
     }
 
-    async fn fail_user_token(&self, hash: &str) -> StoreResult<i64> {
+    /// Counts a failed attempt against a token; returns the new count.
+    pub async fn fail_user_token(&self, hash: &str) -> StoreResult<i64> {
         let row = sqlx::query("UPDATE user_tokens SET attempts = attempts + 1 WHERE token_hash = $1 RETURNING attempts")
             .bind(hash.to_owned())
             .fetch_optional(self.pool())
@@ -465,7 +401,8 @@ impl SessionRepository for Store {
         Ok(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(i64::MAX))
     }
 
-    async fn expire_user_tokens(
+    /// Spends every live token of a user for a purpose (e.g. older reset links).
+    pub async fn expire_user_tokens(
         &self,
         user_id: Snowflake,
         purpose: TokenPurpose,

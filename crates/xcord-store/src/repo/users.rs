@@ -1,6 +1,5 @@
 //! Users: accounts, profiles, credentials, settings and second factors.
 
-use async_trait::async_trait;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 use xcord_types::{Snowflake, Timestamp};
@@ -93,107 +92,6 @@ pub struct ProfilePatch {
     pub clear_guest: bool,
 }
 
-/// Storage of user accounts.
-#[async_trait]
-pub trait UserRepository: Send + Sync {
-    /// Inserts a user. A taken username (in any case) or e-mail is a
-    /// [`StoreError::Conflict`] naming `users_username_lower` or `users_email`.
-    async fn create_user(&self, user: &NewUser) -> StoreResult<UserRecord>;
-    /// The user with this id.
-    async fn user_by_id(&self, id: Snowflake) -> StoreResult<Option<UserRecord>>;
-    /// The user with this username, compared without regard to ASCII case.
-    async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
-    /// The user with this (lower-cased) e-mail address.
-    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
-    /// The users with these ids (unknown ids are left out), in no particular order.
-    async fn users_by_ids(&self, ids: &[Snowflake]) -> StoreResult<Vec<UserRecord>>;
-    /// Applies a profile change and returns the new row; conflicts as for `create_user`.
-    async fn update_profile(
-        &self,
-        tx: &mut crate::WriteTx,
-        id: Snowflake,
-        patch: &ProfilePatch,
-        now: Timestamp,
-    ) -> StoreResult<Option<UserRecord>>;
-    /// Replaces the password hash.
-    async fn set_password_hash(
-        &self,
-        tx: &mut crate::WriteTx,
-        id: Snowflake,
-        hash: &str,
-        now: Timestamp,
-    ) -> StoreResult<()>;
-    /// Marks the e-mail verified.
-    async fn set_email_verified(
-        &self,
-        tx: &mut crate::WriteTx,
-        id: Snowflake,
-        now: Timestamp,
-    ) -> StoreResult<()>;
-    /// Replaces the settings document.
-    async fn set_settings(
-        &self,
-        id: Snowflake,
-        settings_json: &str,
-        now: Timestamp,
-    ) -> StoreResult<()>;
-    /// Sets presence status and, when given, the custom status (`Some(None)` clears it).
-    async fn set_status(
-        &self,
-        id: Snowflake,
-        status: &str,
-        custom_status: Option<Option<&str>>,
-        now: Timestamp,
-    ) -> StoreResult<()>;
-    /// Sets the avatar (`banner = false`) or banner file key.
-    async fn set_image(
-        &self,
-        tx: &mut crate::WriteTx,
-        id: Snowflake,
-        banner: bool,
-        key: Option<&str>,
-        now: Timestamp,
-    ) -> StoreResult<()>;
-    /// Sets the E2E public key.
-    async fn set_public_key(
-        &self,
-        id: Snowflake,
-        key: Option<&str>,
-        now: Timestamp,
-    ) -> StoreResult<()>;
-    /// Records a successful login.
-    async fn touch_login(&self, id: Snowflake, now: Timestamp) -> StoreResult<()>;
-    /// Sets the sealed TOTP secret and whether TOTP is on. Turning it on keeps the replay step
-    /// (the code that confirmed it stays spent); anything else clears it.
-    async fn set_mfa(
-        &self,
-        tx: &mut crate::WriteTx,
-        id: Snowflake,
-        sealed_secret: Option<&str>,
-        enabled: bool,
-        now: Timestamp,
-    ) -> StoreResult<()>;
-    /// Records `step` as the last accepted TOTP step. Returns false (and changes nothing)
-    /// when a step at or after it was already used: the code is a replay.
-    async fn claim_mfa_step(&self, id: Snowflake, step: i64) -> StoreResult<bool>;
-    /// Replaces all backup codes with these hashes.
-    async fn replace_backup_codes(
-        &self,
-        tx: &mut crate::WriteTx,
-        id: Snowflake,
-        code_hashes: &[String],
-    ) -> StoreResult<()>;
-    /// Uses up a backup code; false when unknown or already used.
-    async fn use_backup_code(
-        &self,
-        id: Snowflake,
-        code_hash: &str,
-        now: Timestamp,
-    ) -> StoreResult<bool>;
-    /// Users whose name starts with `prefix` (ASCII, case-insensitive), names in order.
-    async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRecord>>;
-}
-
 macro_rules! user_select {
     ($tail:literal) => {
         concat!(
@@ -283,9 +181,11 @@ fn nullable(v: &Option<Option<String>>) -> (bool, Option<String>) {
     }
 }
 
-#[async_trait]
-impl UserRepository for Store {
-    async fn create_user(&self, u: &NewUser) -> StoreResult<UserRecord> {
+/// Storage of user accounts.
+impl Store {
+    /// Inserts a user. A taken username (in any case) or e-mail is a
+    /// [`StoreError::Conflict`] naming `users_username_lower` or `users_email`.
+    pub async fn create_user(&self, u: &NewUser) -> StoreResult<UserRecord> {
         let now = u.created_at.as_millis();
         sqlx::query(
             "INSERT INTO users (id, username, discriminator, email, password_hash, date_of_birth, \
@@ -306,12 +206,14 @@ impl UserRepository for Store {
             .ok_or(StoreError::Other(sqlx::Error::RowNotFound))
     }
 
-    async fn user_by_id(&self, id: Snowflake) -> StoreResult<Option<UserRecord>> {
+    /// The user with this id.
+    pub async fn user_by_id(&self, id: Snowflake) -> StoreResult<Option<UserRecord>> {
         self.one_user(sqlx::query(user_select!("WHERE id = $1")).bind(id.get()))
             .await
     }
 
-    async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+    /// The user with this username, compared without regard to ASCII case.
+    pub async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
         self.one_user(
             sqlx::query(user_select!("WHERE lower(username) = lower($1)"))
                 .bind(username.to_owned()),
@@ -319,12 +221,14 @@ impl UserRepository for Store {
         .await
     }
 
-    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+    /// The user with this (lower-cased) e-mail address.
+    pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
         self.one_user(sqlx::query(user_select!("WHERE email = $1")).bind(email.to_owned()))
             .await
     }
 
-    async fn users_by_ids(&self, ids: &[Snowflake]) -> StoreResult<Vec<UserRecord>> {
+    /// The users with these ids (unknown ids are left out), in no particular order.
+    pub async fn users_by_ids(&self, ids: &[Snowflake]) -> StoreResult<Vec<UserRecord>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -337,7 +241,8 @@ impl UserRepository for Store {
         self.users_from_rows(&rows)
     }
 
-    async fn update_profile(
+    /// Applies a profile change and returns the new row; conflicts as for `create_user`.
+    pub async fn update_profile(
         &self,
         tx: &mut crate::WriteTx,
         id: Snowflake,
@@ -380,7 +285,8 @@ impl UserRepository for Store {
         self.user_in(tx, id).await
     }
 
-    async fn set_password_hash(
+    /// Replaces the password hash.
+    pub async fn set_password_hash(
         &self,
         tx: &mut crate::WriteTx,
         id: Snowflake,
@@ -398,7 +304,8 @@ impl UserRepository for Store {
         .map(drop)
     }
 
-    async fn set_email_verified(
+    /// Marks the e-mail verified.
+    pub async fn set_email_verified(
         &self,
         tx: &mut crate::WriteTx,
         id: Snowflake,
@@ -415,7 +322,8 @@ impl UserRepository for Store {
         .map(drop)
     }
 
-    async fn set_settings(
+    /// Replaces the settings document.
+    pub async fn set_settings(
         &self,
         id: Snowflake,
         settings_json: &str,
@@ -431,7 +339,8 @@ impl UserRepository for Store {
         .map(drop)
     }
 
-    async fn set_status(
+    /// Sets presence status and, when given, the custom status (`Some(None)` clears it).
+    pub async fn set_status(
         &self,
         id: Snowflake,
         status: &str,
@@ -453,7 +362,8 @@ impl UserRepository for Store {
         .map(drop)
     }
 
-    async fn set_image(
+    /// Sets the avatar (`banner = false`) or banner file key.
+    pub async fn set_image(
         &self,
         tx: &mut crate::WriteTx,
         id: Snowflake,
@@ -477,7 +387,8 @@ impl UserRepository for Store {
         .map(drop)
     }
 
-    async fn set_public_key(
+    /// Sets the E2E public key.
+    pub async fn set_public_key(
         &self,
         id: Snowflake,
         key: Option<&str>,
@@ -493,7 +404,8 @@ impl UserRepository for Store {
         .map(drop)
     }
 
-    async fn touch_login(&self, id: Snowflake, now: Timestamp) -> StoreResult<()> {
+    /// Records a successful login.
+    pub async fn touch_login(&self, id: Snowflake, now: Timestamp) -> StoreResult<()> {
         self.exec(
             sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
                 .bind(id.get())
@@ -503,7 +415,9 @@ impl UserRepository for Store {
         .map(drop)
     }
 
-    async fn set_mfa(
+    /// Sets the sealed TOTP secret and whether TOTP is on. Turning it on keeps the replay step
+    /// (the code that confirmed it stays spent); anything else clears it.
+    pub async fn set_mfa(
         &self,
         tx: &mut crate::WriteTx,
         id: Snowflake,
@@ -525,7 +439,9 @@ impl UserRepository for Store {
         .map(drop)
     }
 
-    async fn claim_mfa_step(&self, id: Snowflake, step: i64) -> StoreResult<bool> {
+    /// Records `step` as the last accepted TOTP step. Returns false (and changes nothing)
+    /// when a step at or after it was already used: the code is a replay.
+    pub async fn claim_mfa_step(&self, id: Snowflake, step: i64) -> StoreResult<bool> {
         // A single conditional UPDATE, so two requests racing with one code cannot both win.
         let n = self
             .exec(
@@ -539,7 +455,8 @@ impl UserRepository for Store {
         Ok(n == 1)
     }
 
-    async fn replace_backup_codes(
+    /// Replaces all backup codes with these hashes.
+    pub async fn replace_backup_codes(
         &self,
         tx: &mut crate::WriteTx,
         id: Snowflake,
@@ -559,7 +476,8 @@ impl UserRepository for Store {
         Ok(())
     }
 
-    async fn use_backup_code(
+    /// Uses up a backup code; false when unknown or already used.
+    pub async fn use_backup_code(
         &self,
         id: Snowflake,
         code_hash: &str,
@@ -578,7 +496,8 @@ impl UserRepository for Store {
         Ok(n == 1)
     }
 
-    async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRecord>> {
+    /// Users whose name starts with `prefix` (ASCII, case-insensitive), names in order.
+    pub async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRecord>> {
         let low = prefix.to_ascii_lowercase();
         let rows = match self.backend() {
             // SQLite compares bytes, so the range [prefix, prefix + U+007F) on the

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use serde_json::json;
 use xcord_core::{Clock as _, ManualClock};
-use xcord_store::UserRepository as _;
 use xcord_testkit::{
     Backend, TestApp, TestAppBuilder, TestUser, on_both_backends, spawn_app, token_in_mail,
 };

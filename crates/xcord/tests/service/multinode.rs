@@ -396,7 +396,7 @@ async fn a_session_of_a_stopped_node_resumes_on_another() {
 #[tokio::test]
 async fn an_event_its_node_never_published_reaches_the_other_node() {
     use xcord_bus::Topic;
-    use xcord_store::{RolePatch, ServerRepository, Versioned};
+    use xcord_store::{RolePatch, Versioned};
     use xcord_types::Snowflake;
     use xcord_types::events::{Event, RoleChanged};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use xcord_bus::Topic;
-use xcord_store::{Backend, RolePatch, ServerRepository, Versioned};
+use xcord_store::{Backend, RolePatch, Versioned};
 use xcord_testkit::{on_both_backends, room, say, spawn_app, string_at};
 use xcord_types::Snowflake;
 use xcord_types::events::{Event, RoleChanged};

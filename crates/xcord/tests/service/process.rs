@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use xcord_store::{Backend, NewUser, Store, StoreOptions, UserRepository};
+use xcord_store::{Backend, NewUser, Store, StoreOptions};
 use xcord_types::{SnowflakeGenerator, Timestamp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xcord");

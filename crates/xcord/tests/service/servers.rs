@@ -189,7 +189,6 @@ async fn outsiders_get_404_and_plain_members_403_everywhere(backend: Backend) {
 }
 
 async fn new_users_join_the_default_server(backend: Backend) {
-    use xcord_store::ServerRepository as _;
     let fixed = xcord_types::Snowflake::from_i64(4_242_424_242);
     let app = xcord_testkit::TestAppBuilder::new(backend)
         .configure(move |c| c.default_server_id = Some(fixed))

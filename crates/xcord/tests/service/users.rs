@@ -502,7 +502,6 @@ async fn profile_images_are_replaced_and_earlier_data_directories_still_serve(ba
     let file = app.data_dir().join("cdn").join(&key);
     std::fs::create_dir_all(file.parent().expect("a folder")).expect("mkdir");
     std::fs::write(&file, &old).expect("write the old avatar");
-    use xcord_store::UserRepository as _;
     let store = &app.state.core.store;
     let mut tx = store.begin_write().await.expect("begin");
     store
