@@ -19,6 +19,9 @@ use crate::{Core, Error, Result};
 const RELAY_AFTER_MS: i64 = 3_000;
 /// Most events one relay round takes.
 const RELAY_BATCH: i64 = 500;
+/// A marker whose event this node cannot read (a newer node's) is left to the nodes that
+/// can for this long, then dropped so that it never holds up the relay.
+const UNREADABLE_FOR_MS: i64 = 300_000;
 
 /// An open write transaction with the events it will publish once committed.
 pub struct UnitOfWork<'c> {
@@ -79,20 +82,33 @@ impl Core {
     pub async fn relay_unpublished(&self) -> Result<usize> {
         let now = self.clock.now().as_millis();
         let before = (now - RELAY_AFTER_MS - xcord_types::snowflake::EPOCH_MS).max(0) << 22;
-        let Some((claim, events)) = self.store.claim_unpublished(before, RELAY_BATCH).await? else {
+        let Some((claim, claimed, events)) =
+            self.store.claim_unpublished(before, RELAY_BATCH).await?
+        else {
             return Ok(0);
         };
+        let give_up = (now - UNREADABLE_FOR_MS - xcord_types::snowflake::EPOCH_MS).max(0) << 22;
+        // Markers whose event is gone (pruned from the log) have nothing left to publish.
+        let found: std::collections::HashSet<i64> = events.iter().map(|e| e.id).collect();
+        let mut done: Vec<i64> = claimed
+            .into_iter()
+            .filter(|id| !found.contains(id))
+            .collect();
         // The markers stay held until the events went out: a relay that fails (or a node
         // that dies) in between leaves them for the next round, on any node.
-        let mut published = Vec::with_capacity(events.len());
+        let mut published = 0;
         for e in events {
             let node = xcord_types::Snowflake::from_i64(e.id).node_id();
             let id = e.id;
             let Some(ev) = Topic::parse(&e.topic)
                 .and_then(|topic| BusEvent::from_parts(topic, &e.name, e.data, node))
             else {
-                // Only a newer node writes what this one cannot read; it is its to relay.
+                // Only a newer node writes what this one cannot read; it is that node's to
+                // relay, until it is so old that nobody will.
                 tracing::warn!(event = e.name, "an outbox event this node cannot read");
+                if id < give_up {
+                    done.push(id);
+                }
                 continue;
             };
             let ev = ev.with_id(id).relayed();
@@ -100,12 +116,15 @@ impl Core {
                 self.caches.on_event(&ev.topic, event);
             }
             match self.bus.publish(ev).await {
-                Ok(()) => published.push(id),
+                Ok(()) => {
+                    done.push(id);
+                    published += 1;
+                }
                 Err(err) => tracing::warn!(error = %err, "a relayed event was not published"),
             }
         }
-        self.store.release_claim(claim, &published).await?;
-        let n = published.len();
+        self.store.release_claim(claim, &done).await?;
+        let n = published;
         if n > 0 {
             tracing::info!(events = n, "published events their publisher left behind");
         }

@@ -40,7 +40,10 @@ pub(crate) fn spawn(gw: &Arc<Gateway>) -> Vec<NodeTask> {
         loop {
             tokio::select! {
                 () = gw.shutdown.cancelled() => break,
-                _ = tick.tick() => housekeeping(&gw),
+                _ = tick.tick() => {
+                    housekeeping(&gw);
+                    reload_pending(&gw).await;
+                }
             }
         }
     });
@@ -122,8 +125,13 @@ pub async fn route(gw: &Gateway, ev: &Arc<BusEvent>) {
         && let Topic::Server(server) = ev.topic
     {
         // A late event may be older than changes already applied: the database says
-        // what the server is now.
-        reload_server(gw, server).await;
+        // what the server is now. Once a second per server at most; later ones wait for
+        // the housekeeping.
+        let now = std::time::Instant::now();
+        let due = gw.reloads.lock().is_ok_and(|mut r| r.due(server, now));
+        if due {
+            reload_server(gw, server).await;
+        }
     }
     if let FollowUp::LoadServer { server, user } = follow {
         // A member connected here joined a server this node does not hold: load it once.
@@ -140,6 +148,52 @@ pub async fn route(gw: &Gateway, ev: &Arc<BusEvent>) {
                 tracing::warn!(error = format!("{e:#}"), %server, "cannot load a joined server")
             }
         }
+    }
+}
+
+/// Servers whose state a late event made uncertain.
+#[derive(Debug, Default)]
+pub(crate) struct Reloads {
+    last: std::collections::HashMap<xcord_types::Snowflake, std::time::Instant>,
+    pending: std::collections::HashSet<xcord_types::Snowflake>,
+}
+
+impl Reloads {
+    /// Whether `server` may be reloaded now; if not, it is reloaded by the housekeeping.
+    fn due(&mut self, server: xcord_types::Snowflake, now: std::time::Instant) -> bool {
+        let recent = self
+            .last
+            .get(&server)
+            .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(1));
+        if recent {
+            self.pending.insert(server);
+            return false;
+        }
+        self.last.insert(server, now);
+        self.last
+            .retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
+        true
+    }
+
+    fn take_pending(&mut self, now: std::time::Instant) -> Vec<xcord_types::Snowflake> {
+        let out: Vec<_> = self.pending.drain().collect();
+        for s in &out {
+            self.last.insert(*s, now);
+        }
+        out
+    }
+}
+
+/// Reloads the servers late events left uncertain while they came too fast.
+async fn reload_pending(gw: &Gateway) {
+    let now = std::time::Instant::now();
+    let pending = gw
+        .reloads
+        .lock()
+        .map(|mut r| r.take_pending(now))
+        .unwrap_or_default();
+    for server in pending {
+        reload_server(gw, server).await;
     }
 }
 
@@ -209,5 +263,23 @@ fn housekeeping(gw: &Gateway) {
             index.remove_session(&id);
         }
         metrics::gauge!("gateway_sessions").set(index.len() as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_is_reloaded_at_most_once_a_second_and_the_rest_waits() {
+        let mut r = Reloads::default();
+        let s = xcord_types::Snowflake::from_i64(7);
+        let t0 = std::time::Instant::now();
+        assert!(r.due(s, t0));
+        assert!(!r.due(s, t0 + Duration::from_millis(10)));
+        assert!(!r.due(s, t0 + Duration::from_millis(20)));
+        assert_eq!(r.take_pending(t0 + Duration::from_millis(500)), [s]);
+        assert!(r.take_pending(t0 + Duration::from_millis(600)).is_empty());
+        assert!(r.due(s, t0 + Duration::from_millis(1600)));
     }
 }

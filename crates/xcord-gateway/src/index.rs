@@ -526,9 +526,16 @@ impl Index {
             self.recent.pop_front();
         }
         self.recent.push_back((self.generation, server));
-        // Only another version's node can publish an event this one cannot read: better no
-        // one receives it than the wrong people.
+        // Only another version's node can publish an event this one cannot read. A channel
+        // event is then sent to nobody (better than to the wrong people); anything else
+        // goes to the server's sessions, as the index cannot apply it.
         let Some(event) = ev.event() else {
+            if !matches!(
+                ev.name,
+                "CHANNEL_CREATE" | "CHANNEL_UPDATE" | "CHANNEL_DELETE"
+            ) {
+                self.server_sessions(server, &mut routed.audience);
+            }
             return routed;
         };
         match event {
@@ -757,7 +764,8 @@ impl Index {
     ) -> (Vec<Arc<SessionHandle>>, FollowUp) {
         let mut follow = FollowUp::None;
         match ev.event() {
-            None => return (Vec::new(), follow),
+            // Unreadable (another version's node): it still reaches the user's sessions.
+            None => {}
             Some(Event::PresenceUpdate(_)) => return (self.presence_audience(user), follow),
             Some(Event::ChannelCreate(c)) if c.server_id.is_none() => {
                 let recipients: Vec<Snowflake> =
@@ -775,10 +783,8 @@ impl Index {
                     self.private.insert(c.id, recipients);
                 }
             }
-            Some(Event::RelationshipUpdate(r)) => {
-                if r.kind == Some(RelationshipKind::Friend) {
-                    self.watchers.entry(r.user_id).or_default().insert(user);
-                }
+            Some(Event::RelationshipUpdate(r)) if r.kind == Some(RelationshipKind::Friend) => {
+                self.watchers.entry(r.user_id).or_default().insert(user);
             }
             Some(Event::ServerCreate(created)) => {
                 if self.servers.contains_key(&created.id) {

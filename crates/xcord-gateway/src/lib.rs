@@ -116,6 +116,9 @@ pub struct Gateway {
     /// Bounds the catch-ups from the event log running at once: after a restart every
     /// client resumes together, and each reads the log and loads its user's state.
     pub(crate) catch_ups: tokio::sync::Semaphore,
+    /// Servers to reload from the database after late (relayed) events, at most once a
+    /// second each: a burst of relayed events must not stall the dispatcher.
+    pub(crate) reloads: Mutex<dispatch::Reloads>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -137,6 +140,7 @@ impl Gateway {
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             catch_ups: tokio::sync::Semaphore::new(CONCURRENT_CATCH_UPS),
+            reloads: Mutex::default(),
         });
         let tasks = dispatch::spawn(&gw);
         (gw, tasks)

@@ -38,6 +38,8 @@ impl Drop for RedisBus {
 
 /// `instance \t topic \t node \t id \t flags \t name \t data`: the payload is carried as is,
 /// never parsed. `flags` is `r` for an event an outbox relay published late, else empty.
+/// Frames of the previous build, without the flags field, are still read (no event name is
+/// empty or `r`, so the two forms cannot be confused).
 fn encode(instance: &str, ev: &BusEvent) -> String {
     let topic = ev.topic.to_text();
     let mut s = String::with_capacity(ev.data.len() + ev.name.len() + topic.len() + 40);
@@ -60,18 +62,19 @@ fn encode(instance: &str, ev: &BusEvent) -> String {
 }
 
 fn decode(s: &str) -> Option<(&str, BusEvent)> {
-    let mut parts = s.splitn(7, '\t');
+    let mut parts = s.splitn(5, '\t');
     let instance = parts.next()?;
     let topic = Topic::parse(parts.next()?)?;
     let node = parts.next()?.parse().ok()?;
     let id = parts.next()?.parse().ok()?;
-    let relayed = match parts.next()? {
-        "" => false,
-        "r" => true,
-        _ => return None,
+    let rest = parts.next()?;
+    let (relayed, rest) = match rest.split_once('\t')? {
+        ("", rest) => (false, rest),
+        ("r", rest) => (true, rest),
+        // The previous build's frame: the name comes right after the id.
+        _ => (false, rest),
     };
-    let name = parts.next()?;
-    let data = parts.next()?;
+    let (name, data) = rest.split_once('\t')?;
     // A name this node does not know (a newer node's event) is not routed.
     let ev = BusEvent::from_parts(topic, name, data, node)?.with_id(id);
     Some((instance, if relayed { ev.relayed() } else { ev }))
@@ -241,6 +244,12 @@ mod tests {
         assert!(decode("x\tq1\t0\t1\t\tN\t{}").is_none());
         assert!(decode("x\ts1\t0\tnot-an-id\t\tN\t{}").is_none());
         assert!(decode("x\ts1\t0\t1\tq\tMESSAGE_CREATE\t{}").is_none());
+        // A frame of the previous build (no flags field) still reads.
+        let (_, old) = decode("x\ts1\t3\t9\tROLE_DELETE\t{\"a\":1}").expect("old frame");
+        assert_eq!(
+            (old.name, &*old.data, old.id, old.relayed),
+            ("ROLE_DELETE", "{\"a\":1}", 9, false)
+        );
         assert!(decode("garbage").is_none());
         assert!(decode("x\ts1\t0\t1\t\tNOT_AN_EVENT\t{}").is_none());
     }

@@ -156,7 +156,7 @@ impl Store {
         &self,
         before: i64,
         limit: i64,
-    ) -> StoreResult<Option<(WriteTx, Vec<LoggedEvent>)>> {
+    ) -> StoreResult<Option<(WriteTx, Vec<i64>, Vec<LoggedEvent>)>> {
         // Almost always there is nothing: find out without taking the writer's turn.
         let waiting = sqlx::query("SELECT event_id FROM event_outbox WHERE event_id < $1 LIMIT 1")
             .bind(before)
@@ -197,13 +197,13 @@ impl Store {
             .iter()
             .map(logged_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Some((tx, events)))
+        Ok(Some((tx, ids.iter().map(|i| i.get()).collect(), events)))
     }
 
-    /// Ends a claim: the markers of `published` go, the others stay for a later round.
-    pub async fn release_claim(&self, mut tx: WriteTx, published: &[i64]) -> StoreResult<()> {
-        if !published.is_empty() {
-            let ids: Vec<Snowflake> = published.iter().copied().map(Snowflake::from_i64).collect();
+    /// Ends a claim: the markers of `done` go, the others stay for a later round.
+    pub async fn release_claim(&self, mut tx: WriteTx, done: &[i64]) -> StoreResult<()> {
+        if !done.is_empty() {
+            let ids: Vec<Snowflake> = done.iter().copied().map(Snowflake::from_i64).collect();
             let sql = format!(
                 "DELETE FROM event_outbox WHERE event_id IN {}",
                 self.in_ids_at(1)
@@ -250,6 +250,12 @@ impl Store {
             }
         }
         let mut tx = self.begin_write().await?;
+        // An event pruned unpublished (the bus was down for the whole window) is past
+        // helping anyone; its marker would only hold up the relay.
+        sqlx::query("DELETE FROM event_outbox WHERE event_id < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM gateway_sessions WHERE expires_at < $1")
             .bind(now)
             .execute(&mut *tx)

@@ -15,6 +15,7 @@ on_both_backends!(
     an_outbox_write_that_fails_leaves_no_change_and_no_event,
     an_event_committed_but_not_published_goes_out_through_the_relay,
     a_late_event_does_not_undo_a_newer_change,
+    markers_without_an_event_do_not_hold_up_the_relay,
 );
 
 /// Makes every insert into the outbox fail, as a full disk or a lost connection would.
@@ -264,4 +265,32 @@ async fn a_late_event_does_not_undo_a_newer_change(backend: Backend) {
         member.dispatch("MESSAGE_CREATE").await["content"],
         "still visible"
     );
+}
+
+async fn markers_without_an_event_do_not_hold_up_the_relay(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let core = &app.state.core;
+    let pool = core.store.pool();
+    // 600 markers (more than a relay round takes) whose events were pruned long ago.
+    let old =
+        (xcord_types::Timestamp::now().as_millis() - 3_600_000 - xcord_types::snowflake::EPOCH_MS)
+            << 22;
+    for i in 0..600_i64 {
+        sqlx::query("INSERT INTO event_outbox (event_id) VALUES ($1)")
+            .bind(old + i)
+            .execute(pool)
+            .await
+            .expect("marker");
+    }
+    let left = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM event_outbox")
+            .fetch_one(pool)
+            .await
+            .expect("count")
+    };
+    // Each round drops what it claimed; none is published.
+    for _ in 0..3 {
+        core.relay_unpublished().await.expect("relay");
+    }
+    assert_eq!(left().await, 0, "orphaned markers stayed");
 }
