@@ -11,7 +11,7 @@ use crate::servers::require_bits;
 use crate::{Caller, Core, Error, Result};
 
 /// Most pins per channel.
-const MAX_PINS: usize = 50;
+const MAX_PINS: i64 = 50;
 
 impl Core {
     /// `GET /channels/{id}/pins`.
@@ -48,7 +48,7 @@ impl Core {
             .ok_or(Error::NotFound(Entity::Message))?;
         let mut uow = self.begin().await?;
         let changed = if pinned {
-            if self.store.pins(channel_id).await?.len() >= MAX_PINS {
+            if self.store.pin_count_in(uow.tx(), channel_id).await? >= MAX_PINS {
                 return Err(Error::invalid(
                     "messageId",
                     "maxPins",

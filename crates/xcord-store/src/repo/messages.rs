@@ -693,6 +693,31 @@ impl Store {
         self.messages_from_rows(&rows)
     }
 
+    /// How many live messages of `channel` are pinned, as the transaction `tx` sees it.
+    /// On PostgreSQL the channel row is locked first, so two pins racing for the last
+    /// place are counted one after the other (SQLite has one writer anyway).
+    pub async fn pin_count_in(
+        &self,
+        tx: &mut crate::WriteTx,
+        channel: Snowflake,
+    ) -> StoreResult<i64> {
+        if self.backend() == crate::Backend::Postgres {
+            sqlx::query("SELECT id FROM channels WHERE id = $1 FOR UPDATE")
+                .bind(channel.get())
+                .fetch_optional(&mut **tx)
+                .await?;
+        }
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM pins p JOIN messages m ON m.id = p.message_id \
+             WHERE p.channel_id = $1 AND m.deleted_at IS NULL",
+        )
+        .bind(channel.get())
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?;
+        Ok(n)
+    }
+
     /// Which of these messages are pinned.
     pub async fn pinned_among(&self, ids: &[Snowflake]) -> StoreResult<Vec<Snowflake>> {
         if ids.is_empty() {

@@ -13,6 +13,7 @@ mod messages;
 mod multinode;
 mod outbox;
 mod pages;
+mod pins;
 mod process;
 mod routes;
 mod servers;
