@@ -44,7 +44,8 @@ impl Core {
             )
             .await?;
         // The owner sees every channel of a new server (it has no overwrites yet).
-        let (roles, channels) = self.store.roles_and_channels_in(uow.tx(), id).await?;
+        let roles = self.store.roles_in(uow.tx(), id).await?;
+        let channels = self.store.server_channels_in(uow.tx(), id).await?;
         let out = Self::server_to_wire(
             &server,
             Some(

@@ -128,23 +128,17 @@ impl Store {
         }
     }
 
-    /// A private channel with its recipients as the transaction `tx` sees it.
+    /// A private channel with its recipients as `conn` (a transaction, or a connection of
+    /// the pool) sees it.
     async fn private_channel_in(
         &self,
-        tx: &mut crate::WriteTx,
+        conn: &mut sqlx::AnyConnection,
         id: Snowflake,
     ) -> StoreResult<Option<PrivateChannel>> {
-        let Some(channel) = self.channel_in(tx, id).await? else {
+        let Some(channel) = self.channel_in(conn, id).await? else {
             return Ok(None);
         };
-        let rows = sqlx::query("SELECT user_id FROM channel_recipients WHERE channel_id = $1 ORDER BY added_at, user_id")
-            .bind(id.get())
-            .fetch_all(&mut **tx)
-            .await?;
-        let recipients = rows
-            .iter()
-            .map(|r| Ok(Snowflake::from_i64(r.try_get(0)?)))
-            .collect::<StoreResult<Vec<_>>>()?;
+        let recipients = self.recipients_in(conn, id).await?;
         Ok(Some(PrivateChannel {
             channel,
             recipients,
@@ -152,14 +146,8 @@ impl Store {
     }
 
     async fn private_channel(&self, id: Snowflake) -> StoreResult<Option<PrivateChannel>> {
-        let Some(channel) = self.channel(id).await? else {
-            return Ok(None);
-        };
-        let recipients = self.recipients(id).await?;
-        Ok(Some(PrivateChannel {
-            channel,
-            recipients,
-        }))
+        self.private_channel_in(&mut *self.pool().acquire().await?, id)
+            .await
     }
 }
 
@@ -167,22 +155,19 @@ impl Store {
 impl Store {
     /// A channel by id.
     pub async fn channel(&self, id: Snowflake) -> StoreResult<Option<ChannelRecord>> {
-        let row = sqlx::query(channel_select!("WHERE c.id = $1"))
-            .bind(id.get())
-            .fetch_optional(self.pool())
-            .await?;
-        row.map(|r| self.channel_from_row(&r)).transpose()
+        self.channel_in(&mut *self.pool().acquire().await?, id)
+            .await
     }
 
-    /// A channel as the transaction `tx` sees it.
+    /// A channel as `conn` (a transaction, or a connection of the pool) sees it.
     pub async fn channel_in(
         &self,
-        tx: &mut crate::WriteTx,
+        conn: &mut sqlx::AnyConnection,
         id: Snowflake,
     ) -> StoreResult<Option<ChannelRecord>> {
         let row = sqlx::query(channel_select!("WHERE c.id = $1"))
             .bind(id.get())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(conn)
             .await?;
         row.map(|r| self.channel_from_row(&r)).transpose()
     }
@@ -316,9 +301,19 @@ impl Store {
 
     /// Members of a private channel.
     pub async fn recipients(&self, channel: Snowflake) -> StoreResult<Vec<Snowflake>> {
+        self.recipients_in(&mut *self.pool().acquire().await?, channel)
+            .await
+    }
+
+    /// Members of a private channel as `conn` sees them.
+    async fn recipients_in(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        channel: Snowflake,
+    ) -> StoreResult<Vec<Snowflake>> {
         let rows = sqlx::query("SELECT user_id FROM channel_recipients WHERE channel_id = $1 ORDER BY added_at, user_id")
             .bind(channel.get())
-            .fetch_all(self.pool())
+            .fetch_all(conn)
             .await?;
         rows.iter()
             .map(|r| Ok(Snowflake::from_i64(r.try_get(0)?)))
@@ -382,12 +377,23 @@ pub struct ChannelPatch {
 impl Store {
     /// Channels of a server, by position then id.
     pub async fn server_channels(&self, server: Snowflake) -> StoreResult<Vec<ChannelRecord>> {
+        self.server_channels_in(&mut *self.pool().acquire().await?, server)
+            .await
+    }
+
+    /// Channels of a server as `conn` (a transaction, or a connection of the pool) sees
+    /// them.
+    pub async fn server_channels_in(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        server: Snowflake,
+    ) -> StoreResult<Vec<ChannelRecord>> {
         let rows = sqlx::query(
             "SELECT id, server_id, type, name, topic, position, parent_id, nsfw, user_limit, bitrate, rate_limit_per_user, \
              owner_id, icon, last_message_id, version, created_at, updated_at FROM channels WHERE server_id = $1 ORDER BY position, id",
         )
         .bind(server.get())
-        .fetch_all(self.pool())
+        .fetch_all(conn)
         .await?;
         rows.iter().map(|r| self.channel_from_row(r)).collect()
     }

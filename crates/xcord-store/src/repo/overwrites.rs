@@ -27,22 +27,20 @@ pub struct OverwriteRecord {
 impl Store {
     /// Overwrites of one channel.
     pub async fn overwrites(&self, channel: Snowflake) -> StoreResult<Vec<OverwriteRecord>> {
-        let rows = sqlx::query("SELECT channel_id, target_id, target_type, allow, deny FROM permission_overwrites WHERE channel_id = $1 ORDER BY target_id")
-            .bind(channel.get())
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(overwrite_from_row).collect()
+        self.overwrites_in(&mut *self.pool().acquire().await?, channel)
+            .await
     }
 
-    /// Overwrites of one channel as the transaction `tx` sees them.
+    /// Overwrites of one channel as `conn` (a transaction, or a connection of the pool)
+    /// sees them.
     pub async fn overwrites_in(
         &self,
-        tx: &mut WriteTx,
+        conn: &mut sqlx::AnyConnection,
         channel: Snowflake,
     ) -> StoreResult<Vec<OverwriteRecord>> {
         let rows = sqlx::query("SELECT channel_id, target_id, target_type, allow, deny FROM permission_overwrites WHERE channel_id = $1 ORDER BY target_id")
             .bind(channel.get())
-            .fetch_all(&mut **tx)
+            .fetch_all(conn)
             .await?;
         rows.iter().map(overwrite_from_row).collect()
     }

@@ -59,7 +59,6 @@ macro_rules! role_select {
         )
     };
 }
-pub(super) use role_select;
 
 impl Store {
     pub(super) fn role_from_row(&self, r: &AnyRow) -> StoreResult<RoleRecord> {
@@ -91,9 +90,19 @@ impl Store {
 impl Store {
     /// Roles of a server, lowest position first.
     pub async fn roles(&self, server: Snowflake) -> StoreResult<Vec<RoleRecord>> {
+        self.roles_in(&mut *self.pool().acquire().await?, server)
+            .await
+    }
+
+    /// Roles of a server as `conn` (a transaction, or a connection of the pool) sees them.
+    pub async fn roles_in(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        server: Snowflake,
+    ) -> StoreResult<Vec<RoleRecord>> {
         let rows = sqlx::query(role_select!("WHERE server_id = $1 ORDER BY position, id"))
             .bind(server.get())
-            .fetch_all(self.pool())
+            .fetch_all(conn)
             .await?;
         rows.iter().map(|r| self.role_from_row(r)).collect()
     }

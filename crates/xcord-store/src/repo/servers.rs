@@ -5,10 +5,8 @@ use sqlx::any::AnyRow;
 use xcord_types::rest::channels::ChannelKind;
 use xcord_types::{Snowflake, Timestamp};
 
-use super::roles::role_select;
 use super::sf;
-use crate::store::WriteTx;
-use crate::{ChannelRecord, RoleRecord, Store, StoreError, StoreResult, Versioned};
+use crate::{Store, StoreError, StoreResult, Versioned};
 
 /// A server row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,44 +97,15 @@ fn server_from_row(r: &AnyRow) -> StoreResult<ServerRecord> {
 }
 
 impl Store {
-    /// A server's roles and channels as the transaction `tx` sees them (a server just
-    /// created, for the event that announces it).
-    pub async fn roles_and_channels_in(
-        &self,
-        tx: &mut WriteTx,
-        server: Snowflake,
-    ) -> StoreResult<(Vec<RoleRecord>, Vec<ChannelRecord>)> {
-        let rows = sqlx::query(role_select!("WHERE server_id = $1 ORDER BY position, id"))
-            .bind(server.get())
-            .fetch_all(&mut **tx)
-            .await?;
-        let roles = rows
-            .iter()
-            .map(|r| self.role_from_row(r))
-            .collect::<StoreResult<Vec<_>>>()?;
-        let rows = sqlx::query(
-            "SELECT id, server_id, type, name, topic, position, parent_id, nsfw, user_limit, bitrate, rate_limit_per_user, \
-             owner_id, icon, last_message_id, version, created_at, updated_at FROM channels WHERE server_id = $1 ORDER BY position, id",
-        )
-        .bind(server.get())
-        .fetch_all(&mut **tx)
-        .await?;
-        let channels = rows
-            .iter()
-            .map(|r| self.channel_from_row(r))
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok((roles, channels))
-    }
-
-    /// A server as the transaction `tx` sees it.
+    /// A server as `conn` (a transaction, or a connection of the pool) sees it.
     async fn server_in(
         &self,
-        tx: &mut WriteTx,
+        conn: &mut sqlx::AnyConnection,
         id: Snowflake,
     ) -> StoreResult<Option<ServerRecord>> {
         let row = sqlx::query(server_select!("WHERE s.id = $1"))
             .bind(id.get())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(conn)
             .await?;
         row.as_ref().map(server_from_row).transpose()
     }
@@ -201,11 +170,7 @@ impl Store {
 
     /// A server.
     pub async fn server(&self, id: Snowflake) -> StoreResult<Option<ServerRecord>> {
-        let row = sqlx::query(server_select!("WHERE s.id = $1"))
-            .bind(id.get())
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(server_from_row).transpose()
+        self.server_in(&mut *self.pool().acquire().await?, id).await
     }
 
     /// The server whose vanity code this is (any case).

@@ -148,15 +148,15 @@ impl Store {
         Ok(q.execute(self.pool()).await?.rows_affected())
     }
 
-    /// A user as the transaction `tx` sees it.
+    /// A user as `conn` (a transaction, or a connection of the pool) sees it.
     pub async fn user_in(
         &self,
-        tx: &mut crate::WriteTx,
+        conn: &mut sqlx::AnyConnection,
         id: Snowflake,
     ) -> StoreResult<Option<UserRecord>> {
         let row = sqlx::query(user_select!("WHERE id = $1"))
             .bind(id.get())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(conn)
             .await?;
         match row {
             Some(r) => Ok(self.users_from_rows(&[r])?.pop()),
@@ -208,8 +208,7 @@ impl Store {
 
     /// The user with this id.
     pub async fn user_by_id(&self, id: Snowflake) -> StoreResult<Option<UserRecord>> {
-        self.one_user(sqlx::query(user_select!("WHERE id = $1")).bind(id.get()))
-            .await
+        self.user_in(&mut *self.pool().acquire().await?, id).await
     }
 
     /// The user with this username, compared without regard to ASCII case.
