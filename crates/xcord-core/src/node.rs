@@ -160,7 +160,7 @@ impl Core {
             .unwrap_or(i64::MAX / 4_000)
             .saturating_mul(1000)
             .saturating_add(LOG_MARGIN_MS);
-        let before = (now - keep_ms - xcord_types::snowflake::EPOCH_MS).max(0) << 22;
+        let before = Snowflake::from_parts(now - keep_ms, 0, 0).get();
         if let Err(e) = self.store.prune_gateway_log(before, now).await {
             tracing::warn!(
                 error = format!("{e:#}"),

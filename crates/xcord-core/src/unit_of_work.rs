@@ -11,6 +11,7 @@
 
 use xcord_bus::{BusEvent, Topic};
 use xcord_store::{AuditRecord, LoggedEvent, Store, WriteTx};
+use xcord_types::Snowflake;
 use xcord_types::events::Event;
 
 use crate::{Core, Error, Result};
@@ -63,31 +64,41 @@ impl Core {
     pub(crate) async fn publish_committed(&self, events: Vec<BusEvent>) {
         let mut published = Vec::with_capacity(events.len());
         for ev in events {
-            // This node's own changes invalidate cached permissions before anyone hears.
-            if let Some(event) = ev.event() {
-                self.caches.on_event(&ev.topic, event);
-            }
             let id = ev.id;
-            match self.bus.publish(ev).await {
-                Ok(()) => published.push(id),
-                // The marker stays: the relay publishes it later.
-                Err(e) => tracing::warn!(error = %e, "event not published; the relay will"),
+            // When the bus refuses it, the marker stays and the relay publishes it later.
+            if self.publish_outboxed(ev).await {
+                published.push(id);
             }
         }
         self.event_log.published(published).await;
+    }
+
+    /// Publishes one event of the outbox; whether the bus took it.
+    async fn publish_outboxed(&self, ev: BusEvent) -> bool {
+        // This node's own changes invalidate cached permissions before anyone hears.
+        if let Some(event) = ev.event() {
+            self.caches.on_event(&ev.topic, event);
+        }
+        match self.bus.publish(ev).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "an outbox event was not published");
+                false
+            }
+        }
     }
 
     /// Publishes events whose publisher did not get to it (see the module docs); run by
     /// every node's housekeeping. Returns how many went out.
     pub async fn relay_unpublished(&self) -> Result<usize> {
         let now = self.clock.now().as_millis();
-        let before = (now - RELAY_AFTER_MS - xcord_types::snowflake::EPOCH_MS).max(0) << 22;
+        let before = Snowflake::from_parts(now - RELAY_AFTER_MS, 0, 0).get();
         let Some((claim, claimed, events)) =
             self.store.claim_unpublished(before, RELAY_BATCH).await?
         else {
             return Ok(0);
         };
-        let give_up = (now - UNREADABLE_FOR_MS - xcord_types::snowflake::EPOCH_MS).max(0) << 22;
+        let give_up = Snowflake::from_parts(now - UNREADABLE_FOR_MS, 0, 0).get();
         // Markers whose event is gone (pruned from the log) have nothing left to publish.
         let found: std::collections::HashSet<i64> = events.iter().map(|e| e.id).collect();
         let mut done: Vec<i64> = claimed
@@ -98,7 +109,7 @@ impl Core {
         // that dies) in between leaves them for the next round, on any node.
         let mut published = 0;
         for e in events {
-            let node = xcord_types::Snowflake::from_i64(e.id).node_id();
+            let node = Snowflake::from_i64(e.id).node_id();
             let id = e.id;
             let Some(ev) = Topic::parse(&e.topic)
                 .and_then(|topic| BusEvent::from_parts(topic, &e.name, e.data, node))
@@ -111,16 +122,9 @@ impl Core {
                 }
                 continue;
             };
-            let ev = ev.with_id(id).relayed();
-            if let Some(event) = ev.event() {
-                self.caches.on_event(&ev.topic, event);
-            }
-            match self.bus.publish(ev).await {
-                Ok(()) => {
-                    done.push(id);
-                    published += 1;
-                }
-                Err(err) => tracing::warn!(error = %err, "a relayed event was not published"),
+            if self.publish_outboxed(ev.with_id(id).relayed()).await {
+                done.push(id);
+                published += 1;
             }
         }
         self.store.release_claim(claim, &done).await?;

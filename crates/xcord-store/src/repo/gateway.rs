@@ -133,17 +133,7 @@ impl Store {
                 .await?;
         }
         insert_events(&mut tx, events).await?;
-        for chunk in published.chunks(1000) {
-            let ids: Vec<Snowflake> = chunk.iter().copied().map(Snowflake::from_i64).collect();
-            let sql = format!(
-                "DELETE FROM event_outbox WHERE event_id IN {}",
-                self.in_ids_at(1)
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(crate::store::ids_json(&ids)?)
-                .execute(&mut *tx)
-                .await?;
-        }
+        self.delete_markers(&mut tx, published).await?;
         tx.commit().await
     }
 
@@ -202,18 +192,24 @@ impl Store {
 
     /// Ends a claim: the markers of `done` go, the others stay for a later round.
     pub async fn release_claim(&self, mut tx: WriteTx, done: &[i64]) -> StoreResult<()> {
-        if !done.is_empty() {
-            let ids: Vec<Snowflake> = done.iter().copied().map(Snowflake::from_i64).collect();
+        self.delete_markers(&mut tx, done).await?;
+        tx.commit().await
+    }
+
+    /// Removes the outbox markers of `ids`, in bounded statements.
+    async fn delete_markers(&self, tx: &mut WriteTx, ids: &[i64]) -> StoreResult<()> {
+        for chunk in ids.chunks(1000) {
+            let ids: Vec<Snowflake> = chunk.iter().copied().map(Snowflake::from_i64).collect();
             let sql = format!(
                 "DELETE FROM event_outbox WHERE event_id IN {}",
                 self.in_ids_at(1)
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(crate::store::ids_json(&ids)?)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
-        tx.commit().await
+        Ok(())
     }
 
     /// Logged events with an id above `after`, oldest first, at most `limit`.
