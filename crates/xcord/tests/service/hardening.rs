@@ -275,21 +275,37 @@ async fn messages_carry_a_version_and_stale_edits_conflict(backend: Backend) {
 /// Makes every audit insert of `action` fail inside the database, as a full disk or a
 /// broken constraint would.
 async fn fail_audit_inserts(app: &xcord_testkit::TestApp, action: &str) {
-    let pool = app.state.core.store.pool();
+    fail_inserts(
+        app,
+        &format!("fail_{action}"),
+        "audit_log",
+        &format!("NEW.action = '{action}'"),
+    )
+    .await;
+}
+
+/// Installs the trigger `name` that makes inserts into `table` for which `when` holds
+/// fail, as a full disk or a lost connection would.
+pub(crate) async fn fail_inserts(
+    app: &xcord_testkit::TestApp,
+    name: &str,
+    table: &str,
+    when: &str,
+) {
     let sql = match app.backend() {
         Backend::Sqlite => format!(
-            "CREATE TRIGGER fail_{action} BEFORE INSERT ON audit_log WHEN NEW.action = '{action}' \
+            "CREATE TRIGGER {name} BEFORE INSERT ON {table} WHEN {when} \
              BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
         ),
         Backend::Postgres => format!(
-            "CREATE FUNCTION fail_{action}() RETURNS trigger AS $$ BEGIN \
-               IF NEW.action = '{action}' THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; \
+            "CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN \
+               IF {when} THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; \
              END $$ LANGUAGE plpgsql; \
-             CREATE TRIGGER fail_{action} BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION fail_{action}()"
+             CREATE TRIGGER {name} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()"
         ),
     };
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(pool)
+        .execute(app.state.core.store.pool())
         .await
         .expect("install the trigger");
 }

@@ -395,10 +395,8 @@ async fn a_session_of_a_stopped_node_resumes_on_another() {
 
 #[tokio::test]
 async fn an_event_its_node_never_published_reaches_the_other_node() {
-    use xcord_bus::Topic;
-    use xcord_store::{RolePatch, Versioned};
+    use xcord_store::RolePatch;
     use xcord_types::Snowflake;
-    use xcord_types::events::{Event, RoleChanged};
 
     let prefix = format!("xcord-test-{}", rand_suffix());
     let mut a = node(&prefix, 1, None).await;
@@ -420,26 +418,11 @@ async fn an_event_its_node_never_published_reaches_the_other_node() {
 
     // A's use-case commits with its event; A dies before publishing (its relay is the
     // other candidate, B's the one a real crash leaves).
-    let core = &a.state.core;
-    let mut uow = core.begin().await.expect("begin");
     let patch = RolePatch {
         name: Some("after".into()),
         ..RolePatch::default()
     };
-    let Versioned::Updated(role) = core
-        .store
-        .update_role(uow.tx(), role_id, &patch, None, core.clock.now())
-        .await
-        .expect("update")
-    else {
-        panic!("the role is there");
-    };
-    let event = Event::RoleUpdate(RoleChanged {
-        server_id: server,
-        role: xcord_core::servers::role_to_wire(&role),
-    });
-    uow.emit(Topic::Server(server), event).expect("emit");
-    uow.commit_unpublished().await.expect("commit");
+    crate::outbox::update_role_and_die(&a.state.core, server, role_id, &patch).await;
     // A stops (and holds the database of both nodes, so it stays in the test).
     a.shut_down().await.expect("A stops");
 

@@ -18,22 +18,9 @@ on_both_backends!(
     markers_without_an_event_do_not_hold_up_the_relay,
 );
 
-/// Makes every insert into the outbox fail, as a full disk or a lost connection would.
+/// Makes every insert into the outbox fail.
 async fn fail_outbox_inserts(app: &xcord_testkit::TestApp) {
-    let sql = match app.backend() {
-        Backend::Sqlite => "CREATE TRIGGER fail_outbox BEFORE INSERT ON event_outbox \
-             BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
-            .to_owned(),
-        Backend::Postgres => "CREATE FUNCTION fail_outbox() RETURNS trigger AS $$ BEGIN \
-               RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql; \
-             CREATE TRIGGER fail_outbox BEFORE INSERT ON event_outbox FOR EACH ROW \
-             EXECUTE FUNCTION fail_outbox()"
-            .to_owned(),
-    };
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(app.state.core.store.pool())
-        .await
-        .expect("install the trigger");
+    crate::hardening::fail_inserts(app, "fail_outbox", "event_outbox", "TRUE").await;
 }
 
 async fn heal_outbox(app: &xcord_testkit::TestApp) {
@@ -47,6 +34,31 @@ async fn heal_outbox(app: &xcord_testkit::TestApp) {
         .execute(app.state.core.store.pool())
         .await
         .expect("drop the trigger");
+}
+
+/// Changes a role as its use-case would, and commits the change with its ROLE_UPDATE, but
+/// publishes nothing: what a node that dies right after its commit leaves behind.
+pub(crate) async fn update_role_and_die(
+    core: &xcord_core::Core,
+    server: Snowflake,
+    role: Snowflake,
+    patch: &RolePatch,
+) {
+    let mut uow = core.begin().await.expect("begin");
+    let Versioned::Updated(changed) = core
+        .store
+        .update_role(uow.tx(), role, patch, None, core.clock.now())
+        .await
+        .expect("update")
+    else {
+        panic!("the role is there");
+    };
+    let event = Event::RoleUpdate(RoleChanged {
+        server_id: server,
+        role: xcord_core::servers::role_to_wire(&changed),
+    });
+    uow.emit(Topic::Server(server), event).expect("emit");
+    uow.commit_unpublished().await.expect("commit");
 }
 
 async fn role_names(app: &xcord_testkit::TestApp, token: &str, server: &str) -> Vec<String> {
@@ -149,25 +161,11 @@ async fn an_event_committed_but_not_published_goes_out_through_the_relay(backend
     // The use-case's transaction commits with its event, and the node dies before it
     // publishes anything.
     let core = &app.state.core;
-    let mut uow = core.begin().await.expect("begin");
     let patch = RolePatch {
         name: Some("after".into()),
         ..RolePatch::default()
     };
-    let Versioned::Updated(role) = core
-        .store
-        .update_role(uow.tx(), role_id, &patch, None, core.clock.now())
-        .await
-        .expect("update")
-    else {
-        panic!("the role is there");
-    };
-    let event = Event::RoleUpdate(RoleChanged {
-        server_id: server,
-        role: xcord_core::servers::role_to_wire(&role),
-    });
-    uow.emit(Topic::Server(server), event).expect("emit");
-    uow.commit_unpublished().await.expect("commit");
+    update_role_and_die(core, server, role_id, &patch).await;
 
     // The change is durable, and the event reaches the member anyway, late, once.
     assert!(
@@ -226,25 +224,11 @@ async fn a_late_event_does_not_undo_a_newer_change(backend: Backend) {
     let core = &app.state.core;
     let role_id: Snowflake = role.parse().expect("role id");
     let server: Snowflake = s.parse().expect("server id");
-    let mut uow = core.begin().await.expect("begin");
     let patch = RolePatch {
         permissions: Some(SEND_MESSAGES as i64),
         ..RolePatch::default()
     };
-    let Versioned::Updated(old) = core
-        .store
-        .update_role(uow.tx(), role_id, &patch, None, core.clock.now())
-        .await
-        .expect("update")
-    else {
-        panic!("the role is there");
-    };
-    let event = Event::RoleUpdate(RoleChanged {
-        server_id: server,
-        role: xcord_core::servers::role_to_wire(&old),
-    });
-    uow.emit(Topic::Server(server), event).expect("emit");
-    uow.commit_unpublished().await.expect("commit");
+    update_role_and_die(core, server, role_id, &patch).await;
     app.patch_as(
         &r.owner.token,
         &format!("/servers/{s}/roles/{role}"),
