@@ -85,18 +85,28 @@ impl Core {
         server: Snowflake,
         user: Snowflake,
     ) -> Result<Member> {
+        let ev = self.member_in(uow, server, user).await?;
+        let out = ev.member.clone();
+        uow.emit(Topic::Server(server), Event::ServerMemberUpdate(ev))?;
+        Ok(out)
+    }
+
+    /// The member as `uow` sees them, in the form their events carry.
+    async fn member_in(
+        &self,
+        uow: &mut UnitOfWork<'_>,
+        server: Snowflake,
+        user: Snowflake,
+    ) -> Result<MemberChanged> {
         let m = self
             .store
             .member_in(uow.tx(), server, user)
             .await?
             .ok_or(Error::NotFound(Entity::Member))?;
-        let out = self.member_wire(&m).await?;
-        let ev = MemberChanged {
+        Ok(MemberChanged {
             server_id: server,
-            member: out.clone(),
-        };
-        uow.emit(Topic::Server(server), Event::ServerMemberUpdate(ev))?;
-        Ok(out)
+            member: self.member_wire(&m).await?,
+        })
     }
 
     /// `PATCH /servers/{id}/members/{userId}`: nickname (CHANGE_NICKNAME for oneself,
@@ -291,16 +301,7 @@ impl Core {
             .add_member(uow.tx(), server, user, self.clock.now())
             .await?
         {
-            let m = self
-                .store
-                .member_in(uow.tx(), server, user)
-                .await?
-                .ok_or(Error::NotFound(Entity::Member))?;
-            let out = self.member_wire(&m).await?;
-            let ev = MemberChanged {
-                server_id: server,
-                member: out,
-            };
+            let ev = self.member_in(uow, server, user).await?;
             uow.emit(Topic::Server(server), Event::ServerMemberAdd(ev))?;
             // The joining user's sessions get the server as they see it, as on creation
             // (read before the commit: a member without roles sees what `@everyone` sees).
