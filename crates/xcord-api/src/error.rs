@@ -240,7 +240,6 @@ fn denial_message(d: Denial) -> &'static str {
         Denial::DirectChannel(DirectChannelAction::BulkDelete) => {
             "Bulk delete works in server channels."
         }
-        Denial::VoiceChannelFull => "The voice channel is full.",
         Denial::EmailUnverified => "Verify your e-mail address before logging in.",
         Denial::WrongPassword => "The current password is wrong.",
         Denial::InvalidSignedLink => "This link is invalid or has expired.",
@@ -261,6 +260,8 @@ fn refusal_message(r: Refusal) -> &'static str {
         }
         Refusal::KickSelf => "Use DELETE /servers/{id}/members/@me to leave.",
         Refusal::BanSelf => "You cannot ban yourself.",
+        Refusal::InvalidSdp => "The SDP cannot be parsed or used.",
+        Refusal::NotInVoice => "The member is not connected to voice.",
     }
 }
 
@@ -272,6 +273,9 @@ fn clash_message(c: Clash) -> &'static str {
         Clash::TwoFactorAlreadyEnabled => "Two-factor authentication is already enabled.",
         Clash::VanityUrlTaken => "This vanity URL is taken.",
         Clash::AlreadyExists => "the resource already exists",
+        Clash::VoiceChannelFull => "The voice channel is full.",
+        Clash::VoiceOfferPending => "Answer the server's offer (VOICE_SDP) first.",
+        Clash::NoVoiceOfferPending => "No server offer waits for an answer.",
     }
 }
 
@@ -550,8 +554,8 @@ mod tests {
                 "Bulk delete works in server channels.",
             ),
             (
-                core(Error::Denied(Denial::VoiceChannelFull)),
-                403,
+                core(Error::Conflict(Clash::VoiceChannelFull)),
+                409,
                 "The voice channel is full.",
             ),
             (
@@ -618,6 +622,31 @@ mod tests {
                 core(Error::Refused(Refusal::BanSelf)),
                 400,
                 "You cannot ban yourself.",
+            ),
+            (
+                core(Error::Refused(Refusal::InvalidSdp)),
+                400,
+                "The SDP cannot be parsed or used.",
+            ),
+            (
+                core(Error::Refused(Refusal::NotInVoice)),
+                400,
+                "The member is not connected to voice.",
+            ),
+            (
+                core(Error::Conflict(Clash::VoiceOfferPending)),
+                409,
+                "Answer the server's offer (VOICE_SDP) first.",
+            ),
+            (
+                core(Error::Conflict(Clash::NoVoiceOfferPending)),
+                409,
+                "No server offer waits for an answer.",
+            ),
+            (
+                core(Error::NotFound(Entity::VoiceSession)),
+                404,
+                "Unknown voice session.",
             ),
             (
                 core(Error::StaleVersion {

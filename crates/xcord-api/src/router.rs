@@ -48,7 +48,7 @@ struct RestGroups {
 }
 
 fn rest_groups() -> RestGroups {
-    use crate::routes::{auth, messages, servers, users};
+    use crate::routes::{auth, messages, servers, users, voice};
     RestGroups {
         register: OpenApiRouter::new()
             .routes(routes!(auth::register))
@@ -135,7 +135,10 @@ fn rest_groups() -> RestGroups {
             .routes(routes!(messages::ack))
             .routes(routes!(messages::read_states))
             .routes(routes!(messages::search_channel))
-            .routes(routes!(messages::search_server)),
+            .routes(routes!(messages::search_server))
+            .routes(routes!(voice::join, voice::list))
+            .routes(routes!(voice::answer))
+            .routes(routes!(voice::update, voice::leave)),
         uploads: OpenApiRouter::new()
             .routes(routes!(users::post_avatar))
             .routes(routes!(users::post_banner)),

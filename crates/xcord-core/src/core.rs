@@ -103,7 +103,9 @@ pub struct Core {
     /// Slowmode posts and typing indicators this node holds.
     pub activity: crate::messages::ChannelActivity,
     /// Voice states of connected users.
-    pub voice: crate::realtime::VoiceStates,
+    pub voice: crate::voice::VoiceStates,
+    /// The media plane, installed by the `voice` role.
+    pub(crate) voice_media: std::sync::OnceLock<std::sync::Arc<dyn crate::voice::VoiceMedia>>,
     /// Channel contexts and self views, dropped by events.
     pub(crate) caches: Arc<crate::context_cache::Caches>,
     /// Where dispatchable events are written before they are published.
@@ -155,7 +157,8 @@ impl Core {
             files: deps.files,
             cdn_mac,
             activity: crate::messages::ChannelActivity::default(),
-            voice: crate::realtime::VoiceStates::default(),
+            voice: crate::voice::VoiceStates::default(),
+            voice_media: std::sync::OnceLock::new(),
             caches,
             decoy_hash,
         })

@@ -116,6 +116,8 @@ pub enum Entity {
     Overwrite,
     /// A stored file.
     File,
+    /// A voice session (a join of a voice channel with media).
+    VoiceSession,
 }
 
 impl Entity {
@@ -135,6 +137,7 @@ impl Entity {
             Entity::Relationship => "relationship",
             Entity::Overwrite => "overwrite",
             Entity::File => "file",
+            Entity::VoiceSession => "voice session",
         }
     }
 }
@@ -205,8 +208,6 @@ pub enum Denial {
     NoSharedContext,
     /// Direct message channels do not support this.
     DirectChannel(DirectChannelAction),
-    /// The voice channel is at its user limit.
-    VoiceChannelFull,
     /// Login is refused until the e-mail address is verified.
     EmailUnverified,
     /// The current password given to confirm a change is wrong.
@@ -269,6 +270,10 @@ pub enum Refusal {
     KickSelf,
     /// Nobody bans themselves.
     BanSelf,
+    /// An SDP offer or answer that cannot be parsed or used.
+    InvalidSdp,
+    /// The member is not connected to voice (to be moved or disconnected).
+    NotInVoice,
 }
 
 /// What a request clashes with.
@@ -286,6 +291,12 @@ pub enum Clash {
     VanityUrlTaken,
     /// A unique constraint no use-case anticipated.
     AlreadyExists,
+    /// The voice channel is at its user limit.
+    VoiceChannelFull,
+    /// A server offer for the voice session waits for its answer.
+    VoiceOfferPending,
+    /// No server offer for the voice session waits for an answer.
+    NoVoiceOfferPending,
 }
 
 /// What is being uploaded, for size and format limits.

@@ -27,6 +27,7 @@ pub mod token;
 pub mod unit_of_work;
 pub mod users;
 pub mod validate;
+pub mod voice;
 
 mod core;
 

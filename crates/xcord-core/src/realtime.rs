@@ -9,13 +9,12 @@ use xcord_permissions::{MemberView, bits, compute_channel_permissions};
 use xcord_store::{ChannelRecord, OverwriteRecord, RoleRecord, ServerRecord, UserRecord};
 use xcord_types::Snowflake;
 use xcord_types::events::Event;
-use xcord_types::gateway::{PresenceSet, VoiceState, VoiceStateSet};
-use xcord_types::rest::channels::{Channel, ChannelKind};
+use xcord_types::gateway::PresenceSet;
+use xcord_types::rest::channels::Channel;
 use xcord_types::rest::messages::ReadStateList;
 use xcord_types::rest::servers::Server;
 use xcord_types::rest::users::{Presence, Status, StatusRequest};
 
-use crate::error::{Denial, Scope};
 use crate::servers::{
     channel_kind, channel_to_wire, overwrite_to_wire, role_to_wire, to_overwrites,
 };
@@ -105,50 +104,6 @@ pub struct ConnectedState {
     pub personal_contacts: Vec<Snowflake>,
     /// Presences of online users they share something with.
     pub presences: Vec<Presence>,
-}
-
-/// Voice states of this deployment's users, one per user.
-#[derive(Debug, Default)]
-pub struct VoiceStates {
-    // No await while locked.
-    by_user: std::sync::Mutex<HashMap<Snowflake, VoiceState>>,
-}
-
-impl VoiceStates {
-    /// Records `state` (or forgets the user when it has no channel).
-    pub fn apply(&self, state: &VoiceState) {
-        if let Ok(mut m) = self.by_user.lock() {
-            if state.channel_id.is_some() {
-                m.insert(state.user_id, state.clone());
-            } else {
-                m.remove(&state.user_id);
-            }
-        }
-    }
-
-    /// The voice states in `server`.
-    pub fn of_server(&self, server: Snowflake) -> Vec<VoiceState> {
-        self.by_user
-            .lock()
-            .map(|m| {
-                m.values()
-                    .filter(|s| s.server_id == server)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn of_user(&self, user: Snowflake) -> Option<VoiceState> {
-        self.by_user.lock().ok().and_then(|m| m.get(&user).cloned())
-    }
-
-    fn count_in(&self, channel: Snowflake) -> usize {
-        self.by_user
-            .lock()
-            .map(|m| m.values().filter(|s| s.channel_id == Some(channel)).count())
-            .unwrap_or(0)
-    }
 }
 
 impl Core {
@@ -305,6 +260,7 @@ impl Core {
             };
             self.publish_ephemeral(Topic::User(user), Event::PresenceUpdate(offline))
                 .await;
+            self.user_went_offline(user).await;
         }
         Ok(())
     }
@@ -320,82 +276,5 @@ impl Core {
         )
         .await
         .map(|_| ())
-    }
-
-    /// Op 8 VOICE_STATE_SET: joins, moves within or leaves a server's voice channels
-    /// (CONNECT needed; a full channel needs MOVE_MEMBERS). Media comes with the SFU.
-    pub async fn set_voice_state(
-        &self,
-        caller: &Caller,
-        session_id: &str,
-        req: VoiceStateSet,
-    ) -> Result<()> {
-        let access = self.server_access(caller, req.server_id).await?;
-        let previous = self.voice.of_user(caller.user_id);
-        if let Some(channel) = req.channel_id {
-            let (c, _, perms, _) = self.channel_access(caller, channel).await?;
-            if c.server_id != Some(access.server.id) || c.kind != ChannelKind::Voice {
-                return Err(Error::invalid(
-                    "channelId",
-                    "voice",
-                    "must be a voice channel of the server",
-                ));
-            }
-            crate::servers::require_bits(perms, bits::CONNECT, Scope::Channel(channel))?;
-            let limit = c.user_limit.unwrap_or(0);
-            let already_in = previous
-                .as_ref()
-                .is_some_and(|p| p.channel_id == Some(channel));
-            if limit > 0
-                && !already_in
-                && self.voice.count_in(channel) >= limit as usize
-                && perms & bits::MOVE_MEMBERS == 0
-            {
-                return Err(Error::Denied(Denial::VoiceChannelFull));
-            }
-        }
-        let state = VoiceState {
-            server_id: req.server_id,
-            channel_id: req.channel_id,
-            user_id: caller.user_id,
-            session_id: session_id.to_owned(),
-            self_mute: req.self_mute,
-            self_deaf: req.self_deaf,
-        };
-        if let Some(prev) = previous
-            && let Some(old) = prev.channel_id
-            && Some(old) != req.channel_id
-        {
-            let left = VoiceState {
-                server_id: prev.server_id,
-                channel_id: None,
-                ..state.clone()
-            };
-            self.voice.apply(&left);
-            self.publish_ephemeral(Topic::Channel(old), Event::VoiceStateUpdate(left))
-                .await;
-        }
-        self.voice.apply(&state);
-        if let Some(channel) = req.channel_id {
-            self.publish_ephemeral(Topic::Channel(channel), Event::VoiceStateUpdate(state))
-                .await;
-        }
-        Ok(())
-    }
-
-    /// A gateway session ended: its voice state goes with it.
-    pub async fn drop_voice_state(&self, user: Snowflake, session_id: &str) {
-        if let Some(prev) = self.voice.of_user(user)
-            && prev.session_id == session_id
-            && let Some(channel) = prev.channel_id
-        {
-            let left = VoiceState {
-                channel_id: None,
-                ..prev
-            };
-            self.voice.apply(&left);
-            self.publish_ephemeral(Topic::Channel(channel), Event::VoiceStateUpdate(left))
-                .await;
-        }
     }
 }

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::gateway::VoiceState;
+use crate::gateway::{VoiceSdp, VoiceSpeaking, VoiceState, VoiceTrack};
 use crate::rest::channels::Channel;
 use crate::rest::messages::Message;
 use crate::rest::servers::{Member, Role, Server};
@@ -270,6 +270,12 @@ events! {
     TypingStop(Typing) = "TYPING_STOP", Some(51);
     /// Someone joined, moved within, changed or left voice.
     VoiceStateUpdate(VoiceState) = "VOICE_STATE_UPDATE", Some(60);
+    /// Someone in a voice channel started or stopped speaking.
+    VoiceSpeaking(VoiceSpeaking) = "VOICE_SPEAKING", Some(61);
+    /// A participant's track started or stopped being forwarded.
+    VoiceTrack(VoiceTrack) = "VOICE_TRACK", Some(62);
+    /// A server offer for one voice session (the user's own sessions only).
+    VoiceSdp(VoiceSdp) = "VOICE_SDP", Some(63);
     /// Access tokens were revoked (between nodes only).
     TokenRevoked(TokenRevoked) = "TOKEN_REVOKED", None;
 }

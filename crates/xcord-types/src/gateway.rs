@@ -96,7 +96,8 @@ pub fn dispatch_op(name: &str) -> Option<u8> {
         "TYPING_STOP" => 51,
         "VOICE_STATE_UPDATE" => 60,
         "VOICE_SPEAKING" => 61,
-        "VOICE_PRODUCER" => 62,
+        "VOICE_TRACK" => 62,
+        "VOICE_SDP" => 63,
         _ => return None,
     })
 }
@@ -408,7 +409,7 @@ impl Resumed<'_> {
 }
 
 /// A user's voice state (`VOICE_STATE_UPDATE`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VoiceState {
     /// Server.
@@ -423,6 +424,61 @@ pub struct VoiceState {
     pub self_mute: bool,
     /// Deafened by themselves.
     pub self_deaf: bool,
+    /// Sending their camera.
+    #[serde(default)]
+    pub self_video: bool,
+    /// Sharing their screen.
+    #[serde(default)]
+    pub self_stream: bool,
+    /// Muted by a moderator (MUTE_MEMBERS): their audio is not forwarded.
+    #[serde(default)]
+    pub mute: bool,
+    /// Deafened by a moderator (DEAFEN_MEMBERS): nothing is forwarded to them.
+    #[serde(default)]
+    pub deaf: bool,
+}
+
+/// `VOICE_SPEAKING` (op 61): someone in a voice channel started or stopped speaking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VoiceSpeaking {
+    /// Server.
+    pub server_id: Snowflake,
+    /// Voice channel.
+    pub channel_id: Snowflake,
+    /// Who.
+    pub user_id: Snowflake,
+    /// Speaking now.
+    pub speaking: bool,
+}
+
+/// `VOICE_TRACK` (op 62): a participant's track started or stopped being forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VoiceTrack {
+    /// Server.
+    pub server_id: Snowflake,
+    /// Voice channel.
+    pub channel_id: Snowflake,
+    /// Whose track.
+    pub user_id: Snowflake,
+    /// `audio`, `video` or `screen`.
+    pub kind: String,
+    /// `added` or `removed`.
+    pub state: String,
+}
+
+/// `VOICE_SDP` (op 63): a server offer for the receiver's own voice session; answer it with
+/// `POST /channels/{channelId}/voice/{sessionId}/answer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VoiceSdp {
+    /// Voice channel.
+    pub channel_id: Snowflake,
+    /// The voice session.
+    pub session_id: String,
+    /// The SDP offer.
+    pub sdp: String,
 }
 
 #[cfg(test)]

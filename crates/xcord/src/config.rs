@@ -87,6 +87,12 @@ impl FromStr for LogFormat {
 pub struct Config {
     /// HTTP address (`XCORD_LISTEN`).
     pub listen: SocketAddr,
+    /// Media address of the SFU, UDP and ICE-TCP (`XCORD_VOICE_LISTEN`); `None`: the host of
+    /// `listen` with port 50000 (port 0 when `listen` has port 0, so test nodes never clash).
+    pub voice_listen: Option<SocketAddr>,
+    /// Address announced in ICE candidates (`XCORD_VOICE_PUBLIC_IP`); `None`: the media
+    /// address, or the first non-loopback one when it is unspecified.
+    pub voice_public_ip: Option<std::net::IpAddr>,
     /// Data directory (`XCORD_DATA_DIR`).
     pub data_dir: PathBuf,
     /// Database URL (`XCORD_DATABASE_URL`); `None` means SQLite in the data directory.
@@ -162,6 +168,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            voice_listen: None,
+            voice_public_ip: None,
             data_dir: PathBuf::from("./data"),
             database_url: None,
             database_max_connections: 16,
@@ -204,6 +212,8 @@ impl Default for Config {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    voice_listen: Option<String>,
+    voice_public_ip: Option<String>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     database_max_connections: Option<u32>,
@@ -302,6 +312,12 @@ impl Config {
         if let Some(v) = f.listen {
             self.listen = parse_listen(&v).context("`listen`")?;
         }
+        if let Some(v) = f.voice_listen {
+            self.voice_listen = Some(parse_listen(&v).context("`voice_listen`")?);
+        }
+        if let Some(v) = f.voice_public_ip {
+            self.voice_public_ip = Some(parse_ip(&v).context("`voice_public_ip`")?);
+        }
         set(&mut self.data_dir, f.data_dir);
         set_opt(&mut self.database_url, f.database_url);
         set(
@@ -378,6 +394,12 @@ impl Config {
             };
         }
         parsed!("XCORD_LISTEN", self.listen, parse_listen);
+        parsed!("XCORD_VOICE_LISTEN", self.voice_listen, |v: &str| {
+            parse_listen(v).map(Some)
+        });
+        parsed!("XCORD_VOICE_PUBLIC_IP", self.voice_public_ip, |v: &str| {
+            parse_ip(v).map(Some)
+        });
         parsed!("XCORD_DATA_DIR", self.data_dir, |v: &str| anyhow::Ok(
             PathBuf::from(v)
         ));
@@ -618,6 +640,14 @@ impl Config {
             .unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
+    /// The SFU's media address (SPEC §5 default: the HTTP host, port 50000).
+    pub fn voice_listen(&self) -> SocketAddr {
+        self.voice_listen.unwrap_or_else(|| {
+            let port = if self.listen.port() == 0 { 0 } else { 50000 };
+            SocketAddr::new(self.listen.ip(), port)
+        })
+    }
+
     /// The request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
@@ -641,6 +671,12 @@ where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
     Ok(v.parse::<T>()?)
+}
+
+fn parse_ip(v: &str) -> anyhow::Result<std::net::IpAddr> {
+    v.trim()
+        .parse()
+        .with_context(|| format!("expected an IP address such as 203.0.113.7, got {v:?}"))
 }
 
 fn parse_listen(v: &str) -> anyhow::Result<SocketAddr> {
@@ -803,6 +839,12 @@ mod tests {
         }),
         ("XCORD_LOG_FORMAT", "json", |c| {
             c.log_format == Some(LogFormat::Json)
+        }),
+        ("XCORD_VOICE_LISTEN", "127.0.0.1:50100", |c| {
+            c.voice_listen == Some(SocketAddr::from(([127, 0, 0, 1], 50100)))
+        }),
+        ("XCORD_VOICE_PUBLIC_IP", "203.0.113.7", |c| {
+            c.voice_public_ip == Some(std::net::IpAddr::from([203, 0, 113, 7]))
         }),
         ("XCORD_GATEWAY_HEARTBEAT_MS", "5000", |c| {
             c.gateway_heartbeat_ms == 5000

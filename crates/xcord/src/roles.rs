@@ -24,6 +24,9 @@ pub struct RunningRole {
     pub gateway: Option<Arc<Gateway>>,
     /// Its background tasks; they end once the node's shutdown has begun.
     pub tasks: Vec<NodeTask>,
+    /// Cancelled once requests and sessions have drained, for roles whose tasks do not
+    /// follow the gateway's shutdown.
+    pub stop: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl RunningRole {
@@ -33,17 +36,18 @@ impl RunningRole {
             routes: None,
             gateway: None,
             tasks: Vec::new(),
+            stop: None,
         }
     }
 }
 
 /// Starts `role` on `core`.
-pub fn start(role: Role, core: &Arc<Core>, config: &Config) -> RunningRole {
+pub async fn start(role: Role, core: &Arc<Core>, config: &Config) -> anyhow::Result<RunningRole> {
     match role {
         // The REST routes are mounted by the API router itself (`HttpSettings::serve_rest`),
         // inside the layers every route shares. A request's work ends with the request, so
         // the HTTP drain is all the shutdown it needs.
-        Role::Api => RunningRole::without_tasks(role),
+        Role::Api => Ok(RunningRole::without_tasks(role)),
         Role::Gateway => {
             let (gateway, tasks) = Gateway::start(
                 core.clone(),
@@ -56,21 +60,61 @@ pub fn start(role: Role, core: &Arc<Core>, config: &Config) -> RunningRole {
                     ..GatewaySettings::default()
                 },
             );
-            RunningRole {
+            Ok(RunningRole {
                 role,
                 routes: Some(gateway.router()),
                 gateway: Some(gateway),
                 tasks,
-            }
+                stop: None,
+            })
         }
-        // Accepted so deployments can name them already; the SFU and the job queue come in
-        // later issues and will start their tasks here.
-        Role::Voice | Role::Jobs => {
+        Role::Voice => start_voice(core, config).await,
+        // Accepted so deployments can name it already; the job queue comes in a later
+        // issue and will start its tasks here.
+        Role::Jobs => {
             tracing::info!(
                 role = role.name(),
                 "role accepted; this build has nothing to run for it yet"
             );
-            RunningRole::without_tasks(role)
+            Ok(RunningRole::without_tasks(role))
         }
     }
+}
+
+/// The SFU on its UDP port (and ICE-TCP on the same port number), installed as the core's
+/// media plane; its events go back to the core.
+async fn start_voice(core: &Arc<Core>, config: &Config) -> anyhow::Result<RunningRole> {
+    use anyhow::Context;
+    let listen = config.voice_listen();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (sfu, events, media_loop) = xcord_voice::Sfu::start(
+        xcord_voice::SfuConfig {
+            listen,
+            public_ip: config.voice_public_ip,
+        },
+        stop.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen for voice media on {listen} (XCORD_VOICE_LISTEN)"))?;
+    xcord_voice::describe_metrics();
+    tracing::info!(
+        media = %sfu.local_addr(),
+        announced = %sfu.announced_addr(),
+        "voice media listening (UDP, and ICE-TCP on the same port)"
+    );
+    core.install_voice_media(Arc::new(xcord_voice::SfuMedia(sfu)));
+    let pump = NodeTask::spawn(
+        "voice events",
+        xcord_voice::pump_events(core.clone(), events, stop.clone()),
+    );
+    let media = NodeTask::spawn("voice media", async move {
+        let _ = media_loop.await;
+    });
+    Ok(RunningRole {
+        role: Role::Voice,
+        routes: None,
+        gateway: None,
+        tasks: vec![pump, media],
+        stop: Some(stop),
+    })
 }

@@ -183,11 +183,10 @@ impl Application {
         // Every node runs the core's tasks, whatever its roles; then each role its own.
         let core_stop = CancellationToken::new();
         let core_tasks = core.start_node_tasks(&core_stop);
-        let roles: Vec<RunningRole> = config
-            .roles
-            .iter()
-            .map(|role| roles::start(*role, &core, config))
-            .collect();
+        let mut roles: Vec<RunningRole> = Vec::with_capacity(config.roles.len());
+        for role in &config.roles {
+            roles.push(roles::start(*role, &core, config).await?);
+        }
         for role in &roles {
             if let Some(routes) = &role.routes {
                 router = router.merge(routes.clone());
@@ -277,7 +276,10 @@ impl Application {
             transport::serve(listener, router, limits, shutdown.clone(), DRAIN_DEADLINE),
             on_signal,
         );
-        // The roles' tasks were told to end when the shutdown began.
+        // The gateway's tasks were told to end when the shutdown began; the others now.
+        for stop in roles.iter().filter_map(|r| r.stop.as_ref()) {
+            stop.cancel();
+        }
         join_tasks(roles.into_iter().flat_map(|r| r.tasks)).await;
         // The core's tasks last: until the requests and sessions above had finished, they
         // could still start typing indicators, publish, or need the caches kept current.

@@ -6,3 +6,4 @@ pub mod messages;
 pub mod pages;
 pub mod servers;
 pub mod users;
+pub mod voice;

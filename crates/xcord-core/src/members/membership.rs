@@ -134,6 +134,14 @@ impl Core {
             .await?
             .ok_or(Error::NotFound(Entity::Member))?;
         let myself = user == caller.user_id;
+        // Voice moderation needs its permission only, not a higher role (as in Discord).
+        if req.mute.is_some() || req.deaf.is_some() || req.channel_id.is_some() {
+            self.moderate_voice(caller, &access, user, req.mute, req.deaf, req.channel_id)
+                .await?;
+            if req.nickname.is_none() && req.roles.is_none() {
+                return self.member_wire(&target).await;
+            }
+        }
         let mut uow = self.begin().await?;
         if let Some(nick) = &req.nickname {
             if myself {

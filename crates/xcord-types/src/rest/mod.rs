@@ -5,6 +5,7 @@ pub mod channels;
 pub mod messages;
 pub mod servers;
 pub mod users;
+pub mod voice;
 
 use serde::{Deserialize, Deserializer};
 

@@ -195,6 +195,14 @@ pub struct UpdateMemberRequest {
     pub nickname: Option<Option<String>>,
     /// The complete new set of role ids.
     pub roles: Option<Vec<Snowflake>>,
+    /// Server mute in voice (MUTE_MEMBERS).
+    pub mute: Option<bool>,
+    /// Server deafen in voice (DEAFEN_MEMBERS).
+    pub deaf: Option<bool>,
+    /// Move to this voice channel (MOVE_MEMBERS), or `null` to disconnect from voice.
+    #[serde(default, deserialize_with = "double_option", rename = "channelId")]
+    #[schema(value_type = Option<String>)]
+    pub channel_id: Option<Option<Snowflake>>,
 }
 
 /// `{reason?}` for kicks.

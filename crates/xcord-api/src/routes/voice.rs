@@ -1,0 +1,185 @@
+//! `/channels/{id}/voice/*`: joining voice with SDP (JSON, or WHIP with `application/sdp`),
+//! answers to server offers, client offers, flags, leaving, and who is in the channel.
+
+use axum::Json as JsonResponse;
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, State};
+use axum::http::header::{CONTENT_TYPE, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use xcord_types::gateway::VoiceState;
+use xcord_types::rest::voice::{
+    JoinVoiceRequest, SdpBody, UpdateVoiceRequest, VoiceJoined, VoiceStateBody, VoiceStateList,
+};
+use xcord_types::{ErrorBody, Snowflake};
+
+use crate::AppState;
+use crate::auth::Auth;
+use crate::error::{ApiError, RequestError};
+use crate::extract::{Json, Path, parse_json};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+const SDP: &str = "application/sdp";
+
+fn is_sdp(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(SDP))
+}
+
+/// Join a voice channel with an SDP offer. JSON `{sdp, selfMute?, selfDeaf?}` answers JSON;
+/// a WHIP body (`application/sdp`) answers the SDP itself with a `Location`.
+#[utoipa::path(post, path = "/channels/{id}/voice", tag = "voice", params(("id" = Snowflake, Path)),
+    request_body(content = JoinVoiceRequest, description = "JSON, or the offer itself as `application/sdp` (WHIP)"),
+    responses((status = 201, description = "Joined; the answer carries every server candidate", body = VoiceJoined),
+        (status = 400, description = "The SDP cannot be parsed", body = ErrorBody),
+        (status = 403, description = "No CONNECT", body = ErrorBody),
+        (status = 404, description = "Not a voice channel the caller can see", body = ErrorBody),
+        (status = 409, description = "The channel is full", body = ErrorBody),
+        (status = 422, description = "No Opus audio offered", body = ErrorBody)))]
+pub async fn join(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Snowflake>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let whip = is_sdp(&headers);
+    let req = if whip {
+        let sdp = String::from_utf8(body.to_vec()).map_err(|_| RequestError::UnreadableBody)?;
+        JoinVoiceRequest {
+            sdp,
+            self_mute: false,
+            self_deaf: false,
+        }
+    } else {
+        parse_json::<JoinVoiceRequest>(&body)?
+    };
+    let (session, sdp, voice_state) = s.core.join_voice(auth.caller(), id, req, whip).await?;
+    if whip {
+        let location = format!("{}/{session}", uri.path().trim_end_matches('/'));
+        let mut res = (StatusCode::CREATED, sdp).into_response();
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(SDP));
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            res.headers_mut().insert(LOCATION, v);
+        }
+        return Ok(res);
+    }
+    Ok((
+        StatusCode::CREATED,
+        JsonResponse(VoiceJoined {
+            session_id: session.to_string(),
+            sdp,
+            voice_state,
+        }),
+    )
+        .into_response())
+}
+
+/// Who is in the voice channel.
+#[utoipa::path(get, path = "/channels/{id}/voice", tag = "voice", params(("id" = Snowflake, Path)),
+    responses((status = 200, description = "Voice states", body = VoiceStateList),
+        (status = 404, description = "Not a voice channel the caller can see", body = ErrorBody)))]
+pub async fn list(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Snowflake>,
+) -> ApiResult<JsonResponse<VoiceStateList>> {
+    Ok(JsonResponse(VoiceStateList {
+        voice_states: s.core.channel_voice_states(auth.caller(), id).await?,
+    }))
+}
+
+/// The answer to a server offer (VOICE_SDP).
+#[utoipa::path(post, path = "/channels/{id}/voice/{sessionId}/answer", tag = "voice",
+    params(("id" = Snowflake, Path), ("sessionId" = Snowflake, Path)), request_body = SdpBody,
+    responses((status = 204, description = "Applied"), (status = 400, description = "The SDP cannot be used", body = ErrorBody),
+        (status = 404, description = "Not the caller's voice session", body = ErrorBody),
+        (status = 409, description = "No server offer waits", body = ErrorBody)))]
+pub async fn answer(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, session)): Path<(Snowflake, Snowflake)>,
+    Json(req): Json<SdpBody>,
+) -> ApiResult<StatusCode> {
+    s.core
+        .answer_voice(auth.caller(), id, session, req.sdp)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `{sdp}` or `{voiceState}`, as the PATCH asked.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VoicePatched {
+    /// The answer to the client's offer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdp: Option<String>,
+    /// The state after the flags changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voice_state: Option<VoiceState>,
+}
+
+/// A client offer (its own camera or screen) → `{sdp}`; flags → `{voiceState}`.
+#[utoipa::path(patch, path = "/channels/{id}/voice/{sessionId}", tag = "voice",
+    params(("id" = Snowflake, Path), ("sessionId" = Snowflake, Path)), request_body = UpdateVoiceRequest,
+    responses((status = 200, description = "The answer, or the new voice state", body = VoicePatched),
+        (status = 404, description = "Not the caller's voice session", body = ErrorBody),
+        (status = 409, description = "A server offer waits for its answer", body = ErrorBody)))]
+pub async fn update(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, session)): Path<(Snowflake, Snowflake)>,
+    Json(req): Json<UpdateVoiceRequest>,
+) -> ApiResult<JsonResponse<VoicePatched>> {
+    let flags = req.self_mute.is_some()
+        || req.self_deaf.is_some()
+        || req.self_video.is_some()
+        || req.self_stream.is_some();
+    let voice_state = if flags || req.sdp.is_none() {
+        Some(
+            s.core
+                .update_voice(auth.caller(), id, session, &req)
+                .await?,
+        )
+    } else {
+        None
+    };
+    let sdp = match req.sdp {
+        Some(offer) => Some(
+            s.core
+                .offer_voice(auth.caller(), id, session, offer)
+                .await?,
+        ),
+        None => None,
+    };
+    Ok(JsonResponse(VoicePatched { sdp, voice_state }))
+}
+
+/// Leave voice. 204, or 200 for a session joined by WHIP (RFC 9725).
+#[utoipa::path(delete, path = "/channels/{id}/voice/{sessionId}", tag = "voice",
+    params(("id" = Snowflake, Path), ("sessionId" = Snowflake, Path)),
+    responses((status = 204, description = "Left"), (status = 200, description = "Left (a WHIP session)"),
+        (status = 404, description = "Not the caller's voice session", body = ErrorBody)))]
+pub async fn leave(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, session)): Path<(Snowflake, Snowflake)>,
+) -> ApiResult<StatusCode> {
+    let whip = s.core.leave_voice(auth.caller(), id, session).await?;
+    Ok(if whip {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    })
+}
+
+/// Used so the handler list above keeps the body type in the OpenAPI document.
+#[allow(dead_code)]
+fn _schema(_: VoiceStateBody) {}
