@@ -20,3 +20,4 @@ mod servers;
 mod transport;
 mod usecases;
 mod users;
+mod voice;
