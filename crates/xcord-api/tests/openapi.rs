@@ -259,6 +259,10 @@ fn success_bodies_name_their_schema() {
             if path.starts_with("/cdn/") || path == "/metrics" {
                 continue;
             }
+            // RFC 9725: leaving a WHIP session answers 200 with no body.
+            if method == "delete" && path.ends_with("/voice/{sessionId}") && status == "200" {
+                continue;
+            }
             let res = response(&doc, &op, &status);
             if res["content"]["application/json"]["schema"].is_null() {
                 failures.push(format!("{} {path} {status}", method.to_uppercase()));

@@ -138,16 +138,31 @@ fn announced_ip(config: &SfuConfig, bound: SocketAddr) -> IpAddr {
     }
 }
 
+/// Binds the UDP socket and, on the same port number, the ICE-TCP listener. With port 0
+/// the kernel picks a free UDP port, whose number may be taken for TCP: then another is
+/// tried (a bounded number of times).
+async fn bind_pair(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let tries = if listen.port() == 0 { 32 } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let udp = UdpSocket::bind(listen).await?;
+        let port = udp.local_addr()?.port();
+        match TcpListener::bind(SocketAddr::new(listen.ip(), port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no port free for both UDP and TCP")))
+}
+
 impl Engine {
     pub async fn bind(
         config: &SfuConfig,
         events: mpsc::UnboundedSender<SfuEvent>,
     ) -> std::io::Result<Engine> {
         install_crypto();
-        let udp = UdpSocket::bind(config.listen).await?;
+        let (udp, listener) = bind_pair(config.listen).await?;
         let local_udp = udp.local_addr()?;
-        // ICE-TCP on the same port number as the UDP socket.
-        let listener = TcpListener::bind(local_udp).await?;
         let announced = SocketAddr::new(announced_ip(config, local_udp), local_udp.port());
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider

@@ -337,8 +337,24 @@ async fn peers_hear_each_other_through_the_sfu() {
     .await;
     assert_eq!(left["sessionId"], late.session.as_str());
 
-    for p in [speaker, owner, late] {
-        p.peer.close().await;
+    // The speaker's last gateway session closes: their voice session ends with it.
+    speaker.gw.drop_connection().await;
+    dispatch_where(&mut watcher, "VOICE_STATE_UPDATE", |d| {
+        d["userId"] == speaker_id.as_str() && d["channelId"].is_null()
+    })
+    .await;
+    let list = app
+        .get_as(&third.token, &format!("/channels/{channel}/voice"))
+        .await;
+    assert_eq!(
+        list.body["voiceStates"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        list.text
+    );
+
+    for p in [speaker.peer, owner.peer, late.peer] {
+        p.close().await;
     }
 }
 
