@@ -109,6 +109,8 @@ pub(crate) struct Engine {
     by_addr: HashMap<(Protocol, SocketAddr), PeerId>,
     timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
     actions: Vec<Action>,
+    /// Peers whose connection failed while being drained, removed after the current work.
+    failed: Vec<PeerId>,
     stats: SfuStats,
     forward_started: Option<Instant>,
 }
@@ -185,6 +187,7 @@ impl Engine {
             by_addr: HashMap::new(),
             timers: BinaryHeap::new(),
             actions: Vec::new(),
+            failed: Vec::new(),
             stats: SfuStats::default(),
             forward_started: None,
         })
@@ -327,6 +330,9 @@ impl Engine {
         };
         let before = peer.deadline;
         peer.drain(&self.io, &mut self.actions, now);
+        if !peer.alive || !peer.rtc.is_alive() {
+            self.failed.push(id);
+        }
         if peer.deadline != before
             && let Some(t) = peer.deadline
         {
@@ -714,13 +720,13 @@ impl Engine {
 
     /// Removes peers whose `Rtc` has failed (DTLS errors, closed by the far end).
     fn reap(&mut self, now: Instant) {
-        let dead: Vec<PeerId> = self
-            .peers
-            .values()
-            .filter(|p| !p.alive || !p.rtc.is_alive())
-            .map(|p| p.id)
-            .collect();
-        for id in dead {
+        if self.failed.is_empty() {
+            return;
+        }
+        let mut failed = std::mem::take(&mut self.failed);
+        failed.sort_unstable();
+        failed.dedup();
+        for id in failed {
             if self.remove(id, now) {
                 self.io.event(SfuEvent::Gone { peer: id });
             }
@@ -741,7 +747,10 @@ impl Engine {
             if let Some(e) = p.expire_speaking(now) {
                 self.io.event(e);
             }
-            if now.saturating_duration_since(p.last_input) >= GONE_AFTER {
+            if now.saturating_duration_since(p.last_input) >= GONE_AFTER
+                || !p.alive
+                || !p.rtc.is_alive()
+            {
                 gone.push(p.id);
             }
         }
