@@ -581,14 +581,21 @@ impl Core {
 
     /// What the media plane reported.
     pub async fn on_media_event(&self, event: MediaEvent) {
+        let session = match &event {
+            MediaEvent::Offer { session, .. }
+            | MediaEvent::Track { session, .. }
+            | MediaEvent::Speaking { session, .. }
+            | MediaEvent::Gone { session } => *session,
+        };
+        // A session that already left (or was never this node's) reports nothing.
+        let Some(mut state) = self.voice.user_of_media(session) else {
+            return;
+        };
+        let Some(channel) = state.channel_id else {
+            return;
+        };
         match event {
-            MediaEvent::Offer { session, sdp } => {
-                let Some(state) = self.voice.user_of_media(session) else {
-                    return;
-                };
-                let Some(channel) = state.channel_id else {
-                    return;
-                };
+            MediaEvent::Offer { sdp, .. } => {
                 self.publish_ephemeral(
                     Topic::User(state.user_id),
                     Event::VoiceSdp(VoiceSdp {
@@ -599,17 +606,7 @@ impl Core {
                 )
                 .await;
             }
-            MediaEvent::Track {
-                session,
-                kind,
-                added,
-            } => {
-                let Some(mut state) = self.voice.user_of_media(session) else {
-                    return;
-                };
-                let Some(channel) = state.channel_id else {
-                    return;
-                };
+            MediaEvent::Track { kind, added, .. } => {
                 self.publish_ephemeral(
                     Topic::Channel(channel),
                     Event::VoiceTrack(VoiceTrack {
@@ -630,13 +627,7 @@ impl Core {
                     self.announce(state).await;
                 }
             }
-            MediaEvent::Speaking { session, speaking } => {
-                let Some(state) = self.voice.user_of_media(session) else {
-                    return;
-                };
-                let Some(channel) = state.channel_id else {
-                    return;
-                };
+            MediaEvent::Speaking { speaking, .. } => {
                 self.publish_ephemeral(
                     Topic::Channel(channel),
                     Event::VoiceSpeaking(VoiceSpeaking {
@@ -648,11 +639,9 @@ impl Core {
                 )
                 .await;
             }
-            MediaEvent::Gone { session } => {
-                if let Some(state) = self.voice.user_of_media(session) {
-                    tracing::info!(session = %session, user = %state.user_id, "voice connection gone; leaving");
-                    self.leave_voice_state(state).await;
-                }
+            MediaEvent::Gone { .. } => {
+                tracing::info!(session = %session, user = %state.user_id, "voice connection gone; leaving");
+                self.leave_voice_state(state).await;
             }
         }
     }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use xcord_types::gateway::VoiceState;
 use xcord_types::rest::voice::{
-    JoinVoiceRequest, SdpBody, UpdateVoiceRequest, VoiceJoined, VoiceStateBody, VoiceStateList,
+    JoinVoiceRequest, SdpBody, UpdateVoiceRequest, VoiceJoined, VoiceStateList,
 };
 use xcord_types::{ErrorBody, Snowflake};
 
@@ -179,7 +179,3 @@ pub async fn leave(
         StatusCode::NO_CONTENT
     })
 }
-
-/// Used so the handler list above keeps the body type in the OpenAPI document.
-#[allow(dead_code)]
-fn _schema(_: VoiceStateBody) {}

@@ -54,14 +54,6 @@ pub struct UpdateVoiceRequest {
     pub self_stream: Option<bool>,
 }
 
-/// `{voiceState}`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct VoiceStateBody {
-    /// The state after the change.
-    pub voice_state: VoiceState,
-}
-
 /// `GET /channels/{id}/voice`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
