@@ -150,6 +150,19 @@ struct MediaSession {
     perms: u64,
     /// Joined through WHIP (its DELETE answers 200).
     whip: bool,
+    /// The kinds of its tracks that are forwarded now (announced by VOICE_TRACK), one bit
+    /// each in the order of [`TRACK_KINDS`], so that leaving can announce their removal.
+    tracks: u8,
+}
+
+/// The kinds of track a participant sends, as VOICE_TRACK names them.
+const TRACK_KINDS: [&str; 3] = ["audio", "video", "screen"];
+
+fn track_bit(kind: &str) -> u8 {
+    TRACK_KINDS
+        .iter()
+        .position(|k| *k == kind)
+        .map_or(0, |i| 1 << i)
 }
 
 #[derive(Debug, Default)]
@@ -328,12 +341,28 @@ impl Core {
             return;
         };
         if let Ok(session) = previous.session_id.parse::<i64>().map(Snowflake::from_i64) {
-            let was_media = self
-                .voice
-                .with(|v| v.media.remove(&session).is_some())
-                .unwrap_or(false);
-            if was_media && let Some(m) = self.voice_media.get() {
-                m.leave(session).await;
+            let media = self.voice.with(|v| v.media.remove(&session)).flatten();
+            if let Some(media) = media {
+                if let Some(m) = self.voice_media.get() {
+                    m.leave(session).await;
+                }
+                // Its tracks went with it.
+                for (i, kind) in TRACK_KINDS.iter().enumerate() {
+                    if media.tracks & (1 << i) == 0 {
+                        continue;
+                    }
+                    self.publish_ephemeral(
+                        Topic::Channel(channel),
+                        Event::VoiceTrack(VoiceTrack {
+                            server_id: previous.server_id,
+                            channel_id: channel,
+                            user_id: previous.user_id,
+                            kind: (*kind).to_owned(),
+                            state: "removed".to_owned(),
+                        }),
+                    )
+                    .await;
+                }
             }
         }
         let left = VoiceState {
@@ -391,6 +420,7 @@ impl Core {
                     user: caller.user_id,
                     perms: ch.perms,
                     whip,
+                    tracks: 0,
                 },
             )
         });
@@ -607,6 +637,15 @@ impl Core {
                 .await;
             }
             MediaEvent::Track { kind, added, .. } => {
+                self.voice.with(|v| {
+                    if let Some(m) = v.media.get_mut(&session) {
+                        if added {
+                            m.tracks |= track_bit(kind);
+                        } else {
+                            m.tracks &= !track_bit(kind);
+                        }
+                    }
+                });
                 self.publish_ephemeral(
                     Topic::Channel(channel),
                     Event::VoiceTrack(VoiceTrack {

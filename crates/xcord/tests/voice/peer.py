@@ -7,7 +7,11 @@ gateway); this process only holds the peer connection:
   {"cmd": "offer", "tone": true}      -> {"sdp": "<offer>"}  (tone: send a 440 Hz sine)
   {"cmd": "answer", "sdp": "..."}     -> {"ok": true}        (the server's answer to our offer)
   {"cmd": "server_offer", "sdp": ...} -> {"sdp": "<answer>"} (VOICE_SDP)
-  {"cmd": "listen", "ms": 1500}       -> {"frames": n, "peak_dbfs": x, "tracks": k, "msids": [...]}
+  {"cmd": "listen", "ms": 1500}       -> {"frames": n, "peak_dbfs": x, "tracks": k, "msids": [...],
+                                          "by_msid": {msid: {"kind", "frames", "peak_dbfs"}}}
+
+`frames` and `peak_dbfs` are of audio; `by_msid` has each received track (audio and video,
+decoded) under the msid the server's description gives its m-line.
   {"cmd": "close"}                    -> {"ok": true}, then exit
 
 Media stays on loopback: aioice leaves 127.0.0.1 out of its host candidates, so host
@@ -65,18 +69,54 @@ class Tone(AudioStreamTrack):
         return frame
 
 
+class Received:
+    """What one received track decoded during a listening window."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.frames = 0
+        self.peak = 0.0
+
+    def report(self):
+        return {
+            "kind": self.kind,
+            "frames": self.frames,
+            "peak_dbfs": dbfs(self.peak),
+        }
+
+
+def dbfs(rms):
+    return 20 * math.log10(rms) if rms > 0 else -200.0
+
+
+def msid_by_mid(sdp):
+    """`a=msid` of each m-line of a description, by `a=mid`."""
+    out = {}
+    for section in sdp.split("\nm=")[1:]:
+        mid = msid = None
+        for line in section.splitlines():
+            if line.startswith("a=mid:"):
+                mid = line[6:].strip()
+            elif line.startswith("a=msid:"):
+                msid = line[7:].strip()
+        if mid is not None and msid is not None:
+            out[mid] = msid
+    return out
+
+
 class Peer:
     def __init__(self):
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.frames = 0
         self.peak = 0.0
         self.tracks = 0
+        self.received = {}
         self.pc.on("track", self.on_track)
 
     def on_track(self, track):
-        if track.kind != "audio":
-            return
-        self.tracks += 1
+        if track.kind == "audio":
+            self.tracks += 1
+        self.received[track] = Received(track.kind)
         asyncio.ensure_future(self.consume(track))
 
     async def consume(self, track):
@@ -85,12 +125,29 @@ class Peer:
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            got = self.received[track]
+            if track.kind == "video":
+                got.frames += 1
+                continue
             pcm = array.array("h", bytes(frame.planes[0]))
             if not pcm:
                 continue
             rms = math.sqrt(sum(s * s for s in pcm) / len(pcm)) / 32768.0
             self.frames += 1
             self.peak = max(self.peak, rms)
+            got.frames += 1
+            got.peak = max(got.peak, rms)
+
+    def by_msid(self):
+        sdp = self.pc.remoteDescription.sdp if self.pc.remoteDescription else ""
+        msids = msid_by_mid(sdp)
+        out = {}
+        for t in self.pc.getTransceivers():
+            got = self.received.get(t.receiver.track)
+            msid = msids.get(t.mid)
+            if got is not None and msid is not None:
+                out[msid] = got.report()
+        return out
 
     async def handle(self, msg):
         cmd = msg["cmd"]
@@ -111,14 +168,22 @@ class Peer:
         if cmd == "listen":
             self.frames = 0
             self.peak = 0.0
+            for track in self.received:
+                self.received[track] = Received(track.kind)
             await asyncio.sleep(msg.get("ms", 1000) / 1000)
-            peak_dbfs = 20 * math.log10(self.peak) if self.peak > 0 else -200.0
+            peak_dbfs = dbfs(self.peak)
             msids = [
                 line.split(":", 1)[1]
                 for line in (self.pc.remoteDescription.sdp if self.pc.remoteDescription else "").splitlines()
                 if line.startswith("a=msid:")
             ]
-            return {"frames": self.frames, "peak_dbfs": peak_dbfs, "tracks": self.tracks, "msids": msids}
+            return {
+                "frames": self.frames,
+                "peak_dbfs": peak_dbfs,
+                "tracks": self.tracks,
+                "msids": msids,
+                "by_msid": self.by_msid(),
+            }
         if cmd == "close":
             await self.pc.close()
             return {"ok": True}
