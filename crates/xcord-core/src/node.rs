@@ -97,6 +97,8 @@ impl Core {
         };
         self.revocations.apply_event(event);
         self.caches.on_event(&ev.topic, event);
+        // Whichever node changed them, permissions apply to this node's voice sessions.
+        self.recheck_voice(&ev.topic, event).await;
         // This node applied its own events where it made them.
         if ev.origin_node == self.settings.node_id {
             return;

@@ -769,6 +769,80 @@ impl Core {
         }
     }
 
+    /// Permissions may have changed for participants on this node: a role, a member's roles,
+    /// a channel's overwrites, the owner; or a member or channel went away. Each media
+    /// session here in what `topic` names is checked again from the database: without
+    /// VIEW_CHANNELS or CONNECT (or no longer a member) it is disconnected; otherwise SPEAK
+    /// and STREAM apply at once to what it may send. Called for every event this node
+    /// follows (its own included); costs nothing when no session is affected.
+    pub(crate) async fn recheck_voice(&self, topic: &Topic, event: &Event) {
+        if !matches!(
+            event,
+            Event::ChannelUpdate(_)
+                | Event::ChannelDelete(_)
+                | Event::ServerUpdate(_)
+                | Event::ServerDelete(_)
+                | Event::RoleUpdate(_)
+                | Event::RoleDelete(_)
+                | Event::ServerMemberUpdate(_)
+                | Event::ServerMemberRemove(_)
+        ) {
+            return;
+        }
+        let affected: Vec<(Snowflake, VoiceState, u64)> = self
+            .voice
+            .with(|v| {
+                v.media
+                    .iter()
+                    .filter_map(|(session, m)| {
+                        let state = v.by_user.get(&m.user)?;
+                        let named = match topic {
+                            Topic::Server(server) => state.server_id == *server,
+                            Topic::Channel(channel) => state.channel_id == Some(*channel),
+                            Topic::User(user) => state.user_id == *user,
+                            Topic::Global => true,
+                        };
+                        named.then(|| (*session, state.clone(), m.perms))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (session, state, before) in affected {
+            let Some(channel) = state.channel_id else {
+                continue;
+            };
+            let caller = Caller {
+                user_id: state.user_id,
+                session_id: session,
+                expires_at: self.clock.now(),
+            };
+            match self.voice_channel(&caller, channel).await {
+                Ok(ch) if ch.perms & bits::CONNECT != 0 => {
+                    if ch.perms == before {
+                        continue;
+                    }
+                    self.voice.with(|v| {
+                        if let Some(m) = v.media.get_mut(&session) {
+                            m.perms = ch.perms;
+                        }
+                    });
+                    if let Some(media) = self.voice_media.get() {
+                        media
+                            .set_policy(session, Self::policy_of(&state, ch.perms))
+                            .await;
+                    }
+                }
+                Ok(_) | Err(Error::NotFound(_)) => {
+                    tracing::info!(session = %session, user = %state.user_id, "no longer allowed in the voice channel; disconnected");
+                    self.leave_voice_state(state).await;
+                }
+                Err(e) => {
+                    tracing::warn!(session = %session, error = %e, "voice permissions could not be checked again");
+                }
+            }
+        }
+    }
+
     /// The user's last gateway session closed: their media session ends too (SPEC §5).
     pub(crate) async fn user_went_offline(&self, user: Snowflake) {
         if self.voice.media_session(user).is_some()

@@ -359,6 +359,80 @@ async fn peers_hear_each_other_through_the_sfu() {
     }
 }
 
+/// Permission changes reach those already in voice at once: losing SPEAK stops their audio
+/// being forwarded (and getting it back restores it), losing CONNECT disconnects them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_changes_apply_to_participants_at_once() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let r = room(&app, "vperm").await;
+    let server = app
+        .get_as(&r.owner.token, &format!("/servers/{}", r.server))
+        .await;
+    let channel = voice_channel(&server.body);
+    let (mut watcher, _) = app.gateway_as(&r.owner).await;
+    let speaker = join(&app, r.member.clone(), &channel, true).await;
+    let speaker_id = speaker.user.id.clone();
+    let mut owner = join(&app, r.owner.clone(), &channel, false).await;
+    renegotiate(&app, &mut owner, &channel).await;
+    hears_tone(&mut owner.peer).await;
+    // @everyone (the server's id) is denied SPEAK in the channel; the owner keeps it.
+    let overwrite = format!("/channels/{channel}/permissions/{}", r.server);
+    let speak = 1u64 << 9;
+    let connect = 1u64 << 8;
+    app.put_as(
+        &r.owner.token,
+        &overwrite,
+        &json!({"targetType": "role", "deny": speak}),
+    )
+    .await
+    .expect_status(204, "deny SPEAK");
+    renegotiate(&app, &mut owner, &channel).await;
+    dispatch_where(&mut watcher, "VOICE_TRACK", |d| {
+        d["userId"] == speaker_id.as_str() && d["state"] == "removed"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let silent = owner.peer.listen(1500).await;
+    assert_eq!(
+        silent["frames"], 0,
+        "without SPEAK nothing is forwarded: {silent}"
+    );
+    // SPEAK given back: heard again.
+    app.put_as(
+        &r.owner.token,
+        &overwrite,
+        &json!({"targetType": "role", "deny": 0}),
+    )
+    .await
+    .expect_status(204, "allow SPEAK again");
+    renegotiate(&app, &mut owner, &channel).await;
+    hears_tone(&mut owner.peer).await;
+    // Without CONNECT the member is taken out of the channel.
+    app.put_as(
+        &r.owner.token,
+        &overwrite,
+        &json!({"targetType": "role", "deny": connect}),
+    )
+    .await
+    .expect_status(204, "deny CONNECT");
+    dispatch_where(&mut watcher, "VOICE_STATE_UPDATE", |d| {
+        d["userId"] == speaker_id.as_str() && d["channelId"].is_null()
+    })
+    .await;
+    let list = app
+        .get_as(&r.owner.token, &format!("/channels/{channel}/voice"))
+        .await;
+    assert_eq!(
+        list.body["voiceStates"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        list.text
+    );
+    for p in [speaker.peer, owner.peer] {
+        p.close().await;
+    }
+}
+
 async fn voice_signaling_refuses_what_it_must(backend: Backend) {
     let app = spawn_app(backend).await;
     let r = room(&app, "vsig").await;
