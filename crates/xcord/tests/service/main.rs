@@ -21,3 +21,4 @@ mod transport;
 mod usecases;
 mod users;
 mod voice;
+mod voice_nodes;

@@ -18,14 +18,14 @@ on_both_backends!(voice_signaling_refuses_what_it_must);
 const STEP: Duration = Duration::from_secs(20);
 
 /// One aiortc peer connection in its own process.
-struct Peer {
+pub(crate) struct Peer {
     child: Child,
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
 }
 
 impl Peer {
-    fn start() -> Peer {
+    pub(crate) fn start() -> Peer {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/voice/peer.py");
         let mut child = Command::new("python3")
             .arg(script)
@@ -45,7 +45,7 @@ impl Peer {
         }
     }
 
-    async fn ask(&mut self, msg: Value) -> Value {
+    pub(crate) async fn ask(&mut self, msg: Value) -> Value {
         let mut line = msg.to_string();
         line.push('\n');
         self.stdin
@@ -63,25 +63,25 @@ impl Peer {
     }
 
     /// Listens for `ms` and reports decoded frames and the loudest one.
-    async fn listen(&mut self, ms: u64) -> Value {
+    pub(crate) async fn listen(&mut self, ms: u64) -> Value {
         self.ask(json!({"cmd": "listen", "ms": ms})).await
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.ask(json!({"cmd": "close"})).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }
 }
 
 /// A user in voice: their gateway, their peer and their voice session.
-struct Participant {
-    user: TestUser,
-    gw: GatewayClient,
-    peer: Peer,
-    session: String,
+pub(crate) struct Participant {
+    pub(crate) user: TestUser,
+    pub(crate) gw: GatewayClient,
+    pub(crate) peer: Peer,
+    pub(crate) session: String,
 }
 
-fn voice_channel(server: &Value) -> String {
+pub(crate) fn voice_channel(server: &Value) -> String {
     server["channels"]
         .as_array()
         .expect("channels")
@@ -93,7 +93,7 @@ fn voice_channel(server: &Value) -> String {
 }
 
 /// Joins `channel` with a fresh peer (sending a tone or receive-only).
-async fn join(app: &TestApp, user: TestUser, channel: &str, tone: bool) -> Participant {
+pub(crate) async fn join(app: &TestApp, user: TestUser, channel: &str, tone: bool) -> Participant {
     let (gw, _) = app.gateway_as(&user).await;
     let mut peer = Peer::start();
     let offer = peer.ask(json!({"cmd": "offer", "tone": tone})).await;
@@ -125,8 +125,8 @@ async fn join(app: &TestApp, user: TestUser, channel: &str, tone: bool) -> Parti
     }
 }
 
-/// Answers the next server offer (VOICE_SDP) of `p`.
-async fn renegotiate(app: &TestApp, p: &mut Participant, channel: &str) {
+/// Answers the next server offer (VOICE_SDP) of `p`; returns the offer's SDP.
+pub(crate) async fn renegotiate(app: &TestApp, p: &mut Participant, channel: &str) -> String {
     let offer = p.gw.dispatch("VOICE_SDP").await;
     assert_eq!(offer["sessionId"], p.session.as_str());
     assert_eq!(offer["channelId"], channel);
@@ -142,10 +142,11 @@ async fn renegotiate(app: &TestApp, p: &mut Participant, channel: &str) {
         )
         .await;
     res.expect_status(204, "answer the server offer");
+    offer["sdp"].as_str().unwrap_or_default().to_owned()
 }
 
 /// Waits for a dispatch `name` whose payload matches `pred`, skipping others.
-async fn dispatch_where(
+pub(crate) async fn dispatch_where(
     gw: &mut GatewayClient,
     name: &str,
     pred: impl Fn(&Value) -> bool,
@@ -160,11 +161,11 @@ async fn dispatch_where(
 }
 
 /// A dispatch name and a condition on its payload.
-type Expected<'a> = (&'a str, &'a dyn Fn(&Value) -> bool);
+pub(crate) type Expected<'a> = (&'a str, &'a dyn Fn(&Value) -> bool);
 
 /// Reads dispatches until each `(name, condition)` has been seen once, in any order (events
 /// of the media plane and of the signaling travel separate paths).
-async fn dispatches_seen(gw: &mut GatewayClient, wanted: &[Expected<'_>]) -> Vec<Value> {
+pub(crate) async fn dispatches_seen(gw: &mut GatewayClient, wanted: &[Expected<'_>]) -> Vec<Value> {
     let mut found: Vec<Option<Value>> = vec![None; wanted.len()];
     for _ in 0..200 {
         if found.iter().all(Option::is_some) {
@@ -186,7 +187,7 @@ async fn dispatches_seen(gw: &mut GatewayClient, wanted: &[Expected<'_>]) -> Vec
 }
 
 /// Listens until the tone is heard (up to ~10 s: ICE, DTLS and the jitter buffer settle).
-async fn hears_tone(peer: &mut Peer) -> Value {
+pub(crate) async fn hears_tone(peer: &mut Peer) -> Value {
     let mut last = Value::Null;
     for _ in 0..10 {
         last = peer.listen(1000).await;
