@@ -40,6 +40,15 @@ const BACKGROUND_DEADLINE: Duration = Duration::from_secs(5);
 /// How long the store gets to write the posts queued for it and close its connections.
 const STORE_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
 
+/// What several nodes share through Redis, or their one-process stand-ins: the bus,
+/// presence, rate limits and (scale mode only) the voice room directory.
+type SharedServices = (
+    Arc<dyn EventBus>,
+    Arc<dyn PresenceStore>,
+    Arc<dyn RateLimiter>,
+    Option<Arc<dyn VoiceRooms>>,
+);
+
 /// A built service, bound to its address and ready to run.
 pub struct Application {
     listener: TcpListener,
@@ -113,12 +122,7 @@ impl Application {
         };
         // Scale mode shares the bus, presence, rate limits and the voice room directory
         // through Redis.
-        let (bus, presence, limiter, voice_rooms): (
-            Arc<dyn EventBus>,
-            Arc<dyn PresenceStore>,
-            Arc<dyn RateLimiter>,
-            Option<Arc<dyn VoiceRooms>>,
-        ) = match &config.redis_url {
+        let (bus, presence, limiter, voice_rooms): SharedServices = match &config.redis_url {
             Some(url) => {
                 let r = xcord_redis::connect(url, &config.redis_prefix, config.node_id).await?;
                 (r.bus, r.presence, r.limiter, Some(r.voice_rooms))
