@@ -134,21 +134,53 @@ async fn a_voice_room_lives_on_one_node_and_every_node_reaches_it() {
     late.gw.drop_connection().await;
     wait_until(|| async { media_sessions(&a) == 2 }).await;
 
-    // Leaving through B ends the session on A; the speaker leaving through A empties the
-    // room, and its record goes.
+    // A move issued through B: A holds the media and takes the target's room; B's mirror
+    // shows the speaker in the new channel.
+    let created = b
+        .post_as(
+            &r.owner.token,
+            &format!("/servers/{}/channels", r.server),
+            &json!({"name": "stage", "type": "voice"}),
+        )
+        .await;
+    created.expect_status(201, "a second voice channel");
+    let stage = created.str_at("/id");
+    let stage_id = Snowflake::from_i64(stage.parse().expect("a snowflake"));
+    b.patch_as(
+        &r.owner.token,
+        &format!("/servers/{}/members/{speaker_id}", r.server),
+        &json!({"channelId": stage}),
+    )
+    .await
+    .expect_status(200, "move through B");
+    wait_until(|| async { rooms.owner(stage_id).await.ok().flatten().as_ref() == Some(&owner_a) })
+        .await;
+    assert_eq!(media_sessions(&a), 2, "moved, not ended");
+    let on_stage = b
+        .get_as(&r.owner.token, &format!("/channels/{stage}/voice"))
+        .await;
+    assert_eq!(
+        on_stage.body["voiceStates"][0]["userId"],
+        speaker_id.as_str(),
+        "{}",
+        on_stage.text
+    );
+
+    // Leaving through B ends the session on A and empties the first room, whose record
+    // goes; the speaker leaving the second through A empties that one.
     b.delete_as(&r.owner.token, &format!("{voice}/{}", listener.session))
         .await
         .expect_status(204, "leave through B");
     wait_until(|| async { media_sessions(&a) == 1 }).await;
-    assert!(
-        rooms.owner(channel_id).await.expect("directory").is_some(),
-        "the room still has the speaker"
-    );
-    a.delete_as(&r.member.token, &format!("{voice}/{}", speaker.session))
-        .await
-        .expect_status(204, "leave through A");
+    wait_until(|| async { rooms.owner(channel_id).await.ok().flatten().is_none() }).await;
+    a.delete_as(
+        &r.member.token,
+        &format!("/channels/{stage}/voice/{}", speaker.session),
+    )
+    .await
+    .expect_status(204, "leave through A");
     assert_eq!(media_sessions(&a), 0);
-    assert_eq!(rooms.owner(channel_id).await.expect("directory"), None);
+    assert_eq!(rooms.owner(stage_id).await.expect("directory"), None);
 
     // A room whose owner is gone (its record not lapsed yet): forwarding fails fast, 503.
     let dead = RoomOwner {
