@@ -71,7 +71,7 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Req
     })
 }
 
-fn is_json_content_type(headers: &HeaderMap) -> bool {
+pub(crate) fn is_json_content_type(headers: &HeaderMap) -> bool {
     let Some(ct) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };

@@ -14,6 +14,8 @@ pub mod openapi;
 mod router;
 pub mod routes;
 mod state;
+pub mod voice_forward;
 
 pub use router::{HttpSettings, apply_layers, build_router, openapi as openapi_document};
 pub use state::{AppState, AppStateInner};
+pub use voice_forward::VoiceForwarder;

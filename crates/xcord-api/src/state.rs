@@ -20,6 +20,8 @@ pub struct AppStateInner {
     pub shutting_down: AtomicBool,
     /// When the process started serving.
     pub started_at: Instant,
+    /// Sends voice signaling to the node holding a channel's room.
+    pub voice_forwarder: crate::VoiceForwarder,
 }
 
 impl AppState {

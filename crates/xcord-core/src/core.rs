@@ -106,6 +106,8 @@ pub struct Core {
     pub voice: crate::voice::VoiceStates,
     /// The media plane, installed by the `voice` role.
     pub(crate) voice_media: std::sync::OnceLock<std::sync::Arc<dyn crate::voice::VoiceMedia>>,
+    /// Where each voice channel's room lives (scale mode), and this node's entry in it.
+    pub(crate) voice_rooms: std::sync::OnceLock<crate::voice::RoomDirectory>,
     /// Channel contexts and self views, dropped by events.
     pub(crate) caches: Arc<crate::context_cache::Caches>,
     /// Where dispatchable events are written before they are published.
@@ -159,6 +161,7 @@ impl Core {
             activity: crate::messages::ChannelActivity::default(),
             voice: crate::voice::VoiceStates::default(),
             voice_media: std::sync::OnceLock::new(),
+            voice_rooms: std::sync::OnceLock::new(),
             caches,
             decoy_hash,
         })

@@ -105,7 +105,11 @@ impl Core {
         }
         match event {
             // CONNECTED lists the voice states of a server, whichever node they were set on.
-            Event::VoiceStateUpdate(state) => self.voice.apply(state),
+            // The node holding a media session obeys what other nodes set for it.
+            Event::VoiceStateUpdate(state) => {
+                self.apply_foreign_voice_state(&ev.topic, state).await;
+            }
+            Event::VoiceMoved(moved) => self.apply_foreign_voice_move(moved).await,
             // The indicator now belongs to the node that started it again, or it ended
             // there: this node no longer stops it, so the user gets one TYPING_STOP.
             Event::TypingStart(t) | Event::TypingStop(t) => {

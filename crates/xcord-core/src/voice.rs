@@ -6,13 +6,13 @@
 //! limits, voice states and events are decided here; the media plane is told what each
 //! participant may send and receive ([`MediaPolicy`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use xcord_bus::Topic;
 use xcord_permissions::bits;
 use xcord_types::Snowflake;
-use xcord_types::events::Event;
+use xcord_types::events::{Event, VoiceMoved};
 use xcord_types::gateway::{VoiceSdp, VoiceSpeaking, VoiceState, VoiceStateSet, VoiceTrack};
 use xcord_types::rest::channels::ChannelKind;
 use xcord_types::rest::voice::{JoinVoiceRequest, UpdateVoiceRequest};
@@ -109,6 +109,45 @@ pub trait VoiceMedia: Send + Sync {
     async fn set_bitrate(&self, channel: Snowflake, kbps: u32);
 }
 
+/// A node that holds voice rooms, as the room directory records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomOwner {
+    /// Its snowflake node id (`XCORD_NODE_ID`).
+    pub node_id: u16,
+    /// Its internal base URL (`XCORD_INTERNAL_URL`), e.g. `http://10.0.0.5:3000`.
+    pub url: String,
+}
+
+/// Which node holds each voice channel's room (scale mode: Redis). A record lapses unless
+/// its owner refreshes it, so the rooms of a node that died are free again soon.
+#[async_trait::async_trait]
+pub trait VoiceRooms: Send + Sync {
+    /// The node holding `channel`'s room, if any.
+    async fn owner(&self, channel: Snowflake) -> anyhow::Result<Option<RoomOwner>>;
+    /// Takes the room for `me` unless another node holds it; returns who holds it now.
+    async fn claim(&self, channel: Snowflake, me: &RoomOwner) -> anyhow::Result<RoomOwner>;
+    /// Extends `me`'s hold, taking the room again if the record lapsed; false when another
+    /// node holds it.
+    async fn refresh(&self, channel: Snowflake, me: &RoomOwner) -> anyhow::Result<bool>;
+    /// Gives the room up if `me` holds it (compare and delete); true when it did.
+    async fn release(&self, channel: Snowflake, me: &RoomOwner) -> anyhow::Result<bool>;
+}
+
+/// The room directory and this node's entry in it.
+pub(crate) struct RoomDirectory {
+    rooms: Arc<dyn VoiceRooms>,
+    me: RoomOwner,
+}
+
+/// Where a channel-scoped voice request is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VoiceRoute {
+    /// On this node.
+    Local,
+    /// On the node holding the channel's room: the request is forwarded there.
+    Forward(RoomOwner),
+}
+
 /// What the media plane reports about a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
@@ -146,6 +185,13 @@ pub enum MediaEvent {
 #[derive(Debug, Clone, Copy)]
 struct MediaSession {
     user: Snowflake,
+    /// The server of its channel.
+    server: Snowflake,
+    /// The channel whose room it is in.
+    channel: Snowflake,
+    /// Moved by a moderator to a channel whose room another node holds: it ends when the
+    /// state announcing the move arrives.
+    doomed: bool,
     /// The user's permissions in the channel when they joined.
     perms: u64,
     /// Joined through WHIP (its DELETE answers 200).
@@ -254,6 +300,23 @@ impl VoiceStates {
         .flatten()
     }
 
+    /// How many media sessions this node's SFU serves.
+    pub fn media_session_count(&self) -> usize {
+        self.with(|v| v.media.len()).unwrap_or(0)
+    }
+
+    /// The channels with a media session on this node (a doomed one is leaving).
+    fn media_channels(&self) -> HashSet<Snowflake> {
+        self.with(|v| {
+            v.media
+                .values()
+                .filter(|m| !m.doomed)
+                .map(|m| m.channel)
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
     /// The user's media session on this node, with the permissions it was granted.
     fn media_session(&self, user: Snowflake) -> Option<(Snowflake, u64)> {
         self.with(|v| {
@@ -278,6 +341,168 @@ impl Core {
     /// The media plane, once the `voice` role has installed one.
     pub fn install_voice_media(&self, media: Arc<dyn VoiceMedia>) {
         let _ = self.voice_media.set(media);
+    }
+
+    /// The room directory of a multi-node deployment; `me` is this node's entry. Without
+    /// one (a single node), every voice request is served here.
+    pub fn install_voice_rooms(&self, rooms: Arc<dyn VoiceRooms>, me: RoomOwner) {
+        let _ = self.voice_rooms.set(RoomDirectory { rooms, me });
+    }
+
+    /// Where a request about `channel`'s room is served. `join`: it may start the room
+    /// (a node with the media plane claims a room nobody holds; one without answers 503).
+    /// `forwarded`: another node sent it here, so it is served here whatever the directory
+    /// says (a request is forwarded at most once).
+    pub async fn voice_route(
+        &self,
+        channel: Snowflake,
+        join: bool,
+        forwarded: bool,
+    ) -> Result<VoiceRoute> {
+        let Some(dir) = self.voice_rooms.get() else {
+            return Ok(VoiceRoute::Local);
+        };
+        let serves = self.voice_media.get().is_some();
+        let unavailable = |e: anyhow::Error| Error::Unavailable(e.context("voice room directory"));
+        if forwarded {
+            if join && serves {
+                dir.rooms
+                    .claim(channel, &dir.me)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            return Ok(VoiceRoute::Local);
+        }
+        match dir.rooms.owner(channel).await.map_err(unavailable)? {
+            Some(owner) if owner == dir.me => Ok(VoiceRoute::Local),
+            Some(owner) => Ok(VoiceRoute::Forward(owner)),
+            None if !join => Ok(VoiceRoute::Local),
+            None if serves => {
+                let owner = dir
+                    .rooms
+                    .claim(channel, &dir.me)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(if owner == dir.me {
+                    VoiceRoute::Local
+                } else {
+                    VoiceRoute::Forward(owner)
+                })
+            }
+            None => Err(MediaError::Unavailable.into()),
+        }
+    }
+
+    /// Gives up `channel`'s room once no media session of this node is in it.
+    async fn release_room_if_empty(&self, channel: Snowflake) {
+        let Some(dir) = self.voice_rooms.get() else {
+            return;
+        };
+        if self.voice.media_channels().contains(&channel) {
+            return;
+        }
+        if let Err(e) = dir.rooms.release(channel, &dir.me).await {
+            tracing::warn!(error = format!("{e:#}"), channel = %channel, "cannot release a voice room");
+        }
+    }
+
+    /// Extends this node's hold on every room it has media sessions in (the voice role
+    /// does this every ten seconds); returns how many rooms it holds.
+    pub async fn refresh_voice_rooms(&self) -> usize {
+        let Some(dir) = self.voice_rooms.get() else {
+            return 0;
+        };
+        let channels = self.voice.media_channels();
+        for channel in &channels {
+            match dir.rooms.refresh(*channel, &dir.me).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    channel = %channel,
+                    "another node holds a voice room this node has sessions in"
+                ),
+                Err(e) => tracing::warn!(
+                    error = format!("{e:#}"),
+                    channel = %channel,
+                    "cannot refresh a voice room"
+                ),
+            }
+        }
+        channels.len()
+    }
+
+    /// Whether this node may hold `channel`'s room: it does, or it just took it (always,
+    /// without a directory).
+    async fn may_hold_room(&self, channel: Snowflake) -> bool {
+        let Some(dir) = self.voice_rooms.get() else {
+            return true;
+        };
+        match dir.rooms.claim(channel, &dir.me).await {
+            Ok(owner) => owner == dir.me,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), channel = %channel, "cannot claim a voice room");
+                false
+            }
+        }
+    }
+
+    /// Ends a media session of this node (if it is one) and gives its room up when it was
+    /// the last one there. Announces nothing.
+    async fn end_media(&self, session: Snowflake) -> bool {
+        let Some(m) = self.voice.with(|v| v.media.remove(&session)).flatten() else {
+            return false;
+        };
+        if let Some(media) = self.voice_media.get() {
+            media.leave(session).await;
+        }
+        // Its tracks went with it.
+        for (i, kind) in TRACK_KINDS.iter().enumerate() {
+            if m.tracks & (1 << i) == 0 {
+                continue;
+            }
+            self.publish_ephemeral(
+                Topic::Channel(m.channel),
+                Event::VoiceTrack(VoiceTrack {
+                    server_id: m.server,
+                    channel_id: m.channel,
+                    user_id: m.user,
+                    kind: (*kind).to_owned(),
+                    state: "removed".to_owned(),
+                }),
+            )
+            .await;
+        }
+        self.release_room_if_empty(m.channel).await;
+        true
+    }
+
+    /// Moves a media session of this node to `target`'s room, when this node holds (or
+    /// could take) that room; false otherwise (the session is untouched).
+    async fn move_media(&self, session: Snowflake, target: Snowflake, bitrate: u32) -> bool {
+        let Some(media) = self.voice_media.get() else {
+            return false;
+        };
+        if !self.may_hold_room(target).await {
+            return false;
+        }
+        let Some(from) = self
+            .voice
+            .with(|v| {
+                v.media.get_mut(&session).map(|m| {
+                    let from = m.channel;
+                    m.channel = target;
+                    m.doomed = false;
+                    from
+                })
+            })
+            .flatten()
+        else {
+            return false;
+        };
+        media.move_to(session, target, bitrate).await;
+        if from != target {
+            self.release_room_if_empty(from).await;
+        }
+        true
     }
 
     fn media(&self) -> Result<&Arc<dyn VoiceMedia>> {
@@ -341,29 +566,7 @@ impl Core {
             return;
         };
         if let Ok(session) = previous.session_id.parse::<i64>().map(Snowflake::from_i64) {
-            let media = self.voice.with(|v| v.media.remove(&session)).flatten();
-            if let Some(media) = media {
-                if let Some(m) = self.voice_media.get() {
-                    m.leave(session).await;
-                }
-                // Its tracks went with it.
-                for (i, kind) in TRACK_KINDS.iter().enumerate() {
-                    if media.tracks & (1 << i) == 0 {
-                        continue;
-                    }
-                    self.publish_ephemeral(
-                        Topic::Channel(channel),
-                        Event::VoiceTrack(VoiceTrack {
-                            server_id: previous.server_id,
-                            channel_id: channel,
-                            user_id: previous.user_id,
-                            kind: (*kind).to_owned(),
-                            state: "removed".to_owned(),
-                        }),
-                    )
-                    .await;
-                }
-            }
+            self.end_media(session).await;
         }
         let left = VoiceState {
             channel_id: None,
@@ -377,6 +580,29 @@ impl Core {
     /// `POST /channels/{id}/voice`: joins a voice channel with an SDP offer (leaving any
     /// other voice channel first). Returns the session id, the answer and the voice state.
     pub async fn join_voice(
+        &self,
+        caller: &Caller,
+        channel: Snowflake,
+        req: JoinVoiceRequest,
+        whip: bool,
+    ) -> Result<(Snowflake, String, VoiceState)> {
+        let joined = self.join_voice_here(caller, channel, req, whip).await;
+        match &joined {
+            // The room was claimed for this join (`voice_route`); a refused one gives it up.
+            Err(_) => self.release_room_if_empty(channel).await,
+            // A session that left meanwhile may have released the room this one is in.
+            Ok(_) => {
+                if let Some(dir) = self.voice_rooms.get()
+                    && let Err(e) = dir.rooms.refresh(channel, &dir.me).await
+                {
+                    tracing::warn!(error = format!("{e:#}"), "cannot refresh a voice room");
+                }
+            }
+        }
+        joined
+    }
+
+    async fn join_voice_here(
         &self,
         caller: &Caller,
         channel: Snowflake,
@@ -418,6 +644,9 @@ impl Core {
                 session,
                 MediaSession {
                     user: caller.user_id,
+                    server: ch.server,
+                    channel: ch.id,
+                    doomed: false,
                     perms: ch.perms,
                     whip,
                     tracks: 0,
@@ -571,10 +800,26 @@ impl Core {
                         channel_id: Some(ch.id),
                         ..state.clone()
                     };
-                    if let Some((session, _)) = self.voice.media_session(user)
-                        && let Some(m) = self.voice_media.get()
-                    {
-                        m.move_to(session, ch.id, ch.bitrate).await;
+                    if let Some((session, _)) = self.voice.media_session(user) {
+                        if !self.move_media(session, ch.id, ch.bitrate).await {
+                            // Another node holds the target's room: the member is
+                            // disconnected (their client joins again there).
+                            self.leave_voice_state(state).await;
+                            return Ok(());
+                        }
+                    } else if let Some(old) = old {
+                        // The media, if any, is on another node: it moves there first, so
+                        // the leave announced next is not taken for a real one.
+                        self.publish_ephemeral(
+                            Topic::Channel(old),
+                            Event::VoiceMoved(VoiceMoved {
+                                session_id: state.session_id.clone(),
+                                from: old,
+                                to: ch.id,
+                                bitrate: ch.bitrate,
+                            }),
+                        )
+                        .await;
                     }
                     if let Some(old) = old {
                         let left = VoiceState {
@@ -843,12 +1088,109 @@ impl Core {
         }
     }
 
-    /// The user's last gateway session closed: their media session ends too (SPEC §5).
+    /// The user's last gateway session closed: their voice state ends too (SPEC §5),
+    /// wherever its media session is (the node holding it ends it on hearing the leave).
     pub(crate) async fn user_went_offline(&self, user: Snowflake) {
-        if self.voice.media_session(user).is_some()
-            && let Some(prev) = self.voice.of_user(user)
-        {
+        if let Some(prev) = self.voice.of_user(user) {
             self.leave_voice_state(prev).await;
+        }
+    }
+
+    /// A voice state set on another node (`topic`: the channel it was published to):
+    /// mirrored here, and obeyed by the media session of this node it concerns, so a leave,
+    /// moderation, op 8 or a join elsewhere acts on media wherever it runs.
+    pub(crate) async fn apply_foreign_voice_state(&self, topic: &Topic, state: &VoiceState) {
+        let session = state
+            .session_id
+            .parse::<i64>()
+            .ok()
+            .map(Snowflake::from_i64);
+        let (held, previous) = self
+            .voice
+            .with(|v| {
+                v.moderation
+                    .insert((state.server_id, state.user_id), (state.mute, state.deaf));
+                let held: Vec<(Snowflake, MediaSession)> = v
+                    .media
+                    .iter()
+                    .filter(|(_, m)| m.user == state.user_id)
+                    .map(|(id, m)| (*id, *m))
+                    .collect();
+                (held, v.by_user.get(&state.user_id).cloned())
+            })
+            .unwrap_or_default();
+        self.voice.apply(state);
+        for (id, m) in held {
+            if Some(id) != session {
+                // In voice under another session now: this one was left behind.
+                if state.channel_id.is_some() {
+                    self.end_media(id).await;
+                }
+                continue;
+            }
+            match state.channel_id {
+                // A leave is about the channel it was announced in; one from a room this
+                // session has already moved out of (a move's leave) changes nothing here.
+                None => {
+                    if *topic == Topic::Channel(m.channel) {
+                        self.end_media(id).await;
+                    }
+                }
+                Some(channel) if channel == m.channel && m.doomed => {
+                    self.leave_voice_state(state.clone()).await;
+                }
+                Some(channel) if channel == m.channel => {
+                    let before = previous
+                        .as_ref()
+                        .filter(|p| p.session_id == state.session_id)
+                        .map(|p| Self::policy_of(p, m.perms));
+                    let after = Self::policy_of(state, m.perms);
+                    if before != Some(after)
+                        && let Some(media) = self.voice_media.get()
+                    {
+                        media.set_policy(id, after).await;
+                    }
+                }
+                // Moved without word ahead (VOICE_MOVED): moved here, or ended.
+                Some(channel) => {
+                    let bitrate = self.channel_bitrate(channel).await;
+                    if !self.move_media(id, channel, bitrate).await {
+                        self.leave_voice_state(state.clone()).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A moderator on another node moved a voice session: this node moves its media ahead
+    /// of the states that announce it, or, when another node holds the target's room,
+    /// marks it to end once the move is announced.
+    pub(crate) async fn apply_foreign_voice_move(&self, moved: &VoiceMoved) {
+        let Ok(session) = moved.session_id.parse::<i64>().map(Snowflake::from_i64) else {
+            return;
+        };
+        let held = self
+            .voice
+            .with(|v| v.media.get(&session).map(|m| m.channel))
+            .flatten();
+        if held != Some(moved.from) {
+            return;
+        }
+        if !self.move_media(session, moved.to, moved.bitrate).await {
+            self.voice.with(|v| {
+                if let Some(m) = v.media.get_mut(&session) {
+                    m.channel = moved.to;
+                    m.doomed = true;
+                }
+            });
+            self.release_room_if_empty(moved.from).await;
+        }
+    }
+
+    async fn channel_bitrate(&self, channel: Snowflake) -> u32 {
+        match self.store.channel(channel).await {
+            Ok(Some(c)) => c.bitrate.unwrap_or(64).clamp(8, 384) as u32,
+            _ => 64,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Multi-node mode (SPEC §1 scale mode): several `xcord` nodes on one PostgreSQL share
 //! Redis for event fan-out ([`RedisBus`]), presence ([`RedisPresence`]) and rate-limit
-//! counters ([`RedisRateLimiter`]).
+//! counters ([`RedisRateLimiter`]), and which node holds each voice room
+//! ([`RedisVoiceRooms`]).
 //!
 //! Each node holds exactly two Redis connections, whatever its socket count: a multiplexed
 //! one for commands and publishes, and one subscriber. Keys live under a prefix
@@ -9,10 +10,12 @@
 mod bus;
 mod presence;
 mod ratelimit;
+mod voice_rooms;
 
 pub use bus::RedisBus;
 pub use presence::RedisPresence;
 pub use ratelimit::RedisRateLimiter;
+pub use voice_rooms::{ROOM_TTL, RedisVoiceRooms};
 
 use std::sync::Arc;
 
@@ -27,6 +30,8 @@ pub struct RedisServices {
     pub presence: Arc<RedisPresence>,
     /// Rate-limit counters shared by every node.
     pub limiter: Arc<RedisRateLimiter>,
+    /// The voice room directory.
+    pub voice_rooms: Arc<RedisVoiceRooms>,
 }
 
 /// Connects to `url`, subscribes to the event channel and starts presence housekeeping.
@@ -49,10 +54,12 @@ pub async fn connect(url: &str, prefix: &str, node_id: u16) -> anyhow::Result<Re
         node_id,
     ));
     presence.start_housekeeping();
-    let limiter = Arc::new(RedisRateLimiter::new(conn, prefix));
+    let limiter = Arc::new(RedisRateLimiter::new(conn.clone(), prefix));
+    let voice_rooms = Arc::new(RedisVoiceRooms::new(conn, prefix));
     Ok(RedisServices {
         bus,
         presence,
         limiter,
+        voice_rooms,
     })
 }

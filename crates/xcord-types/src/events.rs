@@ -147,6 +147,20 @@ pub struct RelationshipChanged {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRevoked(pub String, pub i64);
 
+/// A voice session moved by a moderator (`VOICE_MOVED`, between nodes only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VoiceMoved {
+    /// The voice session.
+    pub session_id: String,
+    /// The channel it moved from.
+    pub from: Snowflake,
+    /// The channel it moved to.
+    pub to: Snowflake,
+    /// The target channel's bitrate in kbps.
+    pub bitrate: u32,
+}
+
 /// Why an event could not be read back from its name and payload.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -278,6 +292,9 @@ events! {
     VoiceSdp(VoiceSdp) = "VOICE_SDP", Some(63);
     /// Access tokens were revoked (between nodes only).
     TokenRevoked(TokenRevoked) = "TOKEN_REVOKED", None;
+    /// A moderator moved a voice session to another channel (between nodes only): the
+    /// node holding its media moves it before the states that announce the move arrive.
+    VoiceMoved(VoiceMoved) = "VOICE_MOVED", None;
 }
 
 #[cfg(test)]

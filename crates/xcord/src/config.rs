@@ -154,6 +154,9 @@ pub struct Config {
     pub roles: Vec<Role>,
     /// Base URL for links in e-mails (`XCORD_PUBLIC_URL`); `None` means `http://LISTEN`.
     pub public_url: Option<String>,
+    /// Base URL other nodes reach this one at, for forwarded voice signaling
+    /// (`XCORD_INTERNAL_URL`); `None` means `http://` and the bound HTTP address.
+    pub internal_url: Option<String>,
     /// Sender of outgoing mail (`XCORD_MAIL_FROM`).
     pub mail_from: String,
     /// Budgets that differ from seed 000's (`XCORD_RATE_LIMIT_<TIER>=COUNT/SECONDS`).
@@ -198,6 +201,7 @@ impl Default for Config {
             refresh_token_ttl_secs: 7 * 24 * 3600,
             roles: Role::ALL.to_vec(),
             public_url: None,
+            internal_url: None,
             mail_from: "xcord <no-reply@localhost>".into(),
             rate_limit_overrides: std::collections::HashMap::new(),
             default_server_id: None,
@@ -242,6 +246,7 @@ struct FileConfig {
     refresh_token_ttl_secs: Option<u64>,
     roles: Option<Vec<String>>,
     public_url: Option<String>,
+    internal_url: Option<String>,
     mail_from: Option<String>,
     default_server_id: Option<String>,
     attachment_max_bytes: Option<usize>,
@@ -362,6 +367,10 @@ impl Config {
             self.roles = Role::parse_list(&v.join(",")).context("`roles`")?;
         }
         set_opt(&mut self.public_url, f.public_url);
+        set_opt(
+            &mut self.internal_url,
+            f.internal_url.map(|u| u.trim_end_matches('/').to_owned()),
+        );
         set(&mut self.attachment_max_bytes, f.attachment_max_bytes);
         if let Some(v) = f.default_server_id {
             self.default_server_id = Some(
@@ -506,6 +515,9 @@ impl Config {
         parsed!("XCORD_PUBLIC_URL", self.public_url, |v: &str| anyhow::Ok(
             Some(v.trim_end_matches('/').to_owned())
         ));
+        parsed!("XCORD_INTERNAL_URL", self.internal_url, |v: &str| {
+            anyhow::Ok(Some(v.trim_end_matches('/').to_owned()))
+        });
         parsed!("XCORD_MAIL_FROM", self.mail_from, |v: &str| anyhow::Ok(
             v.to_owned()
         ));
@@ -577,6 +589,9 @@ impl Config {
         if !has_scheme(&self.redis_url, &["redis://", "rediss://"]) {
             bail!("XCORD_REDIS_URL must start with redis:// or rediss://");
         }
+        if !has_scheme(&self.internal_url, &["http://", "https://"]) {
+            bail!("XCORD_INTERNAL_URL must start with http:// or https://");
+        }
         if !has_scheme(&self.smtp_url, &["smtp://", "smtps://"]) {
             bail!("XCORD_SMTP_URL must start with smtp:// or smtps://");
         }
@@ -640,6 +655,21 @@ impl Config {
             .unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
+    /// The URL other nodes reach this one at (voice signaling is forwarded there):
+    /// `XCORD_INTERNAL_URL`, else `http://` and the bound HTTP address `bound`; bound to an
+    /// unspecified address, the voice public IP or the host's primary address stands in.
+    pub fn effective_internal_url(&self, bound: SocketAddr) -> String {
+        if let Some(url) = &self.internal_url {
+            return url.clone();
+        }
+        let ip = if bound.ip().is_unspecified() {
+            self.voice_public_ip.unwrap_or_else(primary_address)
+        } else {
+            bound.ip()
+        };
+        format!("http://{}", SocketAddr::new(ip, bound.port()))
+    }
+
     /// The SFU's media address (SPEC §5 default: the HTTP host, port 50000).
     pub fn voice_listen(&self) -> SocketAddr {
         self.voice_listen.unwrap_or_else(|| {
@@ -651,6 +681,21 @@ impl Config {
     /// The request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+/// The host's primary address: the source address the kernel would use toward the
+/// Internet (connecting a UDP socket sends nothing); loopback when there is none.
+fn primary_address() -> std::net::IpAddr {
+    let probe = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| {
+            s.connect((std::net::Ipv4Addr::new(192, 0, 2, 1), 9))
+                .map(|()| s)
+        })
+        .and_then(|s| s.local_addr());
+    match probe {
+        Ok(a) if !a.ip().is_unspecified() => a.ip(),
+        _ => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
     }
 }
 
@@ -889,6 +934,9 @@ mod tests {
         }),
         ("XCORD_ROLES", "api,jobs", |c| {
             c.roles == [Role::Api, Role::Jobs]
+        }),
+        ("XCORD_INTERNAL_URL", "http://10.0.0.5:3000", |c| {
+            c.effective_internal_url(c.listen) == "http://10.0.0.5:3000"
         }),
         ("XCORD_PUBLIC_URL", "https://chat.example.org", |c| {
             c.effective_public_url() == "https://chat.example.org"
@@ -1134,6 +1182,33 @@ mod tests {
         );
         let c = load(None, &[("XCORD_PUBLIC_URL", "https://chat.example.org/")])?;
         assert_eq!(c.effective_public_url(), "https://chat.example.org");
+        Ok(())
+    }
+
+    #[test]
+    fn internal_url_defaults_to_the_bound_address() -> anyhow::Result<()> {
+        let c = load(None, &[])?;
+        let bound = SocketAddr::from(([127, 0, 0, 1], 41234));
+        assert_eq!(c.effective_internal_url(bound), "http://127.0.0.1:41234");
+        // Bound to every address: the voice public IP names the host, else its primary one.
+        let any = SocketAddr::from(([0, 0, 0, 0], 3000));
+        let c = load(None, &[("XCORD_VOICE_PUBLIC_IP", "10.1.2.3")])?;
+        assert_eq!(c.effective_internal_url(any), "http://10.1.2.3:3000");
+        let c = load(None, &[])?;
+        let url = c.effective_internal_url(any);
+        assert!(
+            url.starts_with("http://") && url.ends_with(":3000") && !url.contains("0.0.0.0"),
+            "{url}"
+        );
+        let c = load(
+            None,
+            &[("XCORD_INTERNAL_URL", "http://node-a.internal:3000/")],
+        )?;
+        assert_eq!(
+            c.effective_internal_url(bound),
+            "http://node-a.internal:3000"
+        );
+        assert!(load(None, &[("XCORD_INTERNAL_URL", "node-a:3000")]).is_err());
         Ok(())
     }
 

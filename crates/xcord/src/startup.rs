@@ -16,6 +16,7 @@ use xcord_core::mail::{Mailer, OutboxMailer, SmtpMailer};
 use xcord_core::presence::{PresenceRegistry, PresenceStore};
 use xcord_core::ratelimit::{InMemoryRateLimiter, RateLimitSettings, RateLimiter};
 use xcord_core::storage::{FileStore, LocalFileStore};
+use xcord_core::voice::{RoomOwner, VoiceRooms};
 use xcord_core::{Clock, Core, CoreDeps, CoreSettings, NodeTask, SystemClock};
 use xcord_gateway::Gateway;
 use xcord_store::{Store, StoreOptions};
@@ -38,6 +39,15 @@ const TASKS_DEADLINE: Duration = Duration::from_secs(5);
 const BACKGROUND_DEADLINE: Duration = Duration::from_secs(5);
 /// How long the store gets to write the posts queued for it and close its connections.
 const STORE_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What several nodes share through Redis, or their one-process stand-ins: the bus,
+/// presence, rate limits and (scale mode only) the voice room directory.
+type SharedServices = (
+    Arc<dyn EventBus>,
+    Arc<dyn PresenceStore>,
+    Arc<dyn RateLimiter>,
+    Option<Arc<dyn VoiceRooms>>,
+);
 
 /// A built service, bound to its address and ready to run.
 pub struct Application {
@@ -110,20 +120,18 @@ impl Application {
                 &config.mail_from,
             )?),
         };
-        // Scale mode shares the bus, presence and rate limits through Redis.
-        let (bus, presence, limiter): (
-            Arc<dyn EventBus>,
-            Arc<dyn PresenceStore>,
-            Arc<dyn RateLimiter>,
-        ) = match &config.redis_url {
+        // Scale mode shares the bus, presence, rate limits and the voice room directory
+        // through Redis.
+        let (bus, presence, limiter, voice_rooms): SharedServices = match &config.redis_url {
             Some(url) => {
                 let r = xcord_redis::connect(url, &config.redis_prefix, config.node_id).await?;
-                (r.bus, r.presence, r.limiter)
+                (r.bus, r.presence, r.limiter, Some(r.voice_rooms))
             }
             None => (
                 Arc::new(InProcessBus::default()),
                 Arc::new(PresenceRegistry::default()),
                 Arc::new(InMemoryRateLimiter::new(clock.clone())),
+                None,
             ),
         };
         let core = Core::new(
@@ -163,6 +171,7 @@ impl Application {
             core: core.clone(),
             metrics,
             shutting_down: AtomicBool::new(false),
+            voice_forwarder: xcord_api::VoiceForwarder::new()?,
             started_at: Instant::now(),
         });
         let settings = HttpSettings {
@@ -179,6 +188,18 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        // Other nodes forward voice signaling for the rooms this node holds to this URL.
+        if let Some(rooms) = voice_rooms {
+            let url = config.effective_internal_url(addr);
+            tracing::info!(internal_url = %url, "voice rooms recorded in Redis");
+            core.install_voice_rooms(
+                rooms,
+                RoomOwner {
+                    node_id: config.node_id,
+                    url,
+                },
+            );
+        }
 
         // Every node runs the core's tasks, whatever its roles; then each role its own.
         let core_stop = CancellationToken::new();

@@ -1,11 +1,15 @@
 //! `/channels/{id}/voice/*`: joining voice with SDP (JSON, or WHIP with `application/sdp`),
 //! answers to server offers, client offers, flags, leaving, and who is in the channel.
+//!
+//! In scale mode the routes that act on a channel's room are served by the node holding
+//! it: arriving elsewhere, they are forwarded there (`crate::voice_forward`). Who is in a
+//! channel is answered from this node's mirror of every node's voice states.
 
 use axum::Json as JsonResponse;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use xcord_types::gateway::VoiceState;
@@ -17,9 +21,58 @@ use xcord_types::{ErrorBody, Snowflake};
 use crate::AppState;
 use crate::auth::Auth;
 use crate::error::{ApiError, RequestError};
-use crate::extract::{Json, Path, parse_json};
+use crate::extract::{Path, is_json_content_type, parse_json};
+use crate::voice_forward::is_forwarded;
+use xcord_core::voice::VoiceRoute;
 
 type ApiResult<T> = Result<T, ApiError>;
+
+/// The request as it arrived, kept to forward it whole.
+struct Arrived {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Arrived {
+    /// Forwards the request to the node holding `channel`'s room when that is another
+    /// node, and returns its answer; `None`: this node serves it.
+    async fn elsewhere(
+        &self,
+        s: &AppState,
+        channel: Snowflake,
+        join: bool,
+    ) -> ApiResult<Option<Response>> {
+        let forwarded = is_forwarded(&self.headers);
+        let VoiceRoute::Forward(owner) = s.core.voice_route(channel, join, forwarded).await? else {
+            return Ok(None);
+        };
+        let target = self
+            .uri
+            .path_and_query()
+            .map_or_else(|| self.uri.path(), |p| p.as_str());
+        s.voice_forwarder
+            .forward(
+                &owner,
+                s.core.settings.node_id,
+                self.method.clone(),
+                target,
+                &self.headers,
+                self.body.clone(),
+            )
+            .await
+            .map(Some)
+    }
+
+    /// The body as JSON (415 unless it says it is JSON).
+    fn json<T: serde::de::DeserializeOwned>(&self) -> ApiResult<T> {
+        if !is_json_content_type(&self.headers) {
+            return Err(RequestError::NotJson.into());
+        }
+        parse_json(&self.body)
+    }
+}
 
 const SDP: &str = "application/sdp";
 
@@ -40,15 +93,29 @@ fn is_sdp(headers: &HeaderMap) -> bool {
         (status = 403, description = "No CONNECT", body = ErrorBody),
         (status = 404, description = "Not a voice channel the caller can see", body = ErrorBody),
         (status = 409, description = "The channel is full", body = ErrorBody),
-        (status = 422, description = "No Opus audio offered", body = ErrorBody)))]
+        (status = 422, description = "No Opus audio offered", body = ErrorBody),
+        (status = 503, description = "No node can serve the channel's room", body = ErrorBody)))]
 pub async fn join(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<Snowflake>,
+    method: Method,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let arrived = Arrived {
+        method,
+        uri,
+        headers,
+        body,
+    };
+    if let Some(res) = arrived.elsewhere(&s, id, true).await? {
+        return Ok(res);
+    }
+    let Arrived {
+        uri, headers, body, ..
+    } = arrived;
     let whip = is_sdp(&headers);
     let req = if whip {
         let sdp = String::from_utf8(body.to_vec()).map_err(|_| RequestError::UnreadableBody)?;
@@ -62,6 +129,8 @@ pub async fn join(
     };
     let (session, sdp, voice_state) = s.core.join_voice(auth.caller(), id, req, whip).await?;
     if whip {
+        // A path, not a URL: a client that joined through another node keeps talking to
+        // that node, which forwards its DELETE here.
         let location = format!("{}/{session}", uri.path().trim_end_matches('/'));
         let mut res = (StatusCode::CREATED, sdp).into_response();
         res.headers_mut()
@@ -101,17 +170,31 @@ pub async fn list(
     params(("id" = Snowflake, Path), ("sessionId" = Snowflake, Path)), request_body = SdpBody,
     responses((status = 204, description = "Applied"), (status = 400, description = "The SDP cannot be used", body = ErrorBody),
         (status = 404, description = "Not the caller's voice session", body = ErrorBody),
-        (status = 409, description = "No server offer waits", body = ErrorBody)))]
+        (status = 409, description = "No server offer waits", body = ErrorBody),
+        (status = 503, description = "The node holding the room cannot be reached", body = ErrorBody)))]
 pub async fn answer(
     State(s): State<AppState>,
     auth: Auth,
     Path((id, session)): Path<(Snowflake, Snowflake)>,
-    Json(req): Json<SdpBody>,
-) -> ApiResult<StatusCode> {
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let arrived = Arrived {
+        method,
+        uri,
+        headers,
+        body,
+    };
+    if let Some(res) = arrived.elsewhere(&s, id, false).await? {
+        return Ok(res);
+    }
+    let req: SdpBody = arrived.json()?;
     s.core
         .answer_voice(auth.caller(), id, session, req.sdp)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `{sdp}` or `{voiceState}`, as the PATCH asked.
@@ -131,13 +214,27 @@ pub struct VoicePatched {
     params(("id" = Snowflake, Path), ("sessionId" = Snowflake, Path)), request_body = UpdateVoiceRequest,
     responses((status = 200, description = "The answer, or the new voice state", body = VoicePatched),
         (status = 404, description = "Not the caller's voice session", body = ErrorBody),
-        (status = 409, description = "A server offer waits for its answer", body = ErrorBody)))]
+        (status = 409, description = "A server offer waits for its answer", body = ErrorBody),
+        (status = 503, description = "The node holding the room cannot be reached", body = ErrorBody)))]
 pub async fn update(
     State(s): State<AppState>,
     auth: Auth,
     Path((id, session)): Path<(Snowflake, Snowflake)>,
-    Json(req): Json<UpdateVoiceRequest>,
-) -> ApiResult<JsonResponse<VoicePatched>> {
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let arrived = Arrived {
+        method,
+        uri,
+        headers,
+        body,
+    };
+    if let Some(res) = arrived.elsewhere(&s, id, false).await? {
+        return Ok(res);
+    }
+    let req: UpdateVoiceRequest = arrived.json()?;
     let flags = req.self_mute.is_some()
         || req.self_deaf.is_some()
         || req.self_video.is_some()
@@ -159,23 +256,38 @@ pub async fn update(
         ),
         None => None,
     };
-    Ok(JsonResponse(VoicePatched { sdp, voice_state }))
+    Ok(JsonResponse(VoicePatched { sdp, voice_state }).into_response())
 }
 
 /// Leave voice. 204, or 200 for a session joined by WHIP (RFC 9725).
 #[utoipa::path(delete, path = "/channels/{id}/voice/{sessionId}", tag = "voice",
     params(("id" = Snowflake, Path), ("sessionId" = Snowflake, Path)),
     responses((status = 204, description = "Left"), (status = 200, description = "Left (a WHIP session)"),
-        (status = 404, description = "Not the caller's voice session", body = ErrorBody)))]
+        (status = 404, description = "Not the caller's voice session", body = ErrorBody),
+        (status = 503, description = "The node holding the room cannot be reached", body = ErrorBody)))]
 pub async fn leave(
     State(s): State<AppState>,
     auth: Auth,
     Path((id, session)): Path<(Snowflake, Snowflake)>,
-) -> ApiResult<StatusCode> {
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    // A DELETE carries no body (none is forwarded).
+    let arrived = Arrived {
+        method,
+        uri,
+        headers,
+        body: Bytes::new(),
+    };
+    if let Some(res) = arrived.elsewhere(&s, id, false).await? {
+        return Ok(res);
+    }
     let whip = s.core.leave_voice(auth.caller(), id, session).await?;
     Ok(if whip {
         StatusCode::OK
     } else {
         StatusCode::NO_CONTENT
-    })
+    }
+    .into_response())
 }

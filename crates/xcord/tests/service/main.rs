@@ -22,3 +22,4 @@ mod usecases;
 mod users;
 mod voice;
 mod voice_browser;
+mod voice_nodes;

@@ -125,7 +125,7 @@ pub(crate) async fn join(app: &TestApp, user: TestUser, channel: &str, tone: boo
     }
 }
 
-/// Answers the next server offer (VOICE_SDP) of `p`.
+/// Answers the next server offer (VOICE_SDP) of `p`; returns the offer's SDP.
 pub(crate) async fn renegotiate(app: &TestApp, p: &mut Participant, channel: &str) -> String {
     let offer = p.gw.dispatch("VOICE_SDP").await;
     assert_eq!(offer["sessionId"], p.session.as_str());
