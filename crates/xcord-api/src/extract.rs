@@ -61,7 +61,10 @@ where
 }
 
 /// The whole body: too large over the limit, unreadable when it cannot be read.
-async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, RequestError> {
+pub(crate) async fn read_body<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<Bytes, RequestError> {
     Bytes::from_request(req, state).await.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             RequestError::BodyTooLarge

@@ -7,7 +7,7 @@
 
 use axum::Json as JsonResponse;
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
+use axum::extract::{FromRequest, OriginalUri, Request, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -21,18 +21,40 @@ use xcord_types::{ErrorBody, Snowflake};
 use crate::AppState;
 use crate::auth::Auth;
 use crate::error::{ApiError, RequestError};
-use crate::extract::{Path, is_json_content_type, parse_json};
+use crate::extract::{Path, is_json_content_type, parse_json, read_body};
 use crate::voice_forward::is_forwarded;
 use xcord_core::voice::VoiceRoute;
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The request as it arrived, kept to forward it whole.
-struct Arrived {
+/// The request as it arrived, kept to forward it whole (an extractor: it takes the body,
+/// so it comes last among a handler's arguments).
+pub struct Arrived {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Arrived {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let method = req.method().clone();
+        // The path as the client sent it, also under a nested router.
+        let uri = req
+            .extensions()
+            .get::<OriginalUri>()
+            .map_or_else(|| req.uri().clone(), |o| o.0.clone());
+        let headers = req.headers().clone();
+        let body = read_body(req, state).await?;
+        Ok(Arrived {
+            method,
+            uri,
+            headers,
+            body,
+        })
+    }
 }
 
 impl Arrived {
@@ -99,17 +121,8 @@ pub async fn join(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<Snowflake>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    arrived: Arrived,
 ) -> ApiResult<Response> {
-    let arrived = Arrived {
-        method,
-        uri,
-        headers,
-        body,
-    };
     if let Some(res) = arrived.elsewhere(&s, id, true).await? {
         return Ok(res);
     }
@@ -176,17 +189,8 @@ pub async fn answer(
     State(s): State<AppState>,
     auth: Auth,
     Path((id, session)): Path<(Snowflake, Snowflake)>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    arrived: Arrived,
 ) -> ApiResult<Response> {
-    let arrived = Arrived {
-        method,
-        uri,
-        headers,
-        body,
-    };
     if let Some(res) = arrived.elsewhere(&s, id, false).await? {
         return Ok(res);
     }
@@ -220,17 +224,8 @@ pub async fn update(
     State(s): State<AppState>,
     auth: Auth,
     Path((id, session)): Path<(Snowflake, Snowflake)>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    arrived: Arrived,
 ) -> ApiResult<Response> {
-    let arrived = Arrived {
-        method,
-        uri,
-        headers,
-        body,
-    };
     if let Some(res) = arrived.elsewhere(&s, id, false).await? {
         return Ok(res);
     }
@@ -269,17 +264,8 @@ pub async fn leave(
     State(s): State<AppState>,
     auth: Auth,
     Path((id, session)): Path<(Snowflake, Snowflake)>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    arrived: Arrived,
 ) -> ApiResult<Response> {
-    // A DELETE carries no body (none is forwarded).
-    let arrived = Arrived {
-        method,
-        uri,
-        headers,
-        body: Bytes::new(),
-    };
     if let Some(res) = arrived.elsewhere(&s, id, false).await? {
         return Ok(res);
     }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use xcord_testkit::ws::GatewayClient;
-use xcord_testkit::{Backend, TestApp, TestUser, on_both_backends, room, spawn_app};
+use xcord_testkit::{Backend, Room, TestApp, TestUser, on_both_backends, room, spawn_app};
 
 on_both_backends!(voice_signaling_refuses_what_it_must);
 
@@ -200,11 +200,17 @@ pub(crate) async fn hears_tone(peer: &mut Peer) -> Value {
     panic!("the tone never arrived: {last}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn peers_hear_each_other_through_the_sfu() {
-    let app = spawn_app(Backend::Sqlite).await;
-    let r = room(&app, "vox").await;
-    let third = app.register("vox_third").await;
+/// Waits for a change to settle, then listens and asserts that nothing is decoded.
+pub(crate) async fn hears_nothing(peer: &mut Peer, ms: u64, why: &str) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let heard = peer.listen(ms).await;
+    assert_eq!(heard["frames"], 0, "{why}: {heard}");
+}
+
+/// A room with a third member, and the id of its server's voice channel.
+pub(crate) async fn voice_room(app: &TestApp, prefix: &str) -> (Room, TestUser, String) {
+    let r = room(app, prefix).await;
+    let third = app.register(&format!("{prefix}_third")).await;
     let code = app
         .post_as(
             &r.owner.token,
@@ -220,6 +226,13 @@ async fn peers_hear_each_other_through_the_sfu() {
         .get_as(&r.owner.token, &format!("/servers/{}", r.server))
         .await;
     let channel = voice_channel(&server.body);
+    (r, third, channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_hear_each_other_through_the_sfu() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let (r, third, channel) = voice_room(&app, "vox").await;
     let (mut watcher, _) = app.gateway_as(&third).await;
 
     // The member sends a tone; the owner (a moderator) only listens.
@@ -277,12 +290,7 @@ async fn peers_hear_each_other_through_the_sfu() {
     assert_eq!(seen[0]["userId"], speaker_id.as_str());
     assert_eq!(seen[0]["kind"], "audio");
     assert_eq!(seen[1]["userId"], speaker_id.as_str());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let silent = owner.peer.listen(1500).await;
-    assert_eq!(
-        silent["frames"], 0,
-        "a server-muted member is not heard: {silent}"
-    );
+    hears_nothing(&mut owner.peer, 1500, "a server-muted member is not heard").await;
 
     // Unmuted, the track comes back.
     app.patch_as(
@@ -307,12 +315,12 @@ async fn peers_hear_each_other_through_the_sfu() {
         .await;
     res.expect_status(200, "self deafen");
     assert_eq!(res.body["voiceState"]["selfDeaf"], true);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let deaf = late.peer.listen(1500).await;
-    assert_eq!(
-        deaf["frames"], 0,
-        "a deafened participant is sent nothing: {deaf}"
-    );
+    hears_nothing(
+        &mut late.peer,
+        1500,
+        "a deafened participant is sent nothing",
+    )
+    .await;
     hears_tone(&mut owner.peer).await;
 
     // Who is in the channel; then leaving.
@@ -391,12 +399,7 @@ async fn permission_changes_apply_to_participants_at_once() {
         d["userId"] == speaker_id.as_str() && d["state"] == "removed"
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let silent = owner.peer.listen(1500).await;
-    assert_eq!(
-        silent["frames"], 0,
-        "without SPEAK nothing is forwarded: {silent}"
-    );
+    hears_nothing(&mut owner.peer, 1500, "without SPEAK nothing is forwarded").await;
     // SPEAK given back: heard again.
     app.put_as(
         &r.owner.token,

@@ -16,9 +16,9 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
-use xcord_testkit::{Backend, TestApp, TestUser, room, spawn_app};
+use xcord_testkit::{Backend, TestApp, TestUser, spawn_app};
 
-use crate::voice::{Participant, dispatches_seen, join, renegotiate, voice_channel};
+use crate::voice::{Participant, dispatches_seen, join, renegotiate, voice_room};
 
 /// How long a browser may take to reach a reported state (it starts, captures, connects).
 const BROWSER_WAIT: Duration = Duration::from_secs(45);
@@ -194,27 +194,7 @@ fn track_of(user: &str, kind: &'static str, state: &'static str) -> impl Fn(&Val
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browsers_hear_and_see_each_other_through_the_sfu() {
     let app = spawn_app(Backend::Sqlite).await;
-    let r = room(&app, "vweb").await;
-    let third = app.register("vweb_third").await;
-    let code = app
-        .post_as(
-            &r.owner.token,
-            &format!("/servers/{}/invites", r.server),
-            &serde_json::json!({}),
-        )
-        .await
-        .str_at("/code");
-    app.post_as(
-        &third.token,
-        &format!("/invites/{code}"),
-        &serde_json::json!({}),
-    )
-    .await
-    .expect_status(200, "third joins");
-    let server = app
-        .get_as(&r.owner.token, &format!("/servers/{}", r.server))
-        .await;
-    let channel = voice_channel(&server.body);
+    let (r, third, channel) = voice_room(&app, "vweb").await;
     let (mut watcher, _) = app.gateway_as(&r.owner).await;
     let member = r.member.id.clone();
     let [audio, camera, screen] =

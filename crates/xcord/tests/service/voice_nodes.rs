@@ -12,7 +12,7 @@ use xcord_redis::RedisVoiceRooms;
 use xcord_testkit::{Backend, TestApp, TestAppBuilder, room, wait_until};
 use xcord_types::Snowflake;
 
-use crate::voice::{Peer, hears_tone, join, renegotiate, voice_channel};
+use crate::voice::{Peer, hears_nothing, hears_tone, join, renegotiate, voice_channel};
 
 fn redis_url() -> String {
     std::env::var("XCORD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -120,12 +120,7 @@ async fn a_voice_room_lives_on_one_node_and_every_node_reaches_it() {
     .await
     .expect_status(200, "server mute through B");
     renegotiate(&b, &mut listener, &channel).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let silent = listener.peer.listen(1200).await;
-    assert_eq!(
-        silent["frames"], 0,
-        "muted through B, silent on A: {silent}"
-    );
+    hears_nothing(&mut listener.peer, 1200, "muted through B, silent on A").await;
 
     // A node without the voice role forwards a join to the room's owner; the user's last
     // gateway session (on C) closing ends the media session on A.
