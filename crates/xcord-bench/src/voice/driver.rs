@@ -546,10 +546,9 @@ impl Driver {
         let Ok(receive) = Receive::new(Protocol::Udp, from, c.local, data) else {
             return;
         };
-        if c.rtc.handle_input(Input::Receive(now, receive)).is_err() {
-            c.failed = true;
-            return;
-        }
+        // A refused datagram (as the SFU does too) is not the end of the connection; a
+        // dead `Rtc` shows in `poll_output` or `is_alive`.
+        let _ = c.rtc.handle_input(Input::Receive(now, receive));
         self.drain(i, now, Some(at));
     }
 
@@ -583,9 +582,8 @@ impl Driver {
                 }
                 c.next_send = Some(next);
             }
-            if c.rtc_deadline <= now && c.rtc.handle_input(Input::Timeout(now)).is_err() {
-                c.failed = true;
-                continue;
+            if c.rtc_deadline <= now {
+                let _ = c.rtc.handle_input(Input::Timeout(now));
             }
             self.drain(i, now, None);
         }
@@ -642,6 +640,9 @@ impl Driver {
                 }
                 Output::Event(_) => {}
             }
+        }
+        if !c.rtc.is_alive() {
+            c.failed = true;
         }
         let due = c.due();
         if c.deadline.is_none_or(|d| due < d) {

@@ -101,7 +101,7 @@ async fn setup_rooms(api: &Api, rooms: usize, participants: usize) -> anyhow::Re
             let api = api.clone();
             let run = format!("{run}r{r}");
             async move {
-                let world = rest::setup_named(&api, &run, participants, 8).await?;
+                let world = rest::setup_named(&api, &run, participants, 4).await?;
                 let (channel, limit) =
                     world.voice.context("the new server has no voice channel")?;
                 let owner = world.members.first().context("no members")?;
@@ -121,7 +121,9 @@ async fn setup_rooms(api: &Api, rooms: usize, participants: usize) -> anyhow::Re
                 })
             }
         })
-        .buffered(8)
+        // Few writes at once: SQLite serializes them, and a burst of registrations can
+        // outlast its busy timeout.
+        .buffered(2)
         .collect::<Vec<_>>()
         .await
         .into_iter()
