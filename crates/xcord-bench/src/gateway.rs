@@ -80,7 +80,7 @@ async fn next_json(
     }
 }
 
-fn source_addr(i: usize, sources: u8) -> Ipv4Addr {
+pub(crate) fn source_addr(i: usize, sources: u8) -> Ipv4Addr {
     let n = sources.max(1);
     Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(n)) as u8)
 }
@@ -277,6 +277,23 @@ pub fn spawn_readers(conns: Vec<Conn>, tracker: Arc<Tracker>) -> tokio::task::Jo
         }));
     }
     set
+}
+
+/// Reads a connection until it ends (or the task is aborted), heartbeating; the text
+/// frames `keep` accepts go to `frames`. A frame that finds the queue full is dropped and
+/// counted in `dropped` (the caller sizes the queue for what the protocol allows in flight).
+pub async fn forward_frames(
+    conn: Conn,
+    keep: fn(&str) -> bool,
+    frames: tokio::sync::mpsc::Sender<String>,
+    dropped: Arc<AtomicU64>,
+) {
+    read_loop(conn, move |text| {
+        if keep(text) && frames.try_send(text.to_owned()).is_err() {
+            dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .await;
 }
 
 async fn read_loop(conn: Conn, mut on_text: impl FnMut(&str)) {

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod proc;
 pub mod report;
 pub mod rest;
+pub mod voice;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 pub use report::{Report, Row};
+pub use voice::{VoiceOptions, run_voice};
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -6,22 +6,25 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use clap::Parser;
-use xcord_bench::{Options, run};
+use clap::{Parser, Subcommand};
+use xcord_bench::{Options, Report, VoiceOptions, run, run_voice};
 
-/// Load generator for xcord (loopback targets only).
+/// Load generator for xcord (loopback targets only). Without a subcommand: members,
+/// gateway fan-out, idle connections and REST reads.
 #[derive(Debug, Parser)]
 #[command(name = "xcord-bench", version)]
 struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// The server, `http://127.0.0.1:PORT`.
-    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    #[arg(long, global = true, default_value = "http://127.0.0.1:3000")]
     target: String,
     /// Another node for the gateway connections (`http://127.0.0.1:PORT`); posts still go
     /// to `--target`.
     #[arg(long)]
     gateway_target: Option<String>,
     /// The server's pid, to report its memory and CPU.
-    #[arg(long)]
+    #[arg(long, global = true)]
     server_pid: Option<u32>,
     /// Members in the server.
     #[arg(long, default_value_t = 100)]
@@ -42,7 +45,7 @@ struct Cli {
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
     /// Loopback source addresses for gateway connections.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, global = true, default_value_t = 4)]
     sources: u8,
     /// Seconds of REST reads (0 skips them).
     #[arg(long, default_value_t = 5)]
@@ -54,16 +57,89 @@ struct Cli {
     #[arg(long, value_delimiter = ',')]
     idle: Vec<usize>,
     /// Time limit of every phase, seconds.
-    #[arg(long, default_value_t = 180)]
+    #[arg(long, global = true, default_value_t = 180)]
     phase_limit: u64,
     /// Also append the results as JSON lines to this file.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Voice rooms through the SFU: str0m peers sending Opus-sized RTP at 50 packets/s.
+    Voice {
+        /// Rooms (a server and its voice channel each); a list steps up through the
+        /// counts, e.g. `25,50,100,200`, measuring at each.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        rooms: Vec<usize>,
+        /// Participants per room (2–99).
+        #[arg(long, default_value_t = 5)]
+        participants: usize,
+        /// Seconds of each measurement window.
+        #[arg(long, default_value_t = 20)]
+        voice_secs: u64,
+        /// Seconds of warm-up once everyone hears everyone.
+        #[arg(long, default_value_t = 3)]
+        warmup_secs: u64,
+        /// Tasks driving the clients.
+        #[arg(long, default_value_t = 2)]
+        drivers: usize,
+        /// Joins in flight.
+        #[arg(long, default_value_t = 32)]
+        join_concurrency: usize,
+    },
+}
+
+fn write_report(report: &Report, json: Option<&std::path::Path>) -> std::process::ExitCode {
+    print!("{}", report.table());
+    println!();
+    print!("{}", report.json_lines());
+    if let Some(path) = json {
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(report.json_lines().as_bytes()));
+        if let Err(e) = written {
+            eprintln!("cannot write {}: {e}", path.display());
+            return std::process::ExitCode::from(1);
+        }
+    }
+    std::process::ExitCode::SUCCESS
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(Mode::Voice {
+        rooms,
+        participants,
+        voice_secs,
+        warmup_secs,
+        drivers,
+        join_concurrency,
+    }) = cli.mode
+    {
+        let opts = VoiceOptions {
+            target: cli.target,
+            server_pid: cli.server_pid,
+            rooms,
+            participants,
+            warmup: Duration::from_secs(warmup_secs),
+            secs: Duration::from_secs(voice_secs),
+            drivers,
+            concurrency: join_concurrency,
+            sources: cli.sources,
+            phase_limit: Duration::from_secs(cli.phase_limit),
+        };
+        return match run_voice(&opts).await {
+            Ok(report) => write_report(&report, cli.json.as_deref()),
+            Err(e) => {
+                eprintln!("xcord-bench voice: {e:#}");
+                std::process::ExitCode::from(1)
+            }
+        };
+    }
     let opts = Options {
         target: cli.target,
         gateway_target: cli.gateway_target,
@@ -81,23 +157,7 @@ async fn main() -> std::process::ExitCode {
         phase_limit: Duration::from_secs(cli.phase_limit),
     };
     match run(&opts).await {
-        Ok(report) => {
-            print!("{}", report.table());
-            println!();
-            print!("{}", report.json_lines());
-            if let Some(path) = cli.json {
-                let written = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .and_then(|mut f| f.write_all(report.json_lines().as_bytes()));
-                if let Err(e) = written {
-                    eprintln!("cannot write {}: {e}", path.display());
-                    return std::process::ExitCode::from(1);
-                }
-            }
-            std::process::ExitCode::SUCCESS
-        }
+        Ok(report) => write_report(&report, cli.json.as_deref()),
         Err(e) => {
             eprintln!("xcord-bench: {e:#}");
             std::process::ExitCode::from(1)

@@ -53,6 +53,52 @@ impl Sampler {
     }
 }
 
+/// CPU time of each thread of `pid`, in clock ticks, by thread id (empty when unreadable).
+pub fn thread_ticks(pid: Option<u32>) -> Vec<(u32, u64)> {
+    let Some(pid) = pid else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    // Bounded by the process's thread count.
+    for entry in dir.flatten() {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(u), Some(s)) = (field(11), field(12)) {
+            out.push((tid, u + s));
+        }
+    }
+    out
+}
+
+/// The busiest thread between two [`thread_ticks`] readings `secs` apart, in percent of
+/// one core.
+pub fn busiest_thread_pct(a: &[(u32, u64)], b: &[(u32, u64)], secs: f64) -> Option<f64> {
+    if secs <= 0.0 {
+        return None;
+    }
+    b.iter()
+        .map(|(tid, tb)| {
+            let ta = a.iter().find(|(t, _)| t == tid).map_or(0, |(_, x)| *x);
+            tb.saturating_sub(ta)
+        })
+        .max()
+        .map(|ticks| ticks as f64 / 100.0 / secs * 100.0)
+}
+
 /// CPU use between two samples, in percent of one core.
 pub fn cpu_pct(a: Option<Sample>, b: Option<Sample>) -> Option<f64> {
     let (a, b) = (a?, b?);
@@ -71,5 +117,8 @@ mod tests {
             .expect("own /proc");
         assert!(s.rss_kib > 0 && s.threads > 0);
         assert!(Sampler::new(None).sample().is_none());
+        let threads = thread_ticks(Some(std::process::id()));
+        assert!(!threads.is_empty());
+        assert_eq!(busiest_thread_pct(&[(1, 0)], &[(1, 100)], 2.0), Some(50.0));
     }
 }

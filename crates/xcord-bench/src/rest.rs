@@ -37,6 +37,8 @@ pub struct World {
     pub server: String,
     /// Its text channel, where messages go.
     pub channel: String,
+    /// Its voice channel and that channel's `userLimit` (0: none), when it has one.
+    pub voice: Option<(String, u64)>,
 }
 
 impl Api {
@@ -62,11 +64,49 @@ impl Api {
         path: &str,
         body: &Value,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut req = self.http.post(self.url(path)).json(body);
+        self.send(reqwest::Method::POST, token, path, body).await
+    }
+
+    /// PATCHes JSON; returns status and body.
+    pub async fn patch(
+        &self,
+        token: &str,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<(u16, Value)> {
+        self.send(reqwest::Method::PATCH, Some(token), path, body)
+            .await
+    }
+
+    /// A text page outside the API (`/metrics`).
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        if !res.status().is_success() {
+            bail!("GET {path} answered {}", res.status());
+        }
+        Ok(res.text().await?)
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        token: Option<&str>,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.http.request(method.clone(), self.url(path)).json(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let res = req.send().await.with_context(|| format!("POST {path}"))?;
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
         let status = res.status().as_u16();
         let body = res.json().await.unwrap_or(Value::Null);
         Ok((status, body))
@@ -88,7 +128,7 @@ impl Api {
     }
 }
 
-fn must(status: u16, body: &Value, what: &str) -> anyhow::Result<()> {
+pub(crate) fn must(status: u16, body: &Value, what: &str) -> anyhow::Result<()> {
     if !(200..300).contains(&status) {
         bail!(
             "{what} failed with {status}: {body} (is XCORD_RATE_LIMITS=off set on the server under test?)"
@@ -101,10 +141,20 @@ fn must(status: u16, body: &Value, what: &str) -> anyhow::Result<()> {
 /// others join it by invite.
 pub async fn setup(api: &Api, n: usize, concurrency: usize) -> anyhow::Result<World> {
     let run = hex::encode(rand::random::<[u8; 3]>());
+    setup_named(api, &run, n, concurrency).await
+}
+
+/// [`setup`] with member names `b<run>_<i>`; `run` must be unique to this server.
+pub async fn setup_named(
+    api: &Api,
+    run: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<World> {
     let members: Vec<Member> = futures_util::stream::iter(0..n)
         .map(|i| {
             let api = api.clone();
-            let run = run.clone();
+            let run = run.to_owned();
             async move {
                 let name = format!("b{run}_{i}");
                 let (status, body) = api
@@ -142,6 +192,15 @@ pub async fn setup(api: &Api, n: usize, concurrency: usize) -> anyhow::Result<Wo
         .and_then(|c| c["id"].as_str())
         .context("no text channel")?
         .to_owned();
+    let voice = s["channels"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "voice"))
+        .and_then(|c| {
+            Some((
+                c["id"].as_str()?.to_owned(),
+                c["userLimit"].as_u64().unwrap_or(0),
+            ))
+        });
     let (status, inv) = api
         .post(
             Some(&owner.token),
@@ -170,6 +229,7 @@ pub async fn setup(api: &Api, n: usize, concurrency: usize) -> anyhow::Result<Wo
         members,
         server,
         channel,
+        voice,
     })
 }
 

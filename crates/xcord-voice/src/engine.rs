@@ -113,6 +113,8 @@ pub(crate) struct Engine {
     failed: Vec<PeerId>,
     stats: SfuStats,
     forward_started: Option<Instant>,
+    /// Reused by `forward` for the receivers of a packet.
+    members_scratch: Vec<PeerId>,
 }
 
 fn install_crypto() {
@@ -190,6 +192,7 @@ impl Engine {
             failed: Vec::new(),
             stats: SfuStats::default(),
             forward_started: None,
+            members_scratch: Vec::new(),
         })
     }
 
@@ -406,17 +409,16 @@ impl Engine {
             None => return,
         };
         let bytes = packet.payload.len() as u64;
-        self.stats.packets_in += 1;
-        metrics::counter!("voice_packets_received_total").increment(1);
-        metrics::counter!("voice_bytes_received_total").increment(bytes);
-        let Some(members) = self.rooms.get(&room) else {
-            return;
-        };
+        // The member list is copied into a reusable buffer so the peers can be borrowed
+        // mutably while it is walked (draining a receiver never changes the room: failed
+        // peers are only removed after the current work, in `reap`).
+        let mut members = std::mem::take(&mut self.members_scratch);
+        members.clear();
+        if let Some(m) = self.rooms.get(&room) {
+            members.extend_from_slice(m);
+        }
         let mut sent = 0u64;
-        for i in 0..members.len() {
-            let Some(&to) = self.rooms.get(&room).and_then(|m| m.get(i)) else {
-                break;
-            };
+        for &to in &members {
             if to == source {
                 continue;
             }
@@ -431,6 +433,7 @@ impl Engine {
                 self.drain(to, now);
             }
         }
+        self.members_scratch = members;
         if sent > 0 {
             self.stats.packets_out += sent;
             metrics::counter!("voice_packets_forwarded_total").increment(sent);
@@ -521,6 +524,8 @@ impl Engine {
                 s.peers = self.peers.len();
                 s.packets_lost =
                     self.peers.values().map(|p| p.lost).sum::<u64>() + self.stats.packets_lost;
+                s.packets_in =
+                    self.peers.values().map(|p| p.received).sum::<u64>() + self.stats.packets_in;
                 let _ = reply.send(s);
             }
         }
@@ -705,6 +710,7 @@ impl Engine {
             }
         }
         self.stats.packets_lost += peer.lost;
+        self.stats.packets_in += peer.received;
         if let Some(members) = self.rooms.get_mut(&peer.room) {
             members.retain(|m| *m != id);
             if members.is_empty() {

@@ -175,6 +175,8 @@ pub(crate) struct Peer {
     speaking: Speaking,
     /// Counters read by the loop's metrics.
     pub lost: u64,
+    /// RTP packets received from this peer, forwarded or not.
+    pub received: u64,
 }
 
 impl Peer {
@@ -198,6 +200,7 @@ impl Peer {
             ssrcs: Vec::new(),
             speaking: Speaking::default(),
             lost: 0,
+            received: 0,
         }
     }
 
@@ -328,6 +331,11 @@ impl Peer {
     }
 
     fn on_rtp(&mut self, p: RtpPacket, wire: &impl Wire, actions: &mut Vec<Action>, now: Instant) {
+        // Every packet counts as received, including those dropped below (self-muted, not
+        // allowed, an m-line that is not one of its tracks).
+        self.received += 1;
+        metrics::counter!("voice_packets_received_total").increment(1);
+        metrics::counter!("voice_bytes_received_total").increment(p.payload.len() as u64);
         let Some(i) = self.track_index(p.header.ssrc) else {
             return;
         };
