@@ -598,7 +598,8 @@ impl Driver {
         for _ in 0..MAX_OUTPUTS {
             let output = match c.rtc.poll_output() {
                 Ok(o) => o,
-                Err(_) => {
+                Err(e) => {
+                    eprintln!("voice client {i} failed: {e}");
                     c.failed = true;
                     return;
                 }
@@ -612,6 +613,7 @@ impl Driver {
                     if let Err(e) = c.socket.try_send_to(&t.contents, t.destination)
                         && e.kind() != ErrorKind::WouldBlock
                     {
+                        eprintln!("voice client {i} failed to send: {e}");
                         c.failed = true;
                     }
                 }
@@ -641,7 +643,8 @@ impl Driver {
                 Output::Event(_) => {}
             }
         }
-        if !c.rtc.is_alive() {
+        if !c.rtc.is_alive() && !c.failed {
+            eprintln!("voice client {i} failed: its connection closed");
             c.failed = true;
         }
         let due = c.due();
