@@ -23,6 +23,7 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
+            sqlx::Error::Database(db) if is_sqlite_busy(db.as_ref()) => StoreError::Unavailable(e),
             sqlx::Error::Database(db) => {
                 let name = db
                     .constraint()
@@ -45,9 +46,60 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// SQLite's BUSY or LOCKED (with their extended codes): another writer held the database
+/// past the busy timeout. Transient, like a pool that handed out no connection in time, so
+/// the client is told to retry (503) rather than shown an internal error.
+fn is_sqlite_busy(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .and_then(sqlx::error::DatabaseError::code)
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
 impl StoreError {
     /// True for a unique-constraint conflict.
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::Conflict(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+
+    use super::StoreError;
+
+    /// A write that finds the database locked by another writer past the busy timeout is
+    /// "unavailable" (503), not an internal error.
+    #[tokio::test]
+    async fn a_locked_sqlite_database_is_unavailable_not_an_error() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let opts = SqliteConnectOptions::new()
+            .filename(dir.path().join("busy.db"))
+            .create_if_missing(true)
+            .busy_timeout(std::time::Duration::from_millis(0));
+        let mut holder = SqliteConnection::connect_with(&opts).await.expect("open");
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&mut holder)
+            .await
+            .expect("create");
+        let mut other = SqliteConnection::connect_with(&opts).await.expect("open");
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut holder)
+            .await
+            .expect("take the write lock");
+        let err = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut other)
+            .await
+            .expect_err("the database is locked");
+        let mapped = StoreError::from(err);
+        assert!(matches!(mapped, StoreError::Unavailable(_)), "{mapped:?}");
+        // Any other database failure stays opaque.
+        let err = sqlx::query("INSERT INTO missing VALUES (1)")
+            .execute(&mut holder)
+            .await
+            .expect_err("no such table");
+        assert!(matches!(StoreError::from(err), StoreError::Other(_)));
     }
 }
