@@ -188,16 +188,29 @@ pub(crate) async fn dispatches_seen(gw: &mut GatewayClient, wanted: &[Expected<'
 
 /// Listens until the tone is heard (up to ~10 s: ICE, DTLS and the jitter buffer settle).
 pub(crate) async fn hears_tone(peer: &mut Peer) -> Value {
+    listen_until(peer, 10, "the tone", |heard| {
+        heard["frames"].as_i64().unwrap_or(0) > 10
+            && heard["peak_dbfs"].as_f64().unwrap_or(-200.0) > -30.0
+    })
+    .await
+}
+
+/// Listens a second at a time, up to `tries` times, until what was decoded satisfies `ok`;
+/// fails naming `what` otherwise.
+pub(crate) async fn listen_until(
+    peer: &mut Peer,
+    tries: usize,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
     let mut last = Value::Null;
-    for _ in 0..10 {
+    for _ in 0..tries {
         last = peer.listen(1000).await;
-        if last["frames"].as_i64().unwrap_or(0) > 10
-            && last["peak_dbfs"].as_f64().unwrap_or(-200.0) > -30.0
-        {
+        if ok(&last) {
             return last;
         }
     }
-    panic!("the tone never arrived: {last}");
+    panic!("{what} never arrived: {last}");
 }
 
 /// Waits for a change to settle, then listens and asserts that nothing is decoded.

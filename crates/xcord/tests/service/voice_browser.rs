@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use xcord_testkit::{Backend, TestApp, TestUser, spawn_app};
 
-use crate::voice::{Participant, dispatches_seen, join, renegotiate, voice_room};
+use crate::voice::{Participant, dispatches_seen, join, listen_until, renegotiate, voice_room};
 
 /// How long a browser may take to reach a reported state (it starts, captures, connects).
 const BROWSER_WAIT: Duration = Duration::from_secs(45);
@@ -159,17 +159,11 @@ async fn renegotiate_until(app: &TestApp, p: &mut Participant, channel: &str, wa
 
 /// Listens until the peer decodes the track `msid` at a real level.
 async fn peer_hears(p: &mut Participant, msid: &str) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..15 {
-        last = p.peer.listen(1000).await;
-        let t = &last["by_msid"][msid];
-        if t["frames"].as_u64().unwrap_or(0) > 10
-            && t["peak_dbfs"].as_f64().unwrap_or(-200.0) > -40.0
-        {
-            return last;
-        }
-    }
-    panic!("{msid} was not heard: {last}");
+    listen_until(&mut p.peer, 15, msid, |heard| {
+        let t = &heard["by_msid"][msid];
+        t["frames"].as_u64().unwrap_or(0) > 10 && t["peak_dbfs"].as_f64().unwrap_or(-200.0) > -40.0
+    })
+    .await
 }
 
 /// Decoded audio with some energy (Chromium's fake microphone beeps; the peer's tone is

@@ -9,10 +9,10 @@ use serde_json::json;
 use xcord::Role;
 use xcord_core::voice::{RoomOwner, VoiceRooms};
 use xcord_redis::RedisVoiceRooms;
-use xcord_testkit::{Backend, TestApp, TestAppBuilder, room, wait_until};
+use xcord_testkit::{Backend, TestApp, TestAppBuilder, wait_until};
 use xcord_types::Snowflake;
 
-use crate::voice::{Peer, hears_nothing, hears_tone, join, renegotiate, voice_channel};
+use crate::voice::{Peer, hears_nothing, hears_tone, join, renegotiate, voice_room};
 
 fn redis_url() -> String {
     std::env::var("XCORD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -45,23 +45,7 @@ async fn a_voice_room_lives_on_one_node_and_every_node_reaches_it() {
     let rooms = RedisVoiceRooms::connect(&redis_url(), &prefix)
         .await
         .expect("Redis for the room directory");
-    let r = room(&a, "vnodes").await;
-    let third = a.register("vnodes_third").await;
-    let code = a
-        .post_as(
-            &r.owner.token,
-            &format!("/servers/{}/invites", r.server),
-            &json!({}),
-        )
-        .await
-        .str_at("/code");
-    a.post_as(&third.token, &format!("/invites/{code}"), &json!({}))
-        .await
-        .expect_status(200, "third joins the server");
-    let server = a
-        .get_as(&r.owner.token, &format!("/servers/{}", r.server))
-        .await;
-    let channel = voice_channel(&server.body);
+    let (r, third, channel) = voice_room(&a, "vnodes").await;
     let channel_id = Snowflake::from_i64(channel.parse().expect("a snowflake"));
     let voice = format!("/channels/{channel}/voice");
 
