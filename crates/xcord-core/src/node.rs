@@ -23,6 +23,8 @@ use crate::Core;
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
 /// The event log is pruned once in this many housekeeping rounds (a minute).
 const PRUNE_LOG_EVERY: u64 = 60;
+/// This node's voice room records (which live 30 s) are extended once in this many rounds.
+const REFRESH_VOICE_ROOMS_EVERY: u64 = 10;
 /// Logged events outlive the resume window by this much (ms), so a session saved near the
 /// end of its window still finds the events it needs.
 const LOG_MARGIN_MS: i64 = 300_000;
@@ -199,7 +201,8 @@ async fn follow_bus(core: Weak<Core>, mut sub: Subscription, stop: CancellationT
     }
 }
 
-/// Once a second: typing expiry and slowmode pruning; once a minute: the event log.
+/// Once a second: typing expiry and slowmode pruning; every ten seconds: this node's voice
+/// room records; once a minute: the event log.
 async fn housekeeping(core: Weak<Core>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(HOUSEKEEPING_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -216,6 +219,10 @@ async fn housekeeping(core: Weak<Core>, stop: CancellationToken) {
         core.activity.prune_slowmode(core.clock.now().as_millis());
         if let Err(e) = core.relay_unpublished().await {
             tracing::warn!(error = format!("{e:#}"), "cannot relay unpublished events");
+        }
+        if rounds.is_multiple_of(REFRESH_VOICE_ROOMS_EVERY) {
+            // Scale mode: keeps the records of the rooms this node has media sessions in.
+            core.refresh_voice_rooms().await;
         }
         if rounds.is_multiple_of(PRUNE_LOG_EVERY) {
             // Pruning a long log takes many batches; a shutdown does not wait for them.

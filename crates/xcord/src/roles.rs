@@ -110,35 +110,11 @@ async fn start_voice(core: &Arc<Core>, config: &Config) -> anyhow::Result<Runnin
     let media = NodeTask::spawn("voice media", async move {
         let _ = media_loop.await;
     });
-    let rooms = NodeTask::spawn(
-        "voice room refresh",
-        refresh_rooms(Arc::downgrade(core), stop.clone()),
-    );
     Ok(RunningRole {
         role: Role::Voice,
         routes: None,
         gateway: None,
-        tasks: vec![pump, media, rooms],
+        tasks: vec![pump, media],
         stop: Some(stop),
     })
-}
-
-/// How often a node extends its hold on the voice rooms it serves (records live 30 s).
-const ROOM_REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Keeps this node's voice room records alive while it has media sessions in them
-/// (scale mode; nothing to do on a single node).
-async fn refresh_rooms(core: std::sync::Weak<Core>, stop: tokio_util::sync::CancellationToken) {
-    let mut tick = tokio::time::interval(ROOM_REFRESH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let Some(core) = core.upgrade() else {
-            return;
-        };
-        core.refresh_voice_rooms().await;
-    }
 }
