@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod proc;
 pub mod report;
 pub mod rest;
+pub mod udp_floor;
 pub mod voice;
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -88,6 +88,16 @@ enum Mode {
         #[arg(long, default_value_t = 32)]
         join_concurrency: usize,
     },
+    /// The kernel's own cost of one loopback datagram to the sender: the floor under the
+    /// SFU's CPU per forwarded packet.
+    UdpFloor {
+        /// Receiving sockets, sent to in turn.
+        #[arg(long, default_value_t = 4)]
+        receivers: usize,
+        /// Datagrams sent each way.
+        #[arg(long, default_value_t = 200_000)]
+        packets: usize,
+    },
 }
 
 fn write_report(report: &Report, json: Option<&std::path::Path>) -> std::process::ExitCode {
@@ -111,6 +121,25 @@ fn write_report(report: &Report, json: Option<&std::path::Path>) -> std::process
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(Mode::UdpFloor { receivers, packets }) = cli.mode {
+        return match xcord_bench::udp_floor::run_floor(receivers, packets) {
+            Ok(rows) => {
+                println!("| way | datagrams | sender CPU per datagram | datagrams/s |");
+                println!("| --- | --- | --- | --- |");
+                for r in rows {
+                    println!(
+                        "| {} | {} | {:.2} µs | {:.0} |",
+                        r.way, r.sent, r.cpu_us, r.rate
+                    );
+                }
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xcord-bench udp-floor: {e:#}");
+                std::process::ExitCode::from(1)
+            }
+        };
+    }
     if let Some(Mode::Voice {
         rooms,
         participants,
