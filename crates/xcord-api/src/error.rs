@@ -276,6 +276,9 @@ fn clash_message(c: Clash) -> &'static str {
         Clash::VoiceChannelFull => "The voice channel is full.",
         Clash::VoiceOfferPending => "Answer the server's offer (VOICE_SDP) first.",
         Clash::NoVoiceOfferPending => "No server offer waits for an answer.",
+        Clash::ScheduledNotWaiting => {
+            "The scheduled message is no longer waiting (sent, failed, cancelled or being sent)."
+        }
     }
 }
 

@@ -48,7 +48,7 @@ struct RestGroups {
 }
 
 fn rest_groups() -> RestGroups {
-    use crate::routes::{auth, messages, servers, users, voice};
+    use crate::routes::{auth, messages, scheduled, servers, users, voice};
     RestGroups {
         register: OpenApiRouter::new()
             .routes(routes!(auth::register))
@@ -136,6 +136,9 @@ fn rest_groups() -> RestGroups {
             .routes(routes!(messages::read_states))
             .routes(routes!(messages::search_channel))
             .routes(routes!(messages::search_server))
+            .routes(routes!(scheduled::create, scheduled::list))
+            .routes(routes!(scheduled::get, scheduled::edit, scheduled::cancel))
+            .routes(routes!(scheduled::mine))
             .routes(routes!(voice::join, voice::list))
             .routes(routes!(voice::answer))
             .routes(routes!(voice::update, voice::leave)),

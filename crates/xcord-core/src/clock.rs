@@ -10,6 +10,12 @@ use xcord_types::Timestamp;
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// Now.
     fn now(&self) -> Timestamp;
+
+    /// Notified when the time jumps (a manual clock moved by a test), so that timers
+    /// waiting for a time on this clock look again. The wall clock never jumps.
+    fn jumps(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// The wall clock.
@@ -24,28 +30,37 @@ impl Clock for SystemClock {
 
 /// A clock that only moves when told to; shared by clones.
 #[derive(Debug, Clone)]
-pub struct ManualClock(Arc<AtomicI64>);
+pub struct ManualClock(Arc<AtomicI64>, Arc<tokio::sync::Notify>);
 
 impl ManualClock {
     /// A clock reading `start`.
     pub fn new(start: Timestamp) -> Self {
-        Self(Arc::new(AtomicI64::new(start.as_millis())))
+        Self(
+            Arc::new(AtomicI64::new(start.as_millis())),
+            Arc::new(tokio::sync::Notify::new()),
+        )
     }
 
     /// Moves the clock forward by `ms` milliseconds.
     pub fn advance_millis(&self, ms: i64) {
         self.0.fetch_add(ms, Ordering::SeqCst);
+        self.1.notify_waiters();
     }
 
     /// Sets the clock.
     pub fn set(&self, t: Timestamp) {
         self.0.store(t.as_millis(), Ordering::SeqCst);
+        self.1.notify_waiters();
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp::from_millis(self.0.load(Ordering::SeqCst))
+    }
+
+    fn jumps(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.1.clone())
     }
 }
 

@@ -115,6 +115,8 @@ pub struct Core {
     /// A hash of a random password, verified against when a login names no user, so that
     /// "no such user" and "wrong password" take the same time.
     pub(crate) decoy_hash: String,
+    /// Woken when this node enqueues or moves a job, so its workers look at once.
+    pub jobs_enqueued: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Core {
@@ -164,6 +166,7 @@ impl Core {
             voice_rooms: std::sync::OnceLock::new(),
             caches,
             decoy_hash,
+            jobs_enqueued: tokio::sync::Notify::new(),
         })
     }
 

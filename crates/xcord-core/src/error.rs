@@ -118,6 +118,8 @@ pub enum Entity {
     File,
     /// A voice session (a join of a voice channel with media).
     VoiceSession,
+    /// A scheduled message.
+    ScheduledMessage,
 }
 
 impl Entity {
@@ -138,6 +140,7 @@ impl Entity {
             Entity::Overwrite => "overwrite",
             Entity::File => "file",
             Entity::VoiceSession => "voice session",
+            Entity::ScheduledMessage => "scheduled message",
         }
     }
 }
@@ -297,6 +300,8 @@ pub enum Clash {
     VoiceOfferPending,
     /// No server offer for the voice session waits for an answer.
     NoVoiceOfferPending,
+    /// The scheduled message was sent, failed, was cancelled or is being sent.
+    ScheduledNotWaiting,
 }
 
 /// What is being uploaded, for size and format limits.

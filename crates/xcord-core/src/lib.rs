@@ -3,6 +3,7 @@
 //! surface maps the domain [`Error`] to its wire form through its own table.
 
 pub mod auth;
+pub mod auto_messages;
 pub mod channels;
 pub mod clock;
 pub mod context_cache;
@@ -20,6 +21,7 @@ pub mod presence;
 pub mod ratelimit;
 pub mod realtime;
 pub mod revocation;
+pub mod scheduled;
 pub mod servers;
 pub mod social;
 pub mod storage;

@@ -178,7 +178,7 @@ impl Core {
     }
 
     /// Whether `from` may open a DM with `to`: no block either way, and `to`'s `allowDMs`.
-    async fn check_dm_allowed(&self, from: Snowflake, to: Snowflake) -> Result<()> {
+    pub(crate) async fn check_dm_allowed(&self, from: Snowflake, to: Snowflake) -> Result<()> {
         let target = self.user(to).await?;
         let (mine, theirs) = self.store.relationship_pair(from, to).await?;
         if mine == Some(RelationshipType::Blocked) || theirs == Some(RelationshipType::Blocked) {

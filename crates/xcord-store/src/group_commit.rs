@@ -123,7 +123,7 @@ pub(crate) fn created(m: &NewMessage) -> MessageRecord {
         mentions: m.mentions.clone(),
         encrypted: m.encrypted,
         encrypted_keys: m.encrypted_keys.clone(),
-        is_automatic: false,
+        is_automatic: m.is_automatic,
         edited_at: None,
         deleted_at: None,
         version: 1,
@@ -134,10 +134,10 @@ pub(crate) fn created(m: &NewMessage) -> MessageRecord {
 impl Store {
     /// Writes several attachment-free messages in one transaction.
     pub(crate) async fn post_batch(&self, ms: &[&NewMessage]) -> StoreResult<Vec<PostOutcome>> {
-        const COLUMNS: usize = 11;
+        const COLUMNS: usize = 12;
         let mut sql = String::from(
             "INSERT INTO messages (id, channel_id, author_id, content, nonce, reply_to, mention_everyone, mentions, encrypted, \
-             encrypted_keys, created_at) VALUES ",
+             encrypted_keys, created_at, is_automatic) VALUES ",
         );
         for i in 0..ms.len() {
             if i > 0 {
@@ -167,7 +167,8 @@ impl Store {
                 .bind(m.mentions.clone())
                 .bind(m.encrypted)
                 .bind(m.encrypted_keys.clone())
-                .bind(m.now.as_millis());
+                .bind(m.now.as_millis())
+                .bind(m.is_automatic);
         }
         let mut tx = self.begin_write().await?;
         let inserted: HashSet<i64> = {

@@ -21,6 +21,7 @@ pub use repo::bans::BanRecord;
 pub use repo::channels::{ChannelPatch, ChannelRecord, NewChannel, PrivateChannel};
 pub use repo::gateway::{Checkpoint, LoggedEvent, SavedSession};
 pub use repo::invites::InviteRecord;
+pub use repo::jobs::{JobCount, JobFilter, JobOutcome, JobRecord, JobState, MAX_ATTEMPTS, NewJob};
 pub use repo::members::MemberRecord;
 pub use repo::messages::{
     AttachmentRecord, MessageRecord, NewMessage, Page, PostOutcome, ReactionCount, ReadStateRecord,
@@ -29,6 +30,7 @@ pub use repo::messages::{
 pub use repo::overwrites::OverwriteRecord;
 pub use repo::relationships::{RelationshipRecord, RelationshipType};
 pub use repo::roles::{RolePatch, RoleRecord};
+pub use repo::scheduled::{AutoMessageRecord, ScheduledRecord, ScheduledStatus};
 pub use repo::servers::{NewServer, ServerPatch, ServerRecord};
 pub use repo::sessions::{NewSession, RefreshOutcome, SessionRecord, TokenPurpose};
 pub use repo::users::{NewUser, ProfilePatch, UserRecord};

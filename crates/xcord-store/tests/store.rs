@@ -333,6 +333,7 @@ async fn concurrent_posts_are_committed_together_and_each_answered(backend: Back
             encrypted: false,
             encrypted_keys: None,
             attachment_ids: Vec::new(),
+            is_automatic: false,
             now: Timestamp::now(),
             events: Vec::new(),
         })
@@ -413,6 +414,7 @@ async fn closing_the_store_writes_the_posts_still_queued(backend: Backend) {
         encrypted: false,
         encrypted_keys: None,
         attachment_ids: Vec::new(),
+        is_automatic: false,
         now: Timestamp::now(),
         events: Vec::new(),
     };

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::gateway::{VoiceSdp, VoiceSpeaking, VoiceState, VoiceTrack};
 use crate::rest::channels::Channel;
 use crate::rest::messages::Message;
+use crate::rest::scheduled::ScheduledMessage;
 use crate::rest::servers::{Member, Role, Server};
 use crate::rest::users::{Presence, RelationshipKind, SelfUser};
 use crate::{Snowflake, Timestamp};
@@ -246,6 +247,9 @@ events! {
     MessageReactionRemove(ReactionChanged) = "MESSAGE_REACTION_REMOVE", Some(15);
     /// The reader marked a channel read (their own sessions).
     MessageAck(MessageAcked) = "MESSAGE_ACK", Some(16);
+    /// One of the receiver's scheduled messages changed (scheduled, edited, sent, failed,
+    /// cancelled); the author's sessions only.
+    ScheduledMessageUpdate(ScheduledMessage) = "SCHEDULED_MESSAGE_UPDATE", Some(17);
     /// A channel was created (a private one: on its recipients' user topics).
     ChannelCreate(Channel) = "CHANNEL_CREATE", Some(20);
     /// A channel changed (name, position, overwrites, recipients…).

@@ -76,6 +76,7 @@ pub fn dispatch_op(name: &str) -> Option<u8> {
         "MESSAGE_REACTION_ADD" => 14,
         "MESSAGE_REACTION_REMOVE" => 15,
         "MESSAGE_ACK" => 16,
+        "SCHEDULED_MESSAGE_UPDATE" => 17,
         "CHANNEL_CREATE" => 20,
         "CHANNEL_UPDATE" => 21,
         "CHANNEL_DELETE" => 22,

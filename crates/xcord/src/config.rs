@@ -165,6 +165,16 @@ pub struct Config {
     pub default_server_id: Option<xcord_types::Snowflake>,
     /// Largest message attachment in bytes (`XCORD_ATTACHMENT_MAX_BYTES`).
     pub attachment_max_bytes: usize,
+    /// RabbitMQ carries due jobs (`XCORD_AMQP_URL`, `amqp://…`); `None`: the database.
+    pub amqp_url: Option<String>,
+    /// Automatic messages on (`XCORD_AUTO_MESSAGES`).
+    pub auto_messages: bool,
+    /// When automatic messages are planned (`XCORD_AUTO_MESSAGES_CRON`, UTC).
+    pub auto_messages_cron: String,
+    /// Spread of their send times (`XCORD_AUTO_MESSAGES_WINDOW_SECS`).
+    pub auto_messages_window_secs: u64,
+    /// Their message pool file (`XCORD_AUTO_MESSAGES_POOL`); `None`: the built-in ten.
+    pub auto_messages_pool: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -206,6 +216,11 @@ impl Default for Config {
             rate_limit_overrides: std::collections::HashMap::new(),
             default_server_id: None,
             attachment_max_bytes: 25 * 1024 * 1024,
+            amqp_url: None,
+            auto_messages: false,
+            auto_messages_cron: "0 2 * * *".into(),
+            auto_messages_window_secs: 86_400,
+            auto_messages_pool: None,
         }
     }
 }
@@ -250,6 +265,11 @@ struct FileConfig {
     mail_from: Option<String>,
     default_server_id: Option<String>,
     attachment_max_bytes: Option<usize>,
+    amqp_url: Option<String>,
+    auto_messages: Option<Switch>,
+    auto_messages_cron: Option<String>,
+    auto_messages_window_secs: Option<u64>,
+    auto_messages_pool: Option<PathBuf>,
     /// `{login = "5/60", register = "3/1h", …}`.
     rate_limit: Option<std::collections::HashMap<String, String>>,
 }
@@ -372,6 +392,16 @@ impl Config {
             f.internal_url.map(|u| u.trim_end_matches('/').to_owned()),
         );
         set(&mut self.attachment_max_bytes, f.attachment_max_bytes);
+        set_opt(&mut self.amqp_url, f.amqp_url);
+        if let Some(v) = f.auto_messages {
+            self.auto_messages = v.get("auto_messages")?;
+        }
+        set(&mut self.auto_messages_cron, f.auto_messages_cron);
+        set(
+            &mut self.auto_messages_window_secs,
+            f.auto_messages_window_secs,
+        );
+        set_opt(&mut self.auto_messages_pool, f.auto_messages_pool);
         if let Some(v) = f.default_server_id {
             self.default_server_id = Some(
                 v.parse()
@@ -534,6 +564,25 @@ impl Config {
                 .map(Some)
                 .map_err(|e| anyhow::anyhow!("expected a server id: {e}"))
         );
+        parsed!("XCORD_AMQP_URL", self.amqp_url, |v: &str| anyhow::Ok(Some(
+            v.to_owned()
+        )));
+        parsed!("XCORD_AUTO_MESSAGES", self.auto_messages, parse_switch);
+        parsed!(
+            "XCORD_AUTO_MESSAGES_CRON",
+            self.auto_messages_cron,
+            |v: &str| anyhow::Ok(v.trim().to_owned())
+        );
+        parsed!(
+            "XCORD_AUTO_MESSAGES_WINDOW_SECS",
+            self.auto_messages_window_secs,
+            parse_num
+        );
+        parsed!(
+            "XCORD_AUTO_MESSAGES_POOL",
+            self.auto_messages_pool,
+            |v: &str| { anyhow::Ok(Some(PathBuf::from(v))) }
+        );
         for tier in Tier::ALL {
             let key = format!("XCORD_RATE_LIMIT_{}", tier.name().to_ascii_uppercase());
             if let Some(v) = var(&key) {
@@ -591,6 +640,14 @@ impl Config {
         }
         if !has_scheme(&self.internal_url, &["http://", "https://"]) {
             bail!("XCORD_INTERNAL_URL must start with http:// or https://");
+        }
+        if !has_scheme(&self.amqp_url, &["amqp://"]) {
+            bail!("XCORD_AMQP_URL must start with amqp://");
+        }
+        if xcord_jobs::cron::parse_cron(&self.auto_messages_cron).is_err() {
+            bail!(
+                "XCORD_AUTO_MESSAGES_CRON must be a cron pattern of 5 fields (or 6 with seconds), e.g. \"0 2 * * *\""
+            );
         }
         if !has_scheme(&self.smtp_url, &["smtp://", "smtps://"]) {
             bail!("XCORD_SMTP_URL must start with smtp:// or smtps://");
@@ -949,6 +1006,21 @@ mod tests {
         }),
         ("XCORD_DEFAULT_SERVER_ID", "4242424242", |c| {
             c.default_server_id == Some(xcord_types::Snowflake::from_i64(4_242_424_242))
+        }),
+        (
+            "XCORD_AMQP_URL",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            |c| c.amqp_url.as_deref() == Some("amqp://guest:guest@127.0.0.1:5672/%2f"),
+        ),
+        ("XCORD_AUTO_MESSAGES", "on", |c| c.auto_messages),
+        ("XCORD_AUTO_MESSAGES_CRON", "*/10 * * * * *", |c| {
+            c.auto_messages_cron == "*/10 * * * * *"
+        }),
+        ("XCORD_AUTO_MESSAGES_WINDOW_SECS", "60", |c| {
+            c.auto_messages_window_secs == 60
+        }),
+        ("XCORD_AUTO_MESSAGES_POOL", "/srv/pool.txt", |c| {
+            c.auto_messages_pool.as_deref() == Some(Path::new("/srv/pool.txt"))
         }),
     ];
 

@@ -1,4 +1,4 @@
-//! `xcord serve | migrate | version`.
+//! `xcord serve | migrate | jobs | version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,8 +28,46 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Inspect and repair the job queue (docs/jobs.md).
+    Jobs {
+        #[command(subcommand)]
+        action: JobsAction,
+    },
     /// Print the version and exit.
     Version,
+}
+
+/// What `xcord jobs` does. Filters narrow every action.
+#[derive(Debug, Subcommand)]
+enum JobsAction {
+    /// Lists jobs, newest first, with counts by state.
+    List {
+        #[command(flatten)]
+        filter: JobsFilter,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Makes finished jobs (dead by default) wait again from now, with fresh attempts.
+    Retry {
+        #[command(flatten)]
+        filter: JobsFilter,
+    },
+    /// Deletes finished jobs (done, dead, cancelled); waiting and running ones are kept.
+    Purge {
+        #[command(flatten)]
+        filter: JobsFilter,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct JobsFilter {
+    /// Only jobs in this state: waiting, running, done, dead, cancelled.
+    #[arg(long)]
+    state: Option<String>,
+    /// Only jobs of this kind, e.g. scheduled_message, auto_message.
+    #[arg(long)]
+    kind: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +114,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match command {
             Command::Migrate => migrate(&config).await,
+            Command::Jobs { action } => jobs(&config, action).await,
             _ => serve(&config).await,
         }
     });
@@ -124,6 +163,63 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
             .last()
             .map_or_else(|| "none".to_owned(), ToString::to_string)
     );
+    store.close().await;
+    Ok(())
+}
+
+async fn jobs(config: &Config, action: JobsAction) -> anyhow::Result<()> {
+    use xcord_store::{JobFilter, JobState};
+    let to_filter = |f: JobsFilter, default_state: Option<JobState>| -> anyhow::Result<JobFilter> {
+        let state = match f.state.as_deref() {
+            Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+                anyhow::anyhow!("--state must be waiting, running, done, dead or cancelled")
+            })?),
+            None => default_state,
+        };
+        Ok(JobFilter {
+            state,
+            kind: f.kind,
+            limit: None,
+        })
+    };
+    let store = startup::connect_store(config).await?;
+    store.migrate().await?;
+    let now = xcord_types::Timestamp::now();
+    match action {
+        JobsAction::List { filter, limit } => {
+            let mut f = to_filter(filter, None)?;
+            f.limit = Some(limit);
+            for c in store.job_counts().await? {
+                println!("{:<10} {:<20} {}", c.state.as_str(), c.kind, c.count);
+            }
+            println!();
+            println!(
+                "{:<20} {:<18} {:<10} {:>8} {:<24} error",
+                "id", "kind", "state", "attempts", "due"
+            );
+            for j in store.jobs(&f).await? {
+                println!(
+                    "{:<20} {:<18} {:<10} {:>8} {:<24} {}",
+                    j.id,
+                    j.kind,
+                    j.state.as_str(),
+                    j.attempts,
+                    j.due_at.to_rfc3339(),
+                    j.last_error.unwrap_or_default()
+                );
+            }
+        }
+        JobsAction::Retry { filter } => {
+            let n = store
+                .retry_jobs(&to_filter(filter, Some(JobState::Dead))?, now)
+                .await?;
+            println!("xcord: {n} jobs will run again");
+        }
+        JobsAction::Purge { filter } => {
+            let n = store.purge_jobs(&to_filter(filter, None)?).await?;
+            println!("xcord: {n} finished jobs deleted");
+        }
+    }
     store.close().await;
     Ok(())
 }

@@ -69,16 +69,36 @@ pub async fn start(role: Role, core: &Arc<Core>, config: &Config) -> anyhow::Res
             })
         }
         Role::Voice => start_voice(core, config).await,
-        // Accepted so deployments can name it already; the job queue comes in a later
-        // issue and will start its tasks here.
-        Role::Jobs => {
-            tracing::info!(
-                role = role.name(),
-                "role accepted; this build has nothing to run for it yet"
-            );
-            Ok(RunningRole::without_tasks(role))
-        }
+        Role::Jobs => start_jobs(core, config).await,
     }
+}
+
+/// The job queue's workers, and the automatic messages' planner when they are on.
+async fn start_jobs(core: &Arc<Core>, config: &Config) -> anyhow::Result<RunningRole> {
+    let mut settings = xcord_jobs::JobsSettings::new(config.node_id);
+    let url = config.effective_database_url();
+    if url.starts_with("postgres") {
+        settings.postgres_url = Some(url);
+    }
+    settings.amqp_url = config.amqp_url.clone();
+    if config.auto_messages {
+        settings.auto_messages = Some(xcord_jobs::cron::AutoMessages {
+            cron: xcord_jobs::cron::parse_cron(&config.auto_messages_cron)?,
+            window_secs: config.auto_messages_window_secs,
+            pool: Arc::new(xcord_jobs::cron::load_pool(
+                config.auto_messages_pool.as_deref(),
+            )?),
+        });
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tasks = xcord_jobs::start(core.clone(), settings, stop.clone()).await?;
+    Ok(RunningRole {
+        role: Role::Jobs,
+        routes: None,
+        gateway: None,
+        tasks,
+        stop: Some(stop),
+    })
 }
 
 /// The SFU on its UDP port (and ICE-TCP on the same port number), installed as the core's

@@ -118,7 +118,7 @@ impl Core {
     }
 
     /// Blocks stop 1:1 DMs in both directions.
-    pub(super) async fn check_dm_block(&self, ctx: &ChannelContext, user: Snowflake) -> Result<()> {
+    pub(crate) async fn check_dm_block(&self, ctx: &ChannelContext, user: Snowflake) -> Result<()> {
         if ctx.channel.kind == ChannelKind::Dm
             && let Some(other) = ctx.recipients.iter().copied().find(|r| *r != user)
         {
@@ -137,6 +137,18 @@ impl Core {
         caller: &Caller,
         channel_id: Snowflake,
         req: CreateMessageRequest,
+    ) -> Result<(Message, bool)> {
+        self.post_message_as(caller, channel_id, req, false).await
+    }
+
+    /// Posts like [`Core::post_message`]; `automatic` marks a message of the automatic
+    /// messages (`isAutomatic: true`), which only the job queue posts.
+    pub(crate) async fn post_message_as(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        req: CreateMessageRequest,
+        automatic: bool,
     ) -> Result<(Message, bool)> {
         let ctx = self.channel_context(caller, channel_id).await?;
         // Exhaustive, so a new kind has to say whether it holds messages.
@@ -243,6 +255,7 @@ impl Core {
                 None => None,
             },
             attachment_ids,
+            is_automatic: automatic,
             now: self.clock.now(),
             events: Vec::new(),
         };

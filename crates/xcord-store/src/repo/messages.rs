@@ -73,6 +73,8 @@ pub struct NewMessage {
     pub encrypted_keys: Option<String>,
     /// Attachments uploaded by the author to this channel, to attach.
     pub attachment_ids: Vec<Snowflake>,
+    /// Posted by the automatic messages (seed 003), not by the author's hand.
+    pub is_automatic: bool,
     /// Creation time.
     pub now: Timestamp,
     /// Its events (MESSAGE_CREATE), written to the log and the outbox in the same
@@ -266,7 +268,7 @@ impl Store {
         // A repeated nonce hits the unique (channel, author, nonce) index and inserts nothing.
         let inserted = sqlx::query(
             "INSERT INTO messages (id, channel_id, author_id, content, nonce, reply_to, mention_everyone, mentions, encrypted, \
-             encrypted_keys, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+             encrypted_keys, created_at, is_automatic) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
         )
         .bind(m.id.get())
         .bind(m.channel_id.get())
@@ -279,6 +281,7 @@ impl Store {
         .bind(m.encrypted)
         .bind(m.encrypted_keys.clone())
         .bind(now)
+        .bind(m.is_automatic)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -394,6 +397,15 @@ impl Store {
         .bind(channel.get())
         .fetch_optional(self.pool())
         .await?;
+        row.map(|r| self.message_from_row(&r)).transpose()
+    }
+
+    /// A live message by id alone, wherever it was posted.
+    pub async fn live_message(&self, id: Snowflake) -> StoreResult<Option<MessageRecord>> {
+        let row = sqlx::query(message_select!("WHERE m.id = $1 AND m.deleted_at IS NULL"))
+            .bind(id.get())
+            .fetch_optional(self.pool())
+            .await?;
         row.map(|r| self.message_from_row(&r)).transpose()
     }
 

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod channels;
 pub mod messages;
+pub mod scheduled;
 pub mod servers;
 pub mod users;
 pub mod voice;

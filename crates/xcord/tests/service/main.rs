@@ -16,6 +16,7 @@ mod pages;
 mod pins;
 mod process;
 mod routes;
+mod scheduled;
 mod servers;
 mod transport;
 mod usecases;
