@@ -38,6 +38,29 @@ pub struct JobsSettings {
     pub amqp_url: Option<String>,
     /// The automatic messages' planner, when on.
     pub auto_messages: Option<cron::AutoMessages>,
+    /// A crash to stage, for the crash tests (`XCORD_TEST_JOBS_FAULT`).
+    pub fault: Option<Fault>,
+}
+
+/// A failure the crash tests stage at a chosen point of a job (docs/jobs.md, "Test hooks").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Hold every claimed job before its effect, renewing its lease, until the process is
+    /// killed: a node that dies mid-job.
+    StallBeforeEffect,
+    /// Abort the process right after a job's effect, before its outcome is recorded.
+    CrashAfterEffect,
+}
+
+impl Fault {
+    /// `stall-before-effect` or `crash-after-effect`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "stall-before-effect" => Some(Fault::StallBeforeEffect),
+            "crash-after-effect" => Some(Fault::CrashAfterEffect),
+            _ => None,
+        }
+    }
 }
 
 impl JobsSettings {
@@ -52,6 +75,7 @@ impl JobsSettings {
             postgres_url: None,
             amqp_url: None,
             auto_messages: None,
+            fault: None,
         }
     }
 }

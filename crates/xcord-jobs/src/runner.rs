@@ -74,7 +74,19 @@ pub(crate) async fn run_leased(
     job: JobRecord,
 ) -> Ran {
     let renew_every = Duration::from_millis((settings.lease_ms / 3).max(100) as u64);
-    let work = run_job(&core, &job);
+    let fault = settings.fault;
+    let work = async {
+        if fault == Some(crate::Fault::StallBeforeEffect) {
+            tracing::warn!(job = %job.id, "test hook: holding the job until the process is killed");
+            std::future::pending::<()>().await;
+        }
+        let outcome = run_job(&core, &job).await;
+        if fault == Some(crate::Fault::CrashAfterEffect) && outcome == JobOutcome::Done {
+            tracing::error!(job = %job.id, "test hook: aborting after the effect, before recording it");
+            std::process::abort();
+        }
+        outcome
+    };
     tokio::pin!(work);
     let mut ticker = tokio::time::interval(renew_every);
     ticker.tick().await;

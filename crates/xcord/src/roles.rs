@@ -81,6 +81,21 @@ async fn start_jobs(core: &Arc<Core>, config: &Config) -> anyhow::Result<Running
         settings.postgres_url = Some(url);
     }
     settings.amqp_url = config.amqp_url.clone();
+    // Test hooks of the crash tests (docs/jobs.md); never set in production.
+    if let Ok(v) = std::env::var("XCORD_TEST_JOBS_FAULT") {
+        settings.fault = xcord_jobs::Fault::parse(&v);
+        tracing::warn!(
+            fault = v,
+            "XCORD_TEST_JOBS_FAULT is set: this node stages a crash"
+        );
+    }
+    if let Some(ms) = std::env::var("XCORD_TEST_JOBS_LEASE_MS")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|ms| *ms >= 300)
+    {
+        settings.lease_ms = ms;
+    }
     if config.auto_messages {
         settings.auto_messages = Some(xcord_jobs::cron::AutoMessages {
             cron: xcord_jobs::cron::parse_cron(&config.auto_messages_cron)?,

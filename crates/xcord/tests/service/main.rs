@@ -7,6 +7,7 @@ mod gateway;
 mod gateway_session;
 mod hardening;
 mod health;
+mod jobs_crash;
 mod limits;
 mod mail;
 mod messages;

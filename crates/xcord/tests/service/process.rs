@@ -14,10 +14,10 @@ use xcord_types::{SnowflakeGenerator, Timestamp};
 const BIN: &str = env!("CARGO_BIN_EXE_xcord");
 
 /// A running `xcord serve` and the lines it has printed.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-    lines: mpsc::Receiver<String>,
+pub(super) struct Running {
+    pub(super) child: Child,
+    pub(super) addr: SocketAddr,
+    pub(super) lines: mpsc::Receiver<String>,
 }
 
 /// `xcord` with a clean environment (no XCORD_* from the caller) in `dir`.
@@ -31,7 +31,7 @@ fn command(dir: &Path) -> Command {
 }
 
 /// Starts `xcord serve` and waits for its `listening on ADDR` line.
-fn start(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Running {
+pub(super) fn start(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Running {
     let mut cmd = command(dir);
     cmd.arg("serve").args(args);
     launch(cmd, env)
@@ -112,7 +112,7 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
     token.parse().ok()
 }
 
-fn signal(child: &Child, sig: &str) {
+pub(super) fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(child.id().to_string())
@@ -123,7 +123,7 @@ fn signal(child: &Child, sig: &str) {
 }
 
 /// Waits for the process to exit and returns its exit code.
-fn wait_exit(child: &mut Child, within: Duration) -> i32 {
+pub(super) fn wait_exit(child: &mut Child, within: Duration) -> i32 {
     let deadline = std::time::Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -140,7 +140,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> i32 {
 
 /// `POST /api/v1{path}` with a JSON body (and a bearer token): the status and the JSON
 /// answer (null when there is none).
-async fn post_json(
+pub(super) async fn post_json(
     client: &reqwest::Client,
     addr: SocketAddr,
     path: &str,
@@ -158,7 +158,7 @@ async fn post_json(
     (status, res.json().await.unwrap_or_default())
 }
 
-async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+pub(super) async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     let res = reqwest::get(format!("http://{addr}{path}"))
         .await
         .expect("request");

@@ -19,6 +19,7 @@ on_both_backends!(
     losing_permission_makes_it_fail_with_a_reason,
     a_message_scheduled_in_a_dm_reaches_the_other_side,
     automatic_messages_pair_users_skip_blocks_and_arrive_marked,
+    a_post_left_unrecorded_by_a_crash_is_found_and_not_repeated,
 );
 
 const QUIET: Duration = Duration::from_millis(400);
@@ -512,4 +513,82 @@ async fn automatic_messages_pair_users_skip_blocks_and_arrive_marked(backend: Ba
     let got = sessions[receiver].dispatch("MESSAGE_CREATE").await;
     assert_eq!(got["isAutomatic"], true, "{got}");
     assert_eq!(got["content"], "hello from the pool");
+}
+
+/// The crash between posting and recording the post: the message exists under the
+/// scheduled message's nonce and the scheduled message is still `sending`. The job's next
+/// attempt finds that post instead of making another, and records it.
+async fn a_post_left_unrecorded_by_a_crash_is_found_and_not_repeated(backend: Backend) {
+    use xcord_core::Caller;
+    use xcord_core::scheduled::scheduled_nonce;
+    use xcord_store::ScheduledStatus;
+    use xcord_types::Snowflake;
+    use xcord_types::rest::messages::CreateMessageRequest;
+
+    let (app, clock) = app_with_clock(backend).await;
+    let r = room(&app, "schedcrash").await;
+    let s = schedule(
+        &app,
+        &r.owner,
+        &r.channel,
+        json!({"content": "exactly once", "sendAt": at(&clock, 60)}),
+    )
+    .await;
+    let id: Snowflake = s["id"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("an id");
+    let channel: Snowflake = r.channel.parse().expect("a channel id");
+    let core = app.state.core.clone();
+    // What a worker that died between the two steps leaves behind.
+    let author = Caller {
+        user_id: r.owner.id.parse().expect("a user id"),
+        session_id: Snowflake::from_i64(0),
+        expires_at: Timestamp::from_millis(i64::MAX),
+    };
+    let (first, created) = core
+        .post_message(
+            &author,
+            channel,
+            CreateMessageRequest {
+                content: Some("exactly once".into()),
+                nonce: Some(scheduled_nonce(id)),
+                ..CreateMessageRequest::default()
+            },
+        )
+        .await
+        .expect("the first post");
+    assert!(created);
+    let mut tx = core.store.begin_write().await.expect("tx");
+    assert!(
+        core.store
+            .set_scheduled_status(
+                &mut tx,
+                id,
+                &[ScheduledStatus::Scheduled],
+                ScheduledStatus::Sending,
+                None,
+                None,
+                clock.now(),
+            )
+            .await
+            .expect("status")
+    );
+    tx.commit().await.expect("commit");
+
+    clock.advance_millis(61_000);
+    let path = format!("/channels/{}/scheduled-messages/{id}", r.channel);
+    wait_until(|| {
+        let (app, path, token) = (&app, &path, &r.owner.token);
+        async move { app.get_as(token, path).await.body["status"] == "sent" }
+    })
+    .await;
+    let done = app.get_as(&r.owner.token, &path).await;
+    assert_eq!(done.body["messageId"], first.id.to_string().as_str());
+    let copies = history(&app, &r.member, &r.channel)
+        .await
+        .iter()
+        .filter(|m| m["content"] == "exactly once")
+        .count();
+    assert_eq!(copies, 1);
 }
