@@ -324,3 +324,89 @@ async fn sqlite_a_node_restarted_after_dying_past_the_effect_does_not_post_again
     let dir = tempfile::tempdir().expect("dir");
     after_a_crash_past_the_effect_nothing_is_posted_twice(None, dir.path(), dir.path()).await;
 }
+
+/// The machine's RabbitMQ (scripts/test starts it).
+fn amqp_url() -> String {
+    std::env::var("XCORD_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Restarts the broker's application when dropped, so a failing test leaves it running.
+struct BrokerBack;
+
+impl Drop for BrokerBack {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "start_app"])
+            .status();
+    }
+}
+
+fn rabbitmqctl(action: &str) {
+    let ok = std::process::Command::new("rabbitmqctl")
+        .args(["-q", action])
+        .status()
+        .expect("rabbitmqctl")
+        .success();
+    assert!(ok, "rabbitmqctl {action}");
+}
+
+/// RabbitMQ carries the due jobs; a broker restart while jobs are due loses nothing and
+/// doubles nothing (the database is the record; messages only say "look at job N").
+#[tokio::test]
+async fn through_rabbitmq_jobs_survive_a_broker_restart_while_due() {
+    let db = pg_database().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let url = amqp_url();
+    let node = start(
+        dir.path(),
+        &node_env(
+            Some(db.url()),
+            "1",
+            &[
+                ("XCORD_AMQP_URL", &url),
+                ("XCORD_LOG", "warn,xcord_jobs=info"),
+            ],
+        ),
+        &[],
+    );
+    let client = reqwest::Client::new();
+    let (token, channel) = author(&client, &node, "broker").await;
+    let store = open(db.url()).await;
+
+    // Through the broker.
+    let first = schedule_many(&client, &node, &token, &channel, 20, 2).await;
+    assert!(
+        within(Duration::from_secs(15), || async {
+            statuses(&store, "sent").await == 20
+        })
+        .await,
+        "not delivered through the broker"
+    );
+    let seen: Vec<String> = node.lines.try_iter().collect();
+    assert!(
+        seen.iter().any(|l| l.contains("job broker connected")),
+        "the node did not use the broker: {seen:#?}"
+    );
+
+    // The broker goes away while the next jobs fall due, and comes back.
+    let _back = BrokerBack;
+    let second = schedule_many(&client, &node, &token, &channel, 20, 2).await;
+    rabbitmqctl("stop_app");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let sent_while_down = statuses(&store, "sent").await;
+    rabbitmqctl("start_app");
+    assert!(
+        within(Duration::from_secs(40), || async {
+            statuses(&store, "sent").await == 40
+        })
+        .await,
+        "jobs lost over the restart: {} of 40 sent ({sent_while_down} while the broker was down)",
+        statuses(&store, "sent").await
+    );
+    let mut all = first;
+    all.extend(second);
+    assert_each_once(&posts_per_scheduled(&store).await, &all);
+    store.close().await;
+    drop(node);
+}
