@@ -10,6 +10,7 @@
 //! It refuses targets that are not loopback, and every phase has a time limit.
 
 pub mod gateway;
+pub mod jobs;
 pub mod proc;
 pub mod report;
 pub mod rest;

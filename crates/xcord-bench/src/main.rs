@@ -88,6 +88,24 @@ enum Mode {
         #[arg(long, default_value_t = 32)]
         join_concurrency: usize,
     },
+    /// The job queue: `noop` jobs written into the server's database, run by its jobs role.
+    Jobs {
+        /// The server's database URL (as its XCORD_DATABASE_URL).
+        #[arg(long)]
+        database_url: String,
+        /// Jobs due at one instant.
+        #[arg(long, default_value_t = 10_000)]
+        burst: usize,
+        /// Jobs per second in the paced phase (0 skips it).
+        #[arg(long, default_value_t = 1000)]
+        rate: usize,
+        /// Seconds of the paced phase.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Jobs per enqueueing transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
     /// The kernel's own cost of one loopback datagram to the sender: the floor under the
     /// SFU's CPU per forwarded packet.
     UdpFloor {
@@ -121,6 +139,31 @@ fn write_report(report: &Report, json: Option<&std::path::Path>) -> std::process
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(Mode::Jobs {
+        database_url,
+        burst,
+        rate,
+        secs,
+        batch,
+    }) = &cli.mode
+    {
+        let opts = xcord_bench::jobs::JobsOptions {
+            database_url: database_url.clone(),
+            server_pid: cli.server_pid,
+            burst: *burst,
+            rate: *rate,
+            secs: *secs,
+            batch: *batch,
+            phase_limit: Duration::from_secs(cli.phase_limit),
+        };
+        return match xcord_bench::jobs::run_jobs(&opts).await {
+            Ok(report) => write_report(&report, cli.json.as_deref()),
+            Err(e) => {
+                eprintln!("xcord-bench jobs: {e:#}");
+                std::process::ExitCode::from(1)
+            }
+        };
+    }
     if let Some(Mode::UdpFloor { receivers, packets }) = cli.mode {
         return match xcord_bench::udp_floor::run_floor(receivers, packets) {
             Ok(rows) => {

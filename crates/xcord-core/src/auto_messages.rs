@@ -130,24 +130,19 @@ impl Core {
         {
             return Ok(None);
         }
+        let mut jobs = Vec::with_capacity(planned.len());
         for a in &planned {
             self.store.insert_auto_message(uow.tx(), a).await?;
-            let payload = serde_json::to_string(&JobTarget { id: a.id })
-                .map_err(|e| Error::Internal(e.into()))?;
-            self.store
-                .enqueue_job(
-                    uow.tx(),
-                    &NewJob {
-                        id: self.ids.next_id(),
-                        kind: AUTO_JOB.to_owned(),
-                        key: job_key(a.id),
-                        payload,
-                        due_at: a.send_date,
-                    },
-                    now,
-                )
-                .await?;
+            jobs.push(NewJob {
+                id: self.ids.next_id(),
+                kind: AUTO_JOB.to_owned(),
+                key: job_key(a.id),
+                payload: serde_json::to_string(&JobTarget { id: a.id })
+                    .map_err(|e| Error::Internal(e.into()))?,
+                due_at: a.send_date,
+            });
         }
+        self.store.enqueue_jobs(uow.tx(), &jobs, now).await?;
         uow.commit().await?;
         summary.planned = planned.len();
         self.jobs_enqueued.notify_one();

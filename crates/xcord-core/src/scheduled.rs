@@ -25,6 +25,8 @@ use crate::token::Caller;
 use crate::validate::Violations;
 use crate::{Core, Error, Result};
 
+/// A job that does nothing: for measuring the queue itself (`xcord-bench jobs`).
+pub const NOOP_JOB: &str = "noop";
 /// The job kind that posts a scheduled message.
 pub const SCHEDULED_JOB: &str = "scheduled_message";
 /// How far ahead a message may be scheduled.

@@ -29,7 +29,7 @@ use xcord_store::JobRecord;
 use xcord_types::Snowflake;
 
 use crate::JobsSettings;
-use crate::runner::{Ran, Sink, claim_loop, drain, record, run_leased};
+use crate::runner::{Ran, Sink, claim_loop, collect, run_leased, settle};
 
 /// The lease owner of jobs on their way through the broker.
 pub const BROKER_OWNER: &str = "broker";
@@ -193,10 +193,11 @@ async fn consume_loop(
     stop: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
-    let mut running: JoinSet<Ran> = JoinSet::new();
+    // Each task records its job and counts it before its ack.
+    let mut running: JoinSet<()> = JoinSet::new();
     loop {
         while let Some(done) = running.try_join_next() {
-            record(done);
+            collect(done, &mut Vec::<()>::new());
         }
         let delivery = tokio::select! {
             _ = stop.cancelled() => break,
@@ -229,22 +230,34 @@ async fn consume_loop(
                 Some(job) => {
                     metrics::counter!("jobs_attempts_total", "kind" => job.kind.clone())
                         .increment(1);
-                    run_leased(core, settings, job).await
+                    run_leased(core.clone(), settings.clone(), job).await
                 }
                 // Duplicated, redelivered or stale: the database says it is not ours.
                 None => Ran {
                     kind: "broker".into(),
                     outcome: "skipped",
+                    finish: None,
                 },
             };
+            settle(&core, &settings, vec![ran]).await;
             // After the outcome is recorded; a lost ack only means a harmless redelivery.
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                 tracing::debug!(error = %e, "a job delivery could not be acked");
             }
-            ran
         });
     }
-    drain(running).await;
+    // What does not end in time is left to its lease.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !running.is_empty() {
+        match tokio::time::timeout_at(deadline, running.join_next()).await {
+            Ok(Some(done)) => collect(done, &mut Vec::<()>::new()),
+            Ok(None) => break,
+            Err(_) => {
+                running.abort_all();
+                break;
+            }
+        }
+    }
 }
 
 fn parse(body: &[u8]) -> Option<(Snowflake, i64)> {

@@ -14,16 +14,18 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use xcord_core::Core;
-use xcord_core::scheduled::{JobResult, SCHEDULED_JOB};
+use xcord_core::scheduled::{JobResult, NOOP_JOB, SCHEDULED_JOB};
 use xcord_store::{JobOutcome, JobRecord, MAX_ATTEMPTS};
 use xcord_types::Timestamp;
 
 use crate::JobsSettings;
 
-/// A job that ran, and how long after its due time it ended.
+/// A job that ran: its outcome for the metrics and, until recorded, for the database.
 pub(crate) struct Ran {
     pub kind: String,
     pub outcome: &'static str,
+    /// The attempt and its outcome, still to be written ([`settle`]).
+    pub finish: Option<(JobRecord, JobOutcome)>,
 }
 
 /// How long the attempt after `attempt` failures waits: 2 s, 4 s, 8 s… up to an hour,
@@ -47,6 +49,7 @@ pub(crate) async fn run_job(core: &Core, job: &JobRecord) -> JobOutcome {
             core.run_auto_message_job(&job.payload, job.attempts, MAX_ATTEMPTS)
                 .await
         }
+        NOOP_JOB => Ok(JobResult::Done),
         // A kind a newer node enqueued: left for a node that knows it.
         other => Ok(JobResult::Retry(format!(
             "no handler for jobs of kind {other}"
@@ -75,30 +78,32 @@ pub(crate) async fn run_leased(
 ) -> Ran {
     let renew_every = Duration::from_millis((settings.lease_ms / 3).max(100) as u64);
     let fault = settings.fault;
-    let work = async {
-        if fault == Some(crate::Fault::StallBeforeEffect) {
-            tracing::warn!(job = %job.id, "test hook: holding the job until the process is killed");
-            std::future::pending::<()>().await;
-        }
-        let outcome = run_job(&core, &job).await;
-        if fault == Some(crate::Fault::CrashAfterEffect) && outcome == JobOutcome::Done {
-            tracing::error!(job = %job.id, "test hook: aborting after the effect, before recording it");
-            std::process::abort();
-        }
-        outcome
-    };
-    tokio::pin!(work);
-    let mut ticker = tokio::time::interval(renew_every);
-    ticker.tick().await;
-    let outcome = loop {
-        tokio::select! {
-            outcome = &mut work => break outcome,
-            _ = ticker.tick() => {
-                let until = Timestamp::from_millis(core.clock.now().as_millis() + settings.lease_ms);
-                match core.store.renew_jobs(&settings.owner, &[(job.id, job.attempts)], until).await {
-                    Ok(0) => tracing::warn!(job = %job.id, "a job's lease was taken over while it ran"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(job = %job.id, error = %e, "a job's lease could not be renewed"),
+    let outcome = {
+        let work = async {
+            if fault == Some(crate::Fault::StallBeforeEffect) {
+                tracing::warn!(job = %job.id, "test hook: holding the job until the process is killed");
+                std::future::pending::<()>().await;
+            }
+            let outcome = run_job(&core, &job).await;
+            if fault == Some(crate::Fault::CrashAfterEffect) && outcome == JobOutcome::Done {
+                tracing::error!(job = %job.id, "test hook: aborting after the effect, before recording it");
+                std::process::abort();
+            }
+            outcome
+        };
+        tokio::pin!(work);
+        let mut ticker = tokio::time::interval(renew_every);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                _ = ticker.tick() => {
+                    let until = Timestamp::from_millis(core.clock.now().as_millis() + settings.lease_ms);
+                    match core.store.renew_jobs(&settings.owner, &[(job.id, job.attempts)], until).await {
+                        Ok(0) => tracing::warn!(job = %job.id, "a job's lease was taken over while it ran"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(job = %job.id, error = %e, "a job's lease could not be renewed"),
+                    }
                 }
             }
         }
@@ -112,36 +117,55 @@ pub(crate) async fn run_leased(
     if let JobOutcome::Retry { error, .. } | JobOutcome::Dead { error } = &outcome {
         tracing::warn!(job = %job.id, kind = job.kind, attempt = job.attempts, error, "a job attempt failed");
     }
-    let now = core.clock.now();
-    // Bounded: a database that stays down leaves the lease to lapse and the job to rerun
-    // (its effect is idempotent).
-    let mut recorded = false;
-    for wait_ms in [0u64, 200, 1000, 3000] {
-        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-        match core
-            .store
-            .finish_job(job.id, &settings.owner, job.attempts, &outcome, now)
-            .await
-        {
-            Ok(held) => {
-                if !held {
-                    tracing::warn!(job = %job.id, "a job ended after its lease was taken over");
-                }
-                recorded = true;
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(job = %job.id, error = %e, "a job's outcome could not be recorded")
-            }
-        }
-    }
-    if recorded && label == "done" {
-        let late = (now.as_millis() - job.due_at.as_millis()).max(0) as f64 / 1000.0;
-        metrics::histogram!("jobs_due_to_done_seconds", "kind" => job.kind.clone()).record(late);
-    }
     Ran {
         kind: job.kind.clone(),
         outcome: label,
+        finish: Some((job, outcome)),
+    }
+}
+
+/// Writes the outcomes of jobs that ran in one transaction and counts them. Bounded
+/// retries: a database that stays down leaves the leases to lapse and the jobs to run again
+/// (their effects are idempotent).
+pub(crate) async fn settle(core: &Core, settings: &JobsSettings, ran: Vec<Ran>) {
+    let now = core.clock.now();
+    let mut batch = Vec::with_capacity(ran.len());
+    for r in &ran {
+        if let Some((job, outcome)) = &r.finish {
+            batch.push((job.id, job.attempts, outcome.clone()));
+        }
+    }
+    let mut recorded = batch.is_empty();
+    for wait_ms in [0u64, 200, 1000, 3000] {
+        if recorded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        match core.store.finish_jobs(&settings.owner, &batch, now).await {
+            Ok(held) => {
+                if held < batch.len() {
+                    tracing::warn!(
+                        lost = batch.len() - held,
+                        "jobs ended after their leases were taken over"
+                    );
+                }
+                recorded = true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = batch.len(), "job outcomes could not be recorded")
+            }
+        }
+    }
+    for r in ran {
+        if recorded
+            && r.outcome == "done"
+            && let Some((job, _)) = &r.finish
+        {
+            let late = (now.as_millis() - job.due_at.as_millis()).max(0) as f64 / 1000.0;
+            metrics::histogram!("jobs_due_to_done_seconds", "kind" => r.kind.clone()).record(late);
+        }
+        metrics::counter!("jobs_outcomes_total", "kind" => r.kind, "outcome" => r.outcome)
+            .increment(1);
     }
 }
 
@@ -189,9 +213,11 @@ pub(crate) async fn claim_loop(
         if let Some(j) = jumped.as_mut() {
             j.as_mut().enable();
         }
+        let mut ended = Vec::new();
         while let Some(done) = running.try_join_next() {
-            record(done);
+            collect(done, &mut ended);
         }
+        settle(&core, &settings, ended).await;
         let mut wait = settings.idle_recheck;
         let free = batch.saturating_sub(running.len());
         if free > 0 {
@@ -253,21 +279,29 @@ pub(crate) async fn claim_loop(
             _ = &mut enqueued => {}
             _ = &mut from_remote => {}
             _ = jumped_fut => {}
-            Some(done) = running.join_next(), if !running.is_empty() => record(done),
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                let mut ended = Vec::new();
+                collect(done, &mut ended);
+                while let Some(more) = running.try_join_next() {
+                    collect(more, &mut ended);
+                }
+                settle(&core, &settings, ended).await;
+            }
             _ = tokio::time::sleep(wait), if !wait.is_zero() => {}
         }
     }
-    drain(running).await;
+    drain(&core, &settings, running).await;
     Ok(())
 }
 
 /// Waits for jobs in flight when the node stops; what does not end in time is left to its
 /// lease (another node runs it again; effects are idempotent).
-pub(crate) async fn drain(mut running: JoinSet<Ran>) {
+pub(crate) async fn drain(core: &Core, settings: &JobsSettings, mut running: JoinSet<Ran>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut ended = Vec::new();
     while !running.is_empty() {
         match tokio::time::timeout_at(deadline, running.join_next()).await {
-            Ok(Some(done)) => record(done),
+            Ok(Some(done)) => collect(done, &mut ended),
             Ok(None) => break,
             Err(_) => {
                 tracing::warn!(
@@ -279,14 +313,14 @@ pub(crate) async fn drain(mut running: JoinSet<Ran>) {
             }
         }
     }
+    settle(core, settings, ended).await;
 }
 
-pub(crate) fn record(done: Result<Ran, tokio::task::JoinError>) {
+/// Adds a job's task result to `ended`; a task that panicked is only counted (its lease
+/// lapses and the job runs again).
+pub(crate) fn collect<T>(done: Result<T, tokio::task::JoinError>, ended: &mut Vec<T>) {
     match done {
-        Ok(ran) => {
-            metrics::counter!("jobs_outcomes_total", "kind" => ran.kind, "outcome" => ran.outcome)
-                .increment(1);
-        }
+        Ok(ran) => ended.push(ran),
         Err(e) => {
             tracing::error!(error = %e, "a job's task ended abnormally; its lease will lapse");
             metrics::counter!("jobs_outcomes_total", "kind" => "unknown", "outcome" => "panicked")

@@ -198,30 +198,71 @@ impl Store {
         job: &NewJob,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let n = sqlx::query(
-            "INSERT INTO jobs (id, kind, job_key, payload, state, due_at, available_at, attempts, created_at) \
-             VALUES ($1, $2, $3, $4, 'waiting', $5, $5, 0, $6) \
-             ON CONFLICT (job_key) DO UPDATE SET id = excluded.id, kind = excluded.kind, payload = excluded.payload, \
-             state = 'waiting', due_at = excluded.due_at, available_at = excluded.available_at, attempts = 0, \
-             lease_owner = NULL, last_error = NULL, created_at = excluded.created_at, finished_at = NULL \
-             WHERE jobs.state IN ('done', 'dead', 'cancelled')",
-        )
-        .bind(job.id.get())
-        .bind(job.kind.clone())
-        .bind(job.key.clone())
-        .bind(job.payload.clone())
-        .bind(job.due_at.as_millis())
-        .bind(now.as_millis())
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if n == 1 && self.backend() == Backend::Postgres {
+        Ok(self
+            .enqueue_jobs(tx, std::slice::from_ref(job), now)
+            .await?
+            == 1)
+    }
+
+    /// Enqueues several jobs in the caller's transaction, a few hundred rows per
+    /// statement, and wakes the workers once; how many were enqueued (see
+    /// [`Store::enqueue_job`] for keys already taken).
+    pub async fn enqueue_jobs(
+        &self,
+        tx: &mut WriteTx,
+        jobs: &[NewJob],
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        const ROWS: usize = 400;
+        let mut added = 0;
+        for chunk in jobs.chunks(ROWS) {
+            let mut sql = String::from(
+                "INSERT INTO jobs (id, kind, job_key, payload, state, due_at, available_at, attempts, created_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 5;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, 'waiting', ${}, ${}, 0, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 5,
+                    chunk.len() * 5 + 1
+                ));
+            }
+            sql.push_str(
+                " ON CONFLICT (job_key) DO UPDATE SET id = excluded.id, kind = excluded.kind, payload = excluded.payload, \
+                 state = 'waiting', due_at = excluded.due_at, available_at = excluded.available_at, attempts = 0, \
+                 lease_owner = NULL, last_error = NULL, created_at = excluded.created_at, finished_at = NULL \
+                 WHERE jobs.state IN ('done', 'dead', 'cancelled')",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for job in chunk {
+                q = q
+                    .bind(job.id.get())
+                    .bind(job.kind.clone())
+                    .bind(job.key.clone())
+                    .bind(job.payload.clone())
+                    .bind(job.due_at.as_millis());
+            }
+            added += q
+                .bind(now.as_millis())
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+        }
+        if added > 0 && self.backend() == Backend::Postgres {
             // Delivered at commit to every node listening (docs/jobs.md).
             sqlx::query("SELECT pg_notify('xcord_jobs', '')")
                 .execute(&mut **tx)
                 .await?;
         }
-        Ok(n == 1)
+        Ok(added)
     }
 
     /// Moves a waiting job to a new due time; false when it is not waiting.
@@ -405,38 +446,64 @@ impl Store {
         outcome: &JobOutcome,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let (state, available, error) = match outcome {
-            JobOutcome::Done => ("done", now, None),
-            JobOutcome::Retry { at, error } if attempt < MAX_ATTEMPTS => {
-                ("waiting", *at, Some(error.clone()))
-            }
-            JobOutcome::Retry { error, .. } | JobOutcome::Dead { error } => {
-                ("dead", now, Some(error.clone()))
-            }
-        };
-        let finished = (state != "waiting").then_some(now.as_millis());
+        Ok(self
+            .finish_jobs(owner, &[(id, attempt, outcome.clone())], now)
+            .await?
+            == 1)
+    }
+
+    /// Ends several attempts of `owner` in one transaction (one commit for a batch of
+    /// finished jobs); how many were still held. Done ones are written by one statement.
+    pub async fn finish_jobs(
+        &self,
+        owner: &str,
+        finished: &[(Snowflake, i64, JobOutcome)],
+        now: Timestamp,
+    ) -> StoreResult<usize> {
+        if finished.is_empty() {
+            return Ok(0);
+        }
         let mut tx = self.begin_write().await?;
-        let n = sqlx::query(
-            "UPDATE jobs SET state = $4, available_at = $5, last_error = COALESCE($6, last_error), finished_at = $7 \
-             WHERE id = $1 AND attempts = $2 AND lease_owner = $3 AND state = 'running'",
-        )
-        .bind(id.get())
-        .bind(attempt)
-        .bind(owner.to_owned())
-        .bind(state)
-        .bind(available.as_millis())
-        .bind(error)
-        .bind(finished)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 1 && state == "waiting" && self.backend() == Backend::Postgres {
+        let mut held = 0;
+        let done: Vec<(Snowflake, i64)> = finished
+            .iter()
+            .filter(|(_, _, o)| *o == JobOutcome::Done)
+            .map(|(id, attempt, _)| (*id, *attempt))
+            .collect();
+        for chunk in done.chunks(400) {
+            let mut sql = String::from(
+                "UPDATE jobs SET state = 'done', available_at = $2, finished_at = $2 \
+                 WHERE lease_owner = $1 AND state = 'running' AND (id, attempts) IN (VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("(${}, ${})", 3 + 2 * i, 4 + 2 * i));
+            }
+            sql.push(')');
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(owner.to_owned())
+                .bind(now.as_millis());
+            for (id, attempt) in chunk {
+                q = q.bind(id.get()).bind(*attempt);
+            }
+            held += q.execute(&mut *tx).await?.rows_affected() as usize;
+        }
+        for (id, attempt, outcome) in finished.iter().filter(|(_, _, o)| *o != JobOutcome::Done) {
+            held += finish_in(&mut tx, *id, owner, *attempt, outcome, now).await? as usize;
+        }
+        if self.backend() == Backend::Postgres
+            && finished
+                .iter()
+                .any(|(_, _, o)| matches!(o, JobOutcome::Retry { .. }))
+        {
             sqlx::query("SELECT pg_notify('xcord_jobs', '')")
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
-        Ok(n == 1)
+        Ok(held)
     }
 
     /// The earliest time a job becomes claimable, if any job is waiting or running.
@@ -557,4 +624,40 @@ impl Store {
         .try_get(0)?;
         Ok(at.map(Timestamp::from_millis))
     }
+}
+
+/// Ends one attempt in the caller's transaction (see [`Store::finish_job`]).
+async fn finish_in(
+    tx: &mut WriteTx,
+    id: Snowflake,
+    owner: &str,
+    attempt: i64,
+    outcome: &JobOutcome,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let (state, available, error) = match outcome {
+        JobOutcome::Done => ("done", now, None),
+        JobOutcome::Retry { at, error } if attempt < MAX_ATTEMPTS => {
+            ("waiting", *at, Some(error.clone()))
+        }
+        JobOutcome::Retry { error, .. } | JobOutcome::Dead { error } => {
+            ("dead", now, Some(error.clone()))
+        }
+    };
+    let finished = (state != "waiting").then_some(now.as_millis());
+    let n = sqlx::query(
+        "UPDATE jobs SET state = $4, available_at = $5, last_error = COALESCE($6, last_error), finished_at = $7 \
+         WHERE id = $1 AND attempts = $2 AND lease_owner = $3 AND state = 'running'",
+    )
+    .bind(id.get())
+    .bind(attempt)
+    .bind(owner.to_owned())
+    .bind(state)
+    .bind(available.as_millis())
+    .bind(error)
+    .bind(finished)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }
