@@ -92,21 +92,40 @@ pub(crate) async fn run_leased(
             outcome
         };
         tokio::pin!(work);
-        let mut ticker = tokio::time::interval(renew_every);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                outcome = &mut work => break outcome,
-                _ = ticker.tick() => {
-                    let until = Timestamp::from_millis(core.clock.now().as_millis() + settings.lease_ms);
-                    match core.store.renew_jobs(&settings.owner, &[(job.id, job.attempts)], until).await {
-                        Ok(0) => tracing::warn!(job = %job.id, "a job's lease was taken over while it ran"),
+        // The lease is renewed by a task of its own: renewing inline would stop polling the
+        // job while the renewal waits for a connection, and a job holding a connection (in
+        // a transaction) would then hold it until the renewal gives up.
+        let renewer = {
+            let (core, settings) = (core.clone(), settings.clone());
+            let (id, attempt) = (job.id, job.attempts);
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(renew_every);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticker.tick().await;
+                loop {
+                    ticker.tick().await;
+                    let until =
+                        Timestamp::from_millis(core.clock.now().as_millis() + settings.lease_ms);
+                    match core
+                        .store
+                        .renew_jobs(&settings.owner, &[(id, attempt)], until)
+                        .await
+                    {
+                        Ok(0) => {
+                            tracing::warn!(job = %id, "a job's lease was taken over while it ran");
+                            return;
+                        }
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(job = %job.id, error = %e, "a job's lease could not be renewed"),
+                        Err(e) => {
+                            tracing::warn!(job = %id, error = %e, "a job's lease could not be renewed");
+                        }
                     }
                 }
-            }
-        }
+            })
+        };
+        let outcome = work.await;
+        renewer.abort();
+        outcome
     };
     let label = match &outcome {
         JobOutcome::Done => "done",

@@ -11,7 +11,7 @@ use sqlx::Row as _;
 use xcord_store::{Backend, Store, StoreOptions};
 use xcord_types::Timestamp;
 
-use super::process::{Running, post_json, signal, start, wait_exit};
+use super::process::{Running, command, post_json, signal, start, wait_exit};
 
 const LEASE_MS: &str = "3000";
 
@@ -121,6 +121,25 @@ async fn statuses(store: &Store, status: &str) -> i64 {
         .expect("count")
 }
 
+/// Jobs not done, with their state, attempts and last error (for failure messages).
+async fn open_jobs(store: &Store) -> Vec<String> {
+    sqlx::query("SELECT state, attempts, last_error, lease_owner FROM jobs WHERE state <> 'done'")
+        .fetch_all(store.pool())
+        .await
+        .expect("jobs")
+        .iter()
+        .map(|r| {
+            format!(
+                "{} attempts={} error={:?} owner={:?}",
+                r.try_get::<String, _>(0).unwrap_or_default(),
+                r.try_get::<i64, _>(1).unwrap_or_default(),
+                r.try_get::<Option<String>, _>(2).ok().flatten(),
+                r.try_get::<Option<String>, _>(3).ok().flatten()
+            )
+        })
+        .collect()
+}
+
 async fn job_state(store: &Store) -> String {
     sqlx::query("SELECT state FROM jobs")
         .fetch_one(store.pool())
@@ -180,17 +199,47 @@ async fn two_nodes_racing_for_due_jobs_post_each_message_once() {
     let b = start(dbb.path(), &node_env(Some(db.url()), "2", &[]), &[]);
     let client = reqwest::Client::new();
     let (token, channel) = author(&client, &a, "race").await;
-    let ids = schedule_many(&client, &b, &token, &channel, 80, 3).await;
+    let ids = schedule_many(&client, &b, &token, &channel, 80, 8).await;
     let store = open(db.url()).await;
     assert!(
         within(Duration::from_secs(20), || async {
             statuses(&store, "sent").await == 80
         })
         .await,
-        "not all sent: {} sent",
-        statuses(&store, "sent").await
+        "not all sent: {} sent; open jobs: {:?}; activity {:#?}; node 1 said {:#?}; node 2 said {:#?}",
+        statuses(&store, "sent").await,
+        open_jobs(&store).await,
+        sqlx::query("SELECT state || ' ' || COALESCE(wait_event_type, '-') || ' ' || COALESCE(wait_event, '-') || ' ' || left(query, 160) FROM pg_stat_activity WHERE datname = current_database()")
+            .fetch_all(store.pool())
+            .await
+            .map(|rows| rows.iter().map(|r| r.try_get::<String, _>(0).unwrap_or_default()).collect::<Vec<_>>())
+            .unwrap_or_default(),
+        a.lines.try_iter().collect::<Vec<_>>(),
+        b.lines.try_iter().collect::<Vec<_>>()
     );
     assert_each_once(&posts_per_scheduled(&store).await, &ids);
+    // The queue's metrics (SPEC §6): depth by state, lag, attempts and outcomes.
+    let metrics = reqwest::get(format!("http://{}/metrics", a.addr))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for name in [
+        "jobs_queue_depth",
+        "jobs_lag_seconds",
+        "jobs_attempts_total",
+        "jobs_outcomes_total",
+        "jobs_due_to_done_seconds",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("jobs_outcomes_total") && l.contains("outcome=\"done\"")),
+        "no done outcomes counted"
+    );
     let owners: Vec<String> = sqlx::query("SELECT DISTINCT lease_owner FROM jobs")
         .fetch_all(store.pool())
         .await
@@ -323,6 +372,34 @@ async fn postgres_a_node_dying_after_posting_does_not_post_again() {
 async fn sqlite_a_node_restarted_after_dying_past_the_effect_does_not_post_again() {
     let dir = tempfile::tempdir().expect("dir");
     after_a_crash_past_the_effect_nothing_is_posted_twice(None, dir.path(), dir.path()).await;
+    // The operator's view of that queue, and its repairs.
+    let jobs = |args: &[&str]| {
+        let out = command(dir.path())
+            .arg("jobs")
+            .args(args)
+            .output()
+            .expect("xcord jobs");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = jobs(&["list"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("done") && l.contains("scheduled_message")),
+        "{listed}"
+    );
+    assert!(listed.contains("scheduled_message"), "{listed}");
+    assert!(jobs(&["retry"]).contains("0 jobs"), "nothing is dead");
+    assert!(jobs(&["list", "--state", "waiting"]).lines().count() <= 3);
+    assert!(jobs(&["purge", "--state", "done"]).contains("1 finished jobs deleted"));
+    assert!(!jobs(&["list"]).contains("scheduled_message"));
+    let bad = command(dir.path())
+        .args(["jobs", "list", "--state", "sideways"])
+        .output()
+        .expect("xcord jobs");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--state"));
 }
 
 /// The machine's RabbitMQ (scripts/test starts it).

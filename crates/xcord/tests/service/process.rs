@@ -21,7 +21,7 @@ pub(super) struct Running {
 }
 
 /// `xcord` with a clean environment (no XCORD_* from the caller) in `dir`.
-fn command(dir: &Path) -> Command {
+pub(super) fn command(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir).env_clear();
     if let Ok(path) = std::env::var("PATH") {
