@@ -64,13 +64,13 @@ impl Fault {
 }
 
 impl JobsSettings {
-    /// Defaults for node `node_id`: 15 s leases (taken over ≤ 30 s after a node dies), 32
+    /// Defaults for node `node_id`: 15 s leases (taken over ≤ 30 s after a node dies), 128
     /// jobs at once, a look at least every 5 s.
     pub fn new(node_id: u16) -> Self {
         Self {
             owner: format!("node{node_id}-{:08x}", rand::random::<u32>()),
             lease_ms: 15_000,
-            concurrency: 32,
+            concurrency: 128,
             idle_recheck: Duration::from_secs(5),
             postgres_url: None,
             amqp_url: None,
