@@ -18,7 +18,6 @@ CREATE TABLE jobs (
     finished_at   BIGINT
 );
 CREATE INDEX jobs_claimable ON jobs (available_at) WHERE state IN ('waiting', 'running');
-CREATE INDEX jobs_state ON jobs (state, kind, id);
 
 -- Scheduled messages (SPEC §6). `sending` is internal: the job is posting it, so it can no
 -- longer be edited or cancelled (shown as `scheduled`).
