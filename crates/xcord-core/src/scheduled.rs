@@ -12,7 +12,6 @@ use xcord_bus::Topic;
 use xcord_permissions::bits;
 use xcord_store::{NewJob, ScheduledRecord, ScheduledStatus};
 use xcord_types::events::Event;
-use xcord_types::rest::channels::ChannelKind;
 use xcord_types::rest::messages::CreateMessageRequest;
 use xcord_types::rest::scheduled::{
     CreateScheduledRequest, EditScheduledRequest, ScheduledMessage, ScheduledMessageList,
@@ -20,6 +19,7 @@ use xcord_types::rest::scheduled::{
 use xcord_types::{Snowflake, Timestamp};
 
 use crate::error::{Clash, Entity, Scope};
+use crate::messages::require_message_channel;
 use crate::servers::require_bits;
 use crate::token::Caller;
 use crate::validate::Violations;
@@ -52,11 +52,8 @@ pub enum JobResult {
     RetryAt(Timestamp, String),
 }
 
-fn job_key(id: Snowflake) -> String {
-    format!("scheduled:{id}")
-}
-
-/// The nonce a scheduled message is posted with: its idempotency key.
+/// The key of a scheduled message's job, and the nonce it is posted with (its
+/// idempotency key in the messages table).
 pub fn scheduled_nonce(id: Snowflake) -> String {
     format!("scheduled:{id}")
 }
@@ -127,17 +124,7 @@ impl Core {
         req: CreateScheduledRequest,
     ) -> Result<ScheduledMessage> {
         let ctx = self.channel_context(caller, channel_id).await?;
-        let holds_messages = match ctx.channel.kind {
-            ChannelKind::Text | ChannelKind::Dm | ChannelKind::GroupDm => true,
-            ChannelKind::Voice | ChannelKind::Category => false,
-        };
-        if !holds_messages {
-            return Err(Error::invalid(
-                "channelId",
-                "type",
-                "messages go to text and DM channels",
-            ));
-        }
+        require_message_channel(&ctx)?;
         let now = self.clock.now();
         let content = req.content.unwrap_or_default();
         let attachment_ids = req.attachment_ids.unwrap_or_default();
@@ -161,19 +148,7 @@ impl Core {
                 Scope::Channel(ctx.channel.id),
             )?;
             for id in &attachment_ids {
-                match self.store.attachment(*id).await? {
-                    Some(a)
-                        if a.uploader_id == caller.user_id
-                            && a.channel_id == channel_id
-                            && a.message_id.is_none() => {}
-                    _ => {
-                        return Err(Error::invalid(
-                            "attachmentIds",
-                            "owned",
-                            "must be your own unused uploads to this channel",
-                        ));
-                    }
-                }
+                self.unused_upload(caller.user_id, channel_id, *id).await?;
             }
         }
         self.check_dm_block(&ctx, caller.user_id).await?;
@@ -216,7 +191,7 @@ impl Core {
         let job = NewJob {
             id: self.ids.next_id(),
             kind: SCHEDULED_JOB.to_owned(),
-            key: job_key(record.id),
+            key: scheduled_nonce(record.id),
             payload: job_payload(record.id)?,
             due_at: send_at,
         };
@@ -331,7 +306,7 @@ impl Core {
             return Err(Error::Conflict(Clash::ScheduledNotWaiting));
         }
         self.store
-            .reschedule_job(uow.tx(), &job_key(id), send_at)
+            .reschedule_job(uow.tx(), &scheduled_nonce(id), send_at)
             .await?;
         let updated = ScheduledRecord {
             content,
@@ -374,7 +349,9 @@ impl Core {
         {
             return Err(Error::Conflict(Clash::ScheduledNotWaiting));
         }
-        self.store.cancel_job(uow.tx(), &job_key(id), now).await?;
+        self.store
+            .cancel_job(uow.tx(), &scheduled_nonce(id), now)
+            .await?;
         let cancelled = ScheduledRecord {
             status: ScheduledStatus::Cancelled,
             updated_at: now,

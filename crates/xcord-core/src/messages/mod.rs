@@ -17,5 +17,6 @@ mod search;
 
 pub use activity::ChannelActivity;
 pub use context::ChannelContext;
+pub(crate) use posting::require_message_channel;
 pub use reactions::check_emoji;
 pub use search::SearchScope;

@@ -28,7 +28,43 @@ pub(super) fn mentions_document(m: &Mentions) -> Result<String> {
         .map_err(|e| Error::Internal(e.into()))
 }
 
+/// Refuses channels that hold no messages (voice channels, categories).
+pub(crate) fn require_message_channel(ctx: &ChannelContext) -> Result<()> {
+    // Exhaustive, so a new kind has to say whether it holds messages.
+    let holds_messages = match ctx.channel.kind {
+        ChannelKind::Text | ChannelKind::Dm | ChannelKind::GroupDm => true,
+        ChannelKind::Voice | ChannelKind::Category => false,
+    };
+    if holds_messages {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "channelId",
+            "type",
+            "messages go to text and DM channels",
+        ))
+    }
+}
+
 impl Core {
+    /// Upload `id` if it is `user`'s, to `channel`, and not yet attached to a message;
+    /// otherwise the `attachmentIds` failure.
+    pub(crate) async fn unused_upload(
+        &self,
+        user: Snowflake,
+        channel: Snowflake,
+        id: Snowflake,
+    ) -> Result<xcord_store::AttachmentRecord> {
+        match self.store.attachment(id).await? {
+            Some(a)
+                if a.uploader_id == user && a.channel_id == channel && a.message_id.is_none() =>
+            {
+                Ok(a)
+            }
+            _ => Err(bad_attachments()),
+        }
+    }
+
     /// Resolves mentions to what takes effect: members (or recipients) only, roles of the
     /// server, channels of the server; `@everyone` only with MENTION_EVERYONE.
     pub(super) async fn resolve_mentions(
@@ -151,18 +187,7 @@ impl Core {
         automatic: bool,
     ) -> Result<(Message, bool)> {
         let ctx = self.channel_context(caller, channel_id).await?;
-        // Exhaustive, so a new kind has to say whether it holds messages.
-        let holds_messages = match ctx.channel.kind {
-            ChannelKind::Text | ChannelKind::Dm | ChannelKind::GroupDm => true,
-            ChannelKind::Voice | ChannelKind::Category => false,
-        };
-        if !holds_messages {
-            return Err(Error::invalid(
-                "channelId",
-                "type",
-                "messages go to text and DM channels",
-            ));
-        }
+        require_message_channel(&ctx)?;
         let encrypted = req.encrypted.unwrap_or(false);
         let content = req.content.clone().unwrap_or_default();
         let attachment_ids = req.attachment_ids.clone().unwrap_or_default();
@@ -306,16 +331,10 @@ impl Core {
         let mut attachments = Vec::with_capacity(new.attachment_ids.len());
         for id in &new.attachment_ids {
             // The store checks again in the posting transaction; this only renders.
-            match self.store.attachment(*id).await? {
-                Some(a)
-                    if a.uploader_id == caller.user_id
-                        && a.channel_id == new.channel_id
-                        && a.message_id.is_none() =>
-                {
-                    attachments.push(a);
-                }
-                _ => return Err(bad_attachments()),
-            }
+            attachments.push(
+                self.unused_upload(caller.user_id, new.channel_id, *id)
+                    .await?,
+            );
         }
         attachments.sort_by_key(|a| a.id);
         let attachments = attachments

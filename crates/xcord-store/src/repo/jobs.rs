@@ -189,6 +189,17 @@ fn filter_sql(f: &JobFilter) -> (String, Vec<String>) {
 
 /// Storage of the job queue.
 impl Store {
+    /// Wakes the workers of every node when `tx` commits: on PostgreSQL a `NOTIFY` on
+    /// `xcord_jobs` (docs/jobs.md); on SQLite there is one node, woken in-process.
+    async fn wake_workers(&self, tx: &mut WriteTx) -> StoreResult<()> {
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_notify('xcord_jobs', '')")
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Enqueues a job in the caller's transaction, so it exists exactly when the change that
     /// causes it does. A job with the same key is replaced only when it is over (done, dead
     /// or cancelled); false when a live one holds the key.
@@ -256,11 +267,8 @@ impl Store {
                 .await?
                 .rows_affected();
         }
-        if added > 0 && self.backend() == Backend::Postgres {
-            // Delivered at commit to every node listening (docs/jobs.md).
-            sqlx::query("SELECT pg_notify('xcord_jobs', '')")
-                .execute(&mut **tx)
-                .await?;
+        if added > 0 {
+            self.wake_workers(tx).await?;
         }
         Ok(added)
     }
@@ -280,10 +288,8 @@ impl Store {
         .execute(&mut **tx)
         .await?
         .rows_affected();
-        if n == 1 && self.backend() == Backend::Postgres {
-            sqlx::query("SELECT pg_notify('xcord_jobs', '')")
-                .execute(&mut **tx)
-                .await?;
+        if n == 1 {
+            self.wake_workers(tx).await?;
         }
         Ok(n == 1)
     }
@@ -493,14 +499,11 @@ impl Store {
         for (id, attempt, outcome) in finished.iter().filter(|(_, _, o)| *o != JobOutcome::Done) {
             held += finish_in(&mut tx, *id, owner, *attempt, outcome, now).await? as usize;
         }
-        if self.backend() == Backend::Postgres
-            && finished
-                .iter()
-                .any(|(_, _, o)| matches!(o, JobOutcome::Retry { .. }))
+        if finished
+            .iter()
+            .any(|(_, _, o)| matches!(o, JobOutcome::Retry { .. }))
         {
-            sqlx::query("SELECT pg_notify('xcord_jobs', '')")
-                .execute(&mut *tx)
-                .await?;
+            self.wake_workers(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(held)
@@ -514,28 +517,6 @@ impl Store {
                 .await?
                 .try_get(0)?;
         Ok(at.map(Timestamp::from_millis))
-    }
-
-    /// A job by id.
-    pub async fn job(&self, id: Snowflake) -> StoreResult<Option<JobRecord>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM jobs WHERE id = $1"
-        )))
-        .bind(id.get())
-        .fetch_optional(self.pool())
-        .await?;
-        row.as_ref().map(job_from_row).transpose()
-    }
-
-    /// A job by key.
-    pub async fn job_by_key(&self, key: &str) -> StoreResult<Option<JobRecord>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM jobs WHERE job_key = $1"
-        )))
-        .bind(key.to_owned())
-        .fetch_optional(self.pool())
-        .await?;
-        row.as_ref().map(job_from_row).transpose()
     }
 
     /// Jobs matching `filter`, newest first.
@@ -569,10 +550,8 @@ impl Store {
         }
         let mut tx = self.begin_write().await?;
         let done = q.bind(now.as_millis()).execute(&mut *tx).await?;
-        if done.rows_affected() > 0 && self.backend() == Backend::Postgres {
-            sqlx::query("SELECT pg_notify('xcord_jobs', '')")
-                .execute(&mut *tx)
-                .await?;
+        if done.rows_affected() > 0 {
+            self.wake_workers(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(done.rows_affected())

@@ -175,21 +175,6 @@ impl Store {
         row.as_ref().map(scheduled_from_row).transpose()
     }
 
-    /// The same, read in a write transaction (to decide on a change).
-    pub async fn scheduled_in(
-        &self,
-        tx: &mut WriteTx,
-        id: Snowflake,
-    ) -> StoreResult<Option<ScheduledRecord>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM scheduled_messages WHERE id = $1"
-        )))
-        .bind(id.get())
-        .fetch_optional(&mut **tx)
-        .await?;
-        row.as_ref().map(scheduled_from_row).transpose()
-    }
-
     /// An author's waiting scheduled messages in a channel, soonest first.
     pub async fn scheduled_waiting_in(
         &self,
@@ -317,16 +302,6 @@ impl Store {
         .await?
         .rows_affected();
         Ok(n == 1)
-    }
-
-    /// The latest tick planned under `name`.
-    pub async fn last_cron_tick(&self, name: &str) -> StoreResult<Option<Timestamp>> {
-        let at: Option<i64> = sqlx::query("SELECT MAX(tick_at) FROM cron_ticks WHERE name = $1")
-            .bind(name.to_owned())
-            .fetch_one(self.pool())
-            .await?
-            .try_get(0)?;
-        Ok(at.map(Timestamp::from_millis))
     }
 
     /// Users who take part in automatic messages: every account that is not a guest.
