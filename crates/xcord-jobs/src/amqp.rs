@@ -29,7 +29,7 @@ use xcord_store::JobRecord;
 use xcord_types::Snowflake;
 
 use crate::JobsSettings;
-use crate::runner::{Ran, Sink, claim_loop, collect, run_leased, settle};
+use crate::runner::{Ran, Recorder, Sink, claim_loop, collect, drain, run_leased};
 
 /// The lease owner of jobs on their way through the broker.
 pub const BROKER_OWNER: &str = "broker";
@@ -193,11 +193,13 @@ async fn consume_loop(
     stop: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
-    // Each task records its job and counts it before its ack.
+    // Outcomes are written in batches, as the database workers' are; each task acks its
+    // delivery once its outcome is written.
+    let (recorder, writer) = Recorder::start(core.clone(), settings.clone(), None);
     let mut running: JoinSet<()> = JoinSet::new();
     loop {
         while let Some(done) = running.try_join_next() {
-            collect(done, &mut Vec::<()>::new());
+            collect(done, &());
         }
         let delivery = tokio::select! {
             _ = stop.cancelled() => break,
@@ -219,7 +221,7 @@ async fn consume_loop(
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;
         };
-        let (core, settings) = (core.clone(), settings.clone());
+        let (core, settings, recorder) = (core.clone(), settings.clone(), recorder.clone());
         running.spawn(async move {
             let _permit = permit;
             let ran = match parse(&delivery.data) {
@@ -239,7 +241,7 @@ async fn consume_loop(
                     finish: None,
                 },
             };
-            settle(&core, &settings, vec![ran]).await;
+            recorder.record_and_wait(ran).await;
             // After the outcome is recorded; a lost ack only means a harmless redelivery.
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                 tracing::debug!(error = %e, "a job delivery could not be acked");
@@ -247,17 +249,9 @@ async fn consume_loop(
         });
     }
     // What does not end in time is left to its lease.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !running.is_empty() {
-        match tokio::time::timeout_at(deadline, running.join_next()).await {
-            Ok(Some(done)) => collect(done, &mut Vec::<()>::new()),
-            Ok(None) => break,
-            Err(_) => {
-                running.abort_all();
-                break;
-            }
-        }
-    }
+    drain(running, &()).await;
+    drop(recorder);
+    let _ = writer.await;
 }
 
 fn parse(body: &[u8]) -> Option<(Snowflake, i64)> {

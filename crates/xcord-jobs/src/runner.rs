@@ -10,12 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use xcord_core::Core;
 use xcord_core::scheduled::{JobResult, NOOP_JOB, SCHEDULED_JOB};
-use xcord_store::{JobOutcome, JobRecord, MAX_ATTEMPTS};
+use xcord_store::{JobOutcome, JobRecord, JobState, MAX_ATTEMPTS};
 use xcord_types::Timestamp;
 
 use crate::JobsSettings;
@@ -127,11 +127,10 @@ pub(crate) async fn run_leased(
         renewer.abort();
         outcome
     };
-    let label = match &outcome {
-        JobOutcome::Done => "done",
-        JobOutcome::Retry { .. } if job.attempts >= MAX_ATTEMPTS => "dead",
-        JobOutcome::Retry { .. } => "retry",
-        JobOutcome::Dead { .. } => "dead",
+    let label = match outcome.state_after(job.attempts) {
+        JobState::Done => "done",
+        JobState::Waiting => "retry",
+        _ => "dead",
     };
     if let JobOutcome::Retry { error, .. } | JobOutcome::Dead { error } = &outcome {
         tracing::warn!(job = %job.id, kind = job.kind, attempt = job.attempts, error, "a job attempt failed");
@@ -188,6 +187,97 @@ pub(crate) async fn settle(core: &Core, settings: &JobsSettings, ran: Vec<Ran>) 
     }
 }
 
+/// How long the recorder waits for more outcomes when only a few are queued.
+const LINGER: Duration = Duration::from_millis(3);
+
+/// A job that ended, on its way to the database; `recorded` is told once it is written.
+struct Ended {
+    ran: Ran,
+    recorded: Option<oneshot::Sender<()>>,
+}
+
+/// Writes the outcomes of ended jobs from a task of its own, one transaction at a time, each
+/// for everything that ended while the previous one was written: the workers claim and run
+/// the next jobs meanwhile, and a busy queue records hundreds of outcomes per commit.
+#[derive(Clone)]
+pub(crate) struct Recorder {
+    queue: mpsc::UnboundedSender<Ended>,
+}
+
+impl Recorder {
+    /// Starts the writer; it stops once every clone of the recorder is dropped and what
+    /// they sent is written. `returned` gets one permit back per outcome written.
+    pub(crate) fn start(
+        core: Arc<Core>,
+        settings: Arc<JobsSettings>,
+        returned: Option<Arc<Semaphore>>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, mut pending) = mpsc::unbounded_channel::<Ended>();
+        let writer = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while pending.recv_many(&mut batch, 4096).await > 0 {
+                // A few more milliseconds gather the jobs ending one by one (a steady
+                // trickle) into one commit instead of one each.
+                if batch.len() < 64 {
+                    tokio::time::sleep(LINGER).await;
+                    while batch.len() < 4096 {
+                        match pending.try_recv() {
+                            Ok(e) => batch.push(e),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                let n = batch.len();
+                let mut told = Vec::new();
+                let ran = batch
+                    .drain(..)
+                    .map(|e| {
+                        told.extend(e.recorded);
+                        e.ran
+                    })
+                    .collect();
+                settle(&core, &settings, ran).await;
+                for t in told {
+                    let _ = t.send(());
+                }
+                if let Some(permits) = &returned {
+                    permits.add_permits(n);
+                }
+            }
+        });
+        (Self { queue }, writer)
+    }
+
+    /// Hands `ran` to the writer.
+    pub(crate) fn record(&self, ran: Ran) {
+        if self
+            .queue
+            .send(Ended {
+                ran,
+                recorded: None,
+            })
+            .is_err()
+        {
+            tracing::warn!("a job ended after its node's recorder stopped; its lease will lapse");
+        }
+    }
+
+    /// Hands `ran` to the writer and waits until it is written (or given up on).
+    pub(crate) async fn record_and_wait(&self, ran: Ran) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .queue
+            .send(Ended {
+                ran,
+                recorded: Some(tx),
+            })
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+}
+
 /// What the claiming loop does with the jobs it claims.
 pub(crate) enum Sink {
     /// Runs them on this node (the database transport).
@@ -210,7 +300,7 @@ pub(crate) async fn claim_loop(
         Sink::Run => (
             settings.owner.clone(),
             settings.lease_ms,
-            settings.concurrency,
+            settings.concurrency.max(1),
         ),
         Sink::Dispatch(_) => (
             crate::amqp::BROKER_OWNER.to_owned(),
@@ -218,9 +308,23 @@ pub(crate) async fn claim_loop(
             crate::amqp::DISPATCH_BATCH,
         ),
     };
+    // Jobs claimed and not yet recorded, at most four rounds' worth: while the recorder
+    // writes one round's outcomes the loop claims and runs the next, but a database that
+    // records slowly holds the claiming back.
+    let unrecorded = Arc::new(Semaphore::new(batch * 4));
+    let (recorder, writer) =
+        Recorder::start(core.clone(), settings.clone(), Some(unrecorded.clone()));
     let mut running: JoinSet<Ran> = JoinSet::new();
     let jumps = core.clock.jumps();
-    loop {
+    // Lapsed last attempts are made dead about once a second (a scan of the due jobs).
+    let mut reaped_at: Option<tokio::time::Instant> = None;
+    // Whether to claim on this round: not when a job ended while the last claim left free
+    // slots (nothing more was due then, and the timer holds the next due time).
+    let mut look = true;
+    // The last claim filled every free slot, so more may be due.
+    let mut more_due = false;
+    let mut next_look = tokio::time::Instant::now();
+    let result = loop {
         // Registered before looking, so a wake-up during the look is not lost.
         let enqueued = core.jobs_enqueued.notified();
         let from_remote = remote.notified();
@@ -232,55 +336,74 @@ pub(crate) async fn claim_loop(
         if let Some(j) = jumped.as_mut() {
             j.as_mut().enable();
         }
-        let mut ended = Vec::new();
         while let Some(done) = running.try_join_next() {
-            collect(done, &mut ended);
+            collect(done, &recorder);
         }
-        settle(&core, &settings, ended).await;
-        let mut wait = settings.idle_recheck;
-        let free = batch.saturating_sub(running.len());
-        if free > 0 {
-            let now = core.clock.now();
-            match core
-                .store
-                .claim_jobs(&owner, now, lease_ms, free as i64)
-                .await
-            {
-                Ok(jobs) => {
-                    let full = jobs.len() == free;
-                    match &sink {
-                        Sink::Run => {
-                            for job in jobs {
-                                metrics::counter!("jobs_attempts_total", "kind" => job.kind.clone())
-                                    .increment(1);
-                                running.spawn(run_leased(core.clone(), settings.clone(), job));
+        if look {
+            next_look = tokio::time::Instant::now() + settings.idle_recheck;
+            let free = batch
+                .saturating_sub(running.len())
+                .min(unrecorded.available_permits());
+            // With no free slot, look again as soon as one frees.
+            more_due = free == 0;
+            if free > 0 {
+                let now = core.clock.now();
+                let reap = reaped_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                match core
+                    .store
+                    .claim_jobs(&owner, now, lease_ms, free as i64, reap)
+                    .await
+                {
+                    Ok(jobs) => {
+                        if reap {
+                            reaped_at = Some(tokio::time::Instant::now());
+                        }
+                        more_due = jobs.len() == free;
+                        match &sink {
+                            Sink::Run => {
+                                if let Ok(p) = unrecorded.try_acquire_many(jobs.len() as u32) {
+                                    p.forget();
+                                }
+                                for job in jobs {
+                                    metrics::counter!("jobs_attempts_total", "kind" => job.kind.clone())
+                                        .increment(1);
+                                    running.spawn(run_leased(core.clone(), settings.clone(), job));
+                                }
+                            }
+                            // A failed publish leaves its jobs to their dispatch lease, after
+                            // which they are claimed and published again.
+                            Sink::Dispatch(publisher) => {
+                                if let Err(e) = publisher.publish(&jobs).await {
+                                    break Err(e);
+                                }
                             }
                         }
-                        // A failed publish leaves its jobs to their dispatch lease, after
-                        // which they are claimed and published again.
-                        Sink::Dispatch(publisher) => publisher.publish(&jobs).await?,
-                    }
-                    if full {
-                        // There may be more: look again as soon as a slot frees.
-                        wait = Duration::ZERO;
-                    } else {
-                        match core.store.next_job_at().await {
-                            Ok(Some(at)) => {
-                                let ms = (at.as_millis() - core.clock.now().as_millis()).max(0);
-                                wait = wait.min(Duration::from_millis(ms as u64));
+                        if !more_due {
+                            match core.store.next_job_at().await {
+                                Ok(Some(at)) => {
+                                    let ms = (at.as_millis() - core.clock.now().as_millis()).max(0);
+                                    next_look = next_look.min(
+                                        tokio::time::Instant::now()
+                                            + Duration::from_millis(ms as u64),
+                                    );
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot read the next job's time")
+                                }
                             }
-                            Ok(None) => {}
-                            Err(e) => tracing::warn!(error = %e, "cannot read the next job's time"),
                         }
                     }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot claim jobs");
-                    wait = Duration::from_secs(1);
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot claim jobs");
+                        next_look = tokio::time::Instant::now() + Duration::from_secs(1);
+                    }
                 }
             }
         }
-        if wait.is_zero() && running.len() < batch {
+        let slots_free = running.len() < batch && unrecorded.available_permits() > 0;
+        look = true;
+        if more_due && slots_free {
             tokio::task::yield_now().await;
             continue;
         }
@@ -291,36 +414,35 @@ pub(crate) async fn claim_loop(
             }
         };
         tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => break Ok(()),
             _ = crate::amqp::closed(&sink) => {
-                anyhow::bail!("the broker connection closed");
+                break Err(anyhow::anyhow!("the broker connection closed"));
             }
             _ = &mut enqueued => {}
             _ = &mut from_remote => {}
             _ = jumped_fut => {}
             Some(done) = running.join_next(), if !running.is_empty() => {
-                let mut ended = Vec::new();
-                collect(done, &mut ended);
-                while let Some(more) = running.try_join_next() {
-                    collect(more, &mut ended);
-                }
-                settle(&core, &settings, ended).await;
+                collect(done, &recorder);
+                look = more_due;
             }
-            _ = tokio::time::sleep(wait), if !wait.is_zero() => {}
+            // The recorder gave claims back (it had held the loop at its bound).
+            _ = unrecorded.acquire(), if !slots_free && running.len() < batch => {}
+            _ = tokio::time::sleep_until(next_look) => {}
         }
-    }
-    drain(&core, &settings, running).await;
-    Ok(())
+    };
+    drain(running, &recorder).await;
+    drop(recorder);
+    let _ = writer.await;
+    result
 }
 
 /// Waits for jobs in flight when the node stops; what does not end in time is left to its
 /// lease (another node runs it again; effects are idempotent).
-pub(crate) async fn drain(core: &Core, settings: &JobsSettings, mut running: JoinSet<Ran>) {
+pub(crate) async fn drain<T: Send + 'static>(mut running: JoinSet<T>, recorder: &impl Collect<T>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut ended = Vec::new();
     while !running.is_empty() {
         match tokio::time::timeout_at(deadline, running.join_next()).await {
-            Ok(Some(done)) => collect(done, &mut ended),
+            Ok(Some(done)) => collect(done, recorder),
             Ok(None) => break,
             Err(_) => {
                 tracing::warn!(
@@ -332,14 +454,28 @@ pub(crate) async fn drain(core: &Core, settings: &JobsSettings, mut running: Joi
             }
         }
     }
-    settle(core, settings, ended).await;
 }
 
-/// Adds a job's task result to `ended`; a task that panicked is only counted (its lease
-/// lapses and the job runs again).
-pub(crate) fn collect<T>(done: Result<T, tokio::task::JoinError>, ended: &mut Vec<T>) {
+/// Where a finished task's result goes.
+pub(crate) trait Collect<T> {
+    fn put(&self, value: T);
+}
+
+impl Collect<Ran> for Recorder {
+    fn put(&self, ran: Ran) {
+        self.record(ran);
+    }
+}
+
+impl Collect<()> for () {
+    fn put(&self, _: ()) {}
+}
+
+/// Passes a job's task result on; a task that panicked is only counted (its lease lapses
+/// and the job runs again).
+pub(crate) fn collect<T>(done: Result<T, tokio::task::JoinError>, to: &impl Collect<T>) {
     match done {
-        Ok(ran) => ended.push(ran),
+        Ok(value) => to.put(value),
         Err(e) => {
             tracing::error!(error = %e, "a job's task ended abnormally; its lease will lapse");
             metrics::counter!("jobs_outcomes_total", "kind" => "unknown", "outcome" => "panicked")

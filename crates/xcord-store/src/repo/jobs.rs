@@ -126,6 +126,18 @@ pub enum JobOutcome {
     },
 }
 
+impl JobOutcome {
+    /// The state a job is left in when attempt number `attempt` ends like this: a retry
+    /// after the last attempt makes it dead.
+    pub fn state_after(&self, attempt: i64) -> JobState {
+        match self {
+            JobOutcome::Done => JobState::Done,
+            JobOutcome::Retry { .. } if attempt < MAX_ATTEMPTS => JobState::Waiting,
+            JobOutcome::Retry { .. } | JobOutcome::Dead { .. } => JobState::Dead,
+        }
+    }
+}
+
 /// Which jobs an operator's command applies to.
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
@@ -314,33 +326,39 @@ impl Store {
 
     /// Claims up to `limit` claimable jobs for `owner` until `now + lease_ms`, earliest
     /// first. On PostgreSQL rows another claimer holds are skipped (`SKIP LOCKED`); on
-    /// SQLite the single writer orders claimers. Running jobs whose last attempt's lease
-    /// ran out are made dead in the same transaction.
+    /// SQLite the single writer orders claimers. With `reap`, running jobs whose last
+    /// attempt's lease ran out are first made dead in the same transaction (a scan of the
+    /// due jobs, which the workers ask for about once a second, not on every claim).
     pub async fn claim_jobs(
         &self,
         owner: &str,
         now: Timestamp,
         lease_ms: i64,
         limit: i64,
+        reap: bool,
     ) -> StoreResult<Vec<JobRecord>> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE jobs SET state = 'dead', finished_at = $1, \
+        if reap {
+            sqlx::query(
+                "UPDATE jobs SET state = 'dead', finished_at = $1, \
              last_error = COALESCE(last_error, 'its worker stopped during the last attempt') \
              WHERE state = 'running' AND available_at <= $1 AND attempts >= $2",
-        )
-        .bind(now.as_millis())
-        .bind(MAX_ATTEMPTS)
-        .execute(&mut *tx)
-        .await?;
-        let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
+            )
+            .bind(now.as_millis())
+            .bind(MAX_ATTEMPTS)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // On PostgreSQL `= ANY(ARRAY(…))` makes the planner update the chosen rows through
+        // the primary key; `IN (…)` let it hash-join the whole table on every claim.
+        let (open, close) = match self.backend() {
+            Backend::Postgres => ("= ANY(ARRAY(", " FOR UPDATE SKIP LOCKED))"),
+            Backend::Sqlite => ("IN (", ")"),
         };
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE jobs SET state = 'running', available_at = $2, attempts = attempts + 1, lease_owner = $3 \
-             WHERE id IN (SELECT id FROM jobs WHERE state IN ('waiting', 'running') AND available_at <= $1 \
-             ORDER BY available_at LIMIT $4{lock}) RETURNING {COLUMNS}"
+             WHERE id {open}SELECT id FROM jobs WHERE state IN ('waiting', 'running') AND available_at <= $1 \
+             ORDER BY available_at LIMIT $4{close} RETURNING {COLUMNS}"
         )))
         .bind(now.as_millis())
         .bind(now.as_millis() + lease_ms)
@@ -614,16 +632,13 @@ async fn finish_in(
     outcome: &JobOutcome,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let (state, available, error) = match outcome {
-        JobOutcome::Done => ("done", now, None),
-        JobOutcome::Retry { at, error } if attempt < MAX_ATTEMPTS => {
-            ("waiting", *at, Some(error.clone()))
-        }
-        JobOutcome::Retry { error, .. } | JobOutcome::Dead { error } => {
-            ("dead", now, Some(error.clone()))
-        }
+    let state = outcome.state_after(attempt);
+    let (available, error) = match outcome {
+        JobOutcome::Done => (now, None),
+        JobOutcome::Retry { at, error } if state == JobState::Waiting => (*at, Some(error.clone())),
+        JobOutcome::Retry { error, .. } | JobOutcome::Dead { error } => (now, Some(error.clone())),
     };
-    let finished = (state != "waiting").then_some(now.as_millis());
+    let finished = (state != JobState::Waiting).then_some(now.as_millis());
     let n = sqlx::query(
         "UPDATE jobs SET state = $4, available_at = $5, last_error = COALESCE($6, last_error), finished_at = $7 \
          WHERE id = $1 AND attempts = $2 AND lease_owner = $3 AND state = 'running'",
@@ -631,7 +646,7 @@ async fn finish_in(
     .bind(id.get())
     .bind(attempt)
     .bind(owner.to_owned())
-    .bind(state)
+    .bind(state.as_str())
     .bind(available.as_millis())
     .bind(error)
     .bind(finished)
