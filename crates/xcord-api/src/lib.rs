@@ -5,6 +5,7 @@
 //! Every failure leaves as the SPEC §3 error body through [`error::ApiError`].
 
 pub mod auth;
+pub mod compat;
 pub mod error;
 pub mod extract;
 pub mod health;

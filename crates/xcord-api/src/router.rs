@@ -243,6 +243,7 @@ pub fn build_router(state: AppState, settings: &HttpSettings) -> anyhow::Result<
         app = app
             .nest("/api/v1", rest.clone())
             .nest("/api/rest", rest)
+            .nest("/compat/rtms", crate::compat::rtms::router())
             .merge(cdn)
             .merge(page_routes());
     }

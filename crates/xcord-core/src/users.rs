@@ -7,7 +7,7 @@ use xcord_types::Snowflake;
 use xcord_types::events::Event;
 use xcord_types::rest::users::{
     OnlineCount, OnlineList, OnlineUser, Presence, PublicKey, PublicUser, SelfUser, Settings,
-    SettingsPatch, Status, StatusRequest, UpdateSelfRequest, UserList,
+    SettingsPatch, Status, StatusRequest, UpdateSelfRequest, UserList, UserSummary,
 };
 
 use crate::error::{Denial, Entity};
@@ -201,6 +201,24 @@ impl Core {
             .set_settings(user.id, &json, self.clock.now())
             .await?;
         Ok(s)
+    }
+
+    /// The user directory of clients that list every account (SPEC §7's profiles): the
+    /// registered users in the order they joined, `limit` after `offset`, with the total.
+    /// Only public fields (no e-mail).
+    pub async fn user_directory(
+        &self,
+        _caller: &Caller,
+        offset: u64,
+        limit: u32,
+    ) -> Result<(Vec<UserSummary>, i64)> {
+        let mut v = Violations::default();
+        if !(1..=100).contains(&limit) {
+            v.push("limit", "range", "must be 1–100");
+        }
+        v.finish()?;
+        let (users, total) = self.store.list_users(offset, limit).await?;
+        Ok((users.iter().map(Self::summary).collect(), total))
     }
 
     /// `GET /users/search?q=&limit=`: users whose name starts with `q`, leaving out those who

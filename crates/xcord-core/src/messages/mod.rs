@@ -17,6 +17,7 @@ mod search;
 
 pub use activity::ChannelActivity;
 pub use context::ChannelContext;
+pub use history::HistoryPage;
 pub(crate) use posting::require_message_channel;
 pub use reactions::check_emoji;
 pub use search::SearchScope;

@@ -9,6 +9,18 @@ use crate::error::Entity;
 use crate::{Caller, Core, Error, Result};
 
 impl Core {
+    /// Marks everything up to message `id` read in its channel, for clients that name only
+    /// the message (SPEC §7's seed-003 profile); returns the channel.
+    pub async fn ack_message(&self, caller: &Caller, id: Snowflake) -> Result<Snowflake> {
+        let m = self
+            .store
+            .live_message(id)
+            .await?
+            .ok_or(Error::NotFound(Entity::Message))?;
+        self.ack(caller, m.channel_id, id).await?;
+        Ok(m.channel_id)
+    }
+
     /// `POST /channels/{id}/messages/{messageId}/ack`.
     pub async fn ack(
         &self,

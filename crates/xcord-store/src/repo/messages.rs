@@ -409,6 +409,53 @@ impl Store {
         row.map(|r| self.message_from_row(&r)).transpose()
     }
 
+    /// Live messages of `channel`, newest first, skipping the `offset` newest (offset
+    /// paging, for clients that ask for page numbers), with the count of all live ones.
+    pub async fn history_offset(
+        &self,
+        channel: Snowflake,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<MessageRecord>, i64)> {
+        let rows = sqlx::query(message_select!(
+            "WHERE m.channel_id = $1 AND m.deleted_at IS NULL ORDER BY m.id DESC LIMIT $2 OFFSET $3"
+        ))
+        .bind(channel.get())
+        .bind(i64::from(limit))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await?;
+        let total: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM messages WHERE channel_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(channel.get())
+        .fetch_one(self.pool())
+        .await?
+        .try_get(0)?;
+        Ok((self.messages_from_rows(&rows)?, total))
+    }
+
+    /// How far each member of `channel` has read: (user, last read message id).
+    pub async fn channel_read_marks(
+        &self,
+        channel: Snowflake,
+    ) -> StoreResult<Vec<(Snowflake, Snowflake)>> {
+        let rows = sqlx::query(
+            "SELECT user_id, last_read_message_id FROM read_states WHERE channel_id = $1",
+        )
+        .bind(channel.get())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    Snowflake::from_i64(r.try_get(0)?),
+                    Snowflake::from_i64(r.try_get(1)?),
+                ))
+            })
+            .collect()
+    }
+
     /// Live messages, newest first, exact at the edges (no gaps, no repeats).
     pub async fn history(
         &self,

@@ -495,6 +495,25 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Registered accounts (guests left out) in the order they joined, skipping `offset`,
+    /// with the count of all of them.
+    pub async fn list_users(&self, offset: u64, limit: u32) -> StoreResult<(Vec<UserRecord>, i64)> {
+        let rows = sqlx::query(user_select!(
+            "WHERE is_guest = $1 ORDER BY id LIMIT $2 OFFSET $3"
+        ))
+        .bind(false)
+        .bind(i64::from(limit))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await?;
+        let total: i64 = sqlx::query("SELECT COUNT(*) FROM users WHERE is_guest = $1")
+            .bind(false)
+            .fetch_one(self.pool())
+            .await?
+            .try_get(0)?;
+        Ok((self.users_from_rows(&rows)?, total))
+    }
+
     /// Users whose name starts with `prefix` (ASCII, case-insensitive), names in order.
     pub async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRecord>> {
         let low = prefix.to_ascii_lowercase();

@@ -2,6 +2,7 @@
 //! real HTTP; and the real `xcord` binary started as a process.
 
 mod auth;
+mod compat_rtms;
 mod files;
 mod gateway;
 mod gateway_session;

@@ -1,0 +1,3 @@
+//! Compatibility profiles (SPEC §7): other systems' APIs over the canonical core.
+
+pub mod rtms;
