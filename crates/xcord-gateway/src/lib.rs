@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod index;
 pub mod protocol;
 pub mod session;
+pub mod socketio;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -146,11 +147,13 @@ impl Gateway {
         (gw, tasks)
     }
 
-    /// The routes: `GET /api/ws` and `GET /gateway`.
+    /// The routes: `GET /api/ws` and `GET /gateway`, and Socket.IO at `/socket.io/`
+    /// (SPEC §7, [`socketio`]).
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/api/ws", get(connection::upgrade))
             .route("/gateway", get(connection::upgrade))
+            .merge(socketio::routes(self.clone()))
             .with_state(self.clone())
     }
 

@@ -3,6 +3,7 @@
 //! Nothing in here does I/O; it is serde and plain data so that clients and the
 //! server agree on one definition.
 
+pub mod compat;
 pub mod error;
 pub mod events;
 pub mod gateway;

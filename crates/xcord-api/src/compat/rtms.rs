@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use xcord_core::auth::AuthContext;
 use xcord_core::ratelimit::Tier;
 use xcord_core::{AuthFailure, Caller, Error};
+use xcord_types::compat::rtms;
 use xcord_types::rest::auth::{LoginRequest, LoginResponse, RegisterRequest};
 use xcord_types::rest::channels::{Channel, CreateDmRequest};
 use xcord_types::rest::messages::{CreateMessageRequest, Message};
@@ -210,31 +211,11 @@ fn tokens_json(access: &str, refresh: &str) -> Value {
     json!({"accessToken": access, "refreshToken": refresh})
 }
 
-/// Seed 003's message: `senderId`, `conversationId`, `messageType` (`text` or `auto`), and
-/// `isRead` (someone other than the sender has read up to it).
-fn message_json(m: &Message, read_marks: &[(Snowflake, Snowflake)]) -> Value {
-    let read = read_marks
-        .iter()
-        .any(|(user, last)| *user != m.author.id && *last >= m.id);
-    json!({
-        "id": m.id,
-        "conversationId": m.channel_id,
-        "senderId": m.author.id,
-        "sender": {"id": m.author.id, "username": m.author.username, "avatar": m.author.avatar},
-        "content": m.content,
-        "messageType": if m.is_automatic { "auto" } else { "text" },
-        "isAutomatic": m.is_automatic,
-        "isRead": read,
-        "createdAt": m.timestamp,
-        "updatedAt": m.edited_at.unwrap_or(m.timestamp),
-    })
-}
-
 fn conversation_json(c: &Channel, last: Option<&Message>) -> Value {
     json!({
         "id": c.id,
         "participants": c.recipients.iter().flatten().map(summary_json).collect::<Vec<_>>(),
-        "lastMessage": last.map(|m| message_json(m, &[])),
+        "lastMessage": last.map(|m| rtms::message(m, &[])),
         "lastMessageAt": last.map(|m| m.timestamp),
         "createdAt": c.created_at,
         "updatedAt": last.map(|m| m.timestamp).unwrap_or(c.created_at),
@@ -632,7 +613,7 @@ async fn history(
             "messages": got
                 .messages
                 .iter()
-                .map(|m| message_json(m, &got.read_marks))
+                .map(|m| rtms::message(m, &got.read_marks))
                 .collect::<Vec<_>>(),
         },
     });
@@ -664,7 +645,7 @@ async fn send(State(s): State<AppState>, auth: RtmsAuth, Body(b): Body<SendBody>
         success(
             StatusCode::CREATED,
             "Message sent successfully",
-            json!({"message": message_json(&message, &[])}),
+            json!({"message": rtms::message(&message, &[])}),
         ),
     )
         .into_response())

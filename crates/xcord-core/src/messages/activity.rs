@@ -213,6 +213,28 @@ impl Core {
             .await;
         Ok(())
     }
+
+    /// Ends the caller's typing indicator in a channel at once (clients that say when they
+    /// stop, such as SPEC §7's seed-003 sockets). TYPING_STOP goes out even when this node
+    /// does not hold the indicator: the node that does forgets it on hearing the event.
+    pub async fn stop_typing(&self, caller: &Caller, channel_id: Snowflake) -> Result<()> {
+        let ctx = self.channel_context(caller, channel_id).await?;
+        require_bits(
+            ctx.perms,
+            bits::SEND_MESSAGES,
+            Scope::Channel(ctx.channel.id),
+        )?;
+        self.activity.stop_typing(channel_id, caller.user_id);
+        let ev = Typing {
+            channel_id,
+            user_id: caller.user_id,
+            server_id: ctx.server_id,
+            timestamp: self.clock.now(),
+        };
+        self.publish_ephemeral(Topic::Channel(channel_id), Event::TypingStop(ev))
+            .await;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

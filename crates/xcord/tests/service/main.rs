@@ -3,6 +3,7 @@
 
 mod auth;
 mod compat_rtms;
+mod compat_socketio;
 mod files;
 mod gateway;
 mod gateway_session;

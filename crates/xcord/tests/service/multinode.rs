@@ -12,7 +12,7 @@ use xcord_permissions::bits::VIEW_CHANNELS;
 use xcord_testkit::{Backend, TestApp, TestAppBuilder, room, say, wait_until};
 use xcord_types::Timestamp;
 
-async fn node(prefix: &str, node_id: u16, join: Option<&TestApp>) -> TestApp {
+pub(super) async fn node(prefix: &str, node_id: u16, join: Option<&TestApp>) -> TestApp {
     let url =
         std::env::var("XCORD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = prefix.to_owned();
@@ -265,7 +265,7 @@ async fn an_api_node_and_a_gateway_node_split_the_work() {
     api.stop().await.expect("the api node stops");
 }
 
-fn rand_suffix() -> String {
+pub(super) fn rand_suffix() -> String {
     format!(
         "{}-{}",
         std::process::id(),
