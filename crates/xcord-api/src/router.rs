@@ -244,6 +244,7 @@ pub fn build_router(state: AppState, settings: &HttpSettings) -> anyhow::Result<
             .nest("/api/v1", rest.clone())
             .nest("/api/rest", rest)
             .nest("/compat/rtms", crate::compat::rtms::router())
+            .nest("/compat/hype", crate::compat::hype::router())
             .merge(cdn)
             .merge(page_routes());
     }

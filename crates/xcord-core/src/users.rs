@@ -7,7 +7,7 @@ use xcord_types::Snowflake;
 use xcord_types::events::Event;
 use xcord_types::rest::users::{
     OnlineCount, OnlineList, OnlineUser, Presence, PublicKey, PublicUser, SelfUser, Settings,
-    SettingsPatch, Status, StatusRequest, UpdateSelfRequest, UserList, UserSummary,
+    SettingsPatch, Status, StatusRequest, UpdateSelfRequest, UserList,
 };
 
 use crate::error::{Denial, Entity};
@@ -40,6 +40,17 @@ fn merge_json(base: &mut serde_json::Value, over: serde_json::Value) {
         }
         (slot, v) => *slot = v,
     }
+}
+
+/// A user of [`Core::user_directory`].
+#[derive(Debug, Clone)]
+pub struct DirectoryEntry {
+    /// The public profile.
+    pub user: PublicUser,
+    /// The presence others see.
+    pub status: Status,
+    /// The status text others see.
+    pub custom_status: Option<String>,
 }
 
 impl Core {
@@ -203,22 +214,43 @@ impl Core {
         Ok(s)
     }
 
-    /// The user directory of clients that list every account (SPEC §7's profiles): the
-    /// registered users in the order they joined, `limit` after `offset`, with the total.
-    /// Only public fields (no e-mail).
+    /// The user directory of clients that list every account (SPEC §7's profiles): users
+    /// in the order they joined (guests too when `with_guests`), `limit` after `offset`,
+    /// with the total, each with the presence others may see. Only public fields (no
+    /// e-mail).
     pub async fn user_directory(
         &self,
-        _caller: &Caller,
         offset: u64,
         limit: u32,
-    ) -> Result<(Vec<UserSummary>, i64)> {
+        with_guests: bool,
+    ) -> Result<(Vec<DirectoryEntry>, i64)> {
         let mut v = Violations::default();
-        if !(1..=100).contains(&limit) {
-            v.push("limit", "range", "must be 1–100");
+        if !(1..=1000).contains(&limit) {
+            v.push("limit", "range", "must be 1–1000");
         }
         v.finish()?;
-        let (users, total) = self.store.list_users(offset, limit).await?;
-        Ok((users.iter().map(Self::summary).collect(), total))
+        let (users, total) = self.store.list_users(offset, limit, with_guests).await?;
+        let mut out = Vec::with_capacity(users.len());
+        for u in &users {
+            let (status, custom_status) = self.visible_presence(u).await?;
+            out.push(DirectoryEntry {
+                user: Self::public_user(u),
+                status,
+                custom_status,
+            });
+        }
+        Ok((out, total))
+    }
+
+    /// One user of the directory ([`Core::user_directory`]), by id.
+    pub async fn directory_entry(&self, id: Snowflake) -> Result<DirectoryEntry> {
+        let u = self.user(id).await?;
+        let (status, custom_status) = self.visible_presence(&u).await?;
+        Ok(DirectoryEntry {
+            user: Self::public_user(&u),
+            status,
+            custom_status,
+        })
     }
 
     /// `GET /users/search?q=&limit=`: users whose name starts with `q`, leaving out those who

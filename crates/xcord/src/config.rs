@@ -163,6 +163,9 @@ pub struct Config {
     pub rate_limit_overrides: std::collections::HashMap<Tier, Limit>,
     /// A server every new user joins (`XCORD_DEFAULT_SERVER_ID`).
     pub default_server_id: Option<xcord_types::Snowflake>,
+    /// Without an id: the name of a default server to create once and use
+    /// (`xcord serve --default-server NAME`).
+    pub default_server_name: Option<String>,
     /// Largest message attachment in bytes (`XCORD_ATTACHMENT_MAX_BYTES`).
     pub attachment_max_bytes: usize,
     /// RabbitMQ carries due jobs (`XCORD_AMQP_URL`, `amqp://…`); `None`: the database.
@@ -215,6 +218,7 @@ impl Default for Config {
             mail_from: "xcord <no-reply@localhost>".into(),
             rate_limit_overrides: std::collections::HashMap::new(),
             default_server_id: None,
+            default_server_name: None,
             attachment_max_bytes: 25 * 1024 * 1024,
             amqp_url: None,
             auto_messages: false,

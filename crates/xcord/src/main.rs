@@ -25,6 +25,10 @@ enum Command {
         /// Roles to run, comma-separated: api, gateway, voice, jobs (default: all).
         #[arg(long, value_name = "LIST")]
         roles: Option<String>,
+        /// Create a default server with this name once (seed 002's channels) and have
+        /// every new user and guest join it; ignored when XCORD_DEFAULT_SERVER_ID is set.
+        #[arg(long, value_name = "NAME")]
+        default_server: Option<String>,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -72,7 +76,10 @@ struct JobsFilter {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Serve { roles: None });
+    let command = cli.command.unwrap_or(Command::Serve {
+        roles: None,
+        default_server: None,
+    });
     if let Command::Version = command {
         println!("xcord {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
@@ -84,7 +91,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::Serve { roles: Some(list) } = &command
+    if let Command::Serve {
+        default_server: Some(name),
+        ..
+    } = &command
+    {
+        config.default_server_name = Some(name.clone());
+    }
+    if let Command::Serve {
+        roles: Some(list), ..
+    } = &command
         && let Err(e) = config.set_roles(list)
     {
         eprintln!("xcord: {e:#}");

@@ -164,6 +164,16 @@ impl Application {
             },
         )
         .await?;
+        let mut core = core;
+        if core.settings.default_server.is_none()
+            && let Some(name) = &config.default_server_name
+        {
+            core.settings.default_server = Some(
+                core.ensure_default_server(name)
+                    .await
+                    .context("cannot set up the default server")?,
+            );
+        }
         let core = Arc::new(core);
 
         let metrics = xcord_api::metrics::prometheus()?;

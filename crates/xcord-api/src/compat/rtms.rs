@@ -6,16 +6,14 @@
 
 use axum::Json as JsonResponse;
 use axum::Router;
-use axum::extract::{FromRequestParts, Query, State};
-use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use xcord_core::auth::AuthContext;
 use xcord_core::ratelimit::Tier;
-use xcord_core::{AuthFailure, Caller, Error};
+use xcord_core::{Caller, Error};
 use xcord_types::compat::rtms;
 use xcord_types::rest::auth::{LoginRequest, LoginResponse, RegisterRequest};
 use xcord_types::rest::channels::{Channel, CreateDmRequest};
@@ -23,10 +21,11 @@ use xcord_types::rest::messages::{CreateMessageRequest, Message};
 use xcord_types::rest::users::{SelfUser, UpdateSelfRequest, UserSummary};
 use xcord_types::{FieldError, Snowflake};
 
+use super::{Authed, Body, Profile, ProfileError, field_errors, limit_address, route_not_found};
 use crate::AppState;
-use crate::auth::{Client, RateHeaders, bearer};
-use crate::error::{ApiError, canonical};
-use crate::extract::{Json, Path};
+use crate::auth::Client;
+use crate::error::ApiError;
+use crate::extract::Path;
 
 /// The routes, to be nested at `/compat/rtms`.
 pub fn router() -> Router<AppState> {
@@ -49,21 +48,26 @@ pub fn router() -> Router<AppState> {
         .route("/api/messages/conversations/{id}", get(history))
         .route("/api/messages", post(send))
         .route("/api/messages/{id}/read", patch(mark_read))
-        .fallback(not_found)
+        .fallback(async || route_not_found::<Rtms>())
 }
 
-/// A failure in seed 003's shapes: `{success: false, message, errors: [{field, message}]}`
-/// with 400 for invalid input, `{success: false, message, error: CODE, details?}` for the
-/// rest, with the canonical status and headers (`Retry-After`, rate limits).
-pub struct RtmsError(ApiError);
+/// Seed 003's shapes: `{success: false, message, errors: [{field, message}]}` with 400 for
+/// invalid input, `{success: false, message, error: CODE, details?}` for the rest.
+pub struct Rtms;
 
-impl<E: Into<ApiError>> From<E> for RtmsError {
-    fn from(e: E) -> Self {
-        RtmsError(e.into())
+impl Profile for Rtms {
+    fn error_body(
+        status: StatusCode,
+        message: String,
+        details: Option<Value>,
+    ) -> (StatusCode, Value) {
+        error_body(status, message, details)
     }
 }
 
+type RtmsError = ProfileError<Rtms>;
 type RtmsResult<T = Response> = Result<T, RtmsError>;
+type RtmsAuth = Authed<Rtms>;
 
 /// The seed's error code for a status.
 fn error_code(status: StatusCode) -> &'static str {
@@ -84,11 +88,7 @@ fn error_code(status: StatusCode) -> &'static str {
 
 /// The body for a rendered failure, and its status.
 fn error_body(status: StatusCode, message: String, details: Option<Value>) -> (StatusCode, Value) {
-    let fields = details
-        .as_ref()
-        .filter(|_| status == StatusCode::UNPROCESSABLE_ENTITY)
-        .and_then(|d| serde_json::from_value::<Vec<FieldError>>(d.clone()).ok());
-    match fields {
+    match field_errors(status, details.as_ref()) {
         Some(fields) => (
             StatusCode::BAD_REQUEST,
             json!({
@@ -114,23 +114,6 @@ fn error_body(status: StatusCode, message: String, details: Option<Value>) -> (S
     }
 }
 
-impl IntoResponse for RtmsError {
-    fn into_response(self) -> Response {
-        let rendered = canonical(&self.0);
-        // The canonical response carries the headers (and logs what must be logged).
-        let (mut parts, _) = self.0.into_response().into_parts();
-        let (status, body) = error_body(rendered.status, rendered.message, rendered.details);
-        parts.status = status;
-        parts.headers.remove(header::CONTENT_LENGTH);
-        (parts, JsonResponse(body)).into_response()
-    }
-}
-
-async fn not_found() -> Response {
-    let (status, body) = error_body(StatusCode::NOT_FOUND, "Route not found".into(), None);
-    (status, JsonResponse(body)).into_response()
-}
-
 /// `{success: true, message, data}` with `status`.
 fn success(status: StatusCode, message: &str, data: Value) -> Response {
     (
@@ -138,46 +121,6 @@ fn success(status: StatusCode, message: &str, data: Value) -> Response {
         JsonResponse(json!({"success": true, "message": message, "data": data})),
     )
         .into_response()
-}
-
-/// The caller, from `Authorization: Bearer`, counted against the general per-user limit.
-pub struct RtmsAuth(AuthContext, RateHeaders);
-
-impl RtmsAuth {
-    fn caller(&self) -> &Caller {
-        &self.0.caller
-    }
-}
-
-impl FromRequestParts<AppState> for RtmsAuth {
-    type Rejection = RtmsError;
-    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> RtmsResult<Self> {
-        let token =
-            bearer(&parts.headers).ok_or(Error::Unauthenticated(AuthFailure::TokenMissing))?;
-        let ctx = s.core.authenticate(token)?;
-        let decision = s
-            .core
-            .rate_limit(Tier::General, &ctx.caller.user_id.to_string())
-            .await?;
-        Ok(RtmsAuth(ctx, RateHeaders(decision)))
-    }
-}
-
-/// The per-address limit of registration and login.
-async fn limit_address(s: &AppState, tier: Tier, c: &xcord_core::ClientInfo) -> RtmsResult<()> {
-    let ip = c.ip.clone().unwrap_or_else(|| "unknown".into());
-    s.core.rate_limit(tier, &ip).await?;
-    Ok(())
-}
-
-/// A JSON body whose rejections take the seed's shapes.
-pub struct Body<T>(T);
-
-impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<AppState> for Body<T> {
-    type Rejection = RtmsError;
-    async fn from_request(req: axum::extract::Request, s: &AppState) -> RtmsResult<Self> {
-        Ok(Body(Json::<T>::from_request(req, s).await?.0))
-    }
 }
 
 /// An id in the path; one that cannot name anything is a 404, as canonically.
@@ -289,7 +232,7 @@ struct RegisterBody {
 async fn register(
     State(s): State<AppState>,
     Client(c): Client,
-    Body(b): Body<RegisterBody>,
+    Body(b, _): Body<Rtms, RegisterBody>,
 ) -> RtmsResult {
     limit_address(&s, Tier::Register, &c).await?;
     let out = s
@@ -330,7 +273,7 @@ struct LoginBody {
 async fn login(
     State(s): State<AppState>,
     Client(c): Client,
-    Body(b): Body<LoginBody>,
+    Body(b, _): Body<Rtms, LoginBody>,
 ) -> RtmsResult {
     limit_address(&s, Tier::Login, &c).await?;
     let out = s
@@ -374,7 +317,7 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-async fn refresh(State(s): State<AppState>, Body(b): Body<RefreshBody>) -> RtmsResult {
+async fn refresh(State(s): State<AppState>, Body(b, _): Body<Rtms, RefreshBody>) -> RtmsResult {
     let pair = s.core.refresh(&b.refresh_token).await?;
     Ok(success(
         StatusCode::OK,
@@ -386,7 +329,7 @@ async fn refresh(State(s): State<AppState>, Body(b): Body<RefreshBody>) -> RtmsR
 async fn me(State(s): State<AppState>, auth: RtmsAuth) -> RtmsResult {
     let user = s.core.me(auth.caller()).await?;
     Ok((
-        auth.1,
+        auth.rate,
         success(
             StatusCode::OK,
             "Profile retrieved",
@@ -408,7 +351,7 @@ struct ProfileBody {
 async fn update_profile(
     State(s): State<AppState>,
     auth: RtmsAuth,
-    Body(b): Body<ProfileBody>,
+    Body(b, _): Body<Rtms, ProfileBody>,
 ) -> RtmsResult {
     let user = s
         .core
@@ -424,7 +367,7 @@ async fn update_profile(
         )
         .await?;
     Ok((
-        auth.1,
+        auth.rate,
         success(
             StatusCode::OK,
             "Profile updated successfully",
@@ -435,7 +378,7 @@ async fn update_profile(
 }
 
 async fn logout(State(s): State<AppState>, auth: RtmsAuth) -> RtmsResult {
-    s.core.logout(&auth.0).await?;
+    s.core.logout(&auth.ctx).await?;
     Ok(success(
         StatusCode::OK,
         "Logged out successfully",
@@ -450,20 +393,32 @@ async fn list_users(
 ) -> RtmsResult {
     let (page, limit) = q.parse()?;
     let offset = (page - 1).saturating_mul(u64::from(limit));
-    let (users, total) = s.core.user_directory(auth.caller(), offset, limit).await?;
+    let (users, total) = s.core.user_directory(offset, limit, false).await?;
+    let users: Vec<Value> = users
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.user.id,
+                "username": e.user.username,
+                "displayName": e.user.display_name,
+                "avatar": e.user.avatar,
+                "isActive": true,
+            })
+        })
+        .collect();
     let mut body = json!({
         "success": true,
         "message": "Users retrieved",
-        "data": {"users": users.iter().map(summary_json).collect::<Vec<_>>()},
+        "data": {"users": users},
     });
     body["pagination"] = pagination(page, limit, total);
-    Ok((auth.1, JsonResponse(body)).into_response())
+    Ok((auth.rate, JsonResponse(body)).into_response())
 }
 
 async fn online_count(State(s): State<AppState>, auth: RtmsAuth) -> RtmsResult {
     let count = s.core.online_count().await?;
     Ok((
-        auth.1,
+        auth.rate,
         success(
             StatusCode::OK,
             "Online user count retrieved",
@@ -482,7 +437,7 @@ async fn online_status(
     let p = s.core.presence_of(auth.caller(), id).await?;
     let status = serde_json::to_value(p.status).unwrap_or(Value::Null);
     Ok((
-        auth.1,
+        auth.rate,
         success(
             StatusCode::OK,
             "User online status retrieved",
@@ -512,7 +467,7 @@ async fn online_list(State(s): State<AppState>, auth: RtmsAuth) -> RtmsResult {
         })
         .collect();
     Ok((
-        auth.1,
+        auth.rate,
         success(
             StatusCode::OK,
             "Online users retrieved",
@@ -543,7 +498,7 @@ async fn conversations(State(s): State<AppState>, auth: RtmsAuth) -> RtmsResult 
     out.sort_by_key(|c| std::cmp::Reverse(c.0));
     let conversations: Vec<Value> = out.into_iter().map(|(_, v)| v).collect();
     Ok((
-        auth.1,
+        auth.rate,
         success(
             StatusCode::OK,
             "Conversations retrieved",
@@ -562,7 +517,7 @@ struct OpenConversationBody {
 async fn open_conversation(
     State(s): State<AppState>,
     auth: RtmsAuth,
-    Body(b): Body<OpenConversationBody>,
+    Body(b, _): Body<Rtms, OpenConversationBody>,
 ) -> RtmsResult {
     let caller = auth.caller();
     let (channel, created) = s
@@ -583,7 +538,7 @@ async fn open_conversation(
         (StatusCode::OK, "Conversation retrieved")
     };
     Ok((
-        auth.1,
+        auth.rate,
         success(
             status,
             message,
@@ -618,7 +573,7 @@ async fn history(
         },
     });
     body["pagination"] = pagination(page, limit, got.total);
-    Ok((auth.1, JsonResponse(body)).into_response())
+    Ok((auth.rate, JsonResponse(body)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -628,7 +583,11 @@ struct SendBody {
     content: String,
 }
 
-async fn send(State(s): State<AppState>, auth: RtmsAuth, Body(b): Body<SendBody>) -> RtmsResult {
+async fn send(
+    State(s): State<AppState>,
+    auth: RtmsAuth,
+    Body(b, _): Body<Rtms, SendBody>,
+) -> RtmsResult {
     let (message, _) = s
         .core
         .post_message(
@@ -641,7 +600,7 @@ async fn send(State(s): State<AppState>, auth: RtmsAuth, Body(b): Body<SendBody>
         )
         .await?;
     Ok((
-        auth.1,
+        auth.rate,
         success(
             StatusCode::CREATED,
             "Message sent successfully",
@@ -659,7 +618,7 @@ async fn mark_read(
     let id = path_id(id)?;
     let channel = s.core.ack_message(auth.caller(), id).await?;
     Ok((
-        auth.1,
+        auth.rate,
         success(
             StatusCode::OK,
             "Message marked as read",

@@ -5,6 +5,7 @@
 
 mod access;
 mod audit;
+mod default;
 mod icons;
 mod lifecycle;
 mod stats;

@@ -425,14 +425,19 @@ impl Store {
         .bind(i64::try_from(offset).unwrap_or(i64::MAX))
         .fetch_all(self.pool())
         .await?;
-        let total: i64 = sqlx::query(
+        let total = self.message_count(channel).await?;
+        Ok((self.messages_from_rows(&rows)?, total))
+    }
+
+    /// How many live messages `channel` holds.
+    pub async fn message_count(&self, channel: Snowflake) -> StoreResult<i64> {
+        Ok(sqlx::query(
             "SELECT COUNT(*) FROM messages WHERE channel_id = $1 AND deleted_at IS NULL",
         )
         .bind(channel.get())
         .fetch_one(self.pool())
         .await?
-        .try_get(0)?;
-        Ok((self.messages_from_rows(&rows)?, total))
+        .try_get(0)?)
     }
 
     /// How far each member of `channel` has read: (user, last read message id).

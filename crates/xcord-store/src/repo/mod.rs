@@ -16,6 +16,7 @@ pub mod roles;
 pub mod scheduled;
 pub mod servers;
 pub mod sessions;
+pub mod settings;
 pub mod stats;
 pub mod users;
 

@@ -495,19 +495,25 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Registered accounts (guests left out) in the order they joined, skipping `offset`,
-    /// with the count of all of them.
-    pub async fn list_users(&self, offset: u64, limit: u32) -> StoreResult<(Vec<UserRecord>, i64)> {
+    /// Accounts in the order they joined (guests only when `with_guests`), skipping
+    /// `offset`, with the count of all of them.
+    pub async fn list_users(
+        &self,
+        offset: u64,
+        limit: u32,
+        with_guests: bool,
+    ) -> StoreResult<(Vec<UserRecord>, i64)> {
+        // `is_guest <= $1`: registered accounts (0) always, guests (1) when asked for.
         let rows = sqlx::query(user_select!(
-            "WHERE is_guest = $1 ORDER BY id LIMIT $2 OFFSET $3"
+            "WHERE is_guest <= $1 ORDER BY id LIMIT $2 OFFSET $3"
         ))
-        .bind(false)
+        .bind(with_guests)
         .bind(i64::from(limit))
         .bind(i64::try_from(offset).unwrap_or(i64::MAX))
         .fetch_all(self.pool())
         .await?;
-        let total: i64 = sqlx::query("SELECT COUNT(*) FROM users WHERE is_guest = $1")
-            .bind(false)
+        let total: i64 = sqlx::query("SELECT COUNT(*) FROM users WHERE is_guest <= $1")
+            .bind(with_guests)
             .fetch_one(self.pool())
             .await?
             .try_get(0)?;

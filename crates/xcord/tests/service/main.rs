@@ -2,6 +2,7 @@
 //! real HTTP; and the real `xcord` binary started as a process.
 
 mod auth;
+mod compat_hype;
 mod compat_rtms;
 mod compat_socketio;
 mod files;
