@@ -107,6 +107,25 @@ impl Core {
             .ok_or(Error::NotFound(Entity::User))
     }
 
+    /// An access token for a socket that names `user` without presenting a token (SPEC §7,
+    /// the Hype profile's WebSocket): granted only when `user` holds a live session whose
+    /// last sign-in came from the same address, and tied to that session, so that ending it
+    /// (logout, revocation) ends the socket too. docs/compat.md weighs the trade-off.
+    pub async fn socket_token_for(&self, user: Snowflake, ip: &str) -> Result<String> {
+        let now = self.now();
+        let sessions = self.store.live_sessions(user, now).await?;
+        let session = sessions
+            .iter()
+            .filter(|s| s.ip.as_deref() == Some(ip))
+            .max_by_key(|s| s.last_used_at)
+            .ok_or(Error::Unauthenticated(AuthFailure::Anonymous))?;
+        let (token, _) = self
+            .tokens
+            .issue(user, session.id, now, self.settings.access_ttl_secs)
+            .map_err(Error::Unavailable)?;
+        Ok(token)
+    }
+
     /// Checks a bearer token: signature, expiry (by the core's clock) and revocation.
     pub fn authenticate(&self, token: &str) -> Result<AuthContext> {
         let now = self.now();

@@ -13,6 +13,7 @@
 mod catch_up;
 pub mod connection;
 pub mod dispatch;
+pub mod hype_ws;
 pub mod index;
 pub mod protocol;
 pub mod session;
@@ -154,6 +155,7 @@ impl Gateway {
             .route("/api/ws", get(connection::upgrade))
             .route("/gateway", get(connection::upgrade))
             .merge(socketio::routes(self.clone()))
+            .merge(hype_ws::routes(self.clone()))
             .with_state(self.clone())
     }
 

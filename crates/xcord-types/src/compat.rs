@@ -29,3 +29,46 @@ pub mod rtms {
         })
     }
 }
+
+/// Seed 002's Hype (`/compat/hype`).
+pub mod hype {
+    use serde_json::{Value, json};
+
+    use crate::rest::messages::Message;
+
+    /// A message as the seed shows it, with its author's display name and presence (upper
+    /// case: `ONLINE`, `IDLE`, `DND`, `OFFLINE`), which the message itself does not carry.
+    pub fn message(m: &Message, display_name: Option<&str>, status: &str) -> Value {
+        let author = m.author.id;
+        json!({
+            "id": m.id,
+            "content": m.content,
+            "edited": m.edited,
+            "authorId": author,
+            "channelId": m.channel_id,
+            "author": {
+                "id": author,
+                "username": m.author.username,
+                "displayName": display_name,
+                "avatarUrl": m.author.avatar,
+                "status": status,
+            },
+            "reactions": m.reactions.iter().map(|r| json!({
+                "id": format!("{}:{}", m.id, r.emoji),
+                "emoji": r.emoji,
+                "count": r.count,
+                "me": r.me,
+            })).collect::<Vec<_>>(),
+            "attachments": m.attachments.iter().map(|a| json!({
+                "id": a.id,
+                "filename": a.filename,
+                "url": a.url,
+                "size": a.size,
+                "mimeType": a.content_type,
+            })).collect::<Vec<_>>(),
+            "replyToId": m.reply_to,
+            "createdAt": m.timestamp,
+            "updatedAt": m.edited_at.unwrap_or(m.timestamp),
+        })
+    }
+}

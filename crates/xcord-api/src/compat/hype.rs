@@ -803,36 +803,11 @@ async fn message_json(
         }));
     }
     let extra = &presence[&author];
-    json!({
-        "id": m.id,
-        "content": m.content,
-        "edited": m.edited,
-        "authorId": author,
-        "channelId": m.channel_id,
-        "author": {
-            "id": author,
-            "username": m.author.username,
-            "displayName": extra["displayName"],
-            "avatarUrl": m.author.avatar,
-            "status": extra["status"],
-        },
-        "reactions": m.reactions.iter().map(|r| json!({
-            "id": format!("{}:{}", m.id, r.emoji),
-            "emoji": r.emoji,
-            "count": r.count,
-            "me": r.me,
-        })).collect::<Vec<_>>(),
-        "attachments": m.attachments.iter().map(|a| json!({
-            "id": a.id,
-            "filename": a.filename,
-            "url": a.url,
-            "size": a.size,
-            "mimeType": a.content_type,
-        })).collect::<Vec<_>>(),
-        "replyToId": m.reply_to,
-        "createdAt": m.timestamp,
-        "updatedAt": m.edited_at.unwrap_or(m.timestamp),
-    })
+    xcord_types::compat::hype::message(
+        m,
+        extra["displayName"].as_str(),
+        extra["status"].as_str().unwrap_or("OFFLINE"),
+    )
 }
 
 /// `GET /api/messages?channelId=&limit=&offset=`: offset 0 is the newest `limit` messages,

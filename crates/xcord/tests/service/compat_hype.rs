@@ -672,3 +672,178 @@ async fn channels_follow_the_canonical_permissions(backend: Backend) {
         404,
     );
 }
+
+/// A Hype WebSocket client, connecting from `source` (a loopback address).
+struct HypeWs {
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+}
+
+impl HypeWs {
+    async fn open(app: &TestApp, source: [u8; 4], query: &str) -> Self {
+        use std::net::{Ipv4Addr, SocketAddr};
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from((Ipv4Addr::from(source), 0)))
+            .expect("bind a loopback source address");
+        let stream = socket.connect(app.addr).await.expect("connect");
+        let url = format!("ws://{}/compat/hype/ws{query}", app.addr);
+        let (ws, _) = tokio_tungstenite::client_async(url, stream)
+            .await
+            .expect("WebSocket handshake");
+        Self { ws }
+    }
+
+    async fn send(&mut self, kind: &str, data: Value) {
+        use futures_util::SinkExt as _;
+        let text = json!({"type": kind, "data": data, "timestamp": "2026-01-01T00:00:00Z"});
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(
+                text.to_string(),
+            ))
+            .await
+            .expect("send");
+    }
+
+    /// The next frame of `kind`, skipping others; `None` when the socket closes first.
+    async fn next(&mut self, kind: &str) -> Option<Value> {
+        use futures_util::StreamExt as _;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {kind} frame within 10 s"));
+            match msg {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).expect("JSON frame");
+                    assert!(v["timestamp"].is_string(), "{v}");
+                    if v["type"] == kind {
+                        return Some(v["data"].clone());
+                    }
+                }
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))
+                | None
+                | Some(Err(_)) => {
+                    return None;
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_websocket_binds_by_token_or_by_address_and_relays_joined_channels() {
+    let app = hype_app(Backend::Sqlite).await;
+    let (ana_id, ana) = hype_register(&app, "ana_ws").await;
+    let poster = app.register("poster_ws").await;
+    let (_, channels) = default_server(&app, &ana).await;
+    let general = channel_named(&channels, "general");
+    let random = channel_named(&channels, "random");
+
+    // Without a token, naming a user with a live session from this address (127.0.0.1).
+    let mut ws = HypeWs::open(&app, [127, 0, 0, 1], "").await;
+    ws.send(
+        "user_joined",
+        json!({"user": {"id": ana_id, "username": "ana_ws"}}),
+    )
+    .await;
+    assert_eq!(
+        ws.next("connected").await.expect("bound")["userId"],
+        ana_id.as_str()
+    );
+    ws.send("join_channel", json!({"channelId": general})).await;
+    assert_eq!(
+        ws.next("channel_joined").await.expect("joined")["channelId"],
+        general.as_str()
+    );
+
+    // A canonical post in a joined channel arrives; one in another channel does not.
+    let in_random = app
+        .post_as(
+            &poster.token,
+            &format!("/channels/{random}/messages"),
+            &json!({"content": "elsewhere"}),
+        )
+        .await;
+    assert_eq!(in_random.status, 201, "{}", in_random.text);
+    let posted = app
+        .post_as(
+            &poster.token,
+            &format!("/channels/{general}/messages"),
+            &json!({"content": "hi hype"}),
+        )
+        .await;
+    assert_eq!(posted.status, 201, "{}", posted.text);
+    let id = posted.str_at("/id");
+    let got = ws.next("new_message").await.expect("new_message");
+    assert_eq!(got["content"], "hi hype", "{got}");
+    assert_eq!(got["author"]["username"], "poster_ws");
+    assert_eq!(got["channelId"], general.as_str());
+    let edited = app
+        .patch_as(
+            &poster.token,
+            &format!("/channels/{general}/messages/{id}"),
+            &json!({"content": "hi hype!"}),
+        )
+        .await;
+    assert_eq!(edited.status, 200, "{}", edited.text);
+    let got = ws.next("message_edited").await.expect("message_edited");
+    assert_eq!(
+        (got["content"].as_str(), got["edited"].as_bool()),
+        (Some("hi hype!"), Some(true))
+    );
+    let deleted = app
+        .delete_as(&poster.token, &format!("/channels/{general}/messages/{id}"))
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    let got = ws.next("message_deleted").await.expect("message_deleted");
+    assert_eq!(got, json!({"messageId": id, "channelId": general}));
+
+    // Joining a channel the user cannot see is refused.
+    let private = app
+        .post_as(&poster.token, "/servers", &json!({"name": "Poster's"}))
+        .await;
+    let hidden = private.body["channels"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    ws.send("join_channel", json!({"channelId": hidden})).await;
+    assert_eq!(
+        ws.next("error").await.expect("error")["message"],
+        "Channel not found"
+    );
+
+    // With ?token=, from any address.
+    let mut by_token =
+        HypeWs::open(&app, [127, 0, 0, 3], &format!("?token={}", poster.token)).await;
+    assert_eq!(
+        by_token.next("connected").await.expect("bound")["userId"],
+        poster.id.as_str()
+    );
+
+    // Without a token from another address, or naming a user without a live session: refused.
+    let mut elsewhere = HypeWs::open(&app, [127, 0, 0, 2], "").await;
+    elsewhere
+        .send("user_joined", json!({"user": {"id": ana_id}}))
+        .await;
+    assert!(elsewhere.next("error").await.is_some());
+    assert!(
+        elsewhere.next("connected").await.is_none(),
+        "bound from another address"
+    );
+    let out = hype(&app, Method::POST, "/auth/logout", None, Some(&ana)).await;
+    assert_eq!(out.status, 200, "{}", out.text);
+    // Logging out ends the socket bound to that session.
+    assert!(
+        ws.next("new_message").await.is_none(),
+        "the socket outlived its session"
+    );
+    let mut after = HypeWs::open(&app, [127, 0, 0, 1], "").await;
+    after
+        .send("user_joined", json!({"user": {"id": ana_id}}))
+        .await;
+    assert!(
+        after.next("connected").await.is_none(),
+        "bound without a live session"
+    );
+}
