@@ -6,7 +6,7 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use axum::middleware::from_fn;
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, Any, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -340,7 +340,9 @@ fn cors_layer(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
                 Method::DELETE,
                 Method::OPTIONS,
             ])
-            .allow_headers(Any)
+            // The request's own list, echoed: browsers do not let `*` cover
+            // `Authorization`, which every client sends (SPEC §7).
+            .allow_headers(AllowHeaders::mirror_request())
             .expose_headers(exposed)
             .max_age(Duration::from_secs(600)),
     ))

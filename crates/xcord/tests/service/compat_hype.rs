@@ -847,3 +847,102 @@ async fn the_websocket_binds_by_token_or_by_address_and_relays_joined_channels()
         "bound without a live session"
     );
 }
+
+#[tokio::test]
+async fn browsers_on_another_origin_may_send_the_authorization_header() {
+    let app = hype_app(Backend::Sqlite).await;
+    let (_, token) = hype_register(&app, "cors_user").await;
+    let client = reqwest::Client::new();
+    for path in [
+        "/compat/hype/api/servers",
+        "/compat/rtms/api/conversations",
+        "/api/v1/users/@me",
+    ] {
+        let preflight = client
+            .request(Method::OPTIONS, app.url(path))
+            .header("Origin", "http://client.example")
+            .header("Access-Control-Request-Method", "GET")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization,content-type",
+            )
+            .send()
+            .await
+            .expect("preflight");
+        assert!(
+            preflight.status().is_success(),
+            "{path}: {}",
+            preflight.status()
+        );
+        let allowed = preflight
+            .headers()
+            .get("access-control-allow-headers")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        assert!(allowed.contains("authorization"), "{path}: {allowed:?}");
+        assert!(
+            preflight
+                .headers()
+                .contains_key("access-control-allow-origin")
+        );
+        let real = client
+            .get(app.url(path))
+            .header("Origin", "http://client.example")
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request");
+        assert!(real.status().is_success(), "{path}: {}", real.status());
+        assert_eq!(
+            real.headers()
+                .get("access-control-allow-origin")
+                .and_then(|v| v.to_str().ok()),
+            Some("*")
+        );
+    }
+}
+
+/// The real binary: `xcord serve --default-server NAME` makes the server on its first start
+/// and finds the same one on the next, and a guest of either start is in it.
+#[tokio::test]
+async fn the_binary_makes_the_default_server_once() {
+    use super::process::{signal, start, wait_exit};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("dir");
+    let client = reqwest::Client::new();
+    let mut seen = Vec::new();
+    for (round, guest) in ["first_guest", "second_guest"].into_iter().enumerate() {
+        let mut run = start(dir.path(), &[], &["--default-server", DEFAULT]);
+        let login = client
+            .post(format!("http://{}/compat/hype/auth/guest", run.addr))
+            .json(&json!({"username": guest}))
+            .send()
+            .await
+            .expect("guest login");
+        assert_eq!(login.status().as_u16(), 200, "round {round}");
+        let body: Value = login.json().await.unwrap_or_default();
+        let token = body["data"]["accessToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let servers: Value = client
+            .get(format!("http://{}/compat/hype/api/servers", run.addr))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("servers")
+            .json()
+            .await
+            .unwrap_or_default();
+        assert_eq!(
+            servers["data"][0]["name"], DEFAULT,
+            "round {round}: {servers}"
+        );
+        assert_eq!(servers["data"][0]["_count"]["channels"], 3, "{servers}");
+        seen.push(servers["data"][0]["id"].clone());
+        signal(&run.child, "TERM");
+        assert_eq!(wait_exit(&mut run.child, Duration::from_secs(20)), 0);
+    }
+    assert_eq!(seen[0], seen[1], "a second start made another server");
+}
