@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -423,7 +424,14 @@ pub(crate) async fn claim_loop(
             _ = jumped_fut => {}
             Some(done) = running.join_next(), if !running.is_empty() => {
                 collect(done, &recorder);
-                look = more_due;
+                // A wake-up that came together with the job's end must not be lost with
+                // this round's waiters (a clock jump is told only to those waiting).
+                let woken = enqueued.as_mut().now_or_never().is_some()
+                    || from_remote.as_mut().now_or_never().is_some()
+                    || jumped
+                        .as_mut()
+                        .is_some_and(|j| j.as_mut().now_or_never().is_some());
+                look = more_due || woken;
             }
             // The recorder gave claims back (it had held the loop at its bound).
             _ = unrecorded.acquire(), if !slots_free && running.len() < batch => {}
