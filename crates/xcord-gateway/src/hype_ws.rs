@@ -30,7 +30,7 @@ use xcord_types::rest::messages::Message;
 use xcord_types::rest::users::Status;
 
 use crate::Gateway;
-use crate::protocol::{GatewaySession, Outbound};
+use crate::protocol::{FrameBudget, GatewaySession, Outbound};
 
 /// Largest frame a client may send.
 const MAX_FRAME: usize = 16 * 1024;
@@ -134,6 +134,7 @@ async fn serve(gw: Arc<Gateway>, mut socket: WebSocket, token: Option<String>, i
         people: HashMap::new(),
     };
     let (mut tx, mut rx) = socket.split();
+    let mut budget = FrameBudget::new(Instant::now());
     let _ = tx
         .send(frame(&core, "connected", json!({"userId": caller.user_id})))
         .await;
@@ -145,6 +146,11 @@ async fn serve(gw: Arc<Gateway>, mut socket: WebSocket, token: Option<String>, i
                     Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(_)) => continue,
                 };
+                if !budget.spend(Instant::now(), gw.settings.frames_per_minute) {
+                    let _ = tx.send(error_frame(&core, "Too many frames; slow down")).await;
+                    let _ = tx.send(WsMessage::Close(None)).await;
+                    break;
+                }
                 if let Some(reply) = conn.on_frame(&text).await
                     && tx.send(reply).await.is_err()
                 {

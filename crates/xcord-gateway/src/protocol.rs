@@ -60,6 +60,35 @@ impl Close {
     }
 }
 
+/// Frames a client may send per minute, counted over fixed one-minute windows; every
+/// transport of the gateway (WebSocket, Socket.IO, the Hype socket) spends from one.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameBudget {
+    window_start: Instant,
+    used: u32,
+}
+
+impl FrameBudget {
+    /// A budget whose first window opens at `now`.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            window_start: now,
+            used: 0,
+        }
+    }
+
+    /// Spends one frame at `now`; false once more than `per_minute` were spent in the
+    /// current window.
+    pub fn spend(&mut self, now: Instant, per_minute: u32) -> bool {
+        if now.duration_since(self.window_start) >= RATE_WINDOW {
+            self.window_start = now;
+            self.used = 0;
+        }
+        self.used += 1;
+        self.used <= per_minute
+    }
+}
+
 /// What the session gives its transport to send, in order.
 #[derive(Debug)]
 pub enum Outbound {
@@ -85,8 +114,7 @@ pub struct GatewaySession {
     heartbeat_deadline: Instant,
     /// Heartbeats do not extend it.
     identify_by: Instant,
-    window_start: Instant,
-    frames_in_window: u32,
+    budget: FrameBudget,
     /// Made once, not per wake-up: a fresh waiter on the shared shutdown token for every
     /// frame would cost 1,000 registrations per message.
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -110,8 +138,7 @@ impl GatewaySession {
         Self {
             heartbeat_deadline: now + Duration::from_millis(gw.settings.heartbeat_ms) * 2,
             identify_by: now + Duration::from_secs(gw.settings.identify_secs),
-            window_start: now,
-            frames_in_window: 0,
+            budget: FrameBudget::new(now),
             handle: None,
             generation: 0,
             rx: None,
@@ -171,12 +198,7 @@ impl GatewaySession {
     /// meaning here (WebSocket pings and pongs) count too: each ping makes the transport
     /// write a pong, so an unread ping flood would back up the socket.
     pub fn count_frame(&mut self, now: Instant) -> Result<(), Close> {
-        if now.duration_since(self.window_start) >= RATE_WINDOW {
-            self.window_start = now;
-            self.frames_in_window = 0;
-        }
-        self.frames_in_window += 1;
-        if self.frames_in_window > self.gw.settings.frames_per_minute {
+        if !self.budget.spend(now, self.gw.settings.frames_per_minute) {
             return Err(Close::new(close::RATE_LIMITED, "too many frames"));
         }
         Ok(())

@@ -33,7 +33,7 @@ use xcord_types::rest::users::Presence;
 use xcord_types::{Snowflake, events::Typing};
 
 use crate::Gateway;
-use crate::protocol::{GatewaySession, Outbound};
+use crate::protocol::{FrameBudget, GatewaySession, Outbound};
 
 /// The namespaces served.
 pub const NAMESPACES: [&str; 2] = ["/", "/compat/rtms"];
@@ -50,6 +50,8 @@ struct Conn {
     /// Identified at the handshake; taken by the socket's pump once connected.
     session: Arc<Mutex<Option<GatewaySession>>>,
     rooms: Arc<Mutex<HashSet<Snowflake>>>,
+    /// Events the client may still send this minute.
+    budget: Arc<Mutex<FrameBudget>>,
     /// Cancelled when the socket disconnects.
     gone: CancellationToken,
 }
@@ -129,6 +131,7 @@ async fn authenticate(
         ctx,
         session: Arc::new(Mutex::new(Some(session))),
         rooms: Arc::default(),
+        budget: Arc::new(Mutex::new(FrameBudget::new(Instant::now()))),
         gone: CancellationToken::new(),
     });
     Ok(())
@@ -195,12 +198,29 @@ fn refuse(s: &SocketRef, message: impl Into<String>) {
     emit(s, "error", &json!({"message": message.into()}));
 }
 
+/// Spends one event of the socket's budget (the gateway's frames per minute); past it the
+/// client is told and disconnected, and the event is not acted on.
+fn within_budget(s: &SocketRef, io: &Io, conn: &Conn) -> bool {
+    let ok = conn
+        .budget
+        .lock()
+        .is_ok_and(|mut b| b.spend(Instant::now(), io.gw.settings.frames_per_minute));
+    if !ok {
+        refuse(s, "Too many events; slow down");
+        let _ = s.clone().disconnect();
+    }
+    ok
+}
+
 async fn join_room(
     s: SocketRef,
     State(io): State<Io>,
     Extension(conn): Extension<Conn>,
     TryData(data): TryData<Value>,
 ) {
+    if !within_budget(&s, &io, &conn) {
+        return;
+    }
     let Some(id) = conversation_of(&data) else {
         return refuse(&s, "conversationId is required");
     };
@@ -215,7 +235,15 @@ async fn join_room(
     }
 }
 
-async fn leave_room(s: SocketRef, Extension(conn): Extension<Conn>, TryData(data): TryData<Value>) {
+async fn leave_room(
+    s: SocketRef,
+    State(io): State<Io>,
+    Extension(conn): Extension<Conn>,
+    TryData(data): TryData<Value>,
+) {
+    if !within_budget(&s, &io, &conn) {
+        return;
+    }
     let Some(id) = conversation_of(&data) else {
         return refuse(&s, "conversationId is required");
     };
@@ -231,6 +259,9 @@ async fn send_message(
     Extension(conn): Extension<Conn>,
     TryData(data): TryData<Value>,
 ) {
+    if !within_budget(&s, &io, &conn) {
+        return;
+    }
     let Some(id) = conversation_of(&data) else {
         return refuse(&s, "conversationId is required");
     };
@@ -257,6 +288,9 @@ async fn typing_start(
     Extension(conn): Extension<Conn>,
     TryData(data): TryData<Value>,
 ) {
+    if !within_budget(&s, &io, &conn) {
+        return;
+    }
     let Some(id) = conversation_of(&data) else {
         return refuse(&s, "conversationId is required");
     };
@@ -271,6 +305,9 @@ async fn typing_stop(
     Extension(conn): Extension<Conn>,
     TryData(data): TryData<Value>,
 ) {
+    if !within_budget(&s, &io, &conn) {
+        return;
+    }
     let Some(id) = conversation_of(&data) else {
         return refuse(&s, "conversationId is required");
     };

@@ -946,3 +946,26 @@ async fn the_binary_makes_the_default_server_once() {
     }
     assert_eq!(seen[0], seen[1], "a second start made another server");
 }
+
+#[tokio::test]
+async fn a_socket_that_floods_is_told_and_closed() {
+    let app = hype_app(Backend::Sqlite).await;
+    let (_, token) = hype_register(&app, "flooder").await;
+    let mut ws = HypeWs::open(&app, [127, 0, 0, 1], &format!("?token={token}")).await;
+    assert!(ws.next("connected").await.is_some());
+    // The gateway's budget: 120 frames a minute.
+    for _ in 0..121 {
+        ws.send("leave_channel", json!({"channelId": "1"})).await;
+    }
+    let told = ws.next("error").await.expect("an error before the close");
+    assert!(
+        told["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Too many")),
+        "{told}"
+    );
+    assert!(
+        ws.next("connected").await.is_none(),
+        "still open after the flood"
+    );
+}

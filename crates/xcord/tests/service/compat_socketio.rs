@@ -306,6 +306,27 @@ async fn sockets_without_a_valid_token_are_refused_and_strangers_cannot_join() {
     .await;
     assert!(c.event("error").await["message"].is_string());
     c.none("message_received", Duration::from_millis(300)).await;
+    // A flood of events (over the gateway's 120 a minute) is told and disconnected.
+    for _ in 0..121 {
+        c.emit("leave_room", json!({"conversationId": conv})).await;
+    }
+    let mut told = false;
+    for _ in 0..130 {
+        let e = c.next_any().await;
+        if e["event"] == "error" {
+            assert!(
+                e["data"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("Too many")),
+                "{e}"
+            );
+            told = true;
+        }
+        if e["event"] == "disconnect" {
+            break;
+        }
+    }
+    assert!(told, "no error before the disconnect");
     c.close().await;
 }
 
