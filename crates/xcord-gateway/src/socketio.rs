@@ -141,11 +141,15 @@ async fn on_connect(s: SocketRef, State(io): State<Io>, Extension(conn): Extensi
     let Some(session) = conn.session.lock().ok().and_then(|mut g| g.take()) else {
         return;
     };
-    s.on("join_room", join_room);
-    s.on("leave_room", leave_room);
-    s.on("send_message", send_message);
-    s.on("typing_start", typing_start);
-    s.on("typing_stop", typing_stop);
+    for (name, what) in [
+        ("join_room", ClientEvent::JoinRoom),
+        ("leave_room", ClientEvent::LeaveRoom),
+        ("send_message", ClientEvent::SendMessage),
+        ("typing_start", ClientEvent::TypingStart),
+        ("typing_stop", ClientEvent::TypingStop),
+    ] {
+        listen(&s, name, what);
+    }
     {
         let gone = conn.gone.clone();
         s.on_disconnect(async move || gone.cancel());
@@ -212,11 +216,36 @@ fn within_budget(s: &SocketRef, io: &Io, conn: &Conn) -> bool {
     ok
 }
 
-async fn join_room(
+/// The client events of seed 003's socket; each names a conversation.
+#[derive(Debug, Clone, Copy)]
+enum ClientEvent {
+    JoinRoom,
+    LeaveRoom,
+    SendMessage,
+    TypingStart,
+    TypingStop,
+}
+
+/// Listens for `name` on the socket.
+fn listen(s: &SocketRef, name: &'static str, what: ClientEvent) {
+    s.on(
+        name,
+        async move |s: SocketRef,
+                    State(io): State<Io>,
+                    Extension(conn): Extension<Conn>,
+                    TryData(data): TryData<Value>| {
+            on_event(s, io, conn, data, what).await;
+        },
+    );
+}
+
+/// One client event, within the socket's budget, for the conversation it names.
+async fn on_event(
     s: SocketRef,
-    State(io): State<Io>,
-    Extension(conn): Extension<Conn>,
-    TryData(data): TryData<Value>,
+    io: Io,
+    conn: Conn,
+    data: Result<Value, impl std::fmt::Debug>,
+    what: ClientEvent,
 ) {
     if !within_budget(&s, &io, &conn) {
         return;
@@ -224,94 +253,40 @@ async fn join_room(
     let Some(id) = conversation_of(&data) else {
         return refuse(&s, "conversationId is required");
     };
-    match io.gw.core.get_channel(conn.caller(), id).await {
-        Ok(_) => {
+    let (core, caller) = (&io.gw.core, conn.caller());
+    let done = match what {
+        ClientEvent::JoinRoom => core.get_channel(caller, id).await.map(|_| {
             if let Ok(mut rooms) = conn.rooms.lock() {
                 rooms.insert(id);
             }
             emit(&s, "joined_room", &json!({"conversationId": id}));
+        }),
+        ClientEvent::LeaveRoom => {
+            if let Ok(mut rooms) = conn.rooms.lock() {
+                rooms.remove(&id);
+            }
+            emit(&s, "left_room", &json!({"conversationId": id}));
+            Ok(())
         }
-        Err(e) => refuse(&s, refusal(&e)),
-    }
-}
-
-async fn leave_room(
-    s: SocketRef,
-    State(io): State<Io>,
-    Extension(conn): Extension<Conn>,
-    TryData(data): TryData<Value>,
-) {
-    if !within_budget(&s, &io, &conn) {
-        return;
-    }
-    let Some(id) = conversation_of(&data) else {
-        return refuse(&s, "conversationId is required");
+        ClientEvent::SendMessage => {
+            let content = data
+                .as_ref()
+                .ok()
+                .and_then(|d| d.get("content"))
+                .and_then(Value::as_str);
+            let Some(content) = content else {
+                return refuse(&s, "content is required");
+            };
+            let req = CreateMessageRequest {
+                content: Some(content.to_owned()),
+                ..Default::default()
+            };
+            core.post_message(caller, id, req).await.map(|_| ())
+        }
+        ClientEvent::TypingStart => core.typing(caller, id).await,
+        ClientEvent::TypingStop => core.stop_typing(caller, id).await,
     };
-    if let Ok(mut rooms) = conn.rooms.lock() {
-        rooms.remove(&id);
-    }
-    emit(&s, "left_room", &json!({"conversationId": id}));
-}
-
-async fn send_message(
-    s: SocketRef,
-    State(io): State<Io>,
-    Extension(conn): Extension<Conn>,
-    TryData(data): TryData<Value>,
-) {
-    if !within_budget(&s, &io, &conn) {
-        return;
-    }
-    let Some(id) = conversation_of(&data) else {
-        return refuse(&s, "conversationId is required");
-    };
-    let Some(content) = data
-        .as_ref()
-        .ok()
-        .and_then(|d| d.get("content"))
-        .and_then(Value::as_str)
-    else {
-        return refuse(&s, "content is required");
-    };
-    let req = CreateMessageRequest {
-        content: Some(content.to_owned()),
-        ..Default::default()
-    };
-    if let Err(e) = io.gw.core.post_message(conn.caller(), id, req).await {
-        refuse(&s, refusal(&e));
-    }
-}
-
-async fn typing_start(
-    s: SocketRef,
-    State(io): State<Io>,
-    Extension(conn): Extension<Conn>,
-    TryData(data): TryData<Value>,
-) {
-    if !within_budget(&s, &io, &conn) {
-        return;
-    }
-    let Some(id) = conversation_of(&data) else {
-        return refuse(&s, "conversationId is required");
-    };
-    if let Err(e) = io.gw.core.typing(conn.caller(), id).await {
-        refuse(&s, refusal(&e));
-    }
-}
-
-async fn typing_stop(
-    s: SocketRef,
-    State(io): State<Io>,
-    Extension(conn): Extension<Conn>,
-    TryData(data): TryData<Value>,
-) {
-    if !within_budget(&s, &io, &conn) {
-        return;
-    }
-    let Some(id) = conversation_of(&data) else {
-        return refuse(&s, "conversationId is required");
-    };
-    if let Err(e) = io.gw.core.stop_typing(conn.caller(), id).await {
+    if let Err(e) = done {
         refuse(&s, refusal(&e));
     }
 }
