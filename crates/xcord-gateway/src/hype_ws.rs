@@ -27,7 +27,6 @@ use xcord_types::Snowflake;
 use xcord_types::compat::hype;
 use xcord_types::events::MessageDeleted;
 use xcord_types::rest::messages::Message;
-use xcord_types::rest::users::Status;
 
 use crate::Gateway;
 use crate::protocol::{FrameBudget, GatewaySession, Outbound};
@@ -215,15 +214,6 @@ struct Conn {
     people: HashMap<Snowflake, (Option<String>, &'static str)>,
 }
 
-fn upper_status(s: Status) -> &'static str {
-    match s {
-        Status::Online => "ONLINE",
-        Status::Idle => "IDLE",
-        Status::Dnd => "DND",
-        Status::Offline | Status::Invisible => "OFFLINE",
-    }
-}
-
 impl Conn {
     /// A frame from the client; what to answer, if anything.
     async fn on_frame(&mut self, text: &str) -> Option<WsMessage> {
@@ -275,7 +265,7 @@ impl Conn {
             return p.clone();
         }
         let p = match self.core.directory_entry(id).await {
-            Ok(e) => (e.user.display_name, upper_status(e.status)),
+            Ok(e) => (e.user.display_name, hype::upper_status(e.status)),
             Err(_) => (None, "OFFLINE"),
         };
         self.people.insert(id, p.clone());

@@ -35,6 +35,17 @@ pub mod hype {
     use serde_json::{Value, json};
 
     use crate::rest::messages::Message;
+    use crate::rest::users::Status;
+
+    /// A presence as the seed stores it (`ONLINE`…); invisible shows as `OFFLINE`.
+    pub fn upper_status(s: Status) -> &'static str {
+        match s {
+            Status::Online => "ONLINE",
+            Status::Idle => "IDLE",
+            Status::Dnd => "DND",
+            Status::Offline | Status::Invisible => "OFFLINE",
+        }
+    }
 
     /// A message as the seed shows it, with its author's display name and presence (upper
     /// case: `ONLINE`, `IDLE`, `DND`, `OFFLINE`), which the message itself does not carry.

@@ -18,6 +18,7 @@ use xcord_core::ratelimit::Tier;
 use xcord_core::users::DirectoryEntry;
 use xcord_core::{Caller, Error};
 use xcord_types::Snowflake;
+use xcord_types::compat::hype::upper_status;
 use xcord_types::rest::auth::{LoginRequest, LoginResponse, LoginSuccess, RegisterRequest};
 use xcord_types::rest::channels::{
     Channel, ChannelKind, CreateChannelRequest, NewChannelKind, UpdateChannelRequest,
@@ -102,16 +103,6 @@ fn data(status: StatusCode, data: Value) -> Response {
 
 fn path_id(parts: Result<Path<Snowflake>, ApiError>) -> HypeResult<Snowflake> {
     Ok(parts?.0)
-}
-
-/// Statuses as the seed stores them (`ONLINE`…); invisible shows as `OFFLINE`.
-fn upper_status(s: Status) -> &'static str {
-    match s {
-        Status::Online => "ONLINE",
-        Status::Idle => "IDLE",
-        Status::Dnd => "DND",
-        Status::Offline | Status::Invisible => "OFFLINE",
-    }
 }
 
 fn lower_status(s: Status) -> &'static str {

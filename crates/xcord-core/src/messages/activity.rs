@@ -194,6 +194,23 @@ impl Core {
 
     /// `POST /channels/{id}/typing` (SEND_MESSAGES).
     pub async fn typing(&self, caller: &Caller, channel_id: Snowflake) -> Result<()> {
+        self.typing_event(caller, channel_id, true).await
+    }
+
+    /// Ends the caller's typing indicator in a channel at once (clients that say when they
+    /// stop, such as SPEC §7's seed-003 sockets). TYPING_STOP goes out even when this node
+    /// does not hold the indicator: the node that does forgets it on hearing the event.
+    pub async fn stop_typing(&self, caller: &Caller, channel_id: Snowflake) -> Result<()> {
+        self.typing_event(caller, channel_id, false).await
+    }
+
+    /// Starts or stops the caller's indicator (SEND_MESSAGES) and tells the channel.
+    async fn typing_event(
+        &self,
+        caller: &Caller,
+        channel_id: Snowflake,
+        start: bool,
+    ) -> Result<()> {
         let ctx = self.channel_context(caller, channel_id).await?;
         require_bits(
             ctx.perms,
@@ -201,38 +218,24 @@ impl Core {
             Scope::Channel(ctx.channel.id),
         )?;
         let now = self.clock.now();
-        self.activity
-            .start_typing(channel_id, caller.user_id, ctx.server_id, now.as_millis());
+        if start {
+            self.activity
+                .start_typing(channel_id, caller.user_id, ctx.server_id, now.as_millis());
+        } else {
+            self.activity.stop_typing(channel_id, caller.user_id);
+        }
         let ev = Typing {
             channel_id,
             user_id: caller.user_id,
             server_id: ctx.server_id,
             timestamp: now,
         };
-        self.publish_ephemeral(Topic::Channel(channel_id), Event::TypingStart(ev))
-            .await;
-        Ok(())
-    }
-
-    /// Ends the caller's typing indicator in a channel at once (clients that say when they
-    /// stop, such as SPEC §7's seed-003 sockets). TYPING_STOP goes out even when this node
-    /// does not hold the indicator: the node that does forgets it on hearing the event.
-    pub async fn stop_typing(&self, caller: &Caller, channel_id: Snowflake) -> Result<()> {
-        let ctx = self.channel_context(caller, channel_id).await?;
-        require_bits(
-            ctx.perms,
-            bits::SEND_MESSAGES,
-            Scope::Channel(ctx.channel.id),
-        )?;
-        self.activity.stop_typing(channel_id, caller.user_id);
-        let ev = Typing {
-            channel_id,
-            user_id: caller.user_id,
-            server_id: ctx.server_id,
-            timestamp: self.clock.now(),
+        let ev = if start {
+            Event::TypingStart(ev)
+        } else {
+            Event::TypingStop(ev)
         };
-        self.publish_ephemeral(Topic::Channel(channel_id), Event::TypingStop(ev))
-            .await;
+        self.publish_ephemeral(Topic::Channel(channel_id), ev).await;
         Ok(())
     }
 }
