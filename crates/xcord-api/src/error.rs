@@ -225,6 +225,7 @@ fn denial_message(d: Denial) -> &'static str {
         Denial::NotSelf(SelfAction::EditProfile) => "You can only change your own profile.",
         Denial::NotSelf(SelfAction::ListDmChannels) => "You can only list your own DM channels.",
         Denial::NotSelf(SelfAction::OpenDmChannel) => "You can only open DM channels for yourself.",
+        Denial::NotSelf(SelfAction::UseVoice) => "You can only act on your own voice session.",
         Denial::Banned => "You are banned from this server.",
         Denial::Blocked => "You cannot message this user.",
         Denial::FriendRequestBlocked => "You cannot send a friend request to this user.",

@@ -118,6 +118,10 @@ pub enum Entity {
     File,
     /// A voice session (a join of a voice channel with media).
     VoiceSession,
+    /// A transport of a voice session (mediasoup-style signaling).
+    VoiceTransport,
+    /// A track a voice participant sends (a producer, in mediasoup's words).
+    Producer,
     /// A scheduled message.
     ScheduledMessage,
 }
@@ -140,6 +144,8 @@ impl Entity {
             Entity::Overwrite => "overwrite",
             Entity::File => "file",
             Entity::VoiceSession => "voice session",
+            Entity::VoiceTransport => "voice transport",
+            Entity::Producer => "producer",
             Entity::ScheduledMessage => "scheduled message",
         }
     }
@@ -237,6 +243,8 @@ pub enum SelfAction {
     ListDmChannels,
     /// Open a DM channel.
     OpenDmChannel,
+    /// Act on a voice session (its transports, tracks, leaving).
+    UseVoice,
 }
 
 /// What direct message channels do not support.

@@ -3,6 +3,12 @@
 //! gateway session: it receives what the dispatcher routes to its user, and this module
 //! encodes it as the seed's frames, only for the channels the socket joined.
 //!
+//! Voice: `voice_state` from the client joins a voice channel without media (or sets its
+//! flags; `channelId: null` leaves), the media itself goes through the REST signaling
+//! (`/compat/hype/api/voice/*`). VOICE_STATE_UPDATE, VOICE_SPEAKING and VOICE_TRACK of every
+//! voice channel the user can see come as `voice_state` (with the channel's participants),
+//! `speaking_state`, `new_producer` and `producer_closed`.
+//!
 //! Identity: `?token=` when given. The seed's published client connects without one and
 //! first sends `user_joined {user}`; such a socket is bound to that user only if the user
 //! holds a live session whose sign-in came from the same address ([`Core::socket_token_for`]),
@@ -24,8 +30,10 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use xcord_core::{Caller, Core};
 use xcord_types::Snowflake;
+use xcord_types::Timestamp;
 use xcord_types::compat::hype;
 use xcord_types::events::MessageDeleted;
+use xcord_types::gateway::{VoiceSpeaking, VoiceState, VoiceTrack};
 use xcord_types::rest::messages::Message;
 
 use crate::Gateway;
@@ -129,8 +137,11 @@ async fn serve(gw: Arc<Gateway>, mut socket: WebSocket, token: Option<String>, i
     let mut conn = Conn {
         core: core.clone(),
         caller,
+        gateway_session: session.session_id().unwrap_or_default().to_owned(),
         channels: HashSet::new(),
         people: HashMap::new(),
+        voice: HashMap::new(),
+        speaking: HashSet::new(),
     };
     let (mut tx, mut rx) = socket.split();
     let mut budget = FrameBudget::new(Instant::now());
@@ -204,14 +215,34 @@ async fn bind_by_address(gw: &Gateway, socket: &mut WebSocket, ip: Option<&str>)
     gw.core.socket_token_for(user, ip).await.ok()
 }
 
+/// What the seed's frames show of a person.
+#[derive(Clone)]
+struct Person {
+    username: String,
+    display: Option<String>,
+    avatar: Option<String>,
+    status: &'static str,
+}
+
 /// One socket's state.
 struct Conn {
     core: Arc<Core>,
     caller: Caller,
+    /// The canonical gateway session this socket is (a voice state without media set
+    /// through it ends with it).
+    gateway_session: String,
     /// Channels joined (`join_channel`): chat frames come only for these.
     channels: HashSet<Snowflake>,
-    /// Display names and presence of authors, read once per socket.
-    people: HashMap<Snowflake, (Option<String>, &'static str)>,
+    /// Names, avatars and presence of the people shown, read once per socket.
+    people: HashMap<Snowflake, Person>,
+    /// Where each voice participant seen is, and since when (as this socket saw it).
+    voice: HashMap<Snowflake, (Snowflake, Timestamp)>,
+    /// Voice participants speaking now.
+    speaking: HashSet<Snowflake>,
+}
+
+fn flag(data: &Value, names: &[&str]) -> bool {
+    names.iter().any(|n| data[*n].as_bool() == Some(true))
 }
 
 impl Conn {
@@ -246,6 +277,34 @@ impl Conn {
                 }
                 None
             }
+            "voice_state" => {
+                let channel = id_in(&data["channelId"]);
+                if channel.is_none() && !data["channelId"].is_null() {
+                    return Some(error_frame(&self.core, "channelId must be an id or null"));
+                }
+                let muted = flag(data, &["muted", "isMuted", "selfMute"]);
+                let deafened = flag(data, &["deafened", "isDeafened", "selfDeaf"]);
+                match self
+                    .core
+                    .set_voice_presence(
+                        &self.caller,
+                        &self.gateway_session,
+                        channel,
+                        muted,
+                        deafened,
+                    )
+                    .await
+                {
+                    Ok(()) => None,
+                    Err(_) => Some(error_frame(
+                        &self.core,
+                        "You cannot join this voice channel",
+                    )),
+                }
+            }
+            // Speaking is detected by the SFU from the audio level of what is sent, and
+            // announced to everyone as `speaking_state`; a client's own claim adds nothing.
+            "speaking_state" => None,
             "typing" => {
                 let id = id_in(&data["channelId"])?;
                 match self.core.typing(&self.caller, id).await {
@@ -260,16 +319,91 @@ impl Conn {
         }
     }
 
-    async fn person(&mut self, id: Snowflake) -> (Option<String>, &'static str) {
+    async fn person(&mut self, id: Snowflake) -> Person {
         if let Some(p) = self.people.get(&id) {
             return p.clone();
         }
         let p = match self.core.directory_entry(id).await {
-            Ok(e) => (e.user.display_name, hype::upper_status(e.status)),
-            Err(_) => (None, "OFFLINE"),
+            Ok(e) => Person {
+                username: e.user.username,
+                display: e.user.display_name,
+                avatar: e.user.avatar,
+                status: hype::upper_status(e.status),
+            },
+            Err(_) => Person {
+                username: String::new(),
+                display: None,
+                avatar: None,
+                status: "OFFLINE",
+            },
         };
         self.people.insert(id, p.clone());
         p
+    }
+
+    /// `voice_state {type, channelId, userId, participants, muted, deafened}` for a change of
+    /// `state`'s user; the participants are the channel's now.
+    async fn voice_frame(&mut self, state: VoiceState) -> Option<WsMessage> {
+        let user = state.user_id;
+        let before = self.voice.get(&user).map(|(c, _)| *c);
+        let (kind, channel) = match (state.channel_id, before) {
+            (Some(now), Some(was)) if now == was => ("user_updated", now),
+            (Some(now), _) => {
+                self.voice.insert(user, (now, self.core.clock.now()));
+                ("user_joined", now)
+            }
+            (None, Some(was)) => {
+                self.voice.remove(&user);
+                self.speaking.remove(&user);
+                ("user_left", was)
+            }
+            (None, None) => return None,
+        };
+        // A move is a leave of the old channel, then this join.
+        let states = self
+            .core
+            .channel_voice_states(&self.caller, channel)
+            .await
+            .unwrap_or_default();
+        let mut participants = Vec::with_capacity(states.len());
+        for s in states {
+            let p = self.person(s.user_id).await;
+            let since = match self.voice.get(&s.user_id) {
+                Some((c, at)) if *c == channel => *at,
+                _ => {
+                    let now = self.core.clock.now();
+                    self.voice.insert(s.user_id, (channel, now));
+                    now
+                }
+            };
+            participants.push(json!({
+                "userId": s.user_id,
+                "username": p.username,
+                "displayName": p.display,
+                "avatarUrl": p.avatar,
+                "channelId": channel,
+                "muted": s.self_mute || s.mute,
+                "deafened": s.self_deaf || s.deaf,
+                "speaking": self.speaking.contains(&s.user_id),
+                "joinedAt": since,
+            }));
+        }
+        let muted = state.self_mute || state.mute;
+        let deafened = state.self_deaf || state.deaf;
+        Some(frame(
+            &self.core,
+            "voice_state",
+            json!({
+                "type": kind,
+                "channelId": channel,
+                "userId": user,
+                "participants": participants,
+                "muted": muted,
+                "deafened": deafened,
+                "isMuted": muted,
+                "isDeafened": deafened,
+            }),
+        ))
     }
 
     /// A gateway event as the seed's frame, for joined channels only.
@@ -280,7 +414,7 @@ impl Conn {
                 if !self.channels.contains(&m.channel_id) {
                     return None;
                 }
-                let (display, status) = self.person(m.author.id).await;
+                let p = self.person(m.author.id).await;
                 let kind = if name == "MESSAGE_CREATE" {
                     "new_message"
                 } else {
@@ -289,7 +423,7 @@ impl Conn {
                 Some(frame(
                     &self.core,
                     kind,
-                    hype::message(&m, display.as_deref(), status),
+                    hype::message(&m, p.display.as_deref(), p.status),
                 ))
             }
             "MESSAGE_DELETE" => {
@@ -313,6 +447,42 @@ impl Conn {
                         )
                     },
                 )
+            }
+            "VOICE_STATE_UPDATE" => {
+                let state: VoiceState = serde_json::from_value(data).ok()?;
+                self.voice_frame(state).await
+            }
+            "VOICE_SPEAKING" => {
+                let s: VoiceSpeaking = serde_json::from_value(data).ok()?;
+                if s.speaking {
+                    self.speaking.insert(s.user_id);
+                } else {
+                    self.speaking.remove(&s.user_id);
+                }
+                Some(frame(
+                    &self.core,
+                    "speaking_state",
+                    json!({"channelId": s.channel_id, "userId": s.user_id,
+                        "speaking": s.speaking, "isSpeaking": s.speaking}),
+                ))
+            }
+            "VOICE_TRACK" => {
+                let t: VoiceTrack = serde_json::from_value(data).ok()?;
+                let kind = if t.state == "added" {
+                    "new_producer"
+                } else {
+                    "producer_closed"
+                };
+                Some(frame(
+                    &self.core,
+                    kind,
+                    json!({
+                        "producerId": hype::producer_id(t.user_id, &t.kind),
+                        "userId": t.user_id,
+                        "kind": t.kind,
+                        "channelId": t.channel_id,
+                    }),
+                ))
             }
             _ => None,
         }

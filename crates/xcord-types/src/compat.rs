@@ -47,6 +47,12 @@ pub mod hype {
         }
     }
 
+    /// A producer's id in the voice signaling: `USERID:KIND`. A participant sends at most one
+    /// track of each kind (`audio`, `video`, `screen`), so this names it as long as it lives.
+    pub fn producer_id(user: crate::Snowflake, kind: &str) -> String {
+        format!("{user}:{kind}")
+    }
+
     /// A message as the seed shows it, with its author's display name and presence (upper
     /// case: `ONLINE`, `IDLE`, `DND`, `OFFLINE`), which the message itself does not carry.
     pub fn message(m: &Message, display_name: Option<&str>, status: &str) -> Value {

@@ -67,7 +67,7 @@ pub fn describe_metrics() {
     );
 }
 
-struct Io {
+pub(crate) struct Io {
     udp: UdpSocket,
     tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     events: mpsc::UnboundedSender<SfuEvent>,
@@ -97,18 +97,20 @@ impl Wire for Io {
 }
 
 pub(crate) struct Engine {
-    io: Io,
+    pub(crate) io: Io,
     listener: Option<TcpListener>,
     local_udp: SocketAddr,
     announced: SocketAddr,
     cert: DtlsCert,
-    peers: HashMap<PeerId, Peer>,
-    rooms: HashMap<RoomId, Vec<PeerId>>,
-    bitrates: HashMap<RoomId, u32>,
-    by_ufrag: HashMap<String, PeerId>,
+    pub(crate) peers: HashMap<PeerId, Peer>,
+    pub(crate) rooms: HashMap<RoomId, Vec<PeerId>>,
+    pub(crate) bitrates: HashMap<RoomId, u32>,
+    pub(crate) by_ufrag: HashMap<String, PeerId>,
     by_addr: HashMap<(Protocol, SocketAddr), PeerId>,
+    /// The transports each voice session of the mediasoup-style signaling opened.
+    pub(crate) owned: HashMap<PeerId, Vec<PeerId>>,
     timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
-    actions: Vec<Action>,
+    pub(crate) actions: Vec<Action>,
     /// Peers whose connection failed while being drained, removed after the current work.
     failed: Vec<PeerId>,
     stats: SfuStats,
@@ -187,6 +189,7 @@ impl Engine {
             bitrates: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
+            owned: HashMap::new(),
             timers: BinaryHeap::new(),
             actions: Vec::new(),
             failed: Vec::new(),
@@ -289,8 +292,22 @@ impl Engine {
         // RFC 7983: a first byte of 0–3 is STUN.
         if data.first().is_some_and(|b| *b < 4) {
             let msg = str0m::ice::StunMessage::parse(data).ok()?;
-            let (ours, _) = msg.split_username()?;
+            let (ours, theirs) = msg.split_username()?;
             let id = *self.by_ufrag.get(ours)?;
+            // A transport is never told the client's ICE credentials: its first check names
+            // them (an ICE-lite agent sends no checks, so it needs no password).
+            if let Some(p) = self.peers.get_mut(&id)
+                && p.direct.is_some()
+                && p.remote_ufrag.is_none()
+            {
+                p.remote_ufrag = Some(theirs.to_owned());
+                p.rtc
+                    .direct_api()
+                    .set_remote_ice_credentials(str0m::IceCreds {
+                        ufrag: theirs.to_owned(),
+                        pass: String::new(),
+                    });
+            }
             let key = (proto, source);
             if self.by_addr.get(&key) != Some(&id) {
                 if let Some(old) = self.by_addr.insert(key, id)
@@ -318,6 +335,7 @@ impl Engine {
             return;
         };
         peer.last_input = now;
+        peer.heard = true;
         if let Err(e) = peer.rtc.handle_input(Input::Receive(now, receive)) {
             tracing::debug!(peer = id, error = %e, "voice input refused");
         }
@@ -327,7 +345,7 @@ impl Engine {
         self.forward_started = None;
     }
 
-    fn drain(&mut self, id: PeerId, now: Instant) {
+    pub(crate) fn drain(&mut self, id: PeerId, now: Instant) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -462,7 +480,7 @@ impl Engine {
                     t.forwarded = now_forwarded;
                     t.gap = true;
                     self.io.event(SfuEvent::Track {
-                        peer: *id,
+                        peer: p.owner,
                         kind: t.kind,
                         added: now_forwarded,
                     });
@@ -476,6 +494,11 @@ impl Engine {
             let Some(p) = self.peers.get_mut(id) else {
                 continue;
             };
+            if p.direct.is_some() {
+                // Consumers are made by command; one whose track stopped goes with it.
+                p.drop_consumers_except(&sources);
+                continue;
+            }
             let wanted: Vec<(TrackKey, TrackKind, u64)> = sources
                 .iter()
                 .filter(|((from, _), _, _)| from != id)
@@ -496,7 +519,7 @@ impl Engine {
                 let _ = reply.send(result);
             }
             Command::Leave(id, reply) => {
-                let _ = reply.send(self.remove(id, now));
+                let _ = reply.send(self.remove_session(id, now));
             }
             Command::Answer(id, sdp, reply) => {
                 let _ = reply.send(self.answer(id, &sdp, now));
@@ -505,10 +528,33 @@ impl Engine {
                 let _ = reply.send(self.client_offer(id, &sdp, now));
             }
             Command::Policy(id, policy, reply) => {
-                let _ = reply.send(self.set_policy(id, policy, now));
+                let mut any = false;
+                for p in self.session_peers(id) {
+                    any |= self.set_policy(p, policy, now);
+                }
+                let _ = reply.send(any);
             }
             Command::Move(id, room, kbps, reply) => {
-                let _ = reply.send(self.move_peer(id, room, kbps));
+                let mut any = false;
+                for p in self.session_peers(id) {
+                    any |= self.move_peer(p, room, kbps);
+                }
+                let _ = reply.send(any);
+            }
+            Command::Open(open, reply) => {
+                let _ = reply.send(self.open_transport(*open, now));
+            }
+            Command::Connect(connect, reply) => {
+                let _ = reply.send(self.connect_transport(connect, now));
+            }
+            Command::Produce(produce, reply) => {
+                let _ = reply.send(self.produce(*produce, now));
+            }
+            Command::Consume(consume, reply) => {
+                let _ = reply.send(self.consume(consume, now));
+            }
+            Command::CloseProducer(session, kind, reply) => {
+                let _ = reply.send(self.close_producer(session, kind, now));
             }
             Command::Bitrate(room, kbps) => {
                 self.bitrates.insert(room, kbps);
@@ -532,9 +578,9 @@ impl Engine {
         self.run_actions(now);
     }
 
-    fn new_rtc(&self, now: Instant) -> Result<(Rtc, String), SfuError> {
+    pub(crate) fn new_rtc(&self, now: Instant) -> Result<(Rtc, str0m::IceCreds), SfuError> {
         let creds = str0m::IceCreds::new();
-        let ufrag = creds.ufrag.clone();
+        let local = creds.clone();
         let mut rtc = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -554,7 +600,7 @@ impl Engine {
             .map_err(|e| SfuError::Refused(e.to_string()))?;
         rtc.add_local_candidate(udp);
         rtc.add_local_candidate(tcp);
-        Ok((rtc, ufrag))
+        Ok((rtc, local))
     }
 
     fn join(&mut self, join: Join, now: Instant) -> Result<String, SfuError> {
@@ -565,7 +611,8 @@ impl Engine {
             crate::OfferError::NoOpus => SfuError::NoOpus,
             crate::OfferError::Unparseable(m) => SfuError::BadSdp(m),
         })?;
-        let (mut rtc, ufrag) = self.new_rtc(now)?;
+        let (mut rtc, creds) = self.new_rtc(now)?;
+        let ufrag = creds.ufrag;
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -671,7 +718,11 @@ impl Engine {
         let bitrate = *self.bitrates.entry(room).or_insert(kbps);
         peer.bitrate_kbps = bitrate;
         // What it received came from the old room's members.
-        peer.subscribe(&[]);
+        if peer.direct.is_some() {
+            peer.drop_consumers_except(&[]);
+        } else {
+            peer.subscribe(&[]);
+        }
         if let Some(members) = self.rooms.get_mut(&old) {
             members.retain(|m| *m != id);
             if members.is_empty() {
@@ -686,17 +737,42 @@ impl Engine {
         true
     }
 
-    /// Removes a peer; the others' sessions drop its tracks by renegotiation.
-    fn remove(&mut self, id: PeerId, now: Instant) -> bool {
-        let Some(mut peer) = self.peers.remove(&id) else {
-            return false;
-        };
+    /// A voice session's peers: itself (SDP signaling) or the transports it opened.
+    fn session_peers(&self, session: PeerId) -> Vec<PeerId> {
+        let mut ids = self.owned.get(&session).cloned().unwrap_or_default();
+        if self.peers.contains_key(&session) {
+            ids.push(session);
+        }
+        ids
+    }
+
+    /// Removes a voice session: its peer, or every transport it opened.
+    fn remove_session(&mut self, session: PeerId, now: Instant) -> bool {
+        let mut any = false;
+        for id in self.session_peers(session) {
+            any |= self.remove(id, now).is_some();
+        }
+        any
+    }
+
+    /// Removes a peer; the others' sessions drop its tracks by renegotiation. Returns the
+    /// session it belonged to.
+    fn remove(&mut self, id: PeerId, now: Instant) -> Option<PeerId> {
+        let mut peer = self.peers.remove(&id)?;
+        if peer.direct.is_some()
+            && let Some(list) = self.owned.get_mut(&peer.owner)
+        {
+            list.retain(|t| *t != id);
+            if list.is_empty() {
+                self.owned.remove(&peer.owner);
+            }
+        }
         if let Some(e) = peer.stop_speaking(now) {
             self.io.event(e);
         }
         for t in peer.ins.iter().filter(|t| t.forwarded) {
             self.io.event(SfuEvent::Track {
-                peer: id,
+                peer: peer.owner,
                 kind: t.kind,
                 added: false,
             });
@@ -721,7 +797,7 @@ impl Engine {
             }
         }
         self.update_gauges();
-        true
+        Some(peer.owner)
     }
 
     /// Removes peers whose `Rtc` has failed (DTLS errors, closed by the far end).
@@ -733,8 +809,8 @@ impl Engine {
         failed.sort_unstable();
         failed.dedup();
         for id in failed {
-            if self.remove(id, now) {
-                self.io.event(SfuEvent::Gone { peer: id });
+            if let Some(owner) = self.remove(id, now) {
+                self.io.event(SfuEvent::Gone { peer: owner });
             }
         }
         if !self.actions.is_empty() {
@@ -753,16 +829,17 @@ impl Engine {
             if let Some(e) = p.expire_speaking(now) {
                 self.io.event(e);
             }
-            if now.saturating_duration_since(p.last_input) >= GONE_AFTER
-                || !p.alive
-                || !p.rtc.is_alive()
-            {
+            // A transport that has heard nothing yet may wait for its first consumer; it
+            // ends with its session.
+            let silent = (p.heard || p.direct.is_none())
+                && now.saturating_duration_since(p.last_input) >= GONE_AFTER;
+            if silent || !p.alive || !p.rtc.is_alive() {
                 gone.push(p.id);
             }
         }
         for id in gone {
-            if self.remove(id, now) {
-                self.io.event(SfuEvent::Gone { peer: id });
+            if let Some(owner) = self.remove(id, now) {
+                self.io.event(SfuEvent::Gone { peer: owner });
             }
         }
         self.run_actions(now);
@@ -770,7 +847,7 @@ impl Engine {
         metrics::counter!("voice_packets_lost_total").absolute(lost);
     }
 
-    fn update_gauges(&self) {
+    pub(crate) fn update_gauges(&self) {
         metrics::gauge!("voice_rooms").set(self.rooms.len() as f64);
         metrics::gauge!("voice_participants").set(self.peers.len() as f64);
     }

@@ -8,13 +8,15 @@
 //! The media plane is signaling-agnostic. A [`Sfu`] holds rooms of peers; a peer is joined
 //! with an SDP offer (the canonical signaling) and afterwards driven by commands (answers,
 //! offers, forwarding policy). Everything the signaling side must tell clients comes back as
-//! [`SfuEvent`]s. A second signaling without SDP (seed 002's mediasoup-style parameters) would
-//! add join/produce/consume commands over the same rooms, tracks and forwarding
-//! (docs/voice.md, "Signaling-agnostic media plane").
+//! [`SfuEvent`]s. A second signaling without SDP (seed 002's mediasoup-style parameters) opens
+//! transports (one `Rtc` each, sending or receiving, owned by a voice session) and produces and
+//! consumes over the same rooms, tracks and forwarding ([`direct`]; docs/voice.md,
+//! "Signaling-agnostic media plane").
 //!
 //! Media is forwarded at the RTP level: payloads are never decoded or re-packetized; each
 //! outgoing stream has its own sequence-number and timestamp base.
 
+pub mod direct;
 mod engine;
 mod media;
 mod peer;
@@ -26,6 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub use direct::{Consumed, OpenTransport, Produce, TransportDirection, TransportParams};
 pub use engine::describe_metrics;
 pub use media::{SfuMedia, pump_events};
 pub use sdp::{OfferError, check_offer};
@@ -168,6 +171,19 @@ pub enum SfuError {
     /// An answer came while no server offer was waiting.
     #[error("no server offer waits for an answer")]
     NoOfferPending,
+    /// Transport or RTP parameters that cannot be used (a transport of the wrong direction,
+    /// a fingerprint that does not parse, a second connect, a kind already produced).
+    #[error("{field}: {message}")]
+    BadParameters {
+        /// The request field at fault (`dtlsParameters`, `rtpParameters`, `transportId`,
+        /// `kind`).
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The track to consume is not forwarded in the room (no such producer).
+    #[error("no such track in the room")]
+    NoSuchTrack,
     /// The SFU has stopped.
     #[error("the voice server has stopped")]
     Stopped,
@@ -182,6 +198,14 @@ pub(crate) enum Command {
     Move(PeerId, RoomId, u32, oneshot::Sender<bool>),
     Bitrate(RoomId, u32),
     Stats(oneshot::Sender<SfuStats>),
+    Open(
+        Box<OpenTransport>,
+        oneshot::Sender<Result<TransportParams, SfuError>>,
+    ),
+    Connect(direct::Connect, oneshot::Sender<Result<(), SfuError>>),
+    Produce(Box<Produce>, oneshot::Sender<Result<(), SfuError>>),
+    Consume(direct::Consume, oneshot::Sender<Result<Consumed, SfuError>>),
+    CloseProducer(PeerId, TrackKind, oneshot::Sender<bool>),
 }
 
 /// Counters of the media plane (also exported as metrics).
@@ -301,5 +325,55 @@ impl Sfu {
     /// Current counters.
     pub async fn stats(&self) -> Result<SfuStats, SfuError> {
         self.ask(Command::Stats).await
+    }
+
+    /// Opens a transport of a voice session (mediasoup-style signaling): its ICE and DTLS
+    /// parameters. Leaving the session ([`Sfu::leave`] with the session id) closes it.
+    pub async fn open_transport(&self, open: OpenTransport) -> Result<TransportParams, SfuError> {
+        self.ask(|tx| Command::Open(Box::new(open), tx)).await?
+    }
+
+    /// The client's DTLS fingerprint for a transport (`algorithm`, hex bytes separated by
+    /// colons); the server then waits as the DTLS server.
+    pub async fn connect_transport(
+        &self,
+        session: PeerId,
+        transport: PeerId,
+        algorithm: &str,
+        fingerprint: &str,
+    ) -> Result<(), SfuError> {
+        let connect = direct::Connect::new(session, transport, algorithm, fingerprint)?;
+        self.ask(|tx| Command::Connect(connect, tx)).await?
+    }
+
+    /// A track the client sends on a sending transport.
+    pub async fn produce(&self, produce: Produce) -> Result<(), SfuError> {
+        self.ask(|tx| Command::Produce(Box::new(produce), tx))
+            .await?
+    }
+
+    /// Starts sending `source`'s track of `kind` (another voice session in the room) on a
+    /// receiving transport; the parameters the client receives it with.
+    pub async fn consume(
+        &self,
+        session: PeerId,
+        transport: PeerId,
+        source: PeerId,
+        kind: TrackKind,
+    ) -> Result<Consumed, SfuError> {
+        let consume = direct::Consume {
+            session,
+            transport,
+            source,
+            kind,
+        };
+        self.ask(|tx| Command::Consume(consume, tx)).await?
+    }
+
+    /// Stops a track a session produced; false when it had none of that kind.
+    pub async fn close_producer(&self, session: PeerId, kind: TrackKind) -> bool {
+        self.ask(|tx| Command::CloseProducer(session, kind, tx))
+            .await
+            .unwrap_or(false)
     }
 }

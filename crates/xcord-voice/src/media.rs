@@ -6,10 +6,15 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use xcord_core::Core;
-use xcord_core::voice::{MediaError, MediaEvent, MediaJoin, MediaPolicy, VoiceMedia};
+use xcord_core::voice::{
+    Consumption, MediaError, MediaEvent, MediaJoin, MediaPolicy, MediaTransport, Production,
+    TransportInfo, VoiceMedia,
+};
 use xcord_types::Snowflake;
 
-use crate::{Join, Policy, Sfu, SfuError, SfuEvent};
+use crate::{
+    Join, OpenTransport, Policy, Produce, Sfu, SfuError, SfuEvent, TrackKind, TransportDirection,
+};
 
 /// [`Sfu`] behind the core's [`VoiceMedia`].
 #[derive(Debug, Clone)]
@@ -43,8 +48,20 @@ impl From<SfuError> for MediaError {
             SfuError::DuplicatePeer => MediaError::Refused("duplicate voice session".into()),
             SfuError::OfferPending => MediaError::OfferPending,
             SfuError::NoOfferPending => MediaError::NoOfferPending,
+            SfuError::BadParameters { field, message } => {
+                MediaError::BadParameters { field, message }
+            }
+            SfuError::NoSuchTrack => MediaError::NoSuchProducer,
             SfuError::Stopped => MediaError::Unavailable,
         }
+    }
+}
+
+fn track_kind(k: xcord_core::voice::TrackKind) -> TrackKind {
+    match k {
+        xcord_core::voice::TrackKind::Audio => TrackKind::Audio,
+        xcord_core::voice::TrackKind::Video => TrackKind::Video,
+        xcord_core::voice::TrackKind::Screen => TrackKind::Screen,
     }
 }
 
@@ -88,6 +105,85 @@ impl VoiceMedia for SfuMedia {
 
     async fn set_bitrate(&self, channel: Snowflake, kbps: u32) {
         self.0.set_bitrate(id(channel), kbps).await;
+    }
+
+    async fn open_transport(&self, t: MediaTransport) -> Result<TransportInfo, MediaError> {
+        let params = self
+            .0
+            .open_transport(OpenTransport {
+                room: id(t.channel),
+                session: id(t.session),
+                transport: id(t.transport),
+                user: id(t.user),
+                direction: match t.direction {
+                    xcord_core::voice::TransportDirection::Send => TransportDirection::Send,
+                    xcord_core::voice::TransportDirection::Recv => TransportDirection::Recv,
+                },
+                policy: policy(t.policy),
+                bitrate_kbps: t.bitrate_kbps,
+            })
+            .await?;
+        Ok(TransportInfo {
+            ufrag: params.ufrag,
+            pwd: params.pwd,
+            fingerprint: params.fingerprint,
+            address: self.0.announced_addr(),
+        })
+    }
+
+    async fn connect_transport(
+        &self,
+        session: Snowflake,
+        transport: Snowflake,
+        algorithm: &str,
+        fingerprint: &str,
+    ) -> Result<(), MediaError> {
+        Ok(self
+            .0
+            .connect_transport(id(session), id(transport), algorithm, fingerprint)
+            .await?)
+    }
+
+    async fn produce(
+        &self,
+        session: Snowflake,
+        transport: Snowflake,
+        p: Production,
+    ) -> Result<(), MediaError> {
+        Ok(self
+            .0
+            .produce(Produce {
+                session: id(session),
+                transport: id(transport),
+                kind: track_kind(p.kind),
+                mid: p.mid,
+                ssrc: p.ssrc,
+                rtx: p.rtx,
+            })
+            .await?)
+    }
+
+    async fn consume(
+        &self,
+        session: Snowflake,
+        transport: Snowflake,
+        source: Snowflake,
+        kind: xcord_core::voice::TrackKind,
+    ) -> Result<Consumption, MediaError> {
+        let c = self
+            .0
+            .consume(id(session), id(transport), id(source), track_kind(kind))
+            .await?;
+        Ok(Consumption {
+            mid: c.mid,
+            ssrc: c.ssrc,
+            payload_type: c.payload_type,
+            cname: c.cname,
+        })
+    }
+
+    async fn close_producer(&self, session: Snowflake, kind: xcord_core::voice::TrackKind) -> bool {
+        self.0.close_producer(id(session), track_kind(kind)).await
     }
 }
 

@@ -11,6 +11,7 @@ use str0m::net::Protocol;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Event, Output, Rtc};
 
+use crate::direct::TransportDirection;
 use crate::{PeerId, Policy, RoomId, SfuEvent, TrackKind};
 
 /// A source track, named by its sender and its m-line there.
@@ -37,6 +38,21 @@ pub(crate) struct TrackIn {
     pub gap: bool,
     last_keyframe_request: Option<Instant>,
     next_seq: Option<u64>,
+}
+
+impl TrackIn {
+    /// A track the client declared it sends (a producer of the mediasoup-style signaling).
+    pub fn new(mid: Mid, kind: TrackKind) -> Self {
+        TrackIn {
+            mid,
+            kind,
+            sending: true,
+            forwarded: false,
+            gap: false,
+            last_keyframe_request: None,
+            next_seq: None,
+        }
+    }
 }
 
 /// Where a receiving m-line is in its negotiation.
@@ -155,6 +171,18 @@ pub(crate) trait Wire {
 
 pub(crate) struct Peer {
     pub id: PeerId,
+    /// The voice session its events are reported under: itself, or for a transport of the
+    /// mediasoup-style signaling the session that opened it.
+    pub owner: PeerId,
+    /// Set for such a transport: which way it carries media. Its tracks are produced and
+    /// consumed by command, never negotiated.
+    pub direct: Option<TransportDirection>,
+    /// The client's ICE username fragment, learnt from its first check (transports only).
+    pub remote_ufrag: Option<String>,
+    /// The next `mid` a consumer gets on this (receiving) transport.
+    pub next_mid: u32,
+    /// Anything arrived from the client yet (a transport never connected is not "gone").
+    pub heard: bool,
     pub room: RoomId,
     pub user: u64,
     pub rtc: Rtc,
@@ -183,6 +211,11 @@ impl Peer {
     pub fn new(id: PeerId, room: RoomId, user: u64, rtc: Rtc, ufrag: String, now: Instant) -> Self {
         Self {
             id,
+            owner: id,
+            direct: None,
+            remote_ufrag: None,
+            next_mid: 0,
+            heard: false,
             room,
             user,
             rtc,
@@ -245,6 +278,8 @@ impl Peer {
                 self.connected = true;
                 actions.push(Action::Recompute(self.room));
             }
+            // A transport's m-lines are declared by command, not negotiated.
+            Event::MediaAdded(_) | Event::MediaChanged(_) if self.direct.is_some() => {}
             Event::MediaAdded(m) => self.media_direction(m.mid, m.kind, m.direction, actions),
             Event::MediaChanged(m) => {
                 if let Some(kind) = self.rtc.media(m.mid).map(|x| x.kind()) {
@@ -320,6 +355,11 @@ impl Peer {
         actions.push(Action::Recompute(self.room));
     }
 
+    /// Forgets which SSRC is which track (a track was removed, so the indexes moved).
+    pub fn forget_ssrcs(&mut self) {
+        self.ssrcs.clear();
+    }
+
     fn track_index(&mut self, ssrc: Ssrc) -> Option<usize> {
         if let Some((_, i)) = self.ssrcs.iter().find(|(s, _)| *s == ssrc) {
             return Some(*i);
@@ -361,7 +401,7 @@ impl Peer {
             && let Some(on) = self.speaking.observe(level, now)
         {
             wire.event(SfuEvent::Speaking {
-                peer: self.id,
+                peer: self.owner,
                 speaking: on,
             });
         }
@@ -377,7 +417,7 @@ impl Peer {
         self.speaking
             .expire(now)
             .map(|speaking| SfuEvent::Speaking {
-                peer: self.id,
+                peer: self.owner,
                 speaking,
             })
     }
@@ -388,7 +428,7 @@ impl Peer {
             self.speaking.on = false;
             self.speaking.last_change = Some(now);
             return Some(SfuEvent::Speaking {
-                peer: self.id,
+                peer: self.owner,
                 speaking: false,
             });
         }
@@ -492,9 +532,22 @@ impl Peer {
         }
     }
 
+    /// Drops the consumers (transports of the mediasoup-style signaling) whose track is not
+    /// among `sources` any more, with their m-lines.
+    pub fn drop_consumers_except(&mut self, sources: &[(TrackKey, TrackKind, u64)]) {
+        let mut api = self.rtc.direct_api();
+        self.outs.retain(|o| {
+            let keep = sources.iter().any(|(k, _, _)| *k == o.key);
+            if !keep && let Some(mid) = o.mid() {
+                api.remove_media(mid);
+            }
+            keep
+        });
+    }
+
     /// Starts a server offer for pending changes; the SDP to push, if any.
     pub fn negotiate(&mut self) -> Option<String> {
-        if !self.connected || self.pending.is_some() || !self.alive {
+        if !self.connected || self.pending.is_some() || !self.alive || self.direct.is_some() {
             return None;
         }
         let mut api = self.rtc.sdp_api();
@@ -568,7 +621,7 @@ impl Peer {
         }
     }
 
-    fn payload_type(&self, codec: Codec) -> Option<Pt> {
+    pub fn payload_type(&self, codec: Codec) -> Option<Pt> {
         self.rtc
             .codec_config()
             .iter()
@@ -587,6 +640,18 @@ impl Peer {
 }
 
 impl TrackOut {
+    /// A consumer of the mediasoup-style signaling: open at once on `mid`.
+    pub fn open(key: TrackKey, kind: TrackKind, user: u64, mid: Mid, pt: Pt) -> Self {
+        TrackOut {
+            key,
+            kind,
+            user,
+            state: OutState::Open(mid),
+            pt: Some(pt),
+            rebase: Rebase::default(),
+        }
+    }
+
     fn mid(&self) -> Option<Mid> {
         match self.state {
             OutState::ToOpen => None,

@@ -93,6 +93,7 @@ pub fn router() -> Router<AppState> {
             "/api/messages/{id}",
             get(get_message).put(edit_message).delete(delete_message),
         )
+        .merge(super::hype_voice::routes())
         .fallback(async || route_not_found::<Hype>())
 }
 

@@ -26,6 +26,7 @@ use crate::error::{ApiError, canonical};
 use crate::extract::Json;
 
 pub mod hype;
+pub mod hype_voice;
 pub mod rtms;
 
 /// How a profile shows a failure.

@@ -60,7 +60,7 @@ impl<S: Send + Sync> FromRequest<S> for Arrived {
 impl Arrived {
     /// Forwards the request to the node holding `channel`'s room when that is another
     /// node, and returns its answer; `None`: this node serves it.
-    async fn elsewhere(
+    pub(crate) async fn elsewhere(
         &self,
         s: &AppState,
         channel: Snowflake,
@@ -88,11 +88,19 @@ impl Arrived {
     }
 
     /// The body as JSON (415 unless it says it is JSON).
-    fn json<T: serde::de::DeserializeOwned>(&self) -> ApiResult<T> {
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> ApiResult<T> {
         if !is_json_content_type(&self.headers) {
             return Err(RequestError::NotJson.into());
         }
         parse_json(&self.body)
+    }
+
+    /// The body as JSON, or `null` when there is none.
+    pub(crate) fn json_or_empty(&self) -> ApiResult<serde_json::Value> {
+        if self.body.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        self.json()
     }
 }
 

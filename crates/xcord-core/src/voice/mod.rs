@@ -21,6 +21,13 @@ use crate::error::{Clash, Entity, Refusal, Scope};
 use crate::servers::{ServerAccess, require_bits};
 use crate::{Caller, Core, Error, Result};
 
+mod transports;
+
+pub use transports::{
+    AUDIO_LEVEL_EXTENSION_ID, Consumption, MID_EXTENSION_ID, MediaTransport, OPUS_PAYLOAD_TYPE,
+    OpenedTransport, Production, TrackKind, TransportDirection, TransportInfo, VP8_PAYLOAD_TYPE,
+};
+
 /// What a participant may send and receive, as the media plane applies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MediaPolicy {
@@ -72,6 +79,17 @@ pub enum MediaError {
     /// No server offer waits for an answer.
     #[error("no server offer waits")]
     NoOfferPending,
+    /// Transport or RTP parameters that cannot be used.
+    #[error("{field}: {message}")]
+    BadParameters {
+        /// The request field at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The track to consume is not forwarded in the room.
+    #[error("no such producer")]
+    NoSuchProducer,
     /// The media plane is not running.
     #[error("voice is not available on this node")]
     Unavailable,
@@ -85,6 +103,10 @@ impl From<MediaError> for Error {
             MediaError::UnknownSession => Error::NotFound(Entity::VoiceSession),
             MediaError::OfferPending => Error::Conflict(Clash::VoiceOfferPending),
             MediaError::NoOfferPending => Error::Conflict(Clash::NoVoiceOfferPending),
+            MediaError::BadParameters { field, message } => {
+                Error::invalid(field, "usable", message)
+            }
+            MediaError::NoSuchProducer => Error::NotFound(Entity::Producer),
             MediaError::Unavailable => Error::Unavailable(anyhow::anyhow!("no voice media plane")),
         }
     }
@@ -107,6 +129,34 @@ pub trait VoiceMedia: Send + Sync {
     async fn set_policy(&self, session: Snowflake, policy: MediaPolicy) -> bool;
     /// A channel's bitrate changed.
     async fn set_bitrate(&self, channel: Snowflake, kbps: u32);
+    /// Opens a transport of a session (mediasoup-style signaling); leaving the session, or
+    /// leaving with the transport's id, closes it.
+    async fn open_transport(&self, t: MediaTransport) -> Result<TransportInfo, MediaError>;
+    /// The client's DTLS fingerprint for one of the session's transports.
+    async fn connect_transport(
+        &self,
+        session: Snowflake,
+        transport: Snowflake,
+        algorithm: &str,
+        fingerprint: &str,
+    ) -> Result<(), MediaError>;
+    /// A track the client sends on one of the session's sending transports.
+    async fn produce(
+        &self,
+        session: Snowflake,
+        transport: Snowflake,
+        p: Production,
+    ) -> Result<(), MediaError>;
+    /// Sends `source`'s track of `kind` on one of the session's receiving transports.
+    async fn consume(
+        &self,
+        session: Snowflake,
+        transport: Snowflake,
+        source: Snowflake,
+        kind: TrackKind,
+    ) -> Result<Consumption, MediaError>;
+    /// Stops the session's track of `kind`; false when it had none.
+    async fn close_producer(&self, session: Snowflake, kind: TrackKind) -> bool;
 }
 
 /// A node that holds voice rooms, as the room directory records it.
@@ -199,6 +249,10 @@ struct MediaSession {
     /// The kinds of its tracks that are forwarded now (announced by VOICE_TRACK), one bit
     /// each in the order of [`TRACK_KINDS`], so that leaving can announce their removal.
     tracks: u8,
+    /// Joined through transports (mediasoup-style signaling), not SDP.
+    direct: bool,
+    /// Its open transports, sending and receiving (direct sessions).
+    transports: [Option<Snowflake>; 2],
 }
 
 /// The kinds of track a participant sends, as VOICE_TRACK names them.
@@ -587,19 +641,21 @@ impl Core {
         whip: bool,
     ) -> Result<(Snowflake, String, VoiceState)> {
         let joined = self.join_voice_here(caller, channel, req, whip).await;
-        match &joined {
-            // The room was claimed for this join (`voice_route`); a refused one gives it up.
-            Err(_) => self.release_room_if_empty(channel).await,
-            // A session that left meanwhile may have released the room this one is in.
-            Ok(_) => {
-                if let Some(dir) = self.voice_rooms.get()
-                    && let Err(e) = dir.rooms.refresh(channel, &dir.me).await
-                {
-                    tracing::warn!(error = format!("{e:#}"), "cannot refresh a voice room");
-                }
-            }
-        }
+        self.settle_room(channel, joined.is_ok()).await;
         joined
+    }
+
+    /// After a join that may have claimed `channel`'s room (`voice_route`): a refused one
+    /// gives it up; a joined one refreshes it, since a session that left meanwhile may have
+    /// released the room this one is in.
+    async fn settle_room(&self, channel: Snowflake, joined: bool) {
+        if !joined {
+            self.release_room_if_empty(channel).await;
+        } else if let Some(dir) = self.voice_rooms.get()
+            && let Err(e) = dir.rooms.refresh(channel, &dir.me).await
+        {
+            tracing::warn!(error = format!("{e:#}"), "cannot refresh a voice room");
+        }
     }
 
     async fn join_voice_here(
@@ -650,6 +706,8 @@ impl Core {
                     perms: ch.perms,
                     whip,
                     tracks: 0,
+                    direct: false,
+                    transports: [None, None],
                 },
             )
         });
