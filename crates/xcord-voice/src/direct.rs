@@ -255,10 +255,11 @@ impl Engine {
             .get_mut(&c.transport)
             .filter(|p| p.owner == c.session && p.direct.is_some())
             .ok_or(SfuError::UnknownPeer)?;
-        let mut api = peer.rtc.direct_api();
-        if api.remote_dtls_fingerprint().is_some() {
+        if peer.dtls_started {
             return Err(bad("dtlsParameters", "the transport is already connected"));
         }
+        peer.dtls_started = true;
+        let mut api = peer.rtc.direct_api();
         api.set_remote_fingerprint(c.fingerprint);
         // The client is the DTLS client; the SFU answers its handshake.
         api.start_dtls(false)

@@ -181,6 +181,8 @@ pub(crate) struct Peer {
     pub remote_ufrag: Option<String>,
     /// The next `mid` a consumer gets on this (receiving) transport.
     pub next_mid: u32,
+    /// The client's DTLS fingerprint was given (`connect`; transports only).
+    pub dtls_started: bool,
     /// Anything arrived from the client yet (a transport never connected is not "gone").
     pub heard: bool,
     pub room: RoomId,
@@ -215,6 +217,7 @@ impl Peer {
             direct: None,
             remote_ufrag: None,
             next_mid: 0,
+            dtls_started: false,
             heard: false,
             room,
             user,

@@ -217,14 +217,17 @@ async fn recv_transport(State(s): State<AppState>, auth: HypeAuth, arrived: Arri
 }
 
 /// Forwards to the node holding the room of the channel the request names (or the caller
-/// is in); `None` when this node serves it.
+/// is in); `None` when this node serves it (also when no channel is known: the caller has
+/// no transport anywhere then).
 async fn routed(
     s: &AppState,
     caller: &Caller,
     arrived: &Arrived,
     body: &Value,
 ) -> HypeResult<Option<Response>> {
-    let channel = channel_of(s, caller, body)?;
+    let Ok(channel) = channel_of(s, caller, body) else {
+        return Ok(None);
+    };
     Ok(arrived.elsewhere(s, channel, false).await?)
 }
 

@@ -199,9 +199,9 @@ impl Core {
         let recorded = self
             .voice
             .with(|v| {
-                v.media.get_mut(&session).map(|m| {
-                    std::mem::replace(&mut m.transports[direction.slot()], Some(transport))
-                })
+                v.media
+                    .get_mut(&session)
+                    .map(|m| m.transports[direction.slot()].replace(transport))
             })
             .flatten();
         match recorded {

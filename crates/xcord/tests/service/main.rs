@@ -3,6 +3,7 @@
 
 mod auth;
 mod compat_hype;
+mod compat_hype_voice;
 mod compat_rtms;
 mod compat_socketio;
 mod files;

@@ -23,8 +23,8 @@ use crate::voice::{Participant, dispatches_seen, join, listen_until, renegotiate
 /// How long a browser may take to reach a reported state (it starts, captures, connects).
 const BROWSER_WAIT: Duration = Duration::from_secs(45);
 
-/// One headless Chromium with the test page open.
-struct Browser {
+/// One headless Chromium with a test page open.
+pub(crate) struct Browser {
     child: Child,
     reports: mpsc::UnboundedReceiver<(String, Value)>,
     /// The last lines Chromium printed, shown when a step fails.
@@ -42,15 +42,19 @@ fn report_of(line: &str) -> Option<(String, Value)> {
 
 impl Browser {
     fn open(app: &TestApp, user: &TestUser, channel: &str, tcp_only: bool) -> Browser {
-        let binary = std::env::var("XCORD_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
-        let profile = tempfile::tempdir().expect("a profile directory");
         let page = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/voice/page.html");
-        let url = format!(
+        Browser::open_url(format!(
             "file://{page}#api={}&token={}&channel={channel}&tcp={}",
             app.url("/api/v1"),
             user.token,
             u8::from(tcp_only)
-        );
+        ))
+    }
+
+    /// Chromium with a fake microphone and camera, opening `url`.
+    pub(crate) fn open_url(url: String) -> Browser {
+        let binary = std::env::var("XCORD_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+        let profile = tempfile::tempdir().expect("a profile directory");
         let mut child = Command::new(&binary)
             .args([
                 "--headless=new",
@@ -113,7 +117,7 @@ impl Browser {
     }
 
     /// Waits for a report `kind` whose payload satisfies `pred`; fails on an `error` report.
-    async fn report(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn report(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + BROWSER_WAIT;
         let mut last = Value::Null;
         loop {
@@ -137,14 +141,19 @@ impl Browser {
         }
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
 }
 
 /// Answers server offers until the last one announces every msid in `wanted`.
-async fn renegotiate_until(app: &TestApp, p: &mut Participant, channel: &str, wanted: &[String]) {
+pub(crate) async fn renegotiate_until(
+    app: &TestApp,
+    p: &mut Participant,
+    channel: &str,
+    wanted: &[String],
+) {
     for _ in 0..12 {
         let offer = renegotiate(app, p, channel).await;
         if wanted
@@ -158,7 +167,7 @@ async fn renegotiate_until(app: &TestApp, p: &mut Participant, channel: &str, wa
 }
 
 /// Listens until the peer decodes the track `msid` at a real level.
-async fn peer_hears(p: &mut Participant, msid: &str) -> Value {
+pub(crate) async fn peer_hears(p: &mut Participant, msid: &str) -> Value {
     listen_until(&mut p.peer, 15, msid, |heard| {
         let t = &heard["by_msid"][msid];
         t["frames"].as_u64().unwrap_or(0) > 10 && t["peak_dbfs"].as_f64().unwrap_or(-200.0) > -40.0
@@ -168,7 +177,7 @@ async fn peer_hears(p: &mut Participant, msid: &str) -> Value {
 
 /// Decoded audio with some energy (Chromium's fake microphone beeps; the peer's tone is
 /// steady).
-fn audible(t: &Value) -> bool {
+pub(crate) fn audible(t: &Value) -> bool {
     t["packets"].as_u64().unwrap_or(0) > 50 && t["energy"].as_f64().unwrap_or(0.0) > 0.001
 }
 
@@ -180,7 +189,11 @@ fn video_of_aspect(t: &Value, w: u64, h: u64) -> bool {
 }
 
 /// A VOICE_TRACK of `user`'s `kind` track in `state`.
-fn track_of(user: &str, kind: &'static str, state: &'static str) -> impl Fn(&Value) -> bool {
+pub(crate) fn track_of(
+    user: &str,
+    kind: &'static str,
+    state: &'static str,
+) -> impl Fn(&Value) -> bool {
     let user = user.to_owned();
     move |d: &Value| d["userId"] == user.as_str() && d["kind"] == kind && d["state"] == state
 }
