@@ -427,6 +427,38 @@ mod tests {
     }
 
     #[test]
+    fn the_advertised_payload_types_and_extension_ids_are_the_sfu_s() {
+        use str0m::rtp::Extension;
+        use xcord_core::voice as advertised;
+        let mut config = crate::engine::media_config();
+        let pt_of = |config: &mut str0m::RtcConfig, codec: Codec| {
+            config
+                .codec_config()
+                .params()
+                .iter()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| *p.pt())
+        };
+        assert_eq!(
+            pt_of(&mut config, Codec::Opus),
+            Some(advertised::OPUS_PAYLOAD_TYPE)
+        );
+        assert_eq!(
+            pt_of(&mut config, Codec::Vp8),
+            Some(advertised::VP8_PAYLOAD_TYPE)
+        );
+        let exts = config.extension_map();
+        assert_eq!(
+            exts.id_of(Extension::AudioLevel),
+            Some(advertised::AUDIO_LEVEL_EXTENSION_ID)
+        );
+        assert_eq!(
+            exts.id_of(Extension::RtpMid),
+            Some(advertised::MID_EXTENSION_ID)
+        );
+    }
+
+    #[test]
     fn only_plain_mids_are_taken() {
         assert_eq!(mid_of("0"), Some(Mid::from("0")));
         assert_eq!(mid_of("audio1"), Some(Mid::from("audio1")));

@@ -144,6 +144,17 @@ fn announced_ip(config: &SfuConfig, bound: SocketAddr) -> IpAddr {
     }
 }
 
+/// What every peer's `Rtc` speaks: ICE-lite, RTP forwarded as is, Opus and VP8 (at the
+/// payload types and header extension ids `xcord_core::voice` advertises).
+pub(crate) fn media_config() -> RtcConfig {
+    RtcConfig::new()
+        .set_ice_lite(true)
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+}
+
 /// Binds the UDP socket and, on the same port number, the ICE-TCP listener. With port 0
 /// the kernel picks a free UDP port, whose number may be taken for TCP: then another is
 /// tried (a bounded number of times).
@@ -581,12 +592,7 @@ impl Engine {
     pub(crate) fn new_rtc(&self, now: Instant) -> Result<(Rtc, str0m::IceCreds), SfuError> {
         let creds = str0m::IceCreds::new();
         let local = creds.clone();
-        let mut rtc = RtcConfig::new()
-            .set_ice_lite(true)
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
+        let mut rtc = media_config()
             .set_dtls_cert(self.cert.clone())
             .set_local_ice_credentials(creds)
             .build(now);

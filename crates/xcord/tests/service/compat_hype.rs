@@ -849,6 +849,85 @@ async fn the_websocket_binds_by_token_or_by_address_and_relays_joined_channels()
 }
 
 #[tokio::test]
+async fn voice_states_said_on_the_socket_reach_every_member_who_sees_the_channel() {
+    let app = hype_app(Backend::Sqlite).await;
+    let (ana_id, ana) = hype_register(&app, "ana_voice").await;
+    let bob = app.register("bob_voice").await;
+    let (_, channels) = default_server(&app, &ana).await;
+    let voice = channel_named(&channels, "General");
+    let text = channel_named(&channels, "general");
+    let mut ana_ws = HypeWs::open(&app, [127, 0, 0, 1], &format!("?token={ana}")).await;
+    ana_ws.next("connected").await.expect("bound");
+    let mut bob_ws = HypeWs::open(&app, [127, 0, 0, 1], &format!("?token={}", bob.token)).await;
+    bob_ws.next("connected").await.expect("bound");
+    let (mut watcher, _) = app.gateway_as(&bob).await;
+
+    // Ana says she is in the voice channel: without media, as op 8 would.
+    let said = json!({"channelId": voice, "userId": ana_id, "username": "ana_voice",
+        "avatarUrl": null, "muted": false, "deafened": false});
+    ana_ws.send("voice_state", said.clone()).await;
+    let joined = bob_ws.next("voice_state").await.expect("voice_state");
+    assert_eq!(joined["type"], "user_joined", "{joined}");
+    assert_eq!(joined["channelId"], voice.as_str());
+    assert_eq!(
+        joined["participants"][0]["userId"],
+        ana_id.as_str(),
+        "{joined}"
+    );
+    assert_eq!(joined["participants"][0]["username"], "ana_voice");
+    assert_eq!(joined["participants"][0]["muted"], false);
+    assert!(
+        joined["participants"][0]["joinedAt"].is_string(),
+        "{joined}"
+    );
+    let state = watcher.dispatch("VOICE_STATE_UPDATE").await;
+    assert_eq!(
+        (state["userId"].as_str(), state["channelId"].as_str()),
+        (Some(ana_id.as_str()), Some(voice.as_str()))
+    );
+
+    // Muting herself is an update, with the flags in the frame and the participant list.
+    let mut muted = said.clone();
+    muted["muted"] = json!(true);
+    ana_ws.send("voice_state", muted).await;
+    let updated = bob_ws.next("voice_state").await.expect("voice_state");
+    assert_eq!(
+        (updated["type"].as_str(), updated["muted"].as_bool()),
+        (Some("user_updated"), Some(true)),
+        "{updated}"
+    );
+    assert_eq!(updated["participants"][0]["muted"], true);
+
+    // What is not a voice channel she can join is refused.
+    for bad in [json!("nonsense"), json!(text)] {
+        let mut frame = said.clone();
+        frame["channelId"] = bad;
+        ana_ws.send("voice_state", frame).await;
+        assert!(ana_ws.next("error").await.is_some());
+    }
+
+    // `channelId: null` leaves.
+    let mut gone = said.clone();
+    gone["channelId"] = Value::Null;
+    ana_ws.send("voice_state", gone).await;
+    let left = bob_ws.next("voice_state").await.expect("voice_state");
+    assert_eq!(
+        (left["type"].as_str(), left["channelId"].as_str()),
+        (Some("user_left"), Some(voice.as_str())),
+        "{left}"
+    );
+    assert_eq!(left["participants"], json!([]));
+
+    // A voice state said on a socket ends with the socket.
+    ana_ws.send("voice_state", said).await;
+    let again = bob_ws.next("voice_state").await.expect("voice_state");
+    assert_eq!(again["type"], "user_joined", "{again}");
+    drop(ana_ws);
+    let left = bob_ws.next("voice_state").await.expect("voice_state");
+    assert_eq!(left["type"], "user_left", "{left}");
+}
+
+#[tokio::test]
 async fn browsers_on_another_origin_may_send_the_authorization_header() {
     let app = hype_app(Backend::Sqlite).await;
     let (_, token) = hype_register(&app, "cors_user").await;
