@@ -9,7 +9,7 @@ use serde_json::json;
 use xcord::Role;
 use xcord_core::voice::{RoomOwner, VoiceRooms};
 use xcord_redis::RedisVoiceRooms;
-use xcord_testkit::{Backend, TestApp, TestAppBuilder, wait_until};
+use xcord_testkit::{Backend, TestApp, TestAppBuilder, TestResponse, wait_until};
 use xcord_types::Snowflake;
 
 use crate::voice::{Peer, hears_nothing, hears_tone, join, renegotiate, voice_room};
@@ -177,4 +177,74 @@ async fn a_voice_room_lives_on_one_node_and_every_node_reaches_it() {
     for p in [speaker.peer, listener.peer, late.peer, probe] {
         p.close().await;
     }
+}
+
+async fn post(app: &TestApp, token: &str, path: &str, body: serde_json::Value) -> TestResponse {
+    let path = format!("/compat/hype/api/voice{path}");
+    app.request(reqwest::Method::POST, &path, Some(&body), Some(token))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hype_voice_signaling_reaches_the_room_s_node() {
+    let prefix = format!("xcord-test-vh-{}", hex::encode(rand::random::<[u8; 6]>()));
+    let a = node(&prefix, 41, &Role::ALL, None).await;
+    let b = node(&prefix, 42, &Role::ALL, Some(&a)).await;
+    let (r, _, channel) = voice_room(&a, "vhype").await;
+    let hype = |path: &str| format!("/compat/hype/api/voice{path}");
+    // A canonical speaker takes the room on A.
+    let speaker = join(&a, r.member.clone(), &channel, true).await;
+    let speaker_id = speaker.user.id.clone();
+
+    // A Hype client talking to B: its transport is opened on A's SFU, and the requests
+    // that name no channel are routed by the voice state B mirrors.
+    let recv = post(
+        &b,
+        &r.owner.token,
+        "/create-transport",
+        json!({"channelId": channel, "direction": "recv"}),
+    )
+    .await;
+    recv.expect_status(200, "a transport through B");
+    assert_eq!((media_sessions(&a), media_sessions(&b)), (2, 0));
+    let owner = Snowflake::from_i64(r.owner.id.parse().expect("a snowflake"));
+    wait_until(|| async { b.state.core.voice_state_of(owner).is_some() }).await;
+    let fingerprint = ["AB"; 32].join(":");
+    let connected = post(
+        &b,
+        &r.owner.token,
+        "/transport/connect",
+        json!({"transportId": recv.str_at("/id"),
+            "dtlsParameters": {"fingerprints": [{"algorithm": "sha-256", "value": fingerprint}]}}),
+    )
+    .await;
+    connected.expect_status(200, "connect forwarded to A");
+    let producers = b
+        .request(
+            reqwest::Method::GET,
+            &hype(&format!("/producers/{channel}/user/{speaker_id}")),
+            None,
+            Some(&r.owner.token),
+        )
+        .await;
+    producers.expect_status(200, "producers from A");
+    let producer = format!("{speaker_id}:audio");
+    assert_eq!(producers.body["producers"][0]["id"], producer.as_str());
+    let consumed = post(
+        &b,
+        &r.owner.token,
+        "/consume",
+        json!({"transportId": recv.str_at("/id"), "producerId": producer,
+            "rtpCapabilities": {"codecs": [{"mimeType": "audio/opus"}]}}),
+    )
+    .await;
+    consumed.expect_status(200, "consume forwarded to A");
+    assert_eq!(consumed.body["rtpParameters"]["mid"], "0");
+
+    // Leaving through B ends the transports on A.
+    post(&b, &r.owner.token, "/leave", json!({"channelId": channel}))
+        .await
+        .expect_status(200, "leave through B");
+    wait_until(|| async { media_sessions(&a) == 1 }).await;
+    speaker.peer.close().await;
 }
