@@ -719,18 +719,7 @@ async fn create_channel(
         .create_channel(
             auth.caller(),
             server,
-            CreateChannelRequest {
-                name: b.name,
-                kind: Some(kind),
-                parent_id: None,
-                topic: b.topic,
-                nsfw: None,
-                user_limit: None,
-                bitrate: None,
-                position: None,
-                rate_limit_per_user: None,
-                permission_overwrites: None,
-            },
+            CreateChannelRequest::new(b.name, kind, b.topic),
         )
         .await?;
     let body = channel_of(&s, auth.caller(), c.id).await?;

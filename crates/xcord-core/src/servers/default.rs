@@ -37,18 +37,7 @@ impl Core {
         self.create_channel(
             &caller,
             server.id,
-            CreateChannelRequest {
-                name: "random".into(),
-                kind: Some(NewChannelKind::Text),
-                parent_id: None,
-                topic: Some("Anything goes".into()),
-                nsfw: None,
-                user_limit: None,
-                bitrate: None,
-                position: None,
-                rate_limit_per_user: None,
-                permission_overwrites: None,
-            },
+            CreateChannelRequest::new("random", NewChannelKind::Text, Some("Anything goes".into())),
         )
         .await?;
         let won = self

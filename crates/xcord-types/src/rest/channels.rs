@@ -234,6 +234,24 @@ pub struct CreateChannelRequest {
     pub permission_overwrites: Option<Vec<PermissionOverwrite>>,
 }
 
+impl CreateChannelRequest {
+    /// A channel named `name` of `kind` with `topic`, everything else by default.
+    pub fn new(name: impl Into<String>, kind: NewChannelKind, topic: Option<String>) -> Self {
+        CreateChannelRequest {
+            name: name.into(),
+            kind: Some(kind),
+            parent_id: None,
+            topic,
+            nsfw: None,
+            user_limit: None,
+            bitrate: None,
+            position: None,
+            rate_limit_per_user: None,
+            permission_overwrites: None,
+        }
+    }
+}
+
 /// `PATCH /channels/{id}`: only the given fields change; `null` clears a nullable one.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
