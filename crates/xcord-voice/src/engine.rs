@@ -578,7 +578,7 @@ impl Engine {
             Command::Stats(reply) => {
                 let mut s = self.stats;
                 s.rooms = self.rooms.len();
-                s.peers = self.peers.len();
+                s.peers = self.session_count();
                 s.packets_lost =
                     self.peers.values().map(|p| p.lost).sum::<u64>() + self.stats.packets_lost;
                 s.packets_in =
@@ -853,8 +853,13 @@ impl Engine {
         metrics::counter!("voice_packets_lost_total").absolute(lost);
     }
 
+    /// Voice sessions: an SDP peer each, and the sessions that opened transports.
+    fn session_count(&self) -> usize {
+        self.peers.values().filter(|p| p.direct.is_none()).count() + self.owned.len()
+    }
+
     pub(crate) fn update_gauges(&self) {
         metrics::gauge!("voice_rooms").set(self.rooms.len() as f64);
-        metrics::gauge!("voice_participants").set(self.peers.len() as f64);
+        metrics::gauge!("voice_participants").set(self.session_count() as f64);
     }
 }

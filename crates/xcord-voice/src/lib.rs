@@ -213,7 +213,7 @@ pub(crate) enum Command {
 pub struct SfuStats {
     /// Rooms with at least one peer.
     pub rooms: usize,
-    /// Peers.
+    /// Voice sessions (an SDP peer, or a session with its transports).
     pub peers: usize,
     /// RTP packets received from peers.
     pub packets_in: u64,

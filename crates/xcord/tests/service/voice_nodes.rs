@@ -219,17 +219,16 @@ async fn the_hype_voice_signaling_reaches_the_room_s_node() {
     )
     .await;
     connected.expect_status(200, "connect forwarded to A");
-    let producers = b
-        .request(
-            reqwest::Method::GET,
-            &hype(&format!("/producers/{channel}/user/{speaker_id}")),
-            None,
-            Some(&r.owner.token),
-        )
-        .await;
-    producers.expect_status(200, "producers from A");
+    // The speaker's track is announced once its connection is up (on A, asynchronously).
     let producer = format!("{speaker_id}:audio");
-    assert_eq!(producers.body["producers"][0]["id"], producer.as_str());
+    let listed = hype(&format!("/producers/{channel}/user/{speaker_id}"));
+    wait_until(|| async {
+        let producers = b
+            .request(reqwest::Method::GET, &listed, None, Some(&r.owner.token))
+            .await;
+        producers.status == 200 && producers.body["producers"][0]["id"] == producer.as_str()
+    })
+    .await;
     let consumed = post(
         &b,
         &r.owner.token,
