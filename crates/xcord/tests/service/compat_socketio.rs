@@ -278,9 +278,10 @@ async fn node_and_python_clients_chat_over_websocket_and_polling() {
 async fn sockets_without_a_valid_token_are_refused_and_strangers_cannot_join() {
     let app = spawn_app(Backend::Sqlite).await;
     let (_ann, _bob, conv) = pair(&app, "ann_refused", "bob_refused").await;
-    // python-socketio over polling twice failed to report a refused namespace within 10 s
-    // under full-suite load (its polling path is covered by the chat test); it is checked
-    // over WebSocket here.
+    // python-socketio is checked over WebSocket here: over polling, a refused client
+    // sometimes reports the refusal only after 25 s (python-engineio drops its CLOSE packet
+    // when a PONG is still being posted, and its pending poll waits for the next ping; see
+    // docs/compat.md). Its polling path is covered by the chat test.
     for (lib, transport) in [(Lib::Node, "polling"), (Lib::Python, "websocket")] {
         for (token, secret) in [(Token::None, ""), (Token::Auth, "not.a.token")] {
             let mut c = Sio::open(lib, &app.url("/compat/rtms"), token, secret, transport).await;
