@@ -143,6 +143,7 @@ async fn serve(gw: Arc<Gateway>, mut socket: WebSocket, token: Option<String>, i
         voice: HashMap::new(),
         speaking: HashSet::new(),
     };
+    conn.remember_voice().await;
     let (mut tx, mut rx) = socket.split();
     let mut budget = FrameBudget::new(Instant::now());
     let _ = tx
@@ -339,6 +340,22 @@ impl Conn {
         };
         self.people.insert(id, p.clone());
         p
+    }
+
+    /// Who is in voice in the user's servers as the socket opens, so that their leaving is
+    /// told too (its event names no channel).
+    async fn remember_voice(&mut self) {
+        let Ok(mine) = self.core.my_servers(&self.caller).await else {
+            return;
+        };
+        let now = self.core.clock.now();
+        for server in &mine.servers {
+            for s in self.core.voice.of_server(server.id) {
+                if let Some(channel) = s.channel_id {
+                    self.voice.insert(s.user_id, (channel, now));
+                }
+            }
+        }
     }
 
     /// `voice_state {type, channelId, userId, participants, muted, deafened}` for a change of

@@ -101,7 +101,8 @@ pub(crate) struct Connect {
 }
 
 impl Connect {
-    /// Checks the fingerprint: a known hash and 16 to 64 hex bytes separated by colons.
+    /// Checks the fingerprint: SHA-256 (32 bytes) or SHA-1 (20 bytes, what str0m can still
+    /// verify), hex separated by colons.
     pub(crate) fn new(
         session: PeerId,
         transport: PeerId,
@@ -109,12 +110,16 @@ impl Connect {
         hex: &str,
     ) -> Result<Self, SfuError> {
         let algorithm = algorithm.to_ascii_lowercase();
-        if !["sha-1", "sha-224", "sha-256", "sha-384", "sha-512"].contains(&algorithm.as_str()) {
-            return Err(bad(
-                "dtlsParameters",
-                format!("unknown fingerprint algorithm {algorithm:?}"),
-            ));
-        }
+        let size = match algorithm.as_str() {
+            "sha-256" => 32,
+            "sha-1" => 20,
+            _ => {
+                return Err(bad(
+                    "dtlsParameters",
+                    format!("the fingerprint must be sha-256 or sha-1, not {algorithm:?}"),
+                ));
+            }
+        };
         let bytes = hex
             .split(':')
             .map(|b| {
@@ -123,7 +128,7 @@ impl Connect {
                     .flatten()
             })
             .collect::<Option<Vec<u8>>>()
-            .filter(|b| (16..=64).contains(&b.len()))
+            .filter(|b| b.len() == size)
             .ok_or_else(|| {
                 bad(
                     "dtlsParameters",
@@ -258,12 +263,12 @@ impl Engine {
         if peer.dtls_started {
             return Err(bad("dtlsParameters", "the transport is already connected"));
         }
-        peer.dtls_started = true;
         let mut api = peer.rtc.direct_api();
         api.set_remote_fingerprint(c.fingerprint);
         // The client is the DTLS client; the SFU answers its handshake.
         api.start_dtls(false)
             .map_err(|e| SfuError::Refused(e.to_string()))?;
+        peer.dtls_started = true;
         self.drain(c.transport, now);
         Ok(())
     }
@@ -271,13 +276,27 @@ impl Engine {
     pub(crate) fn produce(&mut self, p: Produce, now: Instant) -> Result<(), SfuError> {
         let mid = mid_of(&p.mid)
             .ok_or_else(|| bad("rtpParameters", "mid must be 1-16 letters or digits"))?;
-        let peer = self.transport_mut(p.session, p.transport, TransportDirection::Send)?;
-        if peer.ins.iter().any(|t| t.kind == p.kind) {
+        if p.rtx == Some(p.ssrc) {
+            return Err(bad(
+                "rtpParameters",
+                "the RTX SSRC must differ from the SSRC",
+            ));
+        }
+        // One track of each kind per participant, whichever of its transports sends it.
+        let produced = self
+            .owned
+            .get(&p.session)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.peers.get(id))
+            .any(|t| t.ins.iter().any(|t| t.kind == p.kind));
+        if produced {
             return Err(bad(
                 "kind",
                 format!("this session already produces {}", p.kind.name()),
             ));
         }
+        let peer = self.transport_mut(p.session, p.transport, TransportDirection::Send)?;
         if peer.ins.iter().any(|t| t.mid == mid) {
             return Err(bad(
                 "rtpParameters",
@@ -285,6 +304,12 @@ impl Engine {
             ));
         }
         let mut api = peer.rtc.direct_api();
+        let taken = |api: &mut str0m::change::DirectApi<'_>, s: u32| {
+            api.stream_rx(&Ssrc::from(s)).is_some()
+        };
+        if taken(&mut api, p.ssrc) || p.rtx.is_some_and(|r| taken(&mut api, r)) {
+            return Err(bad("rtpParameters", "the SSRC is already in use"));
+        }
         // A closed producer's m-line may come back with a new track.
         api.remove_media(mid);
         api.declare_media(mid, media_kind(p.kind));
@@ -408,6 +433,8 @@ mod tests {
         assert_eq!(fingerprint_hex(&c.expect("parsed")), hex);
         for (alg, value) in [
             ("md5", hex.as_str()),
+            ("sha-512", hex.as_str()),
+            ("sha-1", hex.as_str()),
             ("sha-256", "AB:CD"),
             ("sha-256", "ABCD:EF"),
             ("sha-256", "zz:zz:zz:zz:zz:zz:zz:zz:zz:zz:zz:zz:zz:zz:zz:zz"),
@@ -456,6 +483,109 @@ mod tests {
             exts.id_of(Extension::RtpMid),
             Some(advertised::MID_EXTENSION_ID)
         );
+    }
+
+    fn open(session: PeerId, transport: PeerId, direction: TransportDirection) -> OpenTransport {
+        OpenTransport {
+            room: 1,
+            session,
+            transport,
+            user: session + 1000,
+            direction,
+            policy: Policy::default(),
+            bitrate_kbps: 64,
+        }
+    }
+
+    fn audio(session: PeerId, transport: PeerId, mid: &str, ssrc: u32) -> Produce {
+        Produce {
+            session,
+            transport,
+            kind: TrackKind::Audio,
+            mid: mid.into(),
+            ssrc,
+            rtx: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_s_transports_serve_only_it_and_end_with_it() {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let config = crate::SfuConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_ip: None,
+        };
+        let (sfu, _events, task) = crate::Sfu::start(config, shutdown.clone())
+            .await
+            .expect("the SFU binds on loopback");
+        let (send, recv) = (11, 12);
+        for (id, direction) in [
+            (send, TransportDirection::Send),
+            (recv, TransportDirection::Recv),
+        ] {
+            let params = sfu.open_transport(open(10, id, direction)).await;
+            assert!(params.is_ok_and(|p| p.fingerprint.len() == 32 * 3 - 1));
+        }
+        let stats = sfu.stats().await.expect("stats");
+        assert_eq!(stats.peers, 1, "one voice session, however many transports");
+        let hex = ["AB"; 32].join(":");
+
+        // Another session cannot use them; each goes one way only.
+        let refused = sfu.connect_transport(99, send, "sha-256", &hex).await;
+        assert_eq!(refused, Err(SfuError::UnknownPeer));
+        let wrong_way = sfu.produce(audio(10, recv, "0", 1)).await;
+        assert!(matches!(
+            wrong_way,
+            Err(SfuError::BadParameters {
+                field: "transportId",
+                ..
+            })
+        ));
+        let wrong_way = sfu.consume(10, send, 10, TrackKind::Audio).await;
+        assert!(matches!(
+            wrong_way,
+            Err(SfuError::BadParameters {
+                field: "transportId",
+                ..
+            })
+        ));
+
+        // One track of a kind, each SSRC once.
+        assert_eq!(sfu.produce(audio(10, send, "0", 1)).await, Ok(()));
+        assert!(matches!(
+            sfu.produce(audio(10, send, "1", 2)).await,
+            Err(SfuError::BadParameters { field: "kind", .. })
+        ));
+        let mut camera = audio(10, send, "1", 1);
+        camera.kind = TrackKind::Video;
+        assert!(matches!(
+            sfu.produce(camera.clone()).await,
+            Err(SfuError::BadParameters {
+                field: "rtpParameters",
+                ..
+            })
+        ));
+        camera.ssrc = 3;
+        camera.rtx = Some(3);
+        assert!(matches!(
+            sfu.produce(camera).await,
+            Err(SfuError::BadParameters {
+                field: "rtpParameters",
+                ..
+            })
+        ));
+        // Nothing of another session's is forwarded in the room.
+        let missing = sfu.consume(10, recv, 77, TrackKind::Audio).await;
+        assert_eq!(missing, Err(SfuError::NoSuchTrack));
+
+        // Leaving the session closes both transports.
+        assert!(sfu.leave(10).await);
+        assert_eq!(sfu.stats().await.expect("stats").peers, 0);
+        let gone = sfu.connect_transport(10, recv, "sha-256", &hex).await;
+        assert_eq!(gone, Err(SfuError::UnknownPeer));
+        assert!(!sfu.leave(10).await);
+        shutdown.cancel();
+        let _ = task.await;
     }
 
     #[test]

@@ -25,6 +25,9 @@ use crate::{
 
 /// A peer that has carried nothing (not even ICE consent checks) for this long is gone.
 const GONE_AFTER: Duration = Duration::from_secs(30);
+/// A voice session of transports none of which has carried anything this long after it was
+/// opened is gone (a receiving transport may wait longer while its sibling carries media).
+const UNHEARD_AFTER: Duration = Duration::from_secs(60);
 /// How often speaking expiry, gone peers and gauges are looked at.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// Datagrams read in one go before commands and timers get a turn.
@@ -831,18 +834,41 @@ impl Engine {
 
     fn housekeeping(&mut self, now: Instant) {
         let mut gone = Vec::new();
+        let mut unheard = Vec::new();
         for p in self.peers.values_mut() {
             if let Some(e) = p.expire_speaking(now) {
                 self.io.event(e);
             }
-            // A transport that has heard nothing yet may wait for its first consumer; it
-            // ends with its session.
-            let silent = (p.heard || p.direct.is_none())
-                && now.saturating_duration_since(p.last_input) >= GONE_AFTER;
-            if silent || !p.alive || !p.rtc.is_alive() {
+            let quiet = now.saturating_duration_since(p.last_input);
+            if p.direct.is_some() && !p.heard {
+                // Nothing yet since it was opened (`last_input` is then its opening time).
+                if quiet >= UNHEARD_AFTER {
+                    unheard.push(p.id);
+                }
+            } else if quiet >= GONE_AFTER {
+                gone.push(p.id);
+            }
+            if !p.alive || !p.rtc.is_alive() {
                 gone.push(p.id);
             }
         }
+        for id in unheard {
+            let Some(owner) = self.peers.get(&id).map(|p| p.owner) else {
+                continue;
+            };
+            let sibling_heard = self
+                .owned
+                .get(&owner)
+                .into_iter()
+                .flatten()
+                .filter_map(|t| self.peers.get(t))
+                .any(|t| t.heard);
+            if !sibling_heard {
+                gone.push(id);
+            }
+        }
+        gone.sort_unstable();
+        gone.dedup();
         for id in gone {
             if let Some(owner) = self.remove(id, now) {
                 self.io.event(SfuEvent::Gone { peer: owner });

@@ -275,14 +275,36 @@ struct Voices {
     moderation: HashMap<(Snowflake, Snowflake), (bool, bool)>,
 }
 
+/// How many locks a user's voice changes are serialized by (a user always takes the same).
+const TURNS: usize = 64;
+
 /// Voice states of this deployment's users, one per user.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct VoiceStates {
     // No await while locked.
     inner: std::sync::Mutex<Voices>,
+    /// One user's voice changes (joins, transports, flags, leaves) run one at a time, so a
+    /// change never works from a state another is replacing.
+    turns: [tokio::sync::Mutex<()>; TURNS],
+}
+
+impl Default for VoiceStates {
+    fn default() -> Self {
+        VoiceStates {
+            inner: std::sync::Mutex::default(),
+            turns: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+        }
+    }
 }
 
 impl VoiceStates {
+    /// Waits for `user`'s turn to change their voice state; it lasts as long as the guard.
+    async fn turn(&self, user: Snowflake) -> tokio::sync::MutexGuard<'_, ()> {
+        self.turns[(user.get() as u64 % TURNS as u64) as usize]
+            .lock()
+            .await
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Voices) -> T) -> Option<T> {
         self.inner.lock().ok().map(|mut v| f(&mut v))
     }
@@ -346,10 +368,14 @@ impl VoiceStates {
             .unwrap_or((false, false))
     }
 
+    /// The voice state a media session is, if it is still its user's current one.
     fn user_of_media(&self, session: Snowflake) -> Option<VoiceState> {
         self.with(|v| {
             let m = v.media.get(&session)?;
-            v.by_user.get(&m.user).cloned()
+            v.by_user
+                .get(&m.user)
+                .filter(|s| s.session_id == session.to_string())
+                .cloned()
         })
         .flatten()
     }
@@ -666,6 +692,7 @@ impl Core {
         whip: bool,
     ) -> Result<(Snowflake, String, VoiceState)> {
         let media = self.media()?.clone();
+        let _turn = self.voice.turn(caller.user_id).await;
         let ch = self.voice_channel(caller, channel).await?;
         self.may_enter(&ch, caller.user_id)?;
         if let Some(previous) = self.voice.of_user(caller.user_id) {
@@ -761,6 +788,7 @@ impl Core {
         session: Snowflake,
         req: &UpdateVoiceRequest,
     ) -> Result<VoiceState> {
+        let _turn = self.voice.turn(caller.user_id).await;
         let mut state = self.own_session(caller, channel, session)?;
         let ch = self.voice_channel(caller, channel).await?;
         state.self_mute = req.self_mute.unwrap_or(state.self_mute);
@@ -782,6 +810,7 @@ impl Core {
         channel: Snowflake,
         session: Snowflake,
     ) -> Result<bool> {
+        let _turn = self.voice.turn(caller.user_id).await;
         let state = self.own_session(caller, channel, session)?;
         let whip = self
             .voice
@@ -920,8 +949,13 @@ impl Core {
             | MediaEvent::Speaking { session, .. }
             | MediaEvent::Gone { session } => *session,
         };
-        // A session that already left (or was never this node's) reports nothing.
+        // A session that already left (or was never this node's) reports nothing; one this
+        // node still holds that is no longer its user's voice state (replaced while it was
+        // being set up) ends.
         let Some(mut state) = self.voice.user_of_media(session) else {
+            if self.end_media(session).await {
+                tracing::info!(session = %session, "a voice session left behind ended");
+            }
             return;
         };
         let Some(channel) = state.channel_id else {
@@ -997,6 +1031,7 @@ impl Core {
         session_id: &str,
         req: VoiceStateSet,
     ) -> Result<()> {
+        let _turn = self.voice.turn(caller.user_id).await;
         let access = self.server_access(caller, req.server_id).await?;
         let previous = self.voice.of_user(caller.user_id);
         let Some(channel) = req.channel_id else {

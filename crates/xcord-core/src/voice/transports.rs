@@ -182,10 +182,11 @@ impl Core {
         direction: TransportDirection,
     ) -> Result<OpenedTransport> {
         let media = self.media()?.clone();
+        let _turn = self.voice.turn(caller.user_id).await;
         let ch = self.voice_channel(caller, channel).await?;
         let (session, state) = self.transport_session(caller, &ch).await?;
         let transport = self.ids.next_id();
-        let info = media
+        let opened = media
             .open_transport(MediaTransport {
                 channel: ch.id,
                 session,
@@ -195,7 +196,25 @@ impl Core {
                 policy: Self::policy_of(&state, ch.perms),
                 bitrate_kbps: ch.bitrate,
             })
-            .await?;
+            .await;
+        let info = match opened {
+            Ok(info) => info,
+            Err(e) => {
+                // A session this call started, left without a transport, is no participant.
+                let empty = self
+                    .voice
+                    .with(|v| {
+                        v.media
+                            .get(&session)
+                            .is_some_and(|m| m.transports == [None; 2])
+                    })
+                    .unwrap_or(false);
+                if empty {
+                    self.leave_voice_state(state).await;
+                }
+                return Err(e.into());
+            }
+        };
         let recorded = self
             .voice
             .with(|v| {
@@ -359,6 +378,10 @@ impl Core {
         producer: Snowflake,
         kind: TrackKind,
     ) -> Result<Consumption> {
+        // One's own tracks are not sent back.
+        if producer == caller.user_id {
+            return Err(Error::NotFound(Entity::Producer));
+        }
         let session = self.transport_owner(caller, transport)?;
         let source = self
             .voice
@@ -413,6 +436,7 @@ impl Core {
 
     /// Leaves voice: `channel` (when the caller is in it) or wherever the caller is.
     pub async fn leave_voice_channel(&self, caller: &Caller, channel: Option<Snowflake>) {
+        let _turn = self.voice.turn(caller.user_id).await;
         if let Some(state) = self
             .voice
             .of_user(caller.user_id)

@@ -306,6 +306,11 @@ async fn the_voice_signaling_refuses_what_it_cannot_use() {
         &post("/connect-transport", connect(&send_id, "not hex"), owner).await,
         400,
     );
+    // A hash the DTLS stack cannot check the certificate with is refused, not accepted to
+    // fail the handshake later.
+    let sha512 = json!({"transportId": send_id, "dtlsParameters":
+        {"fingerprints": [{"algorithm": "sha-512", "value": FINGERPRINT}]}});
+    assert_failure(&post("/connect-transport", sha512, owner).await, 400);
     let ok = post("/transport/connect", connect(&send_id, FINGERPRINT), owner).await;
     assert_eq!(ok.status, 200, "{}", ok.text);
     assert_failure(
@@ -315,6 +320,16 @@ async fn the_voice_signaling_refuses_what_it_cannot_use() {
 
     // Producing: a known kind, its codec, a mid and an SSRC, on a sending transport.
     let produce = |kind: &str, params: Value| json!({"transportId": send_id, "kind": kind, "rtpParameters": params});
+    // Someone else's transport is not there for them.
+    assert_failure(
+        &post(
+            "/produce",
+            produce("audio", opus_parameters("0", 1)),
+            member,
+        )
+        .await,
+        404,
+    );
     assert_failure(
         &post(
             "/produce",
@@ -392,15 +407,7 @@ async fn the_voice_signaling_refuses_what_it_cannot_use() {
         {"mimeType": "audio/opus", "kind": "audio"},
         {"mimeType": "video/VP8", "kind": "video"},
     ]});
-    assert_failure(
-        &post(
-            "/consume",
-            consume(&send_id, &producer, opus_caps.clone()),
-            owner,
-        )
-        .await,
-        400,
-    );
+    // (A transport's direction is checked by the SFU's own tests.)
     assert_failure(
         &post(
             "/consume",
@@ -434,6 +441,38 @@ async fn the_voice_signaling_refuses_what_it_cannot_use() {
             member,
         )
         .await,
+        400,
+    );
+    // Not on someone else's transport, and not one's own track back.
+    assert_failure(
+        &post(
+            "/consume",
+            consume(&recv_id, &producer, opus_caps.clone()),
+            owner,
+        )
+        .await,
+        404,
+    );
+    let own_recv = post(
+        "/create-transport",
+        json!({"channelId": channel, "direction": "recv"}),
+        owner,
+    )
+    .await;
+    assert_failure(
+        &post(
+            "/consume",
+            consume(&own_recv.str_at("/id"), &producer, opus_caps.clone()),
+            owner,
+        )
+        .await,
+        404,
+    );
+    // The same SSRC twice is refused (a second kind would never carry media).
+    let mut camera = opus_parameters("1", 4242);
+    camera["codecs"] = json!([{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000}]);
+    assert_failure(
+        &post("/produce", produce("video", camera), owner).await,
         400,
     );
     let consumed = post(

@@ -245,5 +245,14 @@ async fn the_hype_voice_signaling_reaches_the_room_s_node() {
         .await
         .expect_status(200, "leave through B");
     wait_until(|| async { media_sessions(&a) == 1 }).await;
+    let closed = post(
+        &a,
+        &r.owner.token,
+        "/transport/connect",
+        json!({"transportId": recv.str_at("/id"), "channelId": channel,
+            "dtlsParameters": {"fingerprints": [{"algorithm": "sha-256", "value": fingerprint}]}}),
+    )
+    .await;
+    assert_eq!(closed.status, 404, "{}", closed.text);
     speaker.peer.close().await;
 }
