@@ -722,6 +722,8 @@ impl Core {
                 bitrate_kbps: ch.bitrate,
             })
             .await?;
+        // The session and the state that names it appear together: the media plane's first
+        // events for it may be handled at any moment now.
         self.voice.with(|v| {
             v.media.insert(
                 session,
@@ -736,7 +738,8 @@ impl Core {
                     direct: false,
                     transports: [None, None],
                 },
-            )
+            );
+            v.by_user.insert(caller.user_id, state.clone());
         });
         self.announce(state.clone()).await;
         Ok((session, answer, state))
@@ -950,10 +953,10 @@ impl Core {
             | MediaEvent::Gone { session } => *session,
         };
         // A session that already left (or was never this node's) reports nothing; one this
-        // node still holds that is no longer its user's voice state (replaced while it was
-        // being set up) ends.
+        // node still holds that is no longer its user's voice state ends when its connection
+        // is gone.
         let Some(mut state) = self.voice.user_of_media(session) else {
-            if self.end_media(session).await {
+            if matches!(event, MediaEvent::Gone { .. }) && self.end_media(session).await {
                 tracing::info!(session = %session, "a voice session left behind ended");
             }
             return;
