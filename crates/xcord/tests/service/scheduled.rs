@@ -473,11 +473,12 @@ async fn automatic_messages_pair_users_skip_blocks_and_arrive_marked(backend: Ba
     for u in everyone {
         sessions.push(app.gateway_as(u).await.0);
     }
-    clock.advance_millis(61_000);
+    // Past the last plan's window (its messages are due up to 60 s after its tick).
+    clock.advance_millis(tick3.as_millis() + 61_000 - clock.now().as_millis());
     let records = core.store.auto_messages_since(tick).await.expect("records");
     let expected = plan.planned + plan3.planned;
     assert_eq!(records.len(), expected);
-    wait_until(|| {
+    let all_sent = || {
         let core = core.clone();
         async move {
             core.store
@@ -485,8 +486,51 @@ async fn automatic_messages_pair_users_skip_blocks_and_arrive_marked(backend: Ba
                 .await
                 .is_ok_and(|r| r.iter().all(|a| a.is_sent))
         }
-    })
-    .await;
+    };
+    let sent_within_ten_seconds = || async {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !all_sent().await {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        true
+    };
+    let queue = || async {
+        let jobs = core
+            .store
+            .jobs(&xcord_store::JobFilter::default())
+            .await
+            .expect("jobs");
+        let records = core.store.auto_messages_since(tick).await.expect("records");
+        (jobs, records)
+    };
+    if !sent_within_ten_seconds().await {
+        // A job still waiting must have failed an attempt (its retry is due after a backoff
+        // the test's clock has not reached); one never attempted was lost by the workers.
+        let (jobs, records) = queue().await;
+        let waiting: Vec<_> = jobs
+            .iter()
+            .filter(|j| {
+                j.kind == xcord_core::auto_messages::AUTO_JOB
+                    && j.state != xcord_store::JobState::Done
+            })
+            .collect();
+        assert!(
+            waiting
+                .iter()
+                .all(|j| j.attempts >= 1 && j.last_error.is_some()),
+            "jobs left unattempted after the clock jumped to {:?}:\n{waiting:#?}\nrecords: {records:#?}",
+            clock.now()
+        );
+        eprintln!("automatic messages retried after failed attempts:\n{waiting:#?}");
+        clock.advance_millis(120_000);
+        if !sent_within_ten_seconds().await {
+            let (jobs, records) = queue().await;
+            panic!("automatic messages not sent after their retries:\n{jobs:#?}\n{records:#?}");
+        }
+    }
     for rec in core.store.auto_messages_since(tick).await.expect("records") {
         assert!(rec.is_queued && rec.is_sent, "{rec:?}");
         assert!(rec.queued_at.is_some() && rec.sent_at.is_some());
