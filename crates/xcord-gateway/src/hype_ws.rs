@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use xcord_core::{Caller, Core};
 use xcord_types::Snowflake;
 use xcord_types::Timestamp;
-use xcord_types::compat::hype;
+use xcord_types::compat::{hype, id_in};
 use xcord_types::events::MessageDeleted;
 use xcord_types::gateway::{VoiceSpeaking, VoiceState, VoiceTrack};
 use xcord_types::rest::messages::Message;
@@ -77,17 +77,6 @@ fn frame(core: &Core, kind: &str, data: Value) -> WsMessage {
 
 fn error_frame(core: &Core, message: &str) -> WsMessage {
     frame(core, "error", json!({"message": message}))
-}
-
-/// An id given as a string or a number.
-fn id_in(v: &Value) -> Option<Snowflake> {
-    match v {
-        Value::String(s) => s.parse::<i64>().ok(),
-        Value::Number(n) => n.as_i64(),
-        _ => None,
-    }
-    .filter(|id| *id > 0)
-    .map(Snowflake::from_i64)
 }
 
 /// The user a `user_joined` frame names: `data.user.id`, `data.userId` or `data.id`.

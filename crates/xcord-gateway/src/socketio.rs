@@ -188,14 +188,7 @@ fn refusal(e: &Error) -> String {
 
 /// `{conversationId}` as a string or a number.
 fn conversation_of(data: &Result<Value, impl std::fmt::Debug>) -> Option<Snowflake> {
-    let v = data.as_ref().ok()?.get("conversationId")?;
-    match v {
-        Value::String(s) => s.parse::<i64>().ok(),
-        Value::Number(n) => n.as_i64(),
-        _ => None,
-    }
-    .filter(|id| *id > 0)
-    .map(Snowflake::from_i64)
+    xcord_types::compat::id_in(data.as_ref().ok()?.get("conversationId")?)
 }
 
 fn refuse(s: &SocketRef, message: impl Into<String>) {

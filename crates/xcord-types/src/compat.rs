@@ -1,6 +1,22 @@
 //! Encodings of the compatibility profiles (SPEC §7) that more than one transport sends:
 //! the REST routes and the real-time sockets of a profile show the same objects.
 
+use serde_json::Value;
+
+use crate::Snowflake;
+
+/// An id as the seeds' clients send it, a string or a number; `None` for anything else
+/// (another type, not a number, zero or less).
+pub fn id_in(v: &Value) -> Option<Snowflake> {
+    match v {
+        Value::String(s) => s.parse::<i64>().ok(),
+        Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+    .filter(|id| *id > 0)
+    .map(Snowflake::from_i64)
+}
+
 /// Seed 003's messaging system (`/compat/rtms`).
 pub mod rtms {
     use serde_json::{Value, json};

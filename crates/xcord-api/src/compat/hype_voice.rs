@@ -26,6 +26,7 @@ use xcord_core::voice::{
 };
 use xcord_core::{Caller, Error};
 use xcord_types::Snowflake;
+use xcord_types::compat::id_in;
 
 use super::hype::Hype;
 use super::{Authed, ProfileError};
@@ -102,16 +103,14 @@ fn required(field: &str) -> Error {
     Error::invalid(field, "required", format!("{field} is required"))
 }
 
-/// An id given as a string or a number.
+/// The id in `field` (absent or `null`: none); anything else than an id is refused.
 fn id_at(body: &Value, field: &str) -> Result<Option<Snowflake>, Error> {
-    let id = match &body[field] {
-        Value::Null => return Ok(None),
-        Value::String(s) => s.parse::<i64>().ok(),
-        Value::Number(n) => n.as_i64(),
-        _ => None,
-    };
-    id.filter(|id| *id > 0)
-        .map(|id| Some(Snowflake::from_i64(id)))
+    let v = &body[field];
+    if v.is_null() {
+        return Ok(None);
+    }
+    id_in(v)
+        .map(Some)
         .ok_or_else(|| Error::invalid(field, "id", format!("{field} must be an id")))
 }
 
@@ -290,20 +289,11 @@ fn production(kind: TrackKind, p: &Value) -> Result<Production, Error> {
     let mid = p["mid"]
         .as_str()
         .ok_or_else(|| bad("rtpParameters.mid is required"))?;
-    let wanted = if kind == TrackKind::Audio {
-        "audio/opus"
-    } else {
-        "video/vp8"
-    };
-    let has_codec = p["codecs"].as_array().is_some_and(|cs| {
-        cs.iter().any(|c| {
-            c["mimeType"]
-                .as_str()
-                .is_some_and(|m| m.eq_ignore_ascii_case(wanted))
-        })
-    });
-    if !has_codec {
-        return Err(bad(&format!("rtpParameters.codecs must include {wanted}")));
+    if !lists_codec(&p["codecs"], kind) {
+        return Err(bad(&format!(
+            "rtpParameters.codecs must include {}",
+            codec_of(kind)
+        )));
     }
     let encoding = &p["encodings"][0];
     let ssrc = encoding["ssrc"]
@@ -318,6 +308,27 @@ fn production(kind: TrackKind, p: &Value) -> Result<Production, Error> {
         mid: mid.to_owned(),
         ssrc,
         rtx,
+    })
+}
+
+/// The codec the SFU carries `kind` with.
+fn codec_of(kind: TrackKind) -> &'static str {
+    if kind == TrackKind::Audio {
+        "audio/opus"
+    } else {
+        "video/vp8"
+    }
+}
+
+/// Whether a list of codecs (`[{mimeType, …}]`) holds the one `kind` is carried with.
+fn lists_codec(codecs: &Value, kind: TrackKind) -> bool {
+    let wanted = codec_of(kind);
+    codecs.as_array().is_some_and(|cs| {
+        cs.iter().any(|c| {
+            c["mimeType"]
+                .as_str()
+                .is_some_and(|m| m.eq_ignore_ascii_case(wanted))
+        })
     })
 }
 
@@ -388,21 +399,7 @@ async fn producers(
 
 /// Whether the client's `rtpCapabilities` (when given) can receive what it asks for.
 fn can_receive(caps: &Value, kind: TrackKind) -> bool {
-    if caps.is_null() {
-        return true;
-    }
-    let wanted = if kind == TrackKind::Audio {
-        "audio/opus"
-    } else {
-        "video/vp8"
-    };
-    caps["codecs"].as_array().is_some_and(|cs| {
-        cs.iter().any(|c| {
-            c["mimeType"]
-                .as_str()
-                .is_some_and(|m| m.eq_ignore_ascii_case(wanted))
-        })
-    })
+    caps.is_null() || lists_codec(&caps["codecs"], kind)
 }
 
 /// The consumer as mediasoup-client's `transport.consume()` takes it.
