@@ -19,16 +19,7 @@ use str0m::rtp::Ssrc;
 
 use crate::engine::Engine;
 use crate::peer::{Action, OutState, Peer, TrackIn, TrackOut, Wire};
-use crate::{PeerId, Policy, RoomId, SfuError, SfuEvent, TrackKind};
-
-/// Which way a transport carries media.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportDirection {
-    /// From the client to the SFU (producers).
-    Send,
-    /// From the SFU to the client (consumers).
-    Recv,
-}
+use crate::{PeerId, Policy, RoomId, SfuError, SfuEvent, TrackKind, TransportDirection};
 
 /// A transport to open.
 #[derive(Debug, Clone)]

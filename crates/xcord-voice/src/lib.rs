@@ -28,7 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-pub use direct::{Consumed, OpenTransport, Produce, TransportDirection, TransportParams};
+pub use direct::{Consumed, OpenTransport, Produce, TransportParams};
 pub use engine::describe_metrics;
 pub use media::{SfuMedia, pump_events};
 pub use sdp::{OfferError, check_offer};
@@ -38,27 +38,8 @@ pub type RoomId = u64;
 /// A peer: one voice session (one participant's connection).
 pub type PeerId = u64;
 
-/// What a participant's track carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TrackKind {
-    /// Opus audio from the microphone.
-    Audio,
-    /// VP8 from the camera.
-    Video,
-    /// VP8 from a screen share.
-    Screen,
-}
-
-impl TrackKind {
-    /// The name used on the wire (`msid` track id, VOICE_TRACK `kind`).
-    pub fn name(self) -> &'static str {
-        match self {
-            TrackKind::Audio => "audio",
-            TrackKind::Video => "video",
-            TrackKind::Screen => "screen",
-        }
-    }
-}
+/// What a participant's track carries, and which way a transport goes: the core's types.
+pub use xcord_core::voice::{TrackKind, TransportDirection};
 
 /// Where the SFU listens and what it announces.
 #[derive(Debug, Clone)]

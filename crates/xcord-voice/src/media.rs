@@ -12,9 +12,7 @@ use xcord_core::voice::{
 };
 use xcord_types::Snowflake;
 
-use crate::{
-    Join, OpenTransport, Policy, Produce, Sfu, SfuError, SfuEvent, TrackKind, TransportDirection,
-};
+use crate::{Join, OpenTransport, Policy, Produce, Sfu, SfuError, SfuEvent, TrackKind};
 
 /// [`Sfu`] behind the core's [`VoiceMedia`].
 #[derive(Debug, Clone)]
@@ -54,14 +52,6 @@ impl From<SfuError> for MediaError {
             SfuError::NoSuchTrack => MediaError::NoSuchProducer,
             SfuError::Stopped => MediaError::Unavailable,
         }
-    }
-}
-
-fn track_kind(k: xcord_core::voice::TrackKind) -> TrackKind {
-    match k {
-        xcord_core::voice::TrackKind::Audio => TrackKind::Audio,
-        xcord_core::voice::TrackKind::Video => TrackKind::Video,
-        xcord_core::voice::TrackKind::Screen => TrackKind::Screen,
     }
 }
 
@@ -115,10 +105,7 @@ impl VoiceMedia for SfuMedia {
                 session: id(t.session),
                 transport: id(t.transport),
                 user: id(t.user),
-                direction: match t.direction {
-                    xcord_core::voice::TransportDirection::Send => TransportDirection::Send,
-                    xcord_core::voice::TransportDirection::Recv => TransportDirection::Recv,
-                },
+                direction: t.direction,
                 policy: policy(t.policy),
                 bitrate_kbps: t.bitrate_kbps,
             })
@@ -155,7 +142,7 @@ impl VoiceMedia for SfuMedia {
             .produce(Produce {
                 session: id(session),
                 transport: id(transport),
-                kind: track_kind(p.kind),
+                kind: p.kind,
                 mid: p.mid,
                 ssrc: p.ssrc,
                 rtx: p.rtx,
@@ -168,11 +155,11 @@ impl VoiceMedia for SfuMedia {
         session: Snowflake,
         transport: Snowflake,
         source: Snowflake,
-        kind: xcord_core::voice::TrackKind,
+        kind: TrackKind,
     ) -> Result<Consumption, MediaError> {
         let c = self
             .0
-            .consume(id(session), id(transport), id(source), track_kind(kind))
+            .consume(id(session), id(transport), id(source), kind)
             .await?;
         Ok(Consumption {
             mid: c.mid,
@@ -182,8 +169,8 @@ impl VoiceMedia for SfuMedia {
         })
     }
 
-    async fn close_producer(&self, session: Snowflake, kind: xcord_core::voice::TrackKind) -> bool {
-        self.0.close_producer(id(session), track_kind(kind)).await
+    async fn close_producer(&self, session: Snowflake, kind: TrackKind) -> bool {
+        self.0.close_producer(id(session), kind).await
     }
 }
 
@@ -208,7 +195,7 @@ pub async fn pump_events(
             },
             SfuEvent::Track { peer, kind, added } => MediaEvent::Track {
                 session: snowflake(peer),
-                kind: kind.name(),
+                kind,
                 added,
             },
             SfuEvent::Speaking { peer, speaking } => MediaEvent::Speaking {

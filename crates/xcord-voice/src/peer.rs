@@ -11,8 +11,7 @@ use str0m::net::Protocol;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Event, Output, Rtc};
 
-use crate::direct::TransportDirection;
-use crate::{PeerId, Policy, RoomId, SfuEvent, TrackKind};
+use crate::{PeerId, Policy, RoomId, SfuEvent, TrackKind, TransportDirection};
 
 /// A source track, named by its sender and its m-line there.
 pub(crate) type TrackKey = (PeerId, Mid);

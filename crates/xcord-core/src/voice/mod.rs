@@ -212,8 +212,8 @@ pub enum MediaEvent {
     Track {
         /// The session.
         session: Snowflake,
-        /// `audio`, `video` or `screen`.
-        kind: &'static str,
+        /// What it carries.
+        kind: TrackKind,
         /// Added or removed.
         added: bool,
     },
@@ -247,22 +247,12 @@ struct MediaSession {
     /// Joined through WHIP (its DELETE answers 200).
     whip: bool,
     /// The kinds of its tracks that are forwarded now (announced by VOICE_TRACK), one bit
-    /// each in the order of [`TRACK_KINDS`], so that leaving can announce their removal.
+    /// each ([`TrackKind::bit`]), so that leaving can announce their removal.
     tracks: u8,
     /// Joined through transports (mediasoup-style signaling), not SDP.
     direct: bool,
     /// Its open transports, sending and receiving (direct sessions).
     transports: [Option<Snowflake>; 2],
-}
-
-/// The kinds of track a participant sends, as VOICE_TRACK names them.
-const TRACK_KINDS: [&str; 3] = ["audio", "video", "screen"];
-
-fn track_bit(kind: &str) -> u8 {
-    TRACK_KINDS
-        .iter()
-        .position(|k| *k == kind)
-        .map_or(0, |i| 1 << i)
 }
 
 #[derive(Debug, Default)]
@@ -535,8 +525,8 @@ impl Core {
             media.leave(session).await;
         }
         // Its tracks went with it.
-        for (i, kind) in TRACK_KINDS.iter().enumerate() {
-            if m.tracks & (1 << i) == 0 {
+        for kind in TrackKind::ALL {
+            if m.tracks & kind.bit() == 0 {
                 continue;
             }
             self.publish_ephemeral(
@@ -545,7 +535,7 @@ impl Core {
                     server_id: m.server,
                     channel_id: m.channel,
                     user_id: m.user,
-                    kind: (*kind).to_owned(),
+                    kind: kind.name().to_owned(),
                     state: "removed".to_owned(),
                 }),
             )
@@ -980,9 +970,9 @@ impl Core {
                 self.voice.with(|v| {
                     if let Some(m) = v.media.get_mut(&session) {
                         if added {
-                            m.tracks |= track_bit(kind);
+                            m.tracks |= kind.bit();
                         } else {
-                            m.tracks &= !track_bit(kind);
+                            m.tracks &= !kind.bit();
                         }
                     }
                 });
@@ -992,15 +982,15 @@ impl Core {
                         server_id: state.server_id,
                         channel_id: channel,
                         user_id: state.user_id,
-                        kind: kind.to_owned(),
+                        kind: kind.name().to_owned(),
                         state: if added { "added" } else { "removed" }.to_owned(),
                     }),
                 )
                 .await;
                 let changed = match kind {
-                    "video" => std::mem::replace(&mut state.self_video, added) != added,
-                    "screen" => std::mem::replace(&mut state.self_stream, added) != added,
-                    _ => false,
+                    TrackKind::Video => std::mem::replace(&mut state.self_video, added) != added,
+                    TrackKind::Screen => std::mem::replace(&mut state.self_stream, added) != added,
+                    TrackKind::Audio => false,
                 };
                 if changed {
                     self.announce(state).await;

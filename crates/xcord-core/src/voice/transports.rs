@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use xcord_types::Snowflake;
 use xcord_types::gateway::VoiceState;
 
-use super::{MediaPolicy, MediaSession, TRACK_KINDS, VoiceChannel, track_bit};
+use super::{MediaPolicy, MediaSession, VoiceChannel};
 use crate::error::Entity;
 use crate::{Caller, Core, Error, Result};
 
@@ -46,8 +46,8 @@ impl TransportDirection {
     }
 }
 
-/// What a track carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a track carries (also what the media plane forwards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TrackKind {
     /// The microphone (Opus).
     Audio,
@@ -58,7 +58,19 @@ pub enum TrackKind {
 }
 
 impl TrackKind {
-    /// Its name in VOICE_TRACK (`audio`, `video`, `screen`).
+    /// Every kind, in the order of their bits.
+    pub const ALL: [TrackKind; 3] = [TrackKind::Audio, TrackKind::Video, TrackKind::Screen];
+
+    /// Its bit in a set of kinds.
+    pub(crate) fn bit(self) -> u8 {
+        match self {
+            TrackKind::Audio => 1,
+            TrackKind::Video => 2,
+            TrackKind::Screen => 4,
+        }
+    }
+
+    /// Its name on the wire: VOICE_TRACK's `kind`, the `msid` track id.
     pub fn name(self) -> &'static str {
         match self {
             TrackKind::Audio => "audio",
@@ -427,10 +439,9 @@ impl Core {
             })
             .flatten()
             .unwrap_or(0);
-        Ok(TRACK_KINDS
-            .iter()
-            .filter(|k| tracks & track_bit(k) != 0)
-            .filter_map(|k| TrackKind::from_name(k))
+        Ok(TrackKind::ALL
+            .into_iter()
+            .filter(|k| tracks & k.bit() != 0)
             .collect())
     }
 
