@@ -122,7 +122,6 @@ async fn serve(gw: Arc<Gateway>, mut socket: WebSocket, token: Option<String>, i
         let _ = socket.send(WsMessage::Close(None)).await;
         return;
     }
-    out.clear();
     let mut conn = Conn {
         core: core.clone(),
         caller,
@@ -132,7 +131,7 @@ async fn serve(gw: Arc<Gateway>, mut socket: WebSocket, token: Option<String>, i
         voice: HashMap::new(),
         speaking: HashSet::new(),
     };
-    conn.remember_voice().await;
+    out.clear();
     let (mut tx, mut rx) = socket.split();
     let mut budget = FrameBudget::new(Instant::now());
     let _ = tx
@@ -331,18 +330,19 @@ impl Conn {
         p
     }
 
-    /// Who is in voice in the user's servers as the socket opens, so that their leaving is
-    /// told too (its event names no channel).
-    async fn remember_voice(&mut self) {
-        let Ok(mine) = self.core.my_servers(&self.caller).await else {
-            return;
-        };
+    /// Who is in voice in the user's servers as the socket opens (its session's CONNECTED
+    /// lists them), so that their leaving is told too (its event names no channel).
+    fn remember_voice(&mut self, connected: &Value) {
         let now = self.core.clock.now();
-        for server in &mine.servers {
-            for s in self.core.voice.of_server(server.id) {
-                if let Some(channel) = s.channel_id {
-                    self.voice.insert(s.user_id, (channel, now));
-                }
+        let servers = connected["servers"].as_array().into_iter().flatten();
+        for state in servers
+            .filter_map(|s| s["voiceStates"].as_array())
+            .flatten()
+        {
+            if let (Some(user), Some(channel)) =
+                (id_in(&state["userId"]), id_in(&state["channelId"]))
+            {
+                self.voice.insert(user, (channel, now));
             }
         }
     }
@@ -453,6 +453,10 @@ impl Conn {
                         )
                     },
                 )
+            }
+            "CONNECTED" => {
+                self.remember_voice(&data);
+                None
             }
             "VOICE_STATE_UPDATE" => {
                 let state: VoiceState = serde_json::from_value(data).ok()?;

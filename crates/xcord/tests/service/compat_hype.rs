@@ -922,9 +922,18 @@ async fn voice_states_said_on_the_socket_reach_every_member_who_sees_the_channel
     ana_ws.send("voice_state", said).await;
     let again = bob_ws.next("voice_state").await.expect("voice_state");
     assert_eq!(again["type"], "user_joined", "{again}");
+    // A socket opened while she is in voice is told of her leaving too.
+    let mut late_ws = HypeWs::open(&app, [127, 0, 0, 1], &format!("?token={}", bob.token)).await;
+    late_ws.next("connected").await.expect("bound");
     drop(ana_ws);
     let left = bob_ws.next("voice_state").await.expect("voice_state");
     assert_eq!(left["type"], "user_left", "{left}");
+    let told = late_ws.next("voice_state").await.expect("voice_state");
+    assert_eq!(
+        (told["type"].as_str(), told["channelId"].as_str()),
+        (Some("user_left"), Some(voice.as_str())),
+        "{told}"
+    );
 }
 
 #[tokio::test]
