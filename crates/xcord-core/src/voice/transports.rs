@@ -254,24 +254,24 @@ impl Core {
     }
 
     /// The caller's transport session in `ch`, started when they have none there. A voice
-    /// state they hold there without media (op 8, the Hype socket) keeps its flags.
+    /// state they hold there without media (op 8, the Hype socket) keeps its flags. Runs in
+    /// the user's turn, so two transports opened at once start one session: the second
+    /// finds the first's.
     async fn transport_session(
         &self,
         caller: &Caller,
         ch: &VoiceChannel,
     ) -> Result<(Snowflake, VoiceState)> {
         let user = caller.user_id;
-        let existing = |v: &super::Voices| {
-            v.media
-                .iter()
-                .find(|(_, m)| m.user == user && m.direct && m.channel == ch.id && !m.doomed)
-                .map(|(id, _)| *id)
-        };
         let current = self.voice.of_user(user);
-        if let Some(id) = self.voice.with(|v| existing(v)).flatten()
-            && let Some(state) = current.clone().filter(|s| session_id(s) == Some(id))
+        if let Some(state) = current.as_ref().filter(|s| s.channel_id == Some(ch.id))
+            && let Some(id) = session_id(state)
+            && self
+                .voice
+                .with(|v| v.media.get(&id).is_some_and(|m| m.direct && !m.doomed))
+                .unwrap_or(false)
         {
-            return Ok((id, state));
+            return Ok((id, state.clone()));
         }
         self.may_enter(ch, user)?;
         let session = self.ids.next_id();
@@ -289,39 +289,22 @@ impl Core {
             mute,
             deaf,
         };
-        // Two transports opened at once start one session: the second finds the first's.
-        let raced = self
-            .voice
-            .with(|v| {
-                if let Some(id) = existing(v) {
-                    return Some(id);
-                }
-                v.media.insert(
-                    session,
-                    MediaSession {
-                        user,
-                        server: ch.server,
-                        channel: ch.id,
-                        doomed: false,
-                        perms: ch.perms,
-                        whip: false,
-                        tracks: 0,
-                        direct: true,
-                        transports: [None, None],
-                    },
-                );
-                None
-            })
-            .flatten();
-        if let Some(id) = raced {
-            return Ok((
-                id,
-                VoiceState {
-                    session_id: id.to_string(),
-                    ..state
+        self.voice.with(|v| {
+            v.media.insert(
+                session,
+                MediaSession {
+                    user,
+                    server: ch.server,
+                    channel: ch.id,
+                    doomed: false,
+                    perms: ch.perms,
+                    whip: false,
+                    tracks: 0,
+                    direct: true,
+                    transports: [None, None],
                 },
-            ));
-        }
+            )
+        });
         if let Some(previous) = current {
             if previous.channel_id == Some(ch.id) {
                 // Same channel: the new session takes over (announced as an update).
